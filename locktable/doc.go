@@ -1,0 +1,17 @@
+// Package locktable is relock's lock state machine: a sharded table of named
+// locks with their holds, FIFO waiters, TTL deadlines and fences.
+//
+// It is the one room where lock semantics live, and it may not touch the
+// outside world: no I/O, no goroutines, no logging, no clock and no random
+// source of its own. The caller passes the current time (nanoseconds on any
+// monotonic scale) and the random part of each key into every operation, and
+// gets back what happened (grants to waiters, releases) as values in an
+// [Events] buffer. Given the same calls with the same arguments, a Table
+// reaches the same state and returns the same results; a future Raft FSM
+// relies on this.
+//
+// Concurrency: a Table is safe for concurrent use. Every check-and-act on a
+// lock happens in one critical section of the lock's shard. A [Session]'s
+// own mutex is only ever taken while its caller holds a shard mutex or no
+// mutex at all (lock order: shard, then session), never the other way round.
+package locktable

@@ -1,0 +1,31 @@
+package locktable
+
+import "errors"
+
+// Sentinel errors returned by Table operations. They carry no lock names or
+// keys; callers (package commands) turn them into RESP error codes.
+var (
+	// ErrNotHeld: the key does not hold the lock (never did, expired,
+	// released, or the lock does not exist).
+	ErrNotHeld = errors.New("locktable: key does not hold the lock")
+	// ErrSizeMismatch: the lock exists with another size than requested.
+	ErrSizeMismatch = errors.New("locktable: lock exists with another size")
+	// ErrDetachMismatch: a re-entry asked for another DETACH mode than the
+	// hold it re-enters.
+	ErrDetachMismatch = errors.New("locktable: re-entry must match the hold's detach mode")
+	// ErrDetachNeedsTTL: a detached hold must have a TTL.
+	ErrDetachNeedsTTL = errors.New("locktable: a detached hold needs a TTL")
+	// ErrTooManyWaiters: the lock's wait queue is full (Config.MaxWaiters).
+	ErrTooManyWaiters = errors.New("locktable: too many waiters on this lock")
+	// ErrTooManyHolds: the session has as many bound holds and waits as
+	// Config.MaxHoldsPerSession allows.
+	ErrTooManyHolds = errors.New("locktable: too many holds for this session")
+	// ErrAlreadyWaiting: the session already waits for a lock; a session
+	// waits for at most one lock at a time.
+	ErrAlreadyWaiting = errors.New("locktable: session is already waiting")
+	// ErrSessionClosed: the session was closed; it can take nothing.
+	ErrSessionClosed = errors.New("locktable: session is closed")
+	// ErrBadRequest: a request outside the table's contract (empty name,
+	// size 0 after defaults, negative TTL).
+	ErrBadRequest = errors.New("locktable: invalid request")
+)
