@@ -129,6 +129,6 @@ func (t *Table) Dump(now int64) string {
 		b.WriteString("\n")
 		sh.mu.Unlock()
 	}
-	b.WriteString("fence=" + strconv.FormatInt(int64(t.fence.Load(), 10)) + "\n")
+	b.WriteString("fence=" + strconv.FormatUint(t.fence.Load(), 10) + "\n")
 	return b.String()
 }
