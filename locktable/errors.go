@@ -29,3 +29,12 @@ var (
 	// size 0 after defaults, negative TTL).
 	ErrBadRequest = errors.New("locktable: invalid request")
 )
+
+// SizeMismatchError is the error for a request whose size differs from the
+// lock's. It matches ErrSizeMismatch with errors.Is.
+type SizeMismatchError struct{ Have, Want uint32 }
+
+func (e *SizeMismatchError) Error() string { return ErrSizeMismatch.Error() }
+
+// Is makes errors.Is(err, ErrSizeMismatch) true.
+func (e *SizeMismatchError) Is(target error) bool { return target == ErrSizeMismatch }

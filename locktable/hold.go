@@ -47,10 +47,11 @@ func (r Reason) String() string {
 
 // Grant tells that a queued request was granted.
 type Grant struct {
-	Session *Session // the waiting session
-	Name    string
-	Key     Key
-	TTL     int64 // the hold's TTL duration in ns; 0: none
+	Session  *Session // the waiting session
+	Name     string
+	Key      Key
+	TTL      int64 // the hold's TTL duration in ns; 0: none
+	Deadline int64 // the hold's expiry time; 0: none
 }
 
 // Release tells that a hold ended.

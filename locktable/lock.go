@@ -52,7 +52,7 @@ func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait boo
 	l := sh.locks[req.Name]
 	if l != nil {
 		if l.size != req.Size {
-			return Key{}, 0, ErrSizeMismatch
+			return Key{}, 0, &SizeMismatchError{Have: l.size, Want: req.Size}
 		}
 		if req.Owner != "" {
 			for _, h := range l.holds {

@@ -104,6 +104,6 @@ func (sh *shard) grantWaiters(t *Table, ev *Events, l *lock, now int64) {
 			s.link(h)
 		}
 		s.mu.Unlock()
-		ev.Grants = append(ev.Grants, Grant{Session: s, Name: l.name, Key: h.key, TTL: h.ttl})
+		ev.Grants = append(ev.Grants, Grant{Session: s, Name: l.name, Key: h.key, TTL: h.ttl, Deadline: h.deadline})
 	}
 }

@@ -1,0 +1,66 @@
+// Command relock is the relock lock server and its tools.
+//
+// It stays thin: kong parses flags, environment (RELOCK_*) and an optional
+// YAML/JSON config file into a command, whose Run builds what it needs and
+// returns an error; main maps that to an exit code.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/alecthomas/kong"
+	"github.com/relock/relock/commands"
+)
+
+// cli is the root of relock's command line.
+type cli struct {
+	Version kong.VersionFlag `help:"Print the version and exit."`
+
+	Server serverCmd `cmd:"" help:"Run the relock server."`
+}
+
+// exitError carries a specific exit code out of a command's Run.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitError) Unwrap() error { return e.err }
+
+func main() {
+	var root cli
+	parser, err := kong.New(&root,
+		kong.Name("relock"),
+		kong.Description("relock: a distributed lock server that speaks the Redis protocol."),
+		kong.Vars{"version": "relock " + commands.Version},
+		kong.DefaultEnvars("RELOCK"),
+		kong.Configuration(configLoader),
+		kong.UsageOnError(),
+	)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "relock:", err)
+		os.Exit(2)
+	}
+	ctx, err := parser.Parse(os.Args[1:])
+	parser.FatalIfErrorf(err)
+	if err := ctx.Run(); err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) {
+			if ee.err != nil {
+				fmt.Fprintln(os.Stderr, "relock:", ee.err)
+			}
+			os.Exit(ee.code)
+		}
+		fmt.Fprintln(os.Stderr, "relock:", err)
+		os.Exit(1)
+	}
+}

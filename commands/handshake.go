@@ -1,0 +1,361 @@
+package commands
+
+import (
+	"strings"
+	"time"
+
+	"github.com/relock/relock/resp"
+)
+
+// cmdPing: PING [message]
+func (sess *session) cmdPing(args [][]byte) *pendingWait {
+	switch len(args) {
+	case 1:
+		sess.w.B = append(sess.w.B, "+PONG\r\n"...)
+	case 2:
+		sess.w.Bulk(args[1])
+	default:
+		sess.fail(resp.WrongArity("ping"))
+	}
+	return nil
+}
+
+// cmdEcho: ECHO message
+func (sess *session) cmdEcho(args [][]byte) *pendingWait {
+	sess.w.Bulk(args[1])
+	return nil
+}
+
+// cmdQuit: QUIT — replies OK, then the connection closes.
+func (sess *session) cmdQuit(args [][]byte) *pendingWait {
+	sess.w.OK()
+	sess.quit = true
+	return nil
+}
+
+// cmdReset: RESET — the connection becomes as new: its non-detached holds
+// are released, its name cleared, back to RESP2 (as in Redis).
+func (sess *session) cmdReset(args [][]byte) *pendingWait {
+	srv := sess.srv
+	sess.ev.Reset()
+	srv.table.CloseSession(&sess.ev, sess.lt, srv.now())
+	srv.deliver(&sess.ev)
+	sess.mu.Lock()
+	if !sess.ended { // a killed session stays closed
+		sess.lt = srv.table.NewSession(sess.id, sess)
+	}
+	sess.name, sess.libName, sess.libVer = "", "", ""
+	sess.mu.Unlock()
+	sess.setProto(2)
+	sess.authed = !srv.authRequired()
+	sess.w.Simple("RESET")
+	return nil
+}
+
+// authRequired reports whether connections must authenticate. Until ACLs
+// exist (--requirepass, --users-file), none do.
+func (s *Server) authRequired() bool { return false }
+
+// cmdAuth: AUTH [username] password. Without a configured password, as in
+// Redis: AUTH password is an error, AUTH default <anything> succeeds.
+func (sess *session) cmdAuth(args [][]byte) *pendingWait {
+	switch len(args) {
+	case 2:
+		sess.fail("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
+	case 3:
+		if msg := sess.authenticate(string(args[1]), string(args[2])); msg != "" {
+			sess.fail(msg)
+			return nil
+		}
+		sess.w.OK()
+	default:
+		sess.fail(resp.ErrSyntax)
+	}
+	return nil
+}
+
+// authenticate checks a user/password pair and returns the error reply, or
+// "" on success. Without configured users only "default" exists, with no
+// password (Redis's nopass).
+func (sess *session) authenticate(user, pass string) string {
+	if user != "default" {
+		return resp.ErrWrongPass
+	}
+	sess.authed = true
+	return ""
+}
+
+// cmdHello: HELLO [protover [AUTH username password] [SETNAME clientname]]
+func (sess *session) cmdHello(args [][]byte) *pendingWait {
+	proto := sess.w.Proto
+	if proto == 0 {
+		proto = 2
+	}
+	i := 1
+	if len(args) > 1 {
+		v, ok := resp.ParseInt(args[1])
+		if !ok {
+			sess.fail("ERR Protocol version is not an integer or out of range")
+			return nil
+		}
+		if v != 2 && v != 3 {
+			sess.fail(resp.ErrNoProto)
+			return nil
+		}
+		proto = int(v)
+		i = 2
+	}
+	var user, pass, name string
+	var hasAuth, hasName bool
+	for ; i < len(args); i++ {
+		switch {
+		case resp.EqualFold(args[i], "AUTH") && i+2 < len(args) && !hasAuth:
+			user, pass, hasAuth = string(args[i+1]), string(args[i+2]), true
+			i += 2
+		case resp.EqualFold(args[i], "SETNAME") && i+1 < len(args) && !hasName:
+			name, hasName = string(args[i+1]), true
+			i++
+		default:
+			sess.fail("ERR Syntax error in HELLO option '" + strings.ToUpper(string(args[i])) + "'")
+			return nil
+		}
+	}
+	if hasAuth {
+		if msg := sess.authenticate(user, pass); msg != "" {
+			sess.fail(msg)
+			return nil
+		}
+	} else if !sess.authed {
+		sess.fail(resp.ErrNoAuth)
+		return nil
+	}
+	if hasName {
+		if !validClientName(name) {
+			sess.fail(errClientName)
+			return nil
+		}
+		sess.mu.Lock()
+		sess.name = name
+		sess.mu.Unlock()
+	}
+	sess.setProto(proto)
+	w := &sess.w
+	w.Map(7)
+	w.BulkString("server")
+	w.BulkString("relock")
+	w.BulkString("version")
+	w.BulkString(Version)
+	w.BulkString("proto")
+	w.Int(int64(proto))
+	w.BulkString("id")
+	w.Int(int64(sess.id))
+	w.BulkString("mode")
+	w.BulkString("standalone")
+	w.BulkString("role")
+	w.BulkString("master")
+	w.BulkString("modules")
+	w.Array(0)
+	return nil
+}
+
+// cmdSelect: SELECT index — only database 0 exists.
+func (sess *session) cmdSelect(args [][]byte) *pendingWait {
+	v, ok := resp.ParseInt(args[1])
+	if !ok {
+		sess.fail(resp.ErrNotInteger)
+		return nil
+	}
+	if v != 0 {
+		sess.fail(resp.ErrNoSuchDB)
+		return nil
+	}
+	sess.w.OK()
+	return nil
+}
+
+const errClientName = "ERR Client names cannot contain spaces, newlines or special characters."
+
+func validClientName(name string) bool {
+	for i := 0; i < len(name); i++ {
+		if name[i] < '!' || name[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// cmdClient: CLIENT subcommand [arguments]
+func (sess *session) cmdClient(args [][]byte) *pendingWait {
+	sub := strings.ToLower(string(args[1]))
+	arity := map[string]int{"id": 2, "getname": 2, "info": 2, "setname": 3, "setinfo": 4, "no-evict": 3, "no-touch": 3}
+	if n, ok := arity[sub]; ok && len(args) != n {
+		sess.fail("ERR wrong number of arguments for 'client|" + sub + "' command")
+		return nil
+	}
+	switch sub {
+	case "id":
+		sess.w.Int(int64(sess.id))
+	case "getname":
+		sess.mu.Lock()
+		name := sess.name
+		sess.mu.Unlock()
+		sess.w.BulkOrNull(name, name != "")
+	case "setname":
+		name := string(args[2])
+		if !validClientName(name) {
+			sess.fail(errClientName)
+			return nil
+		}
+		sess.mu.Lock()
+		sess.name = name
+		sess.mu.Unlock()
+		sess.w.OK()
+	case "setinfo":
+		attr, val := strings.ToLower(string(args[2])), string(args[3])
+		if !validClientName(val) && val != "" {
+			sess.fail("ERR " + attr + " cannot contain spaces, newlines or special characters.")
+			return nil
+		}
+		sess.mu.Lock()
+		switch attr {
+		case "lib-name":
+			sess.libName = val
+		case "lib-ver":
+			sess.libVer = val
+		default:
+			sess.mu.Unlock()
+			sess.fail("ERR Unrecognized option '" + string(args[2]) + "'")
+			return nil
+		}
+		sess.mu.Unlock()
+		sess.w.OK()
+	case "info":
+		sess.w.Verbatim(sess.clientInfo(time.Now()) + "\n")
+	case "list":
+		sess.clientList(args[2:])
+	case "kill":
+		sess.clientKill(args[2:])
+	case "no-evict", "no-touch":
+		if !resp.EqualFold(args[2], "ON") && !resp.EqualFold(args[2], "OFF") {
+			sess.fail(resp.ErrSyntax)
+			return nil
+		}
+		sess.w.OK()
+	case "help":
+		sess.w.Strings(
+			"CLIENT <subcommand> [<arg> ...]. Subcommands are:",
+			"ID", "GETNAME", "SETNAME <name>", "SETINFO <LIB-NAME|LIB-VER> <value>", "INFO",
+			"LIST [ID id ...]", "KILL <ip:port> | KILL ID <id> | KILL ADDR <ip:port>",
+			"NO-EVICT <ON|OFF>", "NO-TOUCH <ON|OFF>")
+	default:
+		sess.fail(resp.UnknownSubcommand("CLIENT", string(args[1])))
+	}
+	return nil
+}
+
+// clientList: CLIENT LIST [TYPE normal] [ID id ...]
+func (sess *session) clientList(args [][]byte) {
+	srv := sess.srv
+	var ids map[uint64]bool
+	for i := 0; i < len(args); i++ {
+		switch {
+		case resp.EqualFold(args[i], "TYPE") && i+1 < len(args):
+			i++ // every client is "normal"
+		case resp.EqualFold(args[i], "ID") && i+1 < len(args):
+			ids = map[uint64]bool{}
+			for i++; i < len(args); i++ {
+				v, ok := resp.ParseInt(args[i])
+				if !ok || v <= 0 {
+					sess.fail("ERR Invalid client ID")
+					return
+				}
+				ids[uint64(v)] = true
+			}
+		default:
+			sess.fail(resp.ErrSyntax)
+			return
+		}
+	}
+	now := time.Now()
+	var b strings.Builder
+	for _, c := range srv.sessionsSorted() {
+		if ids != nil && !ids[c.id] {
+			continue
+		}
+		b.WriteString(c.clientInfo(now))
+		b.WriteByte('\n')
+	}
+	sess.w.Verbatim(b.String())
+}
+
+// clientKill: CLIENT KILL ip:port | KILL ID id | KILL ADDR ip:port. Killing
+// a client closes its connection, which releases its non-detached holds.
+func (sess *session) clientKill(args [][]byte) {
+	srv := sess.srv
+	if len(args) == 1 { // old form: reply OK or an error
+		if n := srv.killWhere(func(c *session) bool { return c.addr == string(args[0]) }); n == 0 {
+			sess.fail("ERR No such client")
+			return
+		}
+		sess.w.OK()
+		return
+	}
+	if len(args) == 0 || len(args)%2 != 0 {
+		sess.fail(resp.ErrSyntax)
+		return
+	}
+	var filters []func(*session) bool
+	for i := 0; i < len(args); i += 2 {
+		v := string(args[i+1])
+		switch {
+		case resp.EqualFold(args[i], "ID"):
+			id, ok := resp.ParseInt(args[i+1])
+			if !ok || id <= 0 {
+				sess.fail("ERR client-id should be greater than 0")
+				return
+			}
+			filters = append(filters, func(c *session) bool { return c.id == uint64(id) })
+		case resp.EqualFold(args[i], "ADDR"):
+			filters = append(filters, func(c *session) bool { return c.addr == v })
+		case resp.EqualFold(args[i], "LADDR"):
+			filters = append(filters, func(c *session) bool { return c.laddr == v })
+		case resp.EqualFold(args[i], "SKIPME"):
+			if resp.EqualFold(args[i+1], "YES") {
+				filters = append(filters, func(c *session) bool { return c != sess })
+			} else if !resp.EqualFold(args[i+1], "NO") {
+				sess.fail(resp.ErrSyntax)
+				return
+			}
+		default:
+			sess.fail(resp.ErrSyntax)
+			return
+		}
+	}
+	n := srv.killWhere(func(c *session) bool {
+		for _, f := range filters {
+			if !f(c) {
+				return false
+			}
+		}
+		return true
+	})
+	sess.w.Int(int64(n))
+}
+
+// killWhere kills every session matching pred and returns how many.
+func (s *Server) killWhere(pred func(*session) bool) int {
+	var victims []*session
+	for _, c := range s.sessionsSorted() {
+		if pred(c) {
+			victims = append(victims, c)
+		}
+	}
+	for _, c := range victims {
+		s.log.Info("client killed", "client", c.id, "addr", c.addr)
+		c.kill()
+		// Release its holds now rather than when its goroutine notices:
+		// the reply to CLIENT KILL then means "released".
+		s.endSession(c)
+	}
+	return len(victims)
+}

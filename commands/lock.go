@@ -1,0 +1,244 @@
+package commands
+
+import (
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/relock/relock/locktable"
+	"github.com/relock/relock/resp"
+)
+
+const lockOpts = resp.OptTTL | resp.OptWait | resp.OptSize | resp.OptOwner | resp.OptDetach
+
+// cmdLock: LOCK name [TTL ms] [WAIT ms] [SIZE n] [OWNER id] [DETACH]
+func (sess *session) cmdLock(args [][]byte) *pendingWait {
+	return sess.acquire(args, lockOpts, true)
+}
+
+// cmdTryLock: TRYLOCK name [TTL ms] [SIZE n] [OWNER id] [DETACH]
+func (sess *session) cmdTryLock(args [][]byte) *pendingWait {
+	return sess.acquire(args, lockOpts&^resp.OptWait, false)
+}
+
+func (sess *session) acquire(args [][]byte, allowed resp.Opt, wait bool) *pendingWait {
+	srv := sess.srv
+	opts, err := resp.ScanOptions(args[2:], allowed)
+	if err != nil {
+		sess.fail(err.Error())
+		return nil
+	}
+	if !sess.checkName(args[1]) {
+		return nil
+	}
+	if len(opts.Owner) > srv.cfg.MaxNameLen {
+		sess.fail(resp.Limit("OWNER longer than max-name-len (" + itoa(int64(srv.cfg.MaxNameLen)) + " bytes)"))
+		return nil
+	}
+	ttl := srv.cfg.DefaultTTL
+	if opts.Has&resp.OptTTL != 0 {
+		ttl = time.Duration(opts.TTL) * time.Millisecond
+		if !sess.checkTTL(ttl) {
+			return nil
+		}
+	}
+	if opts.Detach && ttl == 0 {
+		sess.fail(resp.ErrDetachTTL)
+		return nil
+	}
+	timeout := srv.cfg.DefaultWait
+	if opts.Has&resp.OptWait != 0 {
+		timeout = time.Duration(opts.Wait) * time.Millisecond
+	}
+	req := locktable.Request{
+		Name:   string(args[1]),
+		TTL:    int64(ttl),
+		Size:   1,
+		Owner:  string(opts.Owner),
+		Detach: opts.Detach,
+		Rand:   randKey(),
+	}
+	if opts.Has&resp.OptSize != 0 {
+		req.Size = uint32(opts.Size)
+	}
+	now := srv.now()
+	sess.ev.Reset()
+	key, outcome, err := srv.table.Acquire(&sess.ev, sess.lt, req, now, wait)
+	srv.deliver(&sess.ev)
+	if err != nil {
+		sess.tableError(err, req.Name)
+		return nil
+	}
+	switch outcome {
+	case locktable.Granted:
+		srv.stats.grants.Add(1)
+		if ttl > 0 {
+			srv.expiry.schedule(now + int64(ttl))
+		}
+		sess.writeKey(key)
+	case locktable.Busy:
+		sess.w.Null()
+	case locktable.Queued:
+		return &pendingWait{name: req.Name, timeout: timeout}
+	}
+	return nil
+}
+
+// cmdUnlock: UNLOCK name key
+func (sess *session) cmdUnlock(args [][]byte) *pendingWait {
+	srv := sess.srv
+	key, ok := sess.parseKey(args[1], args[2])
+	if !ok {
+		return nil
+	}
+	sess.ev.Reset()
+	err := srv.table.Unlock(&sess.ev, string(args[1]), key, srv.now())
+	srv.deliver(&sess.ev)
+	if err != nil {
+		sess.tableError(err, "")
+		return nil
+	}
+	sess.w.Int(1)
+	return nil
+}
+
+// cmdRenew: RENEW name key [TTL ms]
+func (sess *session) cmdRenew(args [][]byte) *pendingWait {
+	srv := sess.srv
+	opts, err := resp.ScanOptions(args[3:], resp.OptTTL)
+	if err != nil {
+		sess.fail(err.Error())
+		return nil
+	}
+	var ttl time.Duration
+	if opts.Has&resp.OptTTL != 0 {
+		ttl = time.Duration(opts.TTL) * time.Millisecond
+		if !sess.checkTTL(ttl) {
+			return nil
+		}
+	}
+	key, ok := sess.parseKey(args[1], args[2])
+	if !ok {
+		return nil
+	}
+	now := srv.now()
+	sess.ev.Reset()
+	set, err := srv.table.Renew(&sess.ev, sess.lt, string(args[1]), key, int64(ttl), now)
+	srv.deliver(&sess.ev)
+	if err != nil {
+		sess.tableError(err, "")
+		return nil
+	}
+	if set == 0 {
+		sess.w.Int(-1)
+		return nil
+	}
+	srv.expiry.schedule(now + set)
+	sess.w.Int(set / int64(time.Millisecond))
+	return nil
+}
+
+// cmdCheck: CHECK name key
+func (sess *session) cmdCheck(args [][]byte) *pendingWait {
+	srv := sess.srv
+	key, ok := sess.parseKey(args[1], args[2])
+	if !ok {
+		return nil
+	}
+	sess.ev.Reset()
+	left, err := srv.table.Check(&sess.ev, string(args[1]), key, srv.now())
+	srv.deliver(&sess.ev)
+	if err != nil {
+		sess.tableError(err, "")
+		return nil
+	}
+	if left < 0 {
+		sess.w.Int(-1)
+		return nil
+	}
+	// Round up: a hold that is still held never shows 0 ms left.
+	sess.w.Int((left + int64(time.Millisecond) - 1) / int64(time.Millisecond))
+	return nil
+}
+
+// cmdForceUnlock: FORCEUNLOCK name
+func (sess *session) cmdForceUnlock(args [][]byte) *pendingWait {
+	srv := sess.srv
+	if !sess.checkName(args[1]) {
+		return nil
+	}
+	sess.ev.Reset()
+	n := srv.table.ForceUnlock(&sess.ev, string(args[1]), srv.now())
+	srv.deliver(&sess.ev)
+	if n > 0 {
+		srv.log.Info("force unlock", "lock", string(args[1]), "holds", n, "by_client", sess.id)
+	}
+	sess.w.Int(int64(n))
+	return nil
+}
+
+// checkName validates a lock name, writing the error if it is invalid.
+func (sess *session) checkName(name []byte) bool {
+	if len(name) == 0 {
+		sess.fail(resp.ErrEmptyName)
+		return false
+	}
+	if max := sess.srv.cfg.MaxNameLen; len(name) > max {
+		sess.fail(resp.Limit("lock name longer than max-name-len (" + itoa(int64(max)) + " bytes)"))
+		return false
+	}
+	return true
+}
+
+// checkTTL enforces max-ttl, writing the error if ttl is over it.
+func (sess *session) checkTTL(ttl time.Duration) bool {
+	if max := sess.srv.cfg.MaxTTL; max > 0 && ttl > max {
+		sess.fail(resp.Limit("TTL " + itoa(int64(ttl/time.Millisecond)) + " ms exceeds max-ttl " + itoa(int64(max/time.Millisecond)) + " ms"))
+		return false
+	}
+	return true
+}
+
+// parseKey validates name and parses key. A malformed key holds nothing:
+// NOTHELD, as for any other key that does not hold the lock.
+func (sess *session) parseKey(name, key []byte) (locktable.Key, bool) {
+	if !sess.checkName(name) {
+		return locktable.Key{}, false
+	}
+	k, err := locktable.ParseKey(key)
+	if err != nil {
+		sess.fail(resp.ErrNotHeld)
+		return locktable.Key{}, false
+	}
+	return k, true
+}
+
+// writeKey writes a key as a bulk string without allocating.
+func (sess *session) writeKey(k locktable.Key) {
+	var buf [48]byte
+	sess.w.Bulk(k.Append(buf[:0]))
+}
+
+// tableError turns a locktable sentinel error into its RESP error.
+func (sess *session) tableError(err error, name string) {
+	var sm *locktable.SizeMismatchError
+	switch {
+	case errors.As(err, &sm):
+		sess.fail(resp.SizeMismatch(name, sm.Have, sm.Want))
+	case errors.Is(err, locktable.ErrNotHeld):
+		sess.fail(resp.ErrNotHeld)
+	case errors.Is(err, locktable.ErrDetachMismatch):
+		sess.fail(resp.ErrDetachMatch)
+	case errors.Is(err, locktable.ErrDetachNeedsTTL):
+		sess.fail(resp.ErrDetachTTL)
+	case errors.Is(err, locktable.ErrTooManyWaiters):
+		sess.fail(resp.Limit("too many waiters on this lock (max-waiters " + itoa(int64(sess.srv.cfg.MaxWaiters)) + ")"))
+	case errors.Is(err, locktable.ErrTooManyHolds):
+		sess.fail(resp.Limit("too many holds and waits on this connection (max-holds-per-client " + itoa(int64(sess.srv.cfg.MaxHolds)) + ")"))
+	default:
+		sess.srv.log.Error("unexpected lock table error", "err", err)
+		sess.fail("ERR " + err.Error())
+	}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -1,0 +1,85 @@
+package commands
+
+import (
+	"time"
+
+	"github.com/relock/relock/locktable"
+	"github.com/relock/relock/resp"
+)
+
+// cmdLocks: LOCKS [MATCH pattern] [COUNT n] [AFTER name]
+func (sess *session) cmdLocks(args [][]byte) *pendingWait {
+	srv := sess.srv
+	opts, err := resp.ScanOptions(args[1:], resp.OptMatch|resp.OptCount|resp.OptAfter)
+	if err != nil {
+		sess.fail(err.Error())
+		return nil
+	}
+	q := locktable.Query{After: string(opts.After), Count: 1000}
+	if opts.Has&resp.OptCount != 0 {
+		q.Count = int(opts.Count)
+	}
+	if opts.Has&resp.OptMatch != 0 {
+		pattern := string(opts.Match)
+		if pattern != "*" {
+			q.Match = func(name string) bool { return globMatch(pattern, name) }
+		}
+	}
+	locks := srv.table.Locks(q, srv.now())
+	sess.writeLocks(locks)
+	return nil
+}
+
+func (sess *session) writeLocks(locks []locktable.LockInfo) {
+	w := &sess.w
+	ms := func(ns int64) int64 { return ns / int64(time.Millisecond) }
+	w.Array(len(locks))
+	for _, l := range locks {
+		w.Map(4)
+		w.BulkString("name")
+		w.BulkString(l.Name)
+		w.BulkString("size")
+		w.Int(int64(l.Size))
+		w.BulkString("holders")
+		w.Array(len(l.Holds))
+		for _, h := range l.Holds {
+			w.Map(7)
+			w.BulkString("fence")
+			w.Int(int64(h.Fence))
+			w.BulkString("owner")
+			w.BulkOrNull(h.Owner, h.Owner != "")
+			w.BulkString("client-id")
+			w.Int(h.SessionID)
+			w.BulkString("ttl")
+			if h.TTL < 0 {
+				w.Int(-1)
+			} else {
+				w.Int((h.TTL + int64(time.Millisecond) - 1) / int64(time.Millisecond))
+			}
+			w.BulkString("age")
+			w.Int(ms(h.Age))
+			w.BulkString("detached")
+			w.Int(b2i(h.Detached))
+			w.BulkString("count")
+			w.Int(int64(h.Count))
+		}
+		w.BulkString("waiters")
+		w.Array(len(l.Waiters))
+		for _, wt := range l.Waiters {
+			w.Map(3)
+			w.BulkString("client-id")
+			w.Int(wt.SessionID)
+			w.BulkString("owner")
+			w.BulkOrNull(wt.Owner, wt.Owner != "")
+			w.BulkString("waited")
+			w.Int(ms(wt.Waited))
+		}
+	}
+}
+
+func b2i(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,284 @@
+package commands
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/relock/relock/locktable"
+	"github.com/tidwall/redcon"
+)
+
+// Version is relock's version, reported by INFO and HELLO.
+var Version = "0.1.0"
+
+// Config is the server's configuration. Durations of 0 mean "none" where
+// the field says so.
+type Config struct {
+	Listen       string        // TCP address; empty: no TCP listener
+	UnixSocket   string        // unix socket path; empty: none
+	DefaultTTL   time.Duration // TTL for requests without one; 0: none
+	MaxTTL       time.Duration // larger TTLs get -LIMIT; 0: no limit
+	DefaultWait  time.Duration // WAIT for LOCK without one; 0: no limit
+	MaxClients   int           // 0: no limit
+	MaxNameLen   int           // bytes; 0 means 1024
+	MaxWaiters   int           // per lock; 0: no limit
+	MaxHolds     int           // bound holds + waits per connection; 0: no limit
+	TCPKeepAlive time.Duration // 0: OS default; negative: off
+	Shards       int           // 0: GOMAXPROCS×4
+	Logger       *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.MaxNameLen <= 0 {
+		c.MaxNameLen = 1024
+	}
+	if c.Shards <= 0 {
+		c.Shards = runtime.GOMAXPROCS(0) * 4
+	}
+	if c.Shards&(c.Shards-1) != 0 {
+		return fmt.Errorf("shards must be a power of two, got %d", c.Shards)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.MaxTTL > 0 && c.DefaultTTL > c.MaxTTL {
+		return fmt.Errorf("default-ttl %v exceeds max-ttl %v", c.DefaultTTL, c.MaxTTL)
+	}
+	if c.Listen == "" && c.UnixSocket == "" {
+		return errors.New("nothing to listen on: set --listen or --unix-socket")
+	}
+	return nil
+}
+
+// Server is a relock server. Create it with New, run it with Run.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	table *locktable.Table
+	epoch time.Time // start of the monotonic clock behind now()
+	start time.Time
+
+	expiry expirer
+
+	// mu guards sessions and listeners.
+	mu        sync.Mutex
+	sessions  map[uint64]*session
+	listeners []net.Listener
+	closing   bool
+
+	nextID atomic.Uint64
+	// shutdown is closed when the server stops; detached loops watch it.
+	shutdown chan struct{}
+	// wg counts the goroutines the server owns: serve loops, detached
+	// connection loops, the expiry loop.
+	wg sync.WaitGroup
+
+	stats stats
+
+	ready chan struct{}
+}
+
+// stats are the counters INFO reports.
+type stats struct {
+	connections  atomic.Int64 // total accepted
+	rejected     atomic.Int64 // refused by max-clients
+	commands     atomic.Int64
+	grants       atomic.Int64
+	waitGrants   atomic.Int64 // grants after a wait
+	waitTimeouts atomic.Int64
+	releases     [5]atomic.Int64 // by locktable.Reason
+	errors       atomic.Int64
+}
+
+// New validates cfg and returns a server that is not yet listening.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	// Fences start at the current unix time in µs, so that they keep
+	// increasing across restarts even without persisted state.
+	fenceStart := uint64(now.UnixMicro())
+	s := &Server{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		epoch: now,
+		start: now,
+		table: locktable.New(locktable.Config{
+			Shards:             cfg.Shards,
+			FenceStart:         fenceStart,
+			MaxWaiters:         cfg.MaxWaiters,
+			MaxHoldsPerSession: cfg.MaxHolds,
+		}),
+		sessions: make(map[uint64]*session),
+		shutdown: make(chan struct{}),
+		ready:    make(chan struct{}),
+	}
+	s.expiry.init()
+	return s, nil
+}
+
+// now is the server's clock for the lock table: unix nanoseconds at start
+// plus monotonic time elapsed, so wall-clock jumps never move deadlines.
+func (s *Server) now() int64 {
+	return s.epoch.UnixNano() + int64(time.Since(s.epoch))
+}
+
+// randKey returns 64 random bits for a key, from crypto/rand.
+func randKey() uint64 {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("crypto/rand failed: " + err.Error()) // never returns an error on Linux
+	}
+	return binary.LittleEndian.Uint64(b[:])
+}
+
+// Ready is closed once the server listens on all its addresses.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Addrs returns the addresses the server listens on (after Ready).
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []net.Addr
+	for _, ln := range s.listeners {
+		out = append(out, ln.Addr())
+	}
+	return out
+}
+
+// Run listens and serves until ctx is cancelled, then stops accepting,
+// closes every connection (releasing their holds), waits for every goroutine
+// it started and returns. It returns an error only if it could not listen.
+func (s *Server) Run(ctx context.Context) error {
+	var lns []net.Listener
+	if s.cfg.Listen != "" {
+		lc := net.ListenConfig{KeepAlive: s.cfg.TCPKeepAlive}
+		ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
+		}
+		lns = append(lns, ln)
+	}
+	if p := s.cfg.UnixSocket; p != "" {
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			// A stale socket from an earlier run; a live server on it
+			// would answer a dial.
+			if c, err := net.Dial("unix", p); err == nil {
+				c.Close()
+				closeAll(lns)
+				return fmt.Errorf("unix socket %s is in use by another server", p)
+			}
+			os.Remove(p)
+		}
+		ln, err := net.Listen("unix", p)
+		if err != nil {
+			closeAll(lns)
+			return fmt.Errorf("listen unix %s: %w", p, err)
+		}
+		lns = append(lns, ln)
+	}
+	s.mu.Lock()
+	s.listeners = lns
+	s.mu.Unlock()
+
+	expCtx, stopExpiry := context.WithCancel(context.Background())
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.expiry.run(expCtx, s)
+	}()
+
+	servers := make([]*redcon.Server, len(lns))
+	for i, ln := range lns {
+		rs := redcon.NewServerNetwork(ln.Addr().Network(), ln.Addr().String(), s.handle, s.accept, s.closed)
+		servers[i] = rs
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := rs.Serve(ln); err != nil {
+				s.log.Error("serve", "addr", ln.Addr().String(), "err", err)
+			}
+		}()
+		s.log.Info("listening", "addr", ln.Addr().String(), "network", ln.Addr().Network())
+	}
+	close(s.ready)
+
+	<-ctx.Done()
+	s.log.Info("shutting down")
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	for _, rs := range servers {
+		rs.Close() // stops accepting; closes the connections redcon serves
+	}
+	close(s.shutdown)
+	// Detached connections are ours to close.
+	s.mu.Lock()
+	for _, sess := range s.sessions {
+		sess.netConn.Close()
+	}
+	s.mu.Unlock()
+	stopExpiry()
+	s.wg.Wait()
+	// Every connection has gone; whatever the closed callbacks did not see
+	// (none expected) is released here so that no hold outlives the server.
+	s.mu.Lock()
+	left := make([]*session, 0, len(s.sessions))
+	for _, sess := range s.sessions {
+		left = append(left, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range left {
+		s.endSession(sess)
+	}
+	if s.cfg.UnixSocket != "" {
+		os.Remove(s.cfg.UnixSocket)
+	}
+	s.log.Info("stopped")
+	return nil
+}
+
+func closeAll(lns []net.Listener) {
+	for _, ln := range lns {
+		ln.Close()
+	}
+}
+
+// deliver hands grants to their waiting sessions and accounts releases.
+// It never blocks: a session waits for at most one grant, into a channel
+// with room for one.
+func (s *Server) deliver(ev *locktable.Events) {
+	for i := range ev.Releases {
+		r := &ev.Releases[i]
+		s.stats.releases[r.Reason].Add(1)
+		if r.Reason != locktable.ReasonUnlock {
+			s.log.Debug("released", "lock", r.Name, "fence", r.Fence, "client", r.SessionID, "reason", r.Reason.String())
+		}
+	}
+	for _, g := range ev.Grants {
+		if g.Deadline != 0 {
+			s.expiry.schedule(g.Deadline)
+		}
+		sess := g.Session.Conn.(*session)
+		select {
+		case sess.grant <- g:
+		default:
+			// Cannot happen: one wait per session. Never drop a hold silently.
+			s.log.Error("grant channel full; releasing", "lock", g.Name, "client", sess.id)
+			var ev2 locktable.Events
+			s.table.Unlock(&ev2, g.Name, g.Key, s.now())
+			s.deliver(&ev2)
+		}
+	}
+}

@@ -1,0 +1,231 @@
+package commands
+
+import (
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/relock/relock/locktable"
+	"github.com/relock/relock/resp"
+	"github.com/tidwall/redcon"
+)
+
+// session is one client connection.
+type session struct {
+	srv     *Server
+	id      uint64
+	conn    redcon.Conn // the redcon connection, or the detached one after detach
+	netConn net.Conn    // for closing from other goroutines (CLIENT KILL, shutdown)
+	addr    string
+	laddr   string
+	created time.Time
+
+	// Owned by the connection's serving goroutine (redcon's, then the
+	// detached loop): no lock needed.
+	w        resp.Writer
+	ev       locktable.Events
+	lt       *locktable.Session
+	detached bool
+	authed   bool
+	quit     bool // close after flushing the reply
+
+	// grant receives the Grant for this session's queued LOCK.
+	grant chan locktable.Grant
+
+	// mu guards the fields below, which CLIENT LIST/INFO read from other
+	// connections.
+	mu      sync.Mutex
+	name    string
+	libName string
+	libVer  string
+	lastCmd string
+	lastAt  time.Time
+	proto   int
+	waiting string // lock name of the blocked LOCK, if any
+	killed  bool
+	ended   bool // endSession ran: lt is closed for good
+	// lt is written by the serving goroutine only (RESET) and then under
+	// mu; other goroutines read it under mu.
+}
+
+// accept is redcon's accept callback: it creates the session or refuses
+// the connection when max-clients is reached.
+func (s *Server) accept(c redcon.Conn) bool {
+	nc := c.NetConn()
+	s.mu.Lock()
+	if s.closing || (s.cfg.MaxClients > 0 && len(s.sessions) >= s.cfg.MaxClients) {
+		closing := s.closing
+		s.mu.Unlock()
+		s.stats.rejected.Add(1)
+		if !closing {
+			nc.SetWriteDeadline(time.Now().Add(time.Second))
+			nc.Write([]byte("-" + resp.Limit("max number of clients reached") + "\r\n"))
+		}
+		return false
+	}
+	id := s.nextID.Add(1)
+	now := time.Now()
+	sess := &session{
+		srv:     s,
+		id:      id,
+		conn:    c,
+		netConn: nc,
+		addr:    c.RemoteAddr(),
+		laddr:   nc.LocalAddr().String(),
+		created: now,
+		lastAt:  now,
+		proto:   2,
+		grant:   make(chan locktable.Grant, 1),
+		authed:  true,
+	}
+	if nc.RemoteAddr().Network() == "unix" {
+		sess.addr = "/unix:" + sess.laddr
+	}
+	sess.lt = s.table.NewSession(id, sess)
+	s.sessions[id] = sess
+	s.mu.Unlock()
+	s.stats.connections.Add(1)
+	c.SetContext(sess)
+	return true
+}
+
+// closed is redcon's closed callback. It runs under redcon's server mutex,
+// so it must not block: ending a session only takes shard mutexes briefly
+// and delivers grants without blocking. A detach is not a disconnect.
+func (s *Server) closed(c redcon.Conn, err error) {
+	if err != nil && err.Error() == "detached" {
+		return
+	}
+	if sess, ok := c.Context().(*session); ok {
+		s.endSession(sess)
+	}
+}
+
+// endSession releases the session's bound holds, drops its wait and
+// forgets it. It is idempotent and may run on any goroutine.
+func (s *Server) endSession(sess *session) {
+	sess.mu.Lock()
+	sess.ended = true
+	lt := sess.lt
+	sess.mu.Unlock()
+	var ev locktable.Events
+	s.table.CloseSession(&ev, lt, s.now()) // idempotent
+	s.deliver(&ev)
+	s.mu.Lock()
+	delete(s.sessions, sess.id)
+	s.mu.Unlock()
+}
+
+// handle is redcon's command handler: the fast path. A LOCK that must wait
+// detaches the connection to its own loop (wait.go).
+func (s *Server) handle(c redcon.Conn, cmd redcon.Command) {
+	sess := c.Context().(*session)
+	wait := sess.exec(cmd.Args)
+	c.WriteRaw(sess.w.B)
+	sess.w.Reset()
+	if sess.quit {
+		c.Close()
+		return
+	}
+	if wait != nil {
+		dc := c.Detach()
+		sess.conn = dc
+		sess.detached = true
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveDetached(sess, dc, wait)
+		}()
+	}
+}
+
+// exec runs one command, appending its reply to sess.w. It returns a
+// pendingWait when the command is a LOCK that must wait for its grant.
+func (sess *session) exec(args [][]byte) *pendingWait {
+	srv := sess.srv
+	srv.stats.commands.Add(1)
+	cmd := lookup(args[0])
+	if cmd == nil {
+		sess.w.Error(resp.UnknownCommand(string(args[0]), args[1:]))
+		srv.stats.errors.Add(1)
+		return nil
+	}
+	sess.touch(cmd.name)
+	if !sess.authed && !cmd.noAuth {
+		sess.w.Error(resp.ErrNoAuth)
+		return nil
+	}
+	if (cmd.arity > 0 && len(args) != cmd.arity) || (cmd.arity < 0 && len(args) < -cmd.arity) {
+		sess.w.Error(resp.WrongArity(cmd.name))
+		srv.stats.errors.Add(1)
+		return nil
+	}
+	return cmd.run(sess, args)
+}
+
+// touch records the last command for CLIENT LIST.
+func (sess *session) touch(name string) {
+	sess.mu.Lock()
+	sess.lastCmd = name
+	sess.lastAt = time.Now()
+	sess.mu.Unlock()
+}
+
+// fail writes an error reply and counts it.
+func (sess *session) fail(msg string) {
+	sess.srv.stats.errors.Add(1)
+	sess.w.Error(msg)
+}
+
+// setProto switches the reply protocol.
+func (sess *session) setProto(p int) {
+	sess.w.Proto = p
+	sess.mu.Lock()
+	sess.proto = p
+	sess.mu.Unlock()
+}
+
+// kill closes the session's connection from any goroutine. Its serving
+// goroutine sees the close and ends the session.
+func (sess *session) kill() {
+	sess.mu.Lock()
+	sess.killed = true
+	sess.mu.Unlock()
+	sess.netConn.Close()
+}
+
+// clientInfo renders the session as one CLIENT LIST line. Keys are never
+// part of it.
+func (sess *session) clientInfo(now time.Time) string {
+	sess.mu.Lock()
+	name, lib, ver, last, lastAt, proto, waiting := sess.name, sess.libName, sess.libVer, sess.lastCmd, sess.lastAt, sess.proto, sess.waiting
+	sess.mu.Unlock()
+	flags := "N"
+	if waiting != "" {
+		flags = "b"
+	}
+	var b strings.Builder
+	b.WriteString("id=" + itoa(int64(sess.id)))
+	b.WriteString(" addr=" + sess.addr)
+	b.WriteString(" laddr=" + sess.laddr)
+	b.WriteString(" name=" + name)
+	b.WriteString(" age=" + itoa(int64(now.Sub(sess.created)/time.Second)))
+	b.WriteString(" idle=" + itoa(int64(now.Sub(lastAt)/time.Second)))
+	b.WriteString(" flags=" + flags)
+	b.WriteString(" db=0")
+	b.WriteString(" cmd=" + last)
+	b.WriteString(" resp=" + itoa(int64(proto)))
+	b.WriteString(" lib-name=" + lib)
+	b.WriteString(" lib-ver=" + ver)
+	sess.mu.Lock()
+	lt := sess.lt
+	sess.mu.Unlock()
+	b.WriteString(" holds=" + itoa(int64(lt.Bound())))
+	w := 0
+	if waiting != "" {
+		w = 1
+	}
+	b.WriteString(" waits=" + itoa(int64(w)))
+	return b.String()
+}
