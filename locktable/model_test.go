@@ -1,0 +1,571 @@
+package locktable
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+var modelSeed = flag.Uint64("model.seed", 0, "run TestModel_RandomOpsMatchReference for this one seed only, logging every op")
+
+// The reference model: plain maps and slices, no sharding of its own beyond
+// knowing which shard a name is in (lazy expiry works per shard), no heap,
+// no intrusive lists, single-threaded. Every operation is written the way
+// SPEC.md §1–2 and the package's doc comments describe it.
+
+type mSession struct {
+	id      uint64
+	closed  bool
+	waiting *mWaiter
+}
+
+type mHold struct {
+	name     string
+	key      Key
+	owner    string
+	count    int
+	detached bool
+	sess     *mSession // nil when detached
+	granted  int64
+	ttl      int64 // 0: none
+	deadline int64 // 0: none
+	live     bool
+}
+
+type mWaiter struct {
+	sess     *mSession
+	req      Request
+	enqueued int64
+}
+
+type mLock struct {
+	name    string
+	size    uint32
+	holds   []*mHold // grant order
+	waiters []*mWaiter
+}
+
+type model struct {
+	cfg      Config
+	shardOf  func(name string) int
+	shards   int
+	fence    uint64
+	locks    map[string]*mLock
+	sessions []*mSession
+	now      int64
+
+	grants   []grantRec
+	releases []Release
+	issued   []Key
+}
+
+func newModel(cfg Config, tb *Table, sessions int) *model {
+	fence := cfg.FenceStart
+	if fence == 0 {
+		fence = 1
+	}
+	m := &model{
+		cfg:    cfg,
+		shards: tb.Shards(),
+		shardOf: func(name string) int {
+			sh := tb.shardOf(name)
+			for i := range tb.shards {
+				if &tb.shards[i] == sh {
+					return i
+				}
+			}
+			panic("no shard")
+		},
+		fence: fence - 1,
+		locks: make(map[string]*mLock),
+		now:   1_000_000,
+	}
+	for range sessions {
+		m.addSession()
+	}
+	return m
+}
+
+func (m *model) addSession() {
+	m.sessions = append(m.sessions, &mSession{id: uint64(len(m.sessions) + 1)})
+}
+
+func (m *model) bound(s *mSession) int {
+	n := 0
+	for _, l := range m.locks {
+		for _, h := range l.holds {
+			if h.sess == s {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func (m *model) find(name string, k Key) *mHold {
+	if l := m.locks[name]; l != nil {
+		for _, h := range l.holds {
+			if h.key == k {
+				return h
+			}
+		}
+	}
+	return nil
+}
+
+func (m *model) dropIfEmpty(l *mLock) {
+	if len(l.holds) == 0 && len(l.waiters) == 0 {
+		delete(m.locks, l.name)
+	}
+}
+
+func (m *model) restartTTL(h *mHold, ttl int64) {
+	if ttl > 0 {
+		h.ttl = ttl
+	}
+	if h.ttl > 0 {
+		h.deadline = m.now + h.ttl
+	}
+}
+
+func (m *model) newHold(l *mLock, s *mSession, req Request) *mHold {
+	m.fence++
+	h := &mHold{
+		name: l.name, key: Key{Fence: m.fence, Rand: req.Rand}, owner: req.Owner,
+		count: 1, detached: req.Detach, granted: m.now, live: true,
+	}
+	if !req.Detach {
+		h.sess = s
+	}
+	m.restartTTL(h, req.TTL)
+	l.holds = append(l.holds, h)
+	m.issued = append(m.issued, h.key)
+	return h
+}
+
+// release ends h and gives the freed capacity to waiters in queue order,
+// skipping (and dropping) waiters of closed sessions.
+func (m *model) release(h *mHold, why Reason) {
+	l := m.locks[h.name]
+	l.holds = slices.DeleteFunc(l.holds, func(x *mHold) bool { return x == h })
+	h.live = false
+	var sid uint64
+	if h.sess != nil {
+		sid = h.sess.id
+	}
+	m.releases = append(m.releases, Release{
+		Name: h.name, Fence: h.key.Fence, Owner: h.owner, SessionID: sid,
+		Reason: why, Held: m.now - h.granted,
+	})
+	for len(l.holds) < int(l.size) && len(l.waiters) > 0 {
+		w := l.waiters[0]
+		l.waiters = l.waiters[1:]
+		w.sess.waiting = nil
+		if w.sess.closed {
+			continue
+		}
+		g := m.newHold(l, w.sess, w.req)
+		m.grants = append(m.grants, grantRec{w.sess.id, l.name, g.key, g.ttl})
+	}
+	m.dropIfEmpty(l)
+}
+
+// expireShard releases the due holds of one shard, earliest deadline first
+// (ties: lowest fence).
+func (m *model) expireShard(shard int) {
+	for {
+		var due *mHold
+		for _, l := range m.locks {
+			if m.shardOf(l.name) != shard {
+				continue
+			}
+			for _, h := range l.holds {
+				if h.deadline == 0 || h.deadline > m.now {
+					continue
+				}
+				if due == nil || h.deadline < due.deadline ||
+					(h.deadline == due.deadline && h.key.Fence < due.key.Fence) {
+					due = h
+				}
+			}
+		}
+		if due == nil {
+			return
+		}
+		m.release(due, ReasonExpired)
+	}
+}
+
+func (m *model) acquire(s *mSession, req Request, wait bool) (Key, Outcome, error) {
+	if req.Size == 0 {
+		req.Size = 1
+	}
+	if req.Name == "" || req.TTL < 0 {
+		return Key{}, 0, ErrBadRequest
+	}
+	if req.Detach && req.TTL == 0 {
+		return Key{}, 0, ErrDetachNeedsTTL
+	}
+	m.expireShard(m.shardOf(req.Name))
+	if s.closed {
+		return Key{}, 0, ErrSessionClosed
+	}
+	l := m.locks[req.Name]
+	if l != nil {
+		if l.size != req.Size {
+			return Key{}, 0, ErrSizeMismatch
+		}
+		if req.Owner != "" {
+			for _, h := range l.holds {
+				if h.owner != req.Owner {
+					continue
+				}
+				if h.detached != req.Detach {
+					return Key{}, 0, ErrDetachMismatch
+				}
+				h.count++
+				m.restartTTL(h, req.TTL)
+				return h.key, Granted, nil
+			}
+		}
+	}
+	free := l == nil || (len(l.holds) < int(l.size) && len(l.waiters) == 0)
+	if !free && !wait {
+		return Key{}, Busy, nil
+	}
+	if !free && s.waiting != nil {
+		return Key{}, 0, ErrAlreadyWaiting
+	}
+	if m.cfg.MaxHoldsPerSession > 0 && !req.Detach {
+		used := m.bound(s)
+		if s.waiting != nil {
+			used++
+		}
+		if used >= m.cfg.MaxHoldsPerSession {
+			return Key{}, 0, ErrTooManyHolds
+		}
+	}
+	if !free && m.cfg.MaxWaiters > 0 && len(l.waiters) >= m.cfg.MaxWaiters {
+		return Key{}, 0, ErrTooManyWaiters
+	}
+	if l == nil {
+		l = &mLock{name: req.Name, size: req.Size}
+		m.locks[req.Name] = l
+	}
+	if free {
+		return m.newHold(l, s, req).key, Granted, nil
+	}
+	w := &mWaiter{sess: s, req: req, enqueued: m.now}
+	l.waiters = append(l.waiters, w)
+	s.waiting = w
+	return Key{}, Queued, nil
+}
+
+func (m *model) unlock(name string, k Key) error {
+	m.expireShard(m.shardOf(name))
+	h := m.find(name, k)
+	if h == nil {
+		return ErrNotHeld
+	}
+	if h.count > 1 {
+		h.count--
+		return nil
+	}
+	m.release(h, ReasonUnlock)
+	return nil
+}
+
+func (m *model) renew(name string, k Key, ttl int64) (int64, error) {
+	if ttl < 0 {
+		return 0, ErrBadRequest
+	}
+	m.expireShard(m.shardOf(name))
+	h := m.find(name, k)
+	if h == nil {
+		return 0, ErrNotHeld
+	}
+	m.restartTTL(h, ttl)
+	return h.ttl, nil
+}
+
+func (m *model) check(name string, k Key) (int64, error) {
+	m.expireShard(m.shardOf(name))
+	h := m.find(name, k)
+	if h == nil {
+		return 0, ErrNotHeld
+	}
+	if h.deadline == 0 {
+		return -1, nil
+	}
+	return h.deadline - m.now, nil
+}
+
+func (m *model) forceUnlock(name string) int {
+	m.expireShard(m.shardOf(name))
+	l := m.locks[name]
+	if l == nil {
+		return 0
+	}
+	victims := slices.Clone(l.holds)
+	for _, h := range victims {
+		m.release(h, ReasonForced)
+	}
+	return len(victims)
+}
+
+func (m *model) cancelWait(s *mSession) bool {
+	w := s.waiting
+	if w == nil {
+		return false
+	}
+	s.waiting = nil
+	l := m.locks[w.req.Name]
+	l.waiters = slices.DeleteFunc(l.waiters, func(x *mWaiter) bool { return x == w })
+	m.dropIfEmpty(l)
+	return true
+}
+
+// closeSession drops the session's wait, then releases its bound holds
+// newest first (the order of the session's own list), without expiring
+// anything first.
+func (m *model) closeSession(s *mSession) {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	m.cancelWait(s)
+	var holds []*mHold
+	for _, l := range m.locks {
+		for _, h := range l.holds {
+			if h.sess == s {
+				holds = append(holds, h)
+			}
+		}
+	}
+	slices.SortFunc(holds, func(a, b *mHold) int { return -cmpUint(a.key.Fence, b.key.Fence) })
+	for _, h := range holds {
+		if h.live {
+			m.release(h, ReasonDisconnect)
+		}
+	}
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (m *model) expire() int64 {
+	for i := range m.shards {
+		m.expireShard(i)
+	}
+	var next int64
+	for _, l := range m.locks {
+		for _, h := range l.holds {
+			if h.deadline != 0 && (next == 0 || h.deadline < next) {
+				next = h.deadline
+			}
+		}
+	}
+	return next
+}
+
+// apply runs o on the model and renders its result the way runner.apply
+// renders the table's.
+func (m *model) apply(o op) string {
+	m.grants, m.releases, m.issued = nil, nil, m.issued[:0]
+	var s *mSession
+	if o.sess >= 0 && o.sess < len(m.sessions) {
+		s = m.sessions[o.sess]
+	}
+	var direct string
+	switch o.kind {
+	case opAcquire:
+		k, out, err := m.acquire(s, o.req, o.wait)
+		direct = fmt.Sprintf("%v %s %s", k, outcomeName(out), errName(err))
+	case opUnlock:
+		direct = errName(m.unlock(o.name, o.key))
+	case opRenew:
+		ttl, err := m.renew(o.name, o.key, o.ttl)
+		direct = fmt.Sprintf("%d %s", ttl, errName(err))
+	case opCheck:
+		n, err := m.check(o.name, o.key)
+		direct = fmt.Sprintf("%d %s", n, errName(err))
+	case opForceUnlock:
+		direct = fmt.Sprint(m.forceUnlock(o.name))
+	case opCancelWait:
+		direct = fmt.Sprint(m.cancelWait(s))
+	case opCloseSession:
+		m.closeSession(s)
+		m.addSession()
+	case opExpire:
+		direct = fmt.Sprint(m.expire())
+	case opAdvance:
+		m.now += o.dt
+	}
+	return formatResult(direct, m.grants, m.releases)
+}
+
+func (m *model) sortedLocks() []*mLock {
+	var ls []*mLock
+	for _, l := range m.locks {
+		ls = append(ls, l)
+	}
+	slices.SortFunc(ls, func(a, b *mLock) int { return strings.Compare(a.name, b.name) })
+	return ls
+}
+
+// dump renders the model in Table.Dump's format.
+func (m *model) dump() string {
+	var b strings.Builder
+	for _, l := range m.sortedLocks() {
+		fmt.Fprintf(&b, "%s size=%d", l.name, l.size)
+		for _, h := range l.holds {
+			fmt.Fprintf(&b, " hold{%v owner=%s count=%d deadline=%d ttl=%d", h.key, h.owner, h.count, h.deadline, h.ttl)
+			if h.sess != nil {
+				b.WriteString(" session=" + strconv.FormatUint(h.sess.id, 10))
+			}
+			if h.detached {
+				b.WriteString(" detached")
+			}
+			b.WriteString("}")
+		}
+		for _, w := range l.waiters {
+			fmt.Fprintf(&b, " wait{session=%d owner=%s}", w.sess.id, w.req.Owner)
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "fence=%d\n", m.fence)
+	return b.String()
+}
+
+// lockInfos renders the model the way Table.Locks(Query{}, now) lists it.
+func (m *model) lockInfos() string {
+	var out []LockInfo
+	for _, l := range m.sortedLocks() {
+		li := LockInfo{Name: l.name, Size: l.size}
+		for _, h := range l.holds {
+			hi := HoldInfo{
+				Fence: h.key.Fence, Owner: h.owner, SessionID: -1, TTL: -1,
+				Age: m.now - h.granted, Detached: h.detached, Count: uint32(h.count),
+			}
+			if h.sess != nil {
+				hi.SessionID = int64(h.sess.id)
+			}
+			if h.deadline != 0 {
+				hi.TTL = max(h.deadline-m.now, 0)
+			}
+			li.Holds = append(li.Holds, hi)
+		}
+		for _, w := range l.waiters {
+			li.Waiters = append(li.Waiters, WaiterInfo{
+				SessionID: int64(w.sess.id), Owner: w.req.Owner, Waited: m.now - w.enqueued,
+			})
+		}
+		out = append(out, li)
+	}
+	return fmt.Sprintf("%+v", out)
+}
+
+func (m *model) sessionStates() string {
+	var b strings.Builder
+	for _, s := range m.sessions {
+		fmt.Fprintf(&b, "s%d:%d:%v ", s.id, m.bound(s), s.waiting != nil)
+	}
+	return b.String()
+}
+
+func (m *model) stats() Stats {
+	var st Stats
+	for _, l := range m.locks {
+		st.Locks++
+		st.Holds += len(l.holds)
+		st.Waiters += len(l.waiters)
+	}
+	return st
+}
+
+// modelConfigs are the table shapes the model test cycles through.
+var modelConfigs = []Config{
+	{Shards: 1},
+	{Shards: 8},
+	{Shards: 2, MaxWaiters: 2},
+	{Shards: 1, MaxHoldsPerSession: 2, FenceStart: 1_000},
+	{Shards: 4, MaxWaiters: 1, MaxHoldsPerSession: 1},
+}
+
+// runModel runs one random sequence on a Table and on the model and
+// returns a description of the first disagreement ("" if none), with the
+// op log up to it.
+func runModel(seed uint64, steps int, verbose bool) string {
+	const sessions = 5
+	cfg := modelConfigs[seed%uint64(len(modelConfigs))]
+	rng := rand.New(rand.NewPCG(seed, 0x6c6f636b7461626c))
+	r := newRunner(cfg, sessions)
+	m := newModel(cfg, r.tb, sessions)
+	gen := newOpGen(rng, sessions)
+
+	var log strings.Builder
+	fmt.Fprintf(&log, "config %+v\n", cfg)
+	for step := range steps {
+		o := gen.next(r.now, nextDeadline(r.tb))
+		got := r.apply(o)
+		want := m.apply(o)
+		gen.learnFrom(o, r)
+		fmt.Fprintf(&log, "%4d t=%d %v -> %s\n", step, r.now, o, got)
+		if verbose {
+			log.WriteString(r.tb.Dump(r.now))
+		}
+		fail := func(what, got, want string) string {
+			return fmt.Sprintf("seed %d, step %d (%v): %s\n got: %s\nwant: %s\nop log:\n%s",
+				seed, step, o, what, got, want, log.String())
+		}
+		if got != want {
+			return fail("result differs from the model", got, want)
+		}
+		if errs := invariantErrors(r.tb, r.sessions...); len(errs) > 0 {
+			return fail("invariants broken", fmt.Sprint(errs), "none")
+		}
+		if got, want := r.tb.Dump(r.now), m.dump(); got != want {
+			return fail("state differs from the model", got, want)
+		}
+		if got, want := fmt.Sprintf("%+v", r.tb.Locks(Query{}, r.now)), m.lockInfos(); got != want {
+			return fail("Locks differs from the model", got, want)
+		}
+		if got, want := r.sessionStates(), m.sessionStates(); got != want {
+			return fail("sessions differ from the model", got, want)
+		}
+		if got, want := r.tb.Stats(), m.stats(); got != want {
+			return fail("Stats differ from the model", fmt.Sprint(got), fmt.Sprint(want))
+		}
+	}
+	if verbose {
+		return "log:\n" + log.String()
+	}
+	return ""
+}
+
+func TestModel_RandomOpsMatchReference(t *testing.T) {
+	if *modelSeed != 0 {
+		t.Log(runModel(*modelSeed, 400, true))
+		return
+	}
+	seeds, steps := 1500, 120
+	if testing.Short() {
+		seeds = 200
+	}
+	for seed := uint64(1); seed <= uint64(seeds); seed++ {
+		if msg := runModel(seed, steps, false); msg != "" {
+			t.Fatalf("%s\nrerun with: go test ./locktable -run TestModel_RandomOpsMatchReference -model.seed=%d -v", msg, seed)
+		}
+	}
+}

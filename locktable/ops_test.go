@@ -1,0 +1,349 @@
+package locktable
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+)
+
+// This file holds what the model and determinism tests share: operations as
+// values, a runner that applies them to a real Table, and a generator of
+// random operation sequences.
+
+type opKind uint8
+
+const (
+	opAcquire opKind = iota
+	opUnlock
+	opRenew
+	opCheck
+	opForceUnlock
+	opCancelWait
+	opCloseSession
+	opExpire
+	opAdvance
+)
+
+// op is one call on a Table. Sessions are named by their index in the
+// runner's list; closing a session appends a fresh one to the list.
+type op struct {
+	kind opKind
+	sess int // session index; -1: nil (Renew only)
+	req  Request
+	wait bool
+	name string
+	key  Key
+	ttl  int64
+	dt   int64 // opAdvance: how far the clock moves
+}
+
+func (o op) String() string {
+	switch o.kind {
+	case opAcquire:
+		r := o.req
+		return fmt.Sprintf("Acquire(s%d, %q ttl=%d size=%d owner=%q detach=%v rand=%x, wait=%v)",
+			o.sess, r.Name, r.TTL, r.Size, r.Owner, r.Detach, r.Rand, o.wait)
+	case opUnlock:
+		return fmt.Sprintf("Unlock(%q, %v)", o.name, o.key)
+	case opRenew:
+		return fmt.Sprintf("Renew(s%d, %q, %v, ttl=%d)", o.sess, o.name, o.key, o.ttl)
+	case opCheck:
+		return fmt.Sprintf("Check(%q, %v)", o.name, o.key)
+	case opForceUnlock:
+		return fmt.Sprintf("ForceUnlock(%q)", o.name)
+	case opCancelWait:
+		return fmt.Sprintf("CancelWait(s%d)", o.sess)
+	case opCloseSession:
+		return fmt.Sprintf("CloseSession(s%d)", o.sess)
+	case opExpire:
+		return "Expire()"
+	case opAdvance:
+		return fmt.Sprintf("Advance(%d)", o.dt)
+	}
+	return "?"
+}
+
+// grantRec is a Grant with the session named by id, so that grants of
+// different Tables (or of the model) compare with ==.
+type grantRec struct {
+	SessionID uint64
+	Name      string
+	Key       Key
+	TTL       int64
+}
+
+func formatResult(direct string, grants []grantRec, releases []Release) string {
+	var b strings.Builder
+	b.WriteString(direct)
+	for _, g := range grants {
+		fmt.Fprintf(&b, " grant{s=%d %q %v ttl=%d}", g.SessionID, g.Name, g.Key, g.TTL)
+	}
+	for _, r := range releases {
+		fmt.Fprintf(&b, " release{%q fence=%d owner=%q s=%d %v held=%d}",
+			r.Name, r.Fence, r.Owner, r.SessionID, r.Reason, r.Held)
+	}
+	return b.String()
+}
+
+func errName(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return strings.TrimPrefix(err.Error(), "locktable: ")
+}
+
+func outcomeName(o Outcome) string {
+	switch o {
+	case Granted:
+		return "Granted"
+	case Queued:
+		return "Queued"
+	case Busy:
+		return "Busy"
+	}
+	return fmt.Sprintf("Outcome(%d)", o)
+}
+
+// runner applies ops to one real Table.
+type runner struct {
+	tb       *Table
+	sessions []*Session
+	ev       Events
+	now      int64
+	// issued lists the keys the last op handed out (direct or by grant).
+	issued []Key
+}
+
+func newRunner(cfg Config, sessions int) *runner {
+	r := &runner{tb: New(cfg), now: 1_000_000}
+	for range sessions {
+		r.addSession()
+	}
+	return r
+}
+
+func (r *runner) addSession() {
+	r.sessions = append(r.sessions, r.tb.NewSession(uint64(len(r.sessions)+1), nil))
+}
+
+// apply runs o and renders its result and events.
+func (r *runner) apply(o op) string {
+	r.ev.Reset()
+	r.issued = r.issued[:0]
+	var s *Session
+	if o.sess >= 0 && o.sess < len(r.sessions) {
+		s = r.sessions[o.sess]
+	}
+	var direct string
+	switch o.kind {
+	case opAcquire:
+		k, out, err := r.tb.Acquire(&r.ev, s, o.req, r.now, o.wait)
+		if !k.IsZero() {
+			r.issued = append(r.issued, k)
+		}
+		direct = fmt.Sprintf("%v %s %s", k, outcomeName(out), errName(err))
+	case opUnlock:
+		direct = errName(r.tb.Unlock(&r.ev, o.name, o.key, r.now))
+	case opRenew:
+		ttl, err := r.tb.Renew(&r.ev, s, o.name, o.key, o.ttl, r.now)
+		direct = fmt.Sprintf("%d %s", ttl, errName(err))
+	case opCheck:
+		n, err := r.tb.Check(&r.ev, o.name, o.key, r.now)
+		direct = fmt.Sprintf("%d %s", n, errName(err))
+	case opForceUnlock:
+		direct = fmt.Sprint(r.tb.ForceUnlock(&r.ev, o.name, r.now))
+	case opCancelWait:
+		direct = fmt.Sprint(r.tb.CancelWait(s))
+	case opCloseSession:
+		r.tb.CloseSession(&r.ev, s, r.now)
+		r.addSession()
+	case opExpire:
+		direct = fmt.Sprint(r.tb.Expire(&r.ev, r.now))
+	case opAdvance:
+		r.now += o.dt
+	}
+	grants := make([]grantRec, 0, len(r.ev.Grants))
+	for _, g := range r.ev.Grants {
+		grants = append(grants, grantRec{g.Session.ID, g.Name, g.Key, g.TTL})
+		r.issued = append(r.issued, g.Key)
+	}
+	return formatResult(direct, grants, r.ev.Releases)
+}
+
+// sessionStates renders every session's Bound and Waiting.
+func (r *runner) sessionStates() string {
+	var b strings.Builder
+	for _, s := range r.sessions {
+		fmt.Fprintf(&b, "s%d:%d:%v ", s.ID, s.Bound(), s.Waiting())
+	}
+	return b.String()
+}
+
+// nextDeadline peeks at the earliest pending deadline (0: none) without
+// expiring anything.
+func nextDeadline(tb *Table) int64 {
+	var next int64
+	for i := range tb.shards {
+		sh := &tb.shards[i]
+		sh.mu.Lock()
+		if len(sh.expiry) > 0 {
+			if d := sh.expiry[0].deadline; next == 0 || d < next {
+				next = d
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return next
+}
+
+// opGen makes random ops over a few names, sizes, owners and sessions,
+// biased towards collisions: the same keys, owners and deadlines recur.
+type opGen struct {
+	rng   *rand.Rand
+	slots []int             // session indexes in use; a closed one is replaced
+	n     int               // sessions created so far
+	keys  map[string][]Key  // keys issued per lock name
+	names []string          // lock names in play
+	sizes map[string]uint32 // the size usually asked for each name
+}
+
+func newOpGen(rng *rand.Rand, sessions int) *opGen {
+	g := &opGen{
+		rng:   rng,
+		n:     sessions,
+		keys:  make(map[string][]Key),
+		names: []string{"a", "b", "c", "d"},
+		sizes: map[string]uint32{"a": 1, "b": 2, "c": 3, "d": 0},
+	}
+	for i := range sessions {
+		g.slots = append(g.slots, i)
+	}
+	return g
+}
+
+func (g *opGen) session() int {
+	if g.rng.IntN(12) == 0 {
+		return g.rng.IntN(g.n) // maybe a closed one
+	}
+	return g.slots[g.rng.IntN(len(g.slots))]
+}
+
+func (g *opGen) name() string {
+	if g.rng.IntN(60) == 0 {
+		return "" // invalid, or simply no such lock
+	}
+	return g.names[g.rng.IntN(len(g.names))]
+}
+
+func (g *opGen) ttl() int64 {
+	switch n := g.rng.IntN(20); {
+	case n < 9:
+		return 0
+	case n == 9:
+		return -1
+	default:
+		return 1 + g.rng.Int64N(40)
+	}
+}
+
+// key picks a key to present for name: mostly one issued for it, sometimes
+// one of another lock, a forged one, or a key off by its random bits.
+func (g *opGen) key(name string) Key {
+	ks := g.keys[name]
+	switch n := g.rng.IntN(10); {
+	case n < 7 && len(ks) > 0:
+		// Recent keys are the likeliest to be live.
+		i := len(ks) - 1 - min(g.rng.IntN(len(ks)), g.rng.IntN(4))
+		return ks[i]
+	case n == 7 && len(ks) > 0:
+		k := ks[g.rng.IntN(len(ks))]
+		k.Rand ^= 1 << g.rng.IntN(64)
+		return k
+	case n == 8:
+		other := g.keys[g.names[g.rng.IntN(len(g.names))]]
+		if len(other) > 0 {
+			return other[g.rng.IntN(len(other))]
+		}
+	}
+	return Key{Fence: uint64(g.rng.IntN(50)), Rand: g.rng.Uint64N(4)}
+}
+
+// learn records the keys an op issued for name (grants may be of any name,
+// so they are recorded by the grant's own name through the runner).
+func (g *opGen) learn(name string, k Key) {
+	g.keys[name] = append(g.keys[name], k)
+}
+
+// next returns a random op for a table whose clock reads now and whose
+// earliest deadline is next (0: none).
+func (g *opGen) next(now, deadline int64) op {
+	switch n := g.rng.IntN(100); {
+	case n < 36:
+		name := g.name()
+		size := g.sizes[name]
+		if g.rng.IntN(10) == 0 {
+			size = uint32(g.rng.IntN(4))
+		}
+		var owner string
+		if g.rng.IntN(5) < 2 {
+			owner = []string{"o1", "o2"}[g.rng.IntN(2)]
+		}
+		req := Request{
+			Name: name, TTL: g.ttl(), Size: size, Owner: owner,
+			Detach: g.rng.IntN(7) == 0, Rand: g.rng.Uint64(),
+		}
+		return op{kind: opAcquire, sess: g.session(), req: req, wait: g.rng.IntN(2) == 0}
+	case n < 51:
+		name := g.name()
+		return op{kind: opUnlock, name: name, key: g.key(name)}
+	case n < 59:
+		name := g.name()
+		sess := g.session()
+		if g.rng.IntN(4) == 0 {
+			sess = -1
+		}
+		return op{kind: opRenew, sess: sess, name: name, key: g.key(name), ttl: g.ttl()}
+	case n < 65:
+		name := g.name()
+		return op{kind: opCheck, name: name, key: g.key(name)}
+	case n < 68:
+		return op{kind: opForceUnlock, name: g.name()}
+	case n < 75:
+		return op{kind: opCancelWait, sess: g.session()}
+	case n < 80:
+		slot := g.rng.IntN(len(g.slots))
+		o := op{kind: opCloseSession, sess: g.slots[slot]}
+		if g.rng.IntN(8) == 0 {
+			o.sess = g.rng.IntN(g.n) // maybe closed already
+		}
+		// The runner appends a fresh session; it takes the closed one's slot
+		// (closing an already closed session replaces nothing useful, but
+		// keeps the runner's and the generator's counts in step).
+		g.slots[slot] = g.n
+		g.n++
+		return o
+	case n < 87:
+		return op{kind: opExpire}
+	default:
+		dt := []int64{0, 1, 1, 2, 3, 5, 8, 13}[g.rng.IntN(8)]
+		if deadline > now && g.rng.IntN(3) == 0 {
+			// Land on the next deadline, or just before it.
+			dt = deadline - now - g.rng.Int64N(2)
+		}
+		return op{kind: opAdvance, dt: dt}
+	}
+}
+
+// learnFrom records the keys the runner's last op issued, under their
+// lock names.
+func (g *opGen) learnFrom(o op, r *runner) {
+	for _, k := range r.issued {
+		name := o.req.Name
+		for _, gr := range r.ev.Grants {
+			if gr.Key == k {
+				name = gr.Name
+			}
+		}
+		g.learn(name, k)
+	}
+}
