@@ -64,6 +64,16 @@ func (s *Server) accept(c redcon.Conn) bool {
 		}
 		return false
 	}
+	sess := s.newSession(c, nc)
+	s.mu.Unlock()
+	s.stats.connections.Add(1)
+	c.SetContext(sess)
+	return true
+}
+
+// newSession creates and registers a session for a connection. Caller
+// holds s.mu.
+func (s *Server) newSession(c redcon.Conn, nc net.Conn) *session {
 	id := s.nextID.Add(1)
 	now := time.Now()
 	sess := &session{
@@ -71,23 +81,20 @@ func (s *Server) accept(c redcon.Conn) bool {
 		id:      id,
 		conn:    c,
 		netConn: nc,
-		addr:    c.RemoteAddr(),
 		laddr:   nc.LocalAddr().String(),
 		created: now,
 		lastAt:  now,
 		proto:   2,
 		grant:   make(chan locktable.Grant, 1),
-		authed:  true,
+		authed:  !s.authRequired(),
 	}
-	if nc.RemoteAddr().Network() == "unix" {
+	sess.addr = nc.RemoteAddr().String()
+	if nc.RemoteAddr().Network() == "unix" || sess.addr == "" || sess.addr == "@" {
 		sess.addr = "/unix:" + sess.laddr
 	}
 	sess.lt = s.table.NewSession(id, sess)
 	s.sessions[id] = sess
-	s.mu.Unlock()
-	s.stats.connections.Add(1)
-	c.SetContext(sess)
-	return true
+	return sess
 }
 
 // closed is redcon's closed callback. It runs under redcon's server mutex,

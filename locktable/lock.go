@@ -49,6 +49,14 @@ func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait boo
 	defer sh.mu.Unlock()
 	sh.expireDue(t, ev, now)
 
+	// A closed session takes nothing, not even a re-entry. s.mu is taken
+	// after expireDue, whose releases lock the sessions they unbind.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return Key{}, 0, ErrSessionClosed
+	}
+
 	l := sh.locks[req.Name]
 	if l != nil {
 		if l.size != req.Size {
@@ -68,11 +76,6 @@ func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait boo
 		}
 	}
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return Key{}, 0, ErrSessionClosed
-	}
 	canGrant := l == nil || (len(l.holds) < int(l.size) && l.waiters.n == 0)
 	if !canGrant && !wait {
 		return Key{}, Busy, nil

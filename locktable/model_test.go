@@ -505,8 +505,9 @@ var modelConfigs = []Config{
 
 // runModel runs one random sequence on a Table and on the model and
 // returns a description of the first disagreement ("" if none), with the
-// op log up to it.
-func runModel(seed uint64, steps int, verbose bool) string {
+// op log up to it. With verbose, the log has the table's state after every
+// op and is returned in log.
+func runModel(seed uint64, steps int, verbose bool) (failure, oplog string) {
 	const sessions = 5
 	cfg := modelConfigs[seed%uint64(len(modelConfigs))]
 	rng := rand.New(rand.NewPCG(seed, 0x6c6f636b7461626c))
@@ -525,9 +526,9 @@ func runModel(seed uint64, steps int, verbose bool) string {
 		if verbose {
 			log.WriteString(r.tb.Dump(r.now))
 		}
-		fail := func(what, got, want string) string {
+		fail := func(what, got, want string) (string, string) {
 			return fmt.Sprintf("seed %d, step %d (%v): %s\n got: %s\nwant: %s\nop log:\n%s",
-				seed, step, o, what, got, want, log.String())
+				seed, step, o, what, got, want, log.String()), log.String()
 		}
 		if got != want {
 			return fail("result differs from the model", got, want)
@@ -548,15 +549,16 @@ func runModel(seed uint64, steps int, verbose bool) string {
 			return fail("Stats differ from the model", fmt.Sprint(got), fmt.Sprint(want))
 		}
 	}
-	if verbose {
-		return "log:\n" + log.String()
-	}
-	return ""
+	return "", log.String()
 }
 
 func TestModel_RandomOpsMatchReference(t *testing.T) {
 	if *modelSeed != 0 {
-		t.Log(runModel(*modelSeed, 400, true))
+		failure, oplog := runModel(*modelSeed, 400, true)
+		t.Log(oplog)
+		if failure != "" {
+			t.Fatal(failure)
+		}
 		return
 	}
 	seeds, steps := 1500, 120
@@ -564,7 +566,7 @@ func TestModel_RandomOpsMatchReference(t *testing.T) {
 		seeds = 200
 	}
 	for seed := uint64(1); seed <= uint64(seeds); seed++ {
-		if msg := runModel(seed, steps, false); msg != "" {
+		if msg, _ := runModel(seed, steps, false); msg != "" {
 			t.Fatalf("%s\nrerun with: go test ./locktable -run TestModel_RandomOpsMatchReference -model.seed=%d -v", msg, seed)
 		}
 	}

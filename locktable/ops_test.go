@@ -38,23 +38,28 @@ type op struct {
 }
 
 func (o op) String() string {
+	// Session ids are indexes + 1 (see runner.addSession); print ids.
+	sess := fmt.Sprint("s", o.sess+1)
+	if o.sess < 0 {
+		sess = "nil"
+	}
 	switch o.kind {
 	case opAcquire:
 		r := o.req
-		return fmt.Sprintf("Acquire(s%d, %q ttl=%d size=%d owner=%q detach=%v rand=%x, wait=%v)",
-			o.sess, r.Name, r.TTL, r.Size, r.Owner, r.Detach, r.Rand, o.wait)
+		return fmt.Sprintf("Acquire(%s, %q ttl=%d size=%d owner=%q detach=%v rand=%x, wait=%v)",
+			sess, r.Name, r.TTL, r.Size, r.Owner, r.Detach, r.Rand, o.wait)
 	case opUnlock:
 		return fmt.Sprintf("Unlock(%q, %v)", o.name, o.key)
 	case opRenew:
-		return fmt.Sprintf("Renew(s%d, %q, %v, ttl=%d)", o.sess, o.name, o.key, o.ttl)
+		return fmt.Sprintf("Renew(%s, %q, %v, ttl=%d)", sess, o.name, o.key, o.ttl)
 	case opCheck:
 		return fmt.Sprintf("Check(%q, %v)", o.name, o.key)
 	case opForceUnlock:
 		return fmt.Sprintf("ForceUnlock(%q)", o.name)
 	case opCancelWait:
-		return fmt.Sprintf("CancelWait(s%d)", o.sess)
+		return "CancelWait(" + sess + ")"
 	case opCloseSession:
-		return fmt.Sprintf("CloseSession(s%d)", o.sess)
+		return "CloseSession(" + sess + ")"
 	case opExpire:
 		return "Expire()"
 	case opAdvance:

@@ -1,0 +1,53 @@
+# relock — see README.md. `make run` starts a server; `make test` runs
+# every test (installing the tools they need when run as root).
+
+GO      ?= go
+BIN     := bin/relock
+FUZZTIME ?= 30s
+
+.PHONY: all build run test test-race integration unit fuzz lint fmt vet bench deps clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/relock
+
+run: build
+	./$(BIN) server $(ARGS)
+
+# The whole suite: lint, then every package with the race detector
+# (integration tests build and drive the real binary).
+test: deps lint
+	$(GO) test -race -count=1 -timeout 8m ./...
+
+test-race: test
+
+unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
+
+integration: deps
+	$(GO) test -race -count=1 -timeout 8m ./integration/
+
+# Every fuzz target for FUZZTIME each (seed corpora also run in `make test`).
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseInt$$' -fuzztime $(FUZZTIME) ./resp/
+	$(GO) test -run '^$$' -fuzz '^FuzzScanOptions$$' -fuzztime $(FUZZTIME) ./resp/
+	$(GO) test -run '^$$' -fuzz '^FuzzGlobMatch$$' -fuzztime $(FUZZTIME) ./commands/
+	$(GO) test -run '^$$' -fuzz '^FuzzExec$$' -fuzztime $(FUZZTIME) ./commands/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseKey$$' -fuzztime $(FUZZTIME) ./locktable/
+
+lint: vet
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w .
+
+# Tools the tests drive (redis-cli, …); installs what is missing when root.
+deps:
+	@scripts/deps.sh
+
+clean:
+	rm -rf bin
