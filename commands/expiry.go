@@ -53,7 +53,7 @@ func (e *expirer) run(ctx context.Context, s *Server) {
 		e.next.Store(0)
 		now := s.now()
 		next := s.table.Expire(&ev, now)
-		s.deliver(&ev)
+		s.commit(&ev, false)
 		e.next.CompareAndSwap(0, next)
 		wait := time.Hour
 		if next != 0 {

@@ -39,7 +39,7 @@ func (sess *session) cmdReset(args [][]byte) *pendingWait {
 	srv := sess.srv
 	sess.ev.Reset()
 	srv.table.CloseSession(&sess.ev, sess.lt, srv.now())
-	srv.deliver(&sess.ev)
+	srv.commit(&sess.ev, true)
 	sess.mu.Lock()
 	if !sess.ended { // a killed session stays closed
 		sess.lt = srv.table.NewSession(sess.id, sess)

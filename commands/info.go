@@ -106,8 +106,20 @@ func (s *Server) infoStats(b *strings.Builder) {
 func (s *Server) infoPersistence(b *strings.Builder) {
 	field(b, "loading", 0) // ioredis's ready check waits for loading:0
 	field(b, "async_loading", 0)
-	field(b, "persistence", "none")
 	field(b, "aof_enabled", 0)
+	st := s.cfg.Store
+	if st == nil {
+		field(b, "persistence", "none")
+		return
+	}
+	ps := st.Stats()
+	field(b, "persistence", "bbolt")
+	field(b, "fsync", string(ps.Mode))
+	field(b, "commits", ps.Commits)
+	field(b, "commit_bytes", ps.Bytes)
+	field(b, "commit_errors", ps.Errors)
+	field(b, "last_commit_usec", ps.LastCommitUsec)
+	field(b, "last_commit_error", ps.LastError)
 }
 
 func (s *Server) infoLocks(b *strings.Builder) {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/relock/relock/locktable"
+	"github.com/relock/relock/persist"
 	"github.com/relock/relock/resp"
 )
 
@@ -64,9 +65,17 @@ func (sess *session) acquire(args [][]byte, allowed resp.Opt, wait bool) *pendin
 	now := srv.now()
 	sess.ev.Reset()
 	key, outcome, err := srv.table.Acquire(&sess.ev, sess.lt, req, now, wait)
-	srv.deliver(&sess.ev)
+	cerr := srv.commit(&sess.ev, err == nil && outcome == locktable.Granted)
 	if err != nil {
 		sess.tableError(err, req.Name)
+		return nil
+	}
+	if cerr != nil && outcome == locktable.Granted {
+		// Not durable, so not granted: undo it (a re-entry counts down).
+		var ev locktable.Events
+		srv.table.Unlock(&ev, req.Name, key, srv.now())
+		srv.commit(&ev, false)
+		sess.persistError(cerr)
 		return nil
 	}
 	switch outcome {
@@ -93,9 +102,13 @@ func (sess *session) cmdUnlock(args [][]byte) *pendingWait {
 	}
 	sess.ev.Reset()
 	err := srv.table.Unlock(&sess.ev, string(args[1]), key, srv.now())
-	srv.deliver(&sess.ev)
+	cerr := srv.commit(&sess.ev, err == nil)
 	if err != nil {
 		sess.tableError(err, "")
+		return nil
+	}
+	if cerr != nil {
+		sess.persistError(cerr)
 		return nil
 	}
 	sess.w.Int(1)
@@ -124,9 +137,13 @@ func (sess *session) cmdRenew(args [][]byte) *pendingWait {
 	now := srv.now()
 	sess.ev.Reset()
 	set, err := srv.table.Renew(&sess.ev, sess.lt, string(args[1]), key, int64(ttl), now)
-	srv.deliver(&sess.ev)
+	cerr := srv.commit(&sess.ev, err == nil)
 	if err != nil {
 		sess.tableError(err, "")
+		return nil
+	}
+	if cerr != nil {
+		sess.persistError(cerr)
 		return nil
 	}
 	if set == 0 {
@@ -147,7 +164,7 @@ func (sess *session) cmdCheck(args [][]byte) *pendingWait {
 	}
 	sess.ev.Reset()
 	left, err := srv.table.Check(&sess.ev, string(args[1]), key, srv.now())
-	srv.deliver(&sess.ev)
+	srv.commit(&sess.ev, false)
 	if err != nil {
 		sess.tableError(err, "")
 		return nil
@@ -169,7 +186,10 @@ func (sess *session) cmdForceUnlock(args [][]byte) *pendingWait {
 	}
 	sess.ev.Reset()
 	n := srv.table.ForceUnlock(&sess.ev, string(args[1]), srv.now())
-	srv.deliver(&sess.ev)
+	if cerr := srv.commit(&sess.ev, n > 0); cerr != nil {
+		sess.persistError(cerr)
+		return nil
+	}
 	if n > 0 {
 		srv.log.Info("force unlock", "lock", string(args[1]), "holds", n, "by_client", sess.id)
 	}
@@ -217,6 +237,15 @@ func (sess *session) parseKey(name, key []byte) (locktable.Key, bool) {
 func (sess *session) writeKey(k locktable.Key) {
 	var buf [48]byte
 	sess.w.Bulk(k.Append(buf[:0]))
+}
+
+// persistError reports a change that the store could not commit.
+func (sess *session) persistError(err error) {
+	if errors.Is(err, persist.ErrClosed) {
+		sess.fail("ERR server is shutting down")
+		return
+	}
+	sess.fail("ERR persistence failed: " + err.Error())
 }
 
 // tableError turns a locktable sentinel error into its RESP error.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/relock/relock/locktable"
+	"github.com/relock/relock/persist"
 	"github.com/tidwall/redcon"
 )
 
@@ -36,6 +37,12 @@ type Config struct {
 	TCPKeepAlive time.Duration // 0: OS default; negative: off
 	Shards       int           // 0: GOMAXPROCS×4
 	Logger       *slog.Logger
+
+	// Store, if set, persists holds (--data-dir); New restores from it and
+	// Run closes it. RestoreGrace is the deadline restored connection-bound
+	// holds get (--restore-grace).
+	Store        *persist.Store
+	RestoreGrace time.Duration
 }
 
 func (c *Config) setDefaults() error {
@@ -75,6 +82,8 @@ type Server struct {
 	sessions  map[uint64]*session
 	listeners []net.Listener
 	closing   bool
+	// gone is signalled (with mu held) whenever a session is forgotten.
+	gone *sync.Cond
 
 	nextID atomic.Uint64
 	// shutdown is closed when the server stops; detached loops watch it.
@@ -124,7 +133,19 @@ func New(cfg Config) (*Server, error) {
 		shutdown: make(chan struct{}),
 		ready:    make(chan struct{}),
 	}
+	s.gone = sync.NewCond(&s.mu)
 	s.expiry.init()
+	if st := cfg.Store; st != nil {
+		restored, dropped, err := st.RestoreInto(s.table, s.now(), cfg.RestoreGrace)
+		if err != nil {
+			return nil, err
+		}
+		s.log.Info("restored", "holds", restored, "dropped_expired", dropped,
+			"fsync", string(st.Mode()), "next_fence", s.table.LastFence()+1)
+		if restored > 0 {
+			s.expiry.schedule(s.now())
+		}
+	}
 	return s, nil
 }
 
@@ -219,6 +240,16 @@ func (s *Server) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
+	// Take the durable state first: from here on nothing is journaled, so
+	// the releases of closing connections are not recorded and bound holds
+	// come back as orphans at the next start (stopping is not a disconnect).
+	if st := s.cfg.Store; st != nil {
+		if err := st.Close(); err != nil {
+			s.log.Error("final commit", "err", err)
+		} else {
+			s.log.Info("state committed", "holds", s.table.Stats().Holds, "last_fence", s.table.LastFence())
+		}
+	}
 	for _, rs := range servers {
 		rs.Close() // stops accepting; closes the connections redcon serves
 	}
@@ -229,10 +260,11 @@ func (s *Server) Run(ctx context.Context) error {
 		sess.netConn.Close()
 	}
 	s.mu.Unlock()
+	s.waitSessionsGone(5 * time.Second)
 	stopExpiry()
 	s.wg.Wait()
-	// Every connection has gone; whatever the closed callbacks did not see
-	// (none expected) is released here so that no hold outlives the server.
+	// Whatever did not end by itself (not expected) ends here, so that no
+	// hold outlives the server.
 	s.mu.Lock()
 	left := make([]*session, 0, len(s.sessions))
 	for _, sess := range s.sessions {
@@ -247,6 +279,37 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("stopped")
 	return nil
+}
+
+// waitSessionsGone waits until every session has ended or d has passed.
+func (s *Server) waitSessionsGone(d time.Duration) {
+	timer := time.AfterFunc(d, func() {
+		s.mu.Lock()
+		s.gone.Broadcast()
+		s.mu.Unlock()
+	})
+	defer timer.Stop()
+	deadline := time.Now().Add(d)
+	s.mu.Lock()
+	for len(s.sessions) > 0 && time.Now().Before(deadline) {
+		s.gone.Wait()
+	}
+	s.mu.Unlock()
+}
+
+// commit makes the changes of an operation durable as the fsync policy
+// says, then hands its grants to their waiters. With sync false only
+// grants to waiters wait for the commit (their replies acknowledge a
+// grant); the caller's own reply does not need it.
+func (s *Server) commit(ev *locktable.Events, sync bool) error {
+	var err error
+	if st := s.cfg.Store; st != nil && (sync || len(ev.Grants) > 0) {
+		if err = st.Sync(); err != nil && err != persist.ErrClosed {
+			s.log.Error("commit failed", "err", err)
+		}
+	}
+	s.deliver(ev)
+	return err
 }
 
 func closeAll(lns []net.Listener) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/relock/relock/locktable"
+	"github.com/relock/relock/persist"
 	"github.com/relock/relock/resp"
 	"github.com/tidwall/redcon"
 )
@@ -104,9 +105,22 @@ func (s *Server) closed(c redcon.Conn, err error) {
 	if err != nil && err.Error() == "detached" {
 		return
 	}
-	if sess, ok := c.Context().(*session); ok {
-		s.endSession(sess)
+	sess, ok := c.Context().(*session)
+	if !ok {
+		return
 	}
+	sess.mu.Lock()
+	ended := sess.ended
+	sess.mu.Unlock()
+	if ended {
+		return
+	}
+	if s.cfg.Store != nil && s.cfg.Store.Mode() == persist.Always {
+		// Ending may wait for a commit (grants to waiters): not here.
+		go s.endSession(sess)
+		return
+	}
+	s.endSession(sess)
 }
 
 // endSession releases the session's bound holds, drops its wait and
@@ -118,9 +132,10 @@ func (s *Server) endSession(sess *session) {
 	sess.mu.Unlock()
 	var ev locktable.Events
 	s.table.CloseSession(&ev, lt, s.now()) // idempotent
-	s.deliver(&ev)
+	s.commit(&ev, false)
 	s.mu.Lock()
 	delete(s.sessions, sess.id)
+	s.gone.Broadcast()
 	s.mu.Unlock()
 }
 

@@ -70,6 +70,7 @@ func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait boo
 					}
 					h.count++
 					sh.restartTTL(h, req.TTL, now)
+					sh.journalPut(h)
 					return h.key, Granted, nil
 				}
 			}
@@ -128,6 +129,7 @@ func (sh *shard) newHold(t *Table, l *lock, req Request, now int64) *Hold {
 	l.holds = append(l.holds, h)
 	sh.holds++
 	sh.restartTTL(h, req.TTL, now)
+	sh.journalPut(h)
 	return h
 }
 
@@ -180,6 +182,7 @@ func (sh *shard) release(t *Table, ev *Events, h *Hold, why Reason, now int64) {
 		h.session = nil
 	}
 	h.lock = nil
+	sh.journalDelete(l.name, h.key.Fence)
 	ev.Releases = append(ev.Releases, Release{
 		Name: l.name, Fence: h.key.Fence, Owner: h.owner, SessionID: sid,
 		Reason: why, Held: now - h.granted,
@@ -209,6 +212,7 @@ func (t *Table) Unlock(ev *Events, name string, k Key, now int64) error {
 	}
 	if h.count > 1 {
 		h.count--
+		sh.journalPut(h)
 		return nil
 	}
 	sh.release(t, ev, h, ReasonUnlock, now)
@@ -245,6 +249,7 @@ func (t *Table) Renew(ev *Events, s *Session, name string, k Key, ttl int64, now
 		s.mu.Unlock()
 	}
 	sh.restartTTL(h, ttl, now)
+	sh.journalPut(h)
 	return h.ttl, nil
 }
 

@@ -38,7 +38,10 @@ type shard struct {
 	expiry  deadlineHeap
 	holds   int // live holds (a re-entered hold counts once)
 	waiters int
-	_       [40]byte // keep neighbouring shards' mutexes off one cache line
+	// journaling: record changes in journal for a durable store.
+	journaling bool
+	journal    []Change
+	_          [40]byte // keep neighbouring shards' mutexes off one cache line
 }
 
 // New returns an empty Table.

@@ -2,13 +2,18 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/alecthomas/kong"
 	"github.com/relock/relock/commands"
+	"github.com/relock/relock/persist"
 )
 
 // serverCmd is `relock server`.
@@ -27,6 +32,10 @@ type serverCmd struct {
 	TCPKeepalive      time.Duration `name:"tcp-keepalive" help:"TCP keepalive period (0: OS default)." default:"15s"`
 	Shards            int           `help:"Lock table shards, a power of two (0: GOMAXPROCS×4)." default:"0"`
 
+	DataDir      string        `help:"Directory for durable state (bbolt); empty: in memory only." placeholder:"DIR"`
+	Fsync        string        `help:"Commit policy with --data-dir: always (before each reply, grouped), everysec, no (snapshot at clean shutdown)." default:"always" enum:"always,everysec,no"`
+	RestoreGrace time.Duration `help:"Deadline for restored connection-bound holds to be adopted by RENEW." default:"30s"`
+
 	logFlags
 }
 
@@ -35,6 +44,18 @@ func (c *serverCmd) Run() error {
 	log, err := c.newLogger(os.Stderr)
 	if err != nil {
 		return err
+	}
+	var store *persist.Store
+	if c.DataDir != "" {
+		mode, err := persist.ParseMode(c.Fsync)
+		if err != nil {
+			return err
+		}
+		store, err = persist.Open(persist.Options{Dir: c.DataDir, Mode: mode, Fault: failpoint(log)})
+		if err != nil {
+			return err
+		}
+		defer store.Close()
 	}
 	srv, err := commands.New(commands.Config{
 		Listen:       c.Listen,
@@ -49,6 +70,8 @@ func (c *serverCmd) Run() error {
 		TCPKeepAlive: c.TCPKeepalive,
 		Shards:       c.Shards,
 		Logger:       log,
+		Store:        store,
+		RestoreGrace: c.RestoreGrace,
 	})
 	if err != nil {
 		return err
@@ -57,4 +80,27 @@ func (c *serverCmd) Run() error {
 	defer stop()
 	log.Info("starting relock", "version", commands.Version, "pid", os.Getpid())
 	return srv.Run(ctx)
+}
+
+// failpoint returns the persistence fault hook for crash tests, or nil.
+// RELOCK_FAILPOINT=point:n kills the process with SIGKILL the n-th time a
+// commit reaches point (before-fsync, after-fsync).
+func failpoint(log *slog.Logger) func(string) {
+	spec := os.Getenv("RELOCK_FAILPOINT")
+	if spec == "" {
+		return nil
+	}
+	point, nstr, _ := strings.Cut(spec, ":")
+	n, err := strconv.Atoi(nstr)
+	if err != nil || n < 1 {
+		n = 1
+	}
+	log.Warn("failpoint armed", "point", point, "at", n)
+	var hits atomic.Int64
+	return func(p string) {
+		if p == point && hits.Add(1) == int64(n) {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // never reached
+		}
+	}
 }

@@ -1,0 +1,114 @@
+package persist
+
+import (
+	"encoding/binary"
+	"errors"
+
+	"github.com/relock/relock/locktable"
+)
+
+// recordVersion is the first byte of every encoded hold record.
+const recordVersion = 1
+
+const (
+	flagDetached = 1 << iota
+	flagBound
+)
+
+var errCorruptRecord = errors.New("persist: corrupt hold record")
+
+// encodeRecord appends r's binary form to b: version, flags, then varints
+// and length-prefixed strings.
+func encodeRecord(b []byte, r *locktable.HoldRecord) []byte {
+	var flags byte
+	if r.Detached {
+		flags |= flagDetached
+	}
+	if r.Bound {
+		flags |= flagBound
+	}
+	b = append(b, recordVersion, flags)
+	b = binary.AppendUvarint(b, uint64(r.Size))
+	b = binary.AppendUvarint(b, r.Key.Fence)
+	b = binary.LittleEndian.AppendUint64(b, r.Key.Rand)
+	b = binary.AppendUvarint(b, uint64(r.Count))
+	b = binary.AppendVarint(b, r.TTL)
+	b = binary.AppendVarint(b, r.Deadline)
+	b = binary.AppendVarint(b, r.Granted)
+	b = binary.AppendUvarint(b, uint64(len(r.Name)))
+	b = append(b, r.Name...)
+	b = binary.AppendUvarint(b, uint64(len(r.Owner)))
+	b = append(b, r.Owner...)
+	return b
+}
+
+// decodeRecord parses what encodeRecord wrote. It never panics on bad
+// input; anything malformed is errCorruptRecord.
+func decodeRecord(b []byte) (locktable.HoldRecord, error) {
+	var r locktable.HoldRecord
+	if len(b) < 2 || b[0] != recordVersion {
+		return r, errCorruptRecord
+	}
+	flags := b[1]
+	r.Detached = flags&flagDetached != 0
+	r.Bound = flags&flagBound != 0
+	b = b[2:]
+	uv := func() uint64 {
+		if b == nil {
+			return 0
+		}
+		v, n := binary.Uvarint(b)
+		if n <= 0 {
+			b = nil
+			return 0
+		}
+		b = b[n:]
+		return v
+	}
+	sv := func() int64 {
+		if b == nil {
+			return 0
+		}
+		v, n := binary.Varint(b)
+		if n <= 0 {
+			b = nil
+			return 0
+		}
+		b = b[n:]
+		return v
+	}
+	str := func() string {
+		n := uv()
+		if b == nil || n > uint64(len(b)) {
+			b = nil
+			return ""
+		}
+		s := string(b[:n])
+		b = b[n:]
+		return s
+	}
+	size := uv()
+	r.Key.Fence = uv()
+	if b == nil || len(b) < 8 {
+		return r, errCorruptRecord
+	}
+	r.Key.Rand = binary.LittleEndian.Uint64(b)
+	b = b[8:]
+	count := uv()
+	r.TTL = sv()
+	r.Deadline = sv()
+	r.Granted = sv()
+	r.Name = str()
+	r.Owner = str()
+	if b == nil || len(b) != 0 || size == 0 || size > 1<<32-1 || count == 0 || count > 1<<32-1 {
+		return locktable.HoldRecord{}, errCorruptRecord
+	}
+	r.Size, r.Count = uint32(size), uint32(count)
+	return r, nil
+}
+
+// fenceKey is a hold's key in the holds bucket: its fence, big-endian, so
+// that fences are unique keys and iterate in grant order.
+func fenceKey(f uint64) []byte {
+	return binary.BigEndian.AppendUint64(make([]byte, 0, 8), f)
+}

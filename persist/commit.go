@@ -1,0 +1,187 @@
+package persist
+
+import (
+	"time"
+
+	"github.com/relock/relock/locktable"
+	bolt "go.etcd.io/bbolt"
+)
+
+// round is one group commit: everyone who called Sync before it started
+// waits on done and then reads err.
+type round struct {
+	done chan struct{}
+	err  error
+}
+
+func newRound() *round { return &round{done: make(chan struct{})} }
+
+// committer runs the store's commit loop: in mode Always it commits when
+// kicked, grouping every Sync that arrived meanwhile into one bbolt
+// transaction; in mode EverySec once a second.
+type committer struct {
+	s *Store
+
+	// mu guards next and stopped.
+	mu      chan struct{} // a 1-slot semaphore, so that Sync can select
+	next    *round
+	stopped bool
+
+	kick   chan struct{} // buffered(1)
+	quit   chan struct{}
+	exited chan struct{}
+
+	// Owned by the loop goroutine.
+	buf         []locktable.Change
+	enc         []byte
+	lastFence   uint64
+	needRewrite bool // a round failed: the next one rewrites everything
+}
+
+func (c *committer) lock()   { c.mu <- struct{}{} }
+func (c *committer) unlock() { <-c.mu }
+
+func (c *committer) start(s *Store) {
+	c.s = s
+	c.mu = make(chan struct{}, 1)
+	c.next = newRound()
+	c.kick = make(chan struct{}, 1)
+	c.quit = make(chan struct{})
+	c.exited = make(chan struct{})
+	go c.loop()
+}
+
+// Sync returns once every change journaled before the call is committed
+// (mode Always). In other modes it returns at once. After Close it returns
+// ErrClosed.
+func (s *Store) Sync() error {
+	if s.mode != Always {
+		return nil
+	}
+	c := &s.c
+	c.lock()
+	if c.stopped {
+		c.unlock()
+		return ErrClosed
+	}
+	r := c.next
+	c.unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+	<-r.done
+	return r.err
+}
+
+func (c *committer) loop() {
+	defer close(c.exited)
+	var tick <-chan time.Time
+	if c.s.mode == EverySec {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-c.kick:
+		case <-tick:
+		case <-c.quit:
+			c.commitRound()
+			return
+		}
+		c.commitRound()
+	}
+}
+
+// commitRound takes the pending round, drains the journal and commits it.
+func (c *committer) commitRound() {
+	c.lock()
+	r := c.next
+	c.next = newRound()
+	c.unlock()
+	r.err = c.write()
+	close(r.done)
+}
+
+func (c *committer) write() error {
+	s := c.s
+	c.buf = s.table.DrainJournal(c.buf[:0])
+	// Read after the drain: at least every drained fence.
+	fence := s.table.LastFence()
+	if len(c.buf) == 0 && fence == c.lastFence && !c.needRewrite {
+		return nil
+	}
+	var written int64
+	var err error
+	if c.needRewrite {
+		err = s.rewrite(s.table.Snapshot(), fence)
+	} else {
+		err = s.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketHolds)
+			for i := range c.buf {
+				ch := &c.buf[i]
+				k := fenceKey(ch.Record.Key.Fence)
+				if ch.Delete {
+					if err := b.Delete(k); err != nil {
+						return err
+					}
+					continue
+				}
+				c.enc = encodeRecord(c.enc[:0], &ch.Record)
+				written += int64(len(c.enc))
+				if err := b.Put(k, c.enc); err != nil {
+					return err
+				}
+			}
+			if err := tx.Bucket(bucketMeta).Put(keyFence, fenceKey(fence)); err != nil {
+				return err
+			}
+			if s.fault != nil {
+				s.fault("before-fsync")
+			}
+			return nil
+		})
+	}
+	clear(c.buf)
+	if err != nil {
+		s.errs.Add(1)
+		s.lastErr.Store(err.Error())
+		c.needRewrite = true
+		return err
+	}
+	if s.fault != nil {
+		s.fault("after-fsync")
+	}
+	c.needRewrite = false
+	c.lastFence = fence
+	s.commits.Add(1)
+	s.bytes.Add(written)
+	s.lastCommit.Store(time.Now().UnixMicro())
+	return nil
+}
+
+// stop runs a final round, stops the loop and makes Sync return ErrClosed.
+func (c *committer) stop() error {
+	if c.mu == nil {
+		return nil
+	}
+	c.lock()
+	if c.stopped {
+		c.unlock()
+		return nil
+	}
+	c.stopped = true
+	final := c.next
+	c.unlock()
+	close(c.quit)
+	<-c.exited
+	// The loop's last round was final or a later one; either way every
+	// change journaled before stop is committed.
+	select {
+	case <-final.done:
+		return final.err
+	default:
+		return nil
+	}
+}

@@ -1,0 +1,261 @@
+package persist
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/relock/relock/locktable"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Mode is the commit policy.
+type Mode string
+
+const (
+	// Always commits (fsync) every change before its reply, grouping the
+	// changes of concurrent clients into one commit.
+	Always Mode = "always"
+	// EverySec replies first and commits at most a second later.
+	EverySec Mode = "everysec"
+	// No writes a snapshot on clean shutdown only.
+	No Mode = "no"
+)
+
+// ParseMode validates a --fsync value.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case Always, EverySec, No:
+		return m, nil
+	}
+	return "", fmt.Errorf("fsync must be always, everysec or no, not %q", s)
+}
+
+var (
+	bucketHolds = []byte("holds")
+	bucketMeta  = []byte("meta")
+	keyFence    = []byte("fence")
+	keyFormat   = []byte("format")
+)
+
+const formatVersion = 1
+
+// ErrClosed is returned by Sync once the store has taken its final state.
+var ErrClosed = errors.New("persist: store is closed")
+
+// Options configure a Store.
+type Options struct {
+	Dir  string
+	Mode Mode
+	// OpenTimeout bounds the wait for the file lock another process holds.
+	OpenTimeout time.Duration
+	// Fault, if set, is called at named points of a commit ("before-commit",
+	// "after-commit") so that tests can crash the process there.
+	Fault func(point string)
+}
+
+// Store is the bbolt store of one lock table.
+type Store struct {
+	db    *bolt.DB
+	mode  Mode
+	table *locktable.Table
+	fault func(string)
+	path  string
+
+	c committer
+
+	closeMu sync.Mutex // serialises Close
+
+	// Figures for INFO.
+	commits    atomic.Int64
+	bytes      atomic.Int64
+	errs       atomic.Int64
+	lastCommit atomic.Int64 // unix µs
+	lastErr    atomic.Value // string
+}
+
+// Open opens (creating if needed) the store in dir. A second process on
+// the same dir fails after OpenTimeout with a clear error; an unreadable or
+// corrupt file is an error, never an empty state.
+func Open(o Options) (*Store, error) {
+	if o.OpenTimeout == 0 {
+		o.OpenTimeout = 2 * time.Second
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	path := filepath.Join(o.Dir, "relock.db")
+	db, err := openBolt(path, o.OpenTimeout)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{db: db, mode: o.Mode, fault: o.Fault, path: path}
+	if err := s.init(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func openBolt(path string, timeout time.Duration) (db *bolt.DB, err error) {
+	defer func() {
+		// bbolt panics on some kinds of corruption; that is a startup
+		// error, not a crash.
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("%s is corrupt: %v", path, r)
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("%s is locked by another process (is another relock using this --data-dir?)", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func (s *Store) init() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%s is corrupt: %v", s.path, r)
+		}
+	}()
+	return s.db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucketIfNotExists(bucketHolds); err != nil {
+			return err
+		}
+		switch v := meta.Get(keyFormat); {
+		case v == nil:
+			return meta.Put(keyFormat, []byte{formatVersion})
+		case len(v) != 1 || v[0] != formatVersion:
+			return fmt.Errorf("%s has an unknown format %v", s.path, v)
+		}
+		return nil
+	})
+}
+
+// Load reads every stored hold and the fence high-water mark. A record
+// that does not decode is an error naming the file.
+func (s *Store) Load() (recs []locktable.HoldRecord, highWater uint64, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%s is corrupt: %v", s.path, r)
+		}
+	}()
+	err = s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyFence); v != nil {
+			if len(v) != 8 {
+				return fmt.Errorf("%s is corrupt: fence high-water has %d bytes", s.path, len(v))
+			}
+			highWater = binary.BigEndian.Uint64(v)
+		}
+		return tx.Bucket(bucketHolds).ForEach(func(k, v []byte) error {
+			r, err := decodeRecord(v)
+			if err != nil || len(k) != 8 || binary.BigEndian.Uint64(k) != r.Key.Fence {
+				return fmt.Errorf("%s is corrupt: bad hold record %x", s.path, k)
+			}
+			recs = append(recs, r)
+			highWater = max(highWater, r.Key.Fence)
+			return nil
+		})
+	})
+	return recs, highWater, err
+}
+
+// Attach binds the store to the table it persists: it rewrites the stored
+// holds with the table's snapshot (after Restore, that drops what expired
+// while the server was down) and starts journaling unless the mode is No.
+// Call it before serving clients, then Start.
+func (s *Store) Attach(t *locktable.Table) error {
+	s.table = t
+	if err := s.rewrite(t.Snapshot(), t.LastFence()); err != nil {
+		return err
+	}
+	if s.mode != No {
+		t.SetJournaling(true)
+	}
+	if s.mode != No {
+		s.c.start(s)
+	}
+	return nil
+}
+
+// rewrite replaces the stored holds with recs in one transaction.
+func (s *Store) rewrite(recs []locktable.HoldRecord, fence uint64) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketHolds); err != nil {
+			return err
+		}
+		b, err := tx.CreateBucket(bucketHolds)
+		if err != nil {
+			return err
+		}
+		var buf []byte
+		for i := range recs {
+			buf = encodeRecord(buf[:0], &recs[i])
+			if err := b.Put(fenceKey(recs[i].Key.Fence), buf); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keyFence, fenceKey(fence))
+	})
+}
+
+// Mode returns the commit policy.
+func (s *Store) Mode() Mode { return s.mode }
+
+// Stats are the store's figures for INFO.
+type Stats struct {
+	Mode           Mode
+	Commits        int64
+	Bytes          int64
+	Errors         int64
+	LastCommitUsec int64
+	LastError      string
+}
+
+// Stats returns the store's figures.
+func (s *Store) Stats() Stats {
+	st := Stats{Mode: s.mode, Commits: s.commits.Load(), Bytes: s.bytes.Load(), Errors: s.errs.Load(), LastCommitUsec: s.lastCommit.Load()}
+	if v, ok := s.lastErr.Load().(string); ok {
+		st.LastError = v
+	}
+	return st
+}
+
+// Close takes the final state and closes the file: in modes Always and
+// EverySec it commits what the journal holds; in mode No it writes a full
+// snapshot. Journaling stops first, so releases that happen afterwards
+// (connections closing at shutdown) are not recorded: bound holds come back
+// as orphans at the next start. Sync returns ErrClosed from then on.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.db == nil {
+		return nil
+	}
+	var err error
+	if s.table != nil {
+		if s.mode == No {
+			err = s.rewrite(s.table.Snapshot(), s.table.LastFence())
+		} else {
+			err = s.c.stop() // final round, then journaling off
+		}
+		s.table.SetJournaling(false)
+	}
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	s.db = nil
+	return err
+}
