@@ -51,3 +51,7 @@ deps:
 
 clean:
 	rm -rf bin
+
+# relock vs Redis side by side (SPEC §6); writes bench/results.md and .json.
+bench:
+	bench/run.sh

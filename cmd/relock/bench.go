@@ -1,0 +1,517 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/redis/go-redis/v9"
+)
+
+// benchCmd is `relock bench`: a load generator that drives relock with its
+// own commands or Redis with the usual lock idiom (SET NX PX + an EVALSHA
+// compare-and-delete, polling under contention), so that both are measured
+// by the same client in the same run.
+type benchCmd struct {
+	Addr        string        `help:"Server address (host:port)." default:"127.0.0.1:6380" env:"RELOCK_ADDR"`
+	Password    string        `help:"Password (AUTH)." env:"RELOCK_PASSWORD"`
+	Target      string        `help:"Which server protocol to drive: relock (LOCK/UNLOCK) or redis (SET NX PX + EVALSHA)." enum:"relock,redis" default:"relock"`
+	Mode        string        `help:"cycle: each connection locks and unlocks its own name; contend: all connections on one name; hold: take --locks locks and report server memory per lock; pipeline: --pipeline TRYLOCKs then UNLOCKs per round trip; ping: PING+PING cycles, the I/O ceiling." enum:"cycle,contend,hold,pipeline,ping" default:"cycle"`
+	Connections int           `short:"c" help:"Concurrent connections." default:"16"`
+	Duration    time.Duration `short:"d" help:"How long to run (cycle, contend, pipeline)." default:"5s"`
+	TTL         time.Duration `help:"Lock TTL (Redis needs one; 0 for relock: none)." default:"10s"`
+	Locks       int           `help:"Locks to hold in hold mode." default:"100000"`
+	Pipeline    int           `short:"P" help:"Pipeline depth in pipeline mode." default:"16"`
+	Poll        time.Duration `help:"Redis contend mode: sleep between failed SET NX attempts." default:"0s"`
+	Label       string        `help:"Label for the JSON result."`
+	JSON        bool          `help:"Print the result as one JSON line instead of the summary."`
+	Quiet       bool          `short:"q" help:"No progress line."`
+}
+
+// benchResult is one run's outcome; `make bench` collects them as JSON.
+type benchResult struct {
+	Label        string  `json:"label,omitempty"`
+	Target       string  `json:"target"`
+	Mode         string  `json:"mode"`
+	Connections  int     `json:"connections"`
+	Seconds      float64 `json:"seconds"`
+	Ops          int64   `json:"ops"` // cycles, handoffs, or locks held
+	OpsPerSec    float64 `json:"ops_per_sec"`
+	Requests     int64   `json:"requests"`
+	Wasted       int64   `json:"wasted_requests"` // failed SET NX polls
+	P50us        float64 `json:"p50_us"`
+	P99us        float64 `json:"p99_us"`
+	P999us       float64 `json:"p999_us"`
+	MaxUs        float64 `json:"max_us"`
+	ServerCPUus  float64 `json:"server_cpu_us_per_op"`
+	MinShare     float64 `json:"min_share,omitempty"` // contend: least/most a client got, relative to the mean
+	MaxShare     float64 `json:"max_share,omitempty"`
+	BytesPerLock float64 `json:"rss_bytes_per_lock,omitempty"`
+	UsedPerLock  float64 `json:"used_memory_bytes_per_lock,omitempty"`
+	Errors       int64   `json:"errors"`
+	FirstError   string  `json:"first_error,omitempty"`
+}
+
+// unlockScript is the compare-and-delete every Redis lock library uses.
+const unlockScript = `if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end`
+
+// benchRun carries one run's shared state.
+type benchRun struct {
+	cmd    *benchCmd
+	sha    string
+	ops    atomic.Int64
+	reqs   atomic.Int64
+	wasted atomic.Int64
+	errs   atomic.Int64
+	errMu  sync.Mutex
+	err1   string
+}
+
+func (r *benchRun) fail(err error) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return
+	}
+	r.errs.Add(1)
+	r.errMu.Lock()
+	if r.err1 == "" {
+		r.err1 = err.Error()
+	}
+	r.errMu.Unlock()
+}
+
+func (c *benchCmd) newClient() *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr: c.Addr, Password: c.Password, PoolSize: 1, MaxRetries: -1,
+		ReadTimeout: -1, WriteTimeout: 10 * time.Second, ContextTimeoutEnabled: true,
+		DisableIdentity: true,
+	})
+}
+
+// Run runs the benchmark and prints its summary (or JSON).
+func (c *benchCmd) Run() error {
+	if c.Connections < 1 || c.Connections > 10000 {
+		return errors.New("--connections must be between 1 and 10000")
+	}
+	if c.Target == "redis" && c.TTL <= 0 {
+		return errors.New("the Redis idiom needs a --ttl")
+	}
+	admin := c.newClient()
+	defer admin.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pid, err := serverPID(ctx, admin)
+	if err != nil {
+		return fmt.Errorf("INFO server: %w", err)
+	}
+	r := &benchRun{cmd: c}
+	if c.Target == "redis" {
+		if r.sha, err = admin.ScriptLoad(ctx, unlockScript).Result(); err != nil {
+			return fmt.Errorf("SCRIPT LOAD: %w", err)
+		}
+	}
+	var res benchResult
+	switch c.Mode {
+	case "hold":
+		res, err = r.hold(pid, admin)
+	default:
+		res, err = r.timed(pid)
+	}
+	if err != nil {
+		return err
+	}
+	res.Label, res.Target, res.Mode, res.Connections = c.Label, c.Target, c.Mode, c.Connections
+	res.Errors = r.errs.Load()
+	res.FirstError = r.err1
+	if c.JSON {
+		return json.NewEncoder(os.Stdout).Encode(res)
+	}
+	printSummary(os.Stdout, &res)
+	return nil
+}
+
+// timed runs the cycle, contend or pipeline loop on every connection for
+// --duration and measures rate, latency and server CPU.
+func (r *benchRun) timed(pid int) (benchResult, error) {
+	c := r.cmd
+	clients := make([]*redis.Client, c.Connections)
+	for i := range clients {
+		clients[i] = c.newClient()
+		defer clients[i].Close()
+		pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := clients[i].Ping(pctx).Err()
+		cancel()
+		if err != nil {
+			return benchResult{}, fmt.Errorf("connect: %w", err)
+		}
+	}
+	hists := make([]*hdrhistogram.Histogram, c.Connections)
+	counts := make([]int64, c.Connections)
+	cpu0, _ := procCPU(pid)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), c.Duration)
+	defer cancel()
+	stopProgress := r.progress(start)
+	var wg sync.WaitGroup
+	for i := range clients {
+		hists[i] = hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			counts[i] = r.worker(ctx, i, clients[i], hists[i])
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	stopProgress()
+	cpu1, _ := procCPU(pid)
+	h := hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
+	for _, x := range hists {
+		h.Merge(x)
+	}
+	ops := r.ops.Load()
+	res := benchResult{
+		Seconds: elapsed.Seconds(), Ops: ops, OpsPerSec: float64(ops) / elapsed.Seconds(),
+		Requests: r.reqs.Load(), Wasted: r.wasted.Load(),
+		P50us: float64(h.ValueAtQuantile(50)), P99us: float64(h.ValueAtQuantile(99)),
+		P999us: float64(h.ValueAtQuantile(99.9)), MaxUs: float64(h.Max()),
+	}
+	if ops > 0 && cpu1 > cpu0 {
+		res.ServerCPUus = float64((cpu1-cpu0)/time.Microsecond) / float64(ops)
+	}
+	if c.Mode == "contend" && ops > 0 {
+		mean := float64(ops) / float64(len(counts))
+		res.MinShare, res.MaxShare = math.Inf(1), 0
+		for _, n := range counts {
+			res.MinShare = math.Min(res.MinShare, float64(n)/mean)
+			res.MaxShare = math.Max(res.MaxShare, float64(n)/mean)
+		}
+	}
+	return res, nil
+}
+
+// worker loops until ctx ends and returns how many operations it completed.
+func (r *benchRun) worker(ctx context.Context, id int, rdb *redis.Client, h *hdrhistogram.Histogram) int64 {
+	c := r.cmd
+	name := "bench:" + strconv.Itoa(id)
+	if c.Mode == "contend" {
+		name = "bench:contended"
+	}
+	ttlMs := c.TTL.Milliseconds()
+	var n, seq int64
+	for ctx.Err() == nil {
+		t0 := time.Now()
+		var err error
+		switch {
+		case c.Mode == "ping":
+			err = rdb.Ping(ctx).Err()
+			if err == nil {
+				err = rdb.Ping(ctx).Err()
+			}
+			r.reqs.Add(2)
+		case c.Mode == "pipeline":
+			err = r.pipelineRound(ctx, rdb, name)
+		case c.Target == "relock":
+			err = r.relockCycle(ctx, rdb, name, ttlMs)
+		default:
+			seq++
+			err = r.redisCycle(ctx, rdb, name, strconv.Itoa(id)+"-"+strconv.FormatInt(seq, 10), ttlMs)
+		}
+		if err != nil {
+			// Errors at the very end are the run's deadline cutting a
+			// request short, not the server's.
+			if dl, _ := ctx.Deadline(); time.Until(dl) > 10*time.Millisecond {
+				r.fail(err)
+			}
+			continue
+		}
+		h.RecordValue(int64(time.Since(t0) / time.Microsecond))
+		n++
+		if c.Mode == "pipeline" {
+			r.ops.Add(int64(c.Pipeline))
+		} else {
+			r.ops.Add(1)
+		}
+	}
+	return n
+}
+
+func (r *benchRun) relockCycle(ctx context.Context, rdb *redis.Client, name string, ttlMs int64) error {
+	args := []any{"LOCK", name}
+	if ttlMs > 0 {
+		args = append(args, "TTL", ttlMs)
+	}
+	key, err := rdb.Do(ctx, args...).Text()
+	r.reqs.Add(1)
+	if err != nil {
+		return err
+	}
+	err = rdb.Do(ctx, "UNLOCK", name, key).Err()
+	r.reqs.Add(1)
+	return err
+}
+
+// redisCycle takes the lock with SET NX PX, polling while it is taken, and
+// releases it with the compare-and-delete script.
+func (r *benchRun) redisCycle(ctx context.Context, rdb *redis.Client, name, token string, ttlMs int64) error {
+	for {
+		ok, err := rdb.SetNX(ctx, name, token, time.Duration(ttlMs)*time.Millisecond).Result()
+		r.reqs.Add(1)
+		if err != nil {
+			return err
+		}
+		if ok {
+			break
+		}
+		r.wasted.Add(1)
+		if r.cmd.Poll > 0 {
+			select {
+			case <-time.After(r.cmd.Poll):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		} else if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	err := rdb.EvalSha(ctx, r.sha, []string{name}, token).Err()
+	r.reqs.Add(1)
+	return err
+}
+
+// pipelineRound sends --pipeline acquisitions in one round trip, then the
+// matching releases in another.
+func (r *benchRun) pipelineRound(ctx context.Context, rdb *redis.Client, prefix string) error {
+	c := r.cmd
+	ttlMs := c.TTL.Milliseconds()
+	names := make([]string, c.Pipeline)
+	for i := range names {
+		names[i] = prefix + ":" + strconv.Itoa(i)
+	}
+	pipe := rdb.Pipeline()
+	cmds := make([]redis.Cmder, len(names))
+	token := prefix + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	for i, name := range names {
+		if c.Target == "relock" {
+			args := []any{"TRYLOCK", name}
+			if ttlMs > 0 {
+				args = append(args, "TTL", ttlMs)
+			}
+			cmds[i] = pipe.Do(ctx, args...)
+		} else {
+			cmds[i] = pipe.SetNX(ctx, name, token, c.TTL)
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return err
+	}
+	pipe = rdb.Pipeline()
+	for i, name := range names {
+		if c.Target == "relock" {
+			pipe.Do(ctx, "UNLOCK", name, cmds[i].(*redis.Cmd).Val())
+		} else {
+			pipe.EvalSha(ctx, r.sha, []string{name}, token)
+		}
+	}
+	_, err := pipe.Exec(ctx)
+	r.reqs.Add(int64(2 * len(names)))
+	return err
+}
+
+// hold takes --locks locks (pipelined, over --connections connections) and
+// reports the server's memory per held lock; then releases them.
+func (r *benchRun) hold(pid int, admin *redis.Client) (benchResult, error) {
+	c := r.cmd
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	rss0, err := procRSS(pid)
+	if err != nil {
+		return benchResult{}, err
+	}
+	used0 := usedMemory(ctx, admin)
+	clients := make([]*redis.Client, c.Connections)
+	for i := range clients {
+		clients[i] = c.newClient()
+		defer clients[i].Close()
+	}
+	start := time.Now()
+	token := "held"
+	var wg sync.WaitGroup
+	per := (c.Locks + c.Connections - 1) / c.Connections
+	for i, rdb := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for lo := i * per; lo < min((i+1)*per, c.Locks) && ctx.Err() == nil; lo += 1000 {
+				pipe := rdb.Pipeline()
+				for j := lo; j < min(lo+1000, (i+1)*per, c.Locks); j++ {
+					name := "bench:hold:" + strconv.Itoa(j)
+					if c.Target == "relock" {
+						pipe.Do(ctx, "LOCK", name, "TTL", c.TTL.Milliseconds())
+					} else {
+						pipe.SetNX(ctx, name, token, c.TTL)
+					}
+				}
+				n, err := pipe.Exec(ctx)
+				if err != nil {
+					r.fail(err)
+					return
+				}
+				r.ops.Add(int64(len(n)))
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	held := r.ops.Load()
+	rss1, _ := procRSS(pid)
+	used1 := usedMemory(ctx, admin)
+	res := benchResult{Seconds: elapsed.Seconds(), Ops: held, OpsPerSec: float64(held) / elapsed.Seconds()}
+	if held > 0 {
+		res.BytesPerLock = float64(rss1-rss0) / float64(held)
+		if used0 > 0 && used1 > used0 {
+			res.UsedPerLock = float64(used1-used0) / float64(held)
+		}
+	}
+	// Release: relock by closing the connections (deferred); Redis by
+	// deleting exactly the keys this run set.
+	if c.Target == "redis" {
+		for lo := 0; lo < c.Locks; lo += 1000 {
+			pipe := admin.Pipeline()
+			for j := lo; j < min(lo+1000, c.Locks); j++ {
+				pipe.Del(ctx, "bench:hold:"+strconv.Itoa(j))
+			}
+			pipe.Exec(ctx)
+		}
+	}
+	return res, nil
+}
+
+// progress prints a live line to stderr each second until stopped.
+func (r *benchRun) progress(start time.Time) func() {
+	if r.cmd.Quiet {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		last, lastAt := int64(0), start
+		for {
+			select {
+			case <-done:
+				fmt.Fprintln(os.Stderr)
+				return
+			case now := <-t.C:
+				ops := r.ops.Load()
+				rate := float64(ops-last) / now.Sub(lastAt).Seconds()
+				last, lastAt = ops, now
+				fmt.Fprintf(os.Stderr, "\r%s %s c=%d: %.0f ops/s, %d total, %d errors   ",
+					r.cmd.Target, r.cmd.Mode, r.cmd.Connections, rate, ops, r.errs.Load())
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+func printSummary(w io.Writer, r *benchResult) {
+	unit := map[string]string{"cycle": "cycles", "contend": "handoffs", "hold": "locks", "pipeline": "cycles", "ping": "cycles"}[r.Mode]
+	fmt.Fprintf(w, "====== %s %s, %d connections ======\n", r.Target, r.Mode, r.Connections)
+	fmt.Fprintf(w, "  %d %s in %.2f s: %.0f %s/s\n", r.Ops, unit, r.Seconds, r.OpsPerSec, unit)
+	if r.Mode == "hold" {
+		fmt.Fprintf(w, "  server RSS per held lock: %.0f bytes", r.BytesPerLock)
+		if r.UsedPerLock > 0 {
+			fmt.Fprintf(w, " (used_memory: %.0f bytes)", r.UsedPerLock)
+		}
+		fmt.Fprintln(w)
+	} else {
+		fmt.Fprintf(w, "  latency per %s (µs): p50 %.0f  p99 %.0f  p99.9 %.0f  max %.0f\n",
+			strings.TrimSuffix(unit, "s"), r.P50us, r.P99us, r.P999us, r.MaxUs)
+		fmt.Fprintf(w, "  requests: %d (%d wasted on polling)\n", r.Requests, r.Wasted)
+		if r.ServerCPUus > 0 {
+			fmt.Fprintf(w, "  server CPU: %.1f µs per %s\n", r.ServerCPUus, strings.TrimSuffix(unit, "s"))
+		}
+		if r.Mode == "contend" {
+			fmt.Fprintf(w, "  fairness: each client got %.2f to %.2f of the mean share\n", r.MinShare, r.MaxShare)
+		}
+	}
+	if r.Errors > 0 {
+		fmt.Fprintf(w, "  errors: %d (first: %s)\n", r.Errors, r.FirstError)
+	}
+}
+
+// serverPID reads process_id from INFO server (relock and Redis both have it).
+func serverPID(ctx context.Context, rdb *redis.Client) (int, error) {
+	info, err := rdb.Info(ctx, "server").Result()
+	if err != nil {
+		return 0, err
+	}
+	if v := infoField(info, "process_id"); v != "" {
+		return strconv.Atoi(v)
+	}
+	return 0, errors.New("no process_id in INFO")
+}
+
+func usedMemory(ctx context.Context, rdb *redis.Client) int64 {
+	info, err := rdb.Info(ctx, "memory").Result()
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(infoField(info, "used_memory"), 10, 64)
+	return n
+}
+
+func infoField(info, field string) string {
+	sc := bufio.NewScanner(strings.NewReader(info))
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), ":"); ok && k == field {
+			return v
+		}
+	}
+	return ""
+}
+
+// procCPU returns a local process's user+system CPU time from /proc.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the parenthesised command name; utime and stime are
+	// the 14th and 15th fields overall, in clock ticks (100 per second).
+	s := string(b)
+	rest := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(rest) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	ut, _ := strconv.ParseInt(rest[11], 10, 64)
+	st, _ := strconv.ParseInt(rest[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
+}
+
+// procRSS returns a local process's resident set size in bytes.
+func procRSS(pid int) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("reading the server's RSS (is it on this machine?): %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb * 1024, nil
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
