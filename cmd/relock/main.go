@@ -19,6 +19,7 @@ type cli struct {
 	Version kong.VersionFlag `help:"Print the version and exit."`
 
 	Server serverCmd `cmd:"" help:"Run the relock server."`
+	Bench  benchCmd  `cmd:"" help:"Load generator: relock or Redis, side by side."`
 }
 
 // exitError carries a specific exit code out of a command's Run.
