@@ -11,7 +11,10 @@ type command struct {
 	// noAuth: allowed before authentication.
 	noAuth bool
 	// admin: needs an admin user once ACLs exist.
-	admin   bool
+	admin bool
+	// mutates: changes lock state that the store must commit; refused once
+	// shutdown has begun (see Server.gate).
+	mutates bool
 	summary string
 	group   string
 	// syntax is the argument synopsis for COMMAND DOCS and help.
@@ -28,20 +31,20 @@ var commandTable map[string]*command
 func init() {
 	list := []*command{
 		// Locks (lock.go, locks.go).
-		{name: "lock", arity: -2, flags: []string{"write", "blocking"}, group: "lock", run: (*session).cmdLock,
+		{name: "lock", mutates: true, arity: -2, flags: []string{"write", "blocking"}, group: "lock", run: (*session).cmdLock,
 			syntax:  "name [TTL ms] [WAIT ms] [SIZE n] [OWNER id] [DETACH]",
 			summary: "Acquires a lock, waiting in FIFO order; returns its key, or nil when WAIT ran out."},
-		{name: "trylock", arity: -2, flags: []string{"write", "fast"}, group: "lock", run: (*session).cmdTryLock,
+		{name: "trylock", mutates: true, arity: -2, flags: []string{"write", "fast"}, group: "lock", run: (*session).cmdTryLock,
 			syntax: "name [TTL ms] [SIZE n] [OWNER id] [DETACH]", summary: "Acquires a lock if it is free; returns its key or nil."},
-		{name: "unlock", arity: 3, flags: []string{"write", "fast"}, group: "lock", run: (*session).cmdUnlock,
+		{name: "unlock", mutates: true, arity: 3, flags: []string{"write", "fast"}, group: "lock", run: (*session).cmdUnlock,
 			syntax: "name key", summary: "Releases a hold (counts a re-entered hold down)."},
-		{name: "renew", arity: -3, flags: []string{"write", "fast"}, group: "lock", run: (*session).cmdRenew,
+		{name: "renew", mutates: true, arity: -3, flags: []string{"write", "fast"}, group: "lock", run: (*session).cmdRenew,
 			syntax: "name key [TTL ms]", summary: "Restarts a hold's TTL; returns the TTL now set in ms (-1: none)."},
 		{name: "check", arity: 3, flags: []string{"readonly", "fast"}, group: "lock", run: (*session).cmdCheck,
 			syntax: "name key", summary: "Returns the remaining TTL in ms (-1: none) if the key holds the lock."},
 		{name: "locks", arity: -1, flags: []string{"readonly"}, group: "lock", run: (*session).cmdLocks,
 			syntax: "[MATCH pattern] [COUNT n] [AFTER name]", summary: "Lists locks with their holders and waiters, sorted by name."},
-		{name: "forceunlock", arity: 2, flags: []string{"write"}, admin: true, group: "lock", run: (*session).cmdForceUnlock,
+		{name: "forceunlock", mutates: true, arity: 2, flags: []string{"write"}, admin: true, group: "lock", run: (*session).cmdForceUnlock,
 			syntax: "name", summary: "Releases every hold of a lock; returns how many."},
 		// Connection (handshake.go).
 		{name: "ping", arity: -1, flags: []string{"fast", "stale"}, noAuth: true, group: "connection", run: (*session).cmdPing,
@@ -50,7 +53,7 @@ func init() {
 			syntax: "message", summary: "Returns the message."},
 		{name: "quit", arity: -1, flags: []string{"fast", "noscript"}, noAuth: true, group: "connection", run: (*session).cmdQuit,
 			summary: "Closes the connection."},
-		{name: "reset", arity: 1, flags: []string{"fast", "noscript"}, noAuth: true, group: "connection", run: (*session).cmdReset,
+		{name: "reset", mutates: true, arity: 1, flags: []string{"fast", "noscript"}, noAuth: true, group: "connection", run: (*session).cmdReset,
 			summary: "Resets the connection: releases its holds, clears name and authentication, back to RESP2."},
 		{name: "hello", arity: -1, flags: []string{"fast", "noscript"}, noAuth: true, group: "connection", run: (*session).cmdHello,
 			syntax: "[protover [AUTH username password] [SETNAME clientname]]", summary: "Handshake: protocol version, authentication, name."},

@@ -85,6 +85,14 @@ type Server struct {
 	// gone is signalled (with mu held) whenever a session is forgotten.
 	gone *sync.Cond
 
+	// gate is held shared by every command that changes lock state, from
+	// its table change through its commit, and exclusively by Run to set
+	// stopping before the store takes its final state. So no change is
+	// half done (in the final state, yet refused to its client) at
+	// shutdown.
+	gate     sync.RWMutex
+	stopping bool // guarded by gate
+
 	nextID atomic.Uint64
 	// shutdown is closed when the server stops; detached loops watch it.
 	shutdown chan struct{}
@@ -240,6 +248,9 @@ func (s *Server) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
+	s.gate.Lock()
+	s.stopping = true
+	s.gate.Unlock()
 	// Take the durable state first: from here on nothing is journaled, so
 	// the releases of closing connections are not recorded and bound holds
 	// come back as orphans at the next start (stopping is not a disconnect).
@@ -280,6 +291,19 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("stopped")
 	return nil
 }
+
+// enter admits a state-changing command unless shutdown has begun; the
+// caller must leave when its change is committed.
+func (s *Server) enter() bool {
+	s.gate.RLock()
+	if s.stopping {
+		s.gate.RUnlock()
+		return false
+	}
+	return true
+}
+
+func (s *Server) leave() { s.gate.RUnlock() }
 
 // waitSessionsGone waits until every session has ended or d has passed.
 func (s *Server) waitSessionsGone(d time.Duration) {

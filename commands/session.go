@@ -183,6 +183,13 @@ func (sess *session) exec(args [][]byte) *pendingWait {
 		srv.stats.errors.Add(1)
 		return nil
 	}
+	if cmd.mutates {
+		if !srv.enter() {
+			sess.fail("ERR server is shutting down")
+			return nil
+		}
+		defer srv.leave()
+	}
 	return cmd.run(sess, args)
 }
 

@@ -83,31 +83,68 @@ func (q *deadlineHeap) remove(h *Hold) {
 	h.heapIdx = -1
 }
 
-// expireDue releases every hold of the shard whose deadline is at or before
-// now. Every operation calls it first, so a hold past its deadline is never
-// seen as held, whether or not the caller's expiry timer has fired yet.
+// expireLock releases the holds of lock name whose deadline is at or
+// before now, earliest (deadline, fence) first. Every operation on a lock
+// calls it first, so a hold past its deadline is never seen as held,
+// whether or not the caller's expiry timer has fired yet. It touches only
+// that lock, so results never depend on which names share a shard.
 // Caller holds sh.mu.
-func (sh *shard) expireDue(t *Table, ev *Events, now int64) {
-	for len(sh.expiry) > 0 && sh.expiry[0].deadline <= now {
-		sh.release(t, ev, sh.expiry[0], ReasonExpired, now)
+func (sh *shard) expireLock(t *Table, ev *Events, name string, now int64) {
+	l := sh.locks[name]
+	for l != nil && len(l.holds) > 0 {
+		var due *Hold
+		for _, h := range l.holds {
+			if h.deadline != 0 && h.deadline <= now && (due == nil || earlier(h, due)) {
+				due = h
+			}
+		}
+		if due == nil {
+			return
+		}
+		sh.release(t, ev, due, ReasonExpired, now)
 	}
 }
 
-// Expire releases every hold whose deadline is at or before now, granting
-// waiters, and returns the earliest deadline still pending (0: none).
-// Callers drive it from one timer; the table has none of its own.
+// earlier orders holds by (deadline, fence).
+func earlier(a, b *Hold) bool {
+	if a.deadline != b.deadline {
+		return a.deadline < b.deadline
+	}
+	return a.key.Fence < b.key.Fence
+}
+
+// Expire releases every hold whose deadline is at or before now, earliest
+// (deadline, fence) first across the whole table, granting waiters, and
+// returns the earliest deadline still pending (0: none). It holds every
+// shard mutex (taken in index order; nothing else holds two) so that the
+// order, and so the fences of the grants it makes, do not depend on the
+// number of shards. Callers drive it from one timer; the table has none.
 func (t *Table) Expire(ev *Events, now int64) int64 {
-	var next int64
 	for i := range t.shards {
-		sh := &t.shards[i]
-		sh.mu.Lock()
-		sh.expireDue(t, ev, now)
-		if len(sh.expiry) > 0 {
-			if d := sh.expiry[0].deadline; next == 0 || d < next {
-				next = d
+		t.shards[i].mu.Lock()
+	}
+	defer func() {
+		for i := range t.shards {
+			t.shards[i].mu.Unlock()
+		}
+	}()
+	for {
+		var due *Hold
+		for i := range t.shards {
+			if q := t.shards[i].expiry; len(q) > 0 && q[0].deadline <= now && (due == nil || earlier(q[0], due)) {
+				due = q[0]
 			}
 		}
-		sh.mu.Unlock()
+		if due == nil {
+			break
+		}
+		due.sh.release(t, ev, due, ReasonExpired, now)
+	}
+	var next int64
+	for i := range t.shards {
+		if q := t.shards[i].expiry; len(q) > 0 && (next == 0 || q[0].deadline < next) {
+			next = q[0].deadline
+		}
 	}
 	return next
 }

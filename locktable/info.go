@@ -107,6 +107,10 @@ func (t *Table) Dump(now int64) string {
 		sh := t.shardOf(li.Name)
 		sh.mu.Lock()
 		l := sh.locks[li.Name]
+		if l == nil { // deleted since Locks listed it
+			sh.mu.Unlock()
+			continue
+		}
 		b.WriteString(l.name)
 		b.WriteString(" size=")
 		b.WriteString(strconv.FormatInt(int64(l.size), 10))

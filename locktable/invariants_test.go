@@ -13,12 +13,13 @@ import (
 //     it holds at most size holds, and it has waiters only when full;
 //   - every hold points back at its lock and shard, has count ≥ 1, and its
 //     fence lies in [FenceStart, LastFence]; fences rise along a lock's holds
-//     (grant order); keys and fences are unique across the table;
+//     (grant order); fences, and so keys, are unique across the table;
 //   - a bound hold (neither detached nor orphaned) belongs to an open session
 //     and sits in that session's list; a detached hold has a TTL and no
 //     session;
-//   - a hold has a deadline iff it has a TTL, and then it is in the shard's
-//     heap at its heapIdx; the heap has nothing else and keeps its order;
+//   - a hold has a deadline iff it has a TTL (an orphan always has one, its
+//     restore grace), and then it is in the shard's heap at its heapIdx;
+//     the heap has nothing else and keeps its order;
 //   - the shard's hold and waiter counters match what is there;
 //   - a waiter is queued on its own lock, its session is open and waits
 //     for exactly it, and the queue's links and length agree;
@@ -46,8 +47,7 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 	}
 	fenceStart := tb.cfg.FenceStart
 	lastFence := tb.LastFence()
-	keys := make(map[Key]bool)
-	fences := make(map[uint64]bool)
+	fences := make(map[uint64]bool) // unique fences make unique keys
 	// linked counts, per session, the live holds that name it as theirs.
 	linked := make(map[*Session]int)
 	seen := make(map[*Session]bool)
@@ -87,10 +87,6 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 				if h.count < 1 {
 					fail("lock %q: hold %v has count %d", name, h.key, h.count)
 				}
-				if keys[h.key] {
-					fail("lock %q: key %v appears twice", name, h.key)
-				}
-				keys[h.key] = true
 				if fences[h.key.Fence] {
 					fail("lock %q: fence %d appears twice", name, h.key.Fence)
 				}
@@ -102,7 +98,11 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 					fail("lock %q: fence %d after %d: holds not in grant order", name, h.key.Fence, prevFence)
 				}
 				prevFence = h.key.Fence
-				if (h.ttl > 0) != (h.deadline > 0) {
+				switch {
+				case h.orphan && h.deadline <= 0:
+					// Restore gives every orphan a grace deadline.
+					fail("lock %q: orphaned hold %v without deadline", name, h.key)
+				case !h.orphan && (h.ttl > 0) != (h.deadline > 0):
 					fail("lock %q: hold %v has ttl %d but deadline %d", name, h.key, h.ttl, h.deadline)
 				}
 				if h.deadline > 0 {

@@ -47,10 +47,10 @@ func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait boo
 	sh := t.shardOf(req.Name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	sh.expireDue(t, ev, now)
+	sh.expireLock(t, ev, req.Name, now)
 
 	// A closed session takes nothing, not even a re-entry. s.mu is taken
-	// after expireDue, whose releases lock the sessions they unbind.
+	// after expireLock, whose releases lock the sessions they unbind.
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -147,7 +147,7 @@ func (sh *shard) restartTTL(h *Hold, ttl int64, now int64) {
 }
 
 // findHold returns the live hold of name with key k, or nil. Caller holds
-// sh.mu and has run expireDue.
+// sh.mu and has run expireLock.
 func (sh *shard) findHold(name string, k Key) *Hold {
 	l := sh.locks[name]
 	if l == nil {
@@ -205,7 +205,7 @@ func (t *Table) Unlock(ev *Events, name string, k Key, now int64) error {
 	sh := t.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	sh.expireDue(t, ev, now)
+	sh.expireLock(t, ev, name, now)
 	h := sh.findHold(name, k)
 	if h == nil {
 		return ErrNotHeld
@@ -231,7 +231,7 @@ func (t *Table) Renew(ev *Events, s *Session, name string, k Key, ttl int64, now
 	sh := t.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	sh.expireDue(t, ev, now)
+	sh.expireLock(t, ev, name, now)
 	h := sh.findHold(name, k)
 	if h == nil {
 		return 0, ErrNotHeld
@@ -259,7 +259,7 @@ func (t *Table) Check(ev *Events, name string, k Key, now int64) (int64, error) 
 	sh := t.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	sh.expireDue(t, ev, now)
+	sh.expireLock(t, ev, name, now)
 	h := sh.findHold(name, k)
 	if h == nil {
 		return 0, ErrNotHeld
@@ -276,7 +276,7 @@ func (t *Table) ForceUnlock(ev *Events, name string, now int64) int {
 	sh := t.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	sh.expireDue(t, ev, now)
+	sh.expireLock(t, ev, name, now)
 	l := sh.locks[name]
 	if l == nil {
 		return 0

@@ -1,6 +1,7 @@
 package locktable
 
 import (
+	"cmp"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -13,9 +14,14 @@ import (
 var modelSeed = flag.Uint64("model.seed", 0, "run TestModel_RandomOpsMatchReference for this one seed only, logging every op")
 
 // The reference model: plain maps and slices, no sharding of its own beyond
-// knowing which shard a name is in (lazy expiry works per shard), no heap,
-// no intrusive lists, single-threaded. Every operation is written the way
-// SPEC.md §1–2 and the package's doc comments describe it.
+// knowing which shard a name is in, no heap, no intrusive lists,
+// single-threaded. Every operation is written the way SPEC.md §1–2 and the
+// package's doc comments describe it, plus what the table does where they
+// are silent: error precedence, release order on close (newest hold first),
+// and expiry: an operation first expires the due holds of its own lock, and
+// Expire releases every due hold of the table in (deadline, fence) order —
+// so that nothing depends on the shard count
+// (TestDeterminism_ShardCountDoesNotChangeOutcome).
 
 type mSession struct {
 	id      uint64
@@ -69,20 +75,12 @@ func newModel(cfg Config, tb *Table, sessions int) *model {
 		fence = 1
 	}
 	m := &model{
-		cfg:    cfg,
-		shards: tb.Shards(),
-		shardOf: func(name string) int {
-			sh := tb.shardOf(name)
-			for i := range tb.shards {
-				if &tb.shards[i] == sh {
-					return i
-				}
-			}
-			panic("no shard")
-		},
-		fence: fence - 1,
-		locks: make(map[string]*mLock),
-		now:   1_000_000,
+		cfg:     cfg,
+		shards:  tb.Shards(),
+		shardOf: func(name string) int { return shardIndex(tb, name) },
+		fence:   fence - 1,
+		locks:   make(map[string]*mLock),
+		now:     1_000_000,
 	}
 	for range sessions {
 		m.addSession()
@@ -169,18 +167,18 @@ func (m *model) release(h *mHold, why Reason) {
 			continue
 		}
 		g := m.newHold(l, w.sess, w.req)
-		m.grants = append(m.grants, grantRec{w.sess.id, l.name, g.key, g.ttl})
+		m.grants = append(m.grants, grantRec{w.sess.id, l.name, g.key, g.ttl, g.deadline})
 	}
 	m.dropIfEmpty(l)
 }
 
-// expireShard releases the due holds of one shard, earliest deadline first
-// (ties: lowest fence).
-func (m *model) expireShard(shard int) {
+// expireWhere releases the due holds that pick selects, earliest deadline
+// first (ties: lowest fence).
+func (m *model) expireWhere(pick func(l *mLock) bool) {
 	for {
 		var due *mHold
 		for _, l := range m.locks {
-			if m.shardOf(l.name) != shard {
+			if !pick(l) {
 				continue
 			}
 			for _, h := range l.holds {
@@ -200,6 +198,11 @@ func (m *model) expireShard(shard int) {
 	}
 }
 
+// expireLock releases the due holds of one lock.
+func (m *model) expireLock(name string) {
+	m.expireWhere(func(l *mLock) bool { return l.name == name })
+}
+
 func (m *model) acquire(s *mSession, req Request, wait bool) (Key, Outcome, error) {
 	if req.Size == 0 {
 		req.Size = 1
@@ -210,7 +213,7 @@ func (m *model) acquire(s *mSession, req Request, wait bool) (Key, Outcome, erro
 	if req.Detach && req.TTL == 0 {
 		return Key{}, 0, ErrDetachNeedsTTL
 	}
-	m.expireShard(m.shardOf(req.Name))
+	m.expireLock(req.Name)
 	if s.closed {
 		return Key{}, 0, ErrSessionClosed
 	}
@@ -266,7 +269,7 @@ func (m *model) acquire(s *mSession, req Request, wait bool) (Key, Outcome, erro
 }
 
 func (m *model) unlock(name string, k Key) error {
-	m.expireShard(m.shardOf(name))
+	m.expireLock(name)
 	h := m.find(name, k)
 	if h == nil {
 		return ErrNotHeld
@@ -283,7 +286,7 @@ func (m *model) renew(name string, k Key, ttl int64) (int64, error) {
 	if ttl < 0 {
 		return 0, ErrBadRequest
 	}
-	m.expireShard(m.shardOf(name))
+	m.expireLock(name)
 	h := m.find(name, k)
 	if h == nil {
 		return 0, ErrNotHeld
@@ -293,7 +296,7 @@ func (m *model) renew(name string, k Key, ttl int64) (int64, error) {
 }
 
 func (m *model) check(name string, k Key) (int64, error) {
-	m.expireShard(m.shardOf(name))
+	m.expireLock(name)
 	h := m.find(name, k)
 	if h == nil {
 		return 0, ErrNotHeld
@@ -305,7 +308,7 @@ func (m *model) check(name string, k Key) (int64, error) {
 }
 
 func (m *model) forceUnlock(name string) int {
-	m.expireShard(m.shardOf(name))
+	m.expireLock(name)
 	l := m.locks[name]
 	if l == nil {
 		return 0
@@ -346,7 +349,7 @@ func (m *model) closeSession(s *mSession) {
 			}
 		}
 	}
-	slices.SortFunc(holds, func(a, b *mHold) int { return -cmpUint(a.key.Fence, b.key.Fence) })
+	slices.SortFunc(holds, func(a, b *mHold) int { return cmp.Compare(b.key.Fence, a.key.Fence) })
 	for _, h := range holds {
 		if h.live {
 			m.release(h, ReasonDisconnect)
@@ -354,20 +357,8 @@ func (m *model) closeSession(s *mSession) {
 	}
 }
 
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
 func (m *model) expire() int64 {
-	for i := range m.shards {
-		m.expireShard(i)
-	}
+	m.expireWhere(func(*mLock) bool { return true })
 	var next int64
 	for _, l := range m.locks {
 		for _, h := range l.holds {
@@ -379,40 +370,37 @@ func (m *model) expire() int64 {
 	return next
 }
 
-// apply runs o on the model and renders its result the way runner.apply
-// renders the table's.
-func (m *model) apply(o op) string {
+// apply runs o on the model and returns what the table should.
+func (m *model) apply(o op) result {
 	m.grants, m.releases, m.issued = nil, nil, m.issued[:0]
 	var s *mSession
 	if o.sess >= 0 && o.sess < len(m.sessions) {
 		s = m.sessions[o.sess]
 	}
-	var direct string
+	var res result
 	switch o.kind {
 	case opAcquire:
-		k, out, err := m.acquire(s, o.req, o.wait)
-		direct = fmt.Sprintf("%v %s %s", k, outcomeName(out), errName(err))
+		res.key, res.out, res.err = m.acquire(s, o.req, o.wait)
 	case opUnlock:
-		direct = errName(m.unlock(o.name, o.key))
+		res.err = m.unlock(o.name, o.key)
 	case opRenew:
-		ttl, err := m.renew(o.name, o.key, o.ttl)
-		direct = fmt.Sprintf("%d %s", ttl, errName(err))
+		res.n, res.err = m.renew(o.name, o.key, o.ttl)
 	case opCheck:
-		n, err := m.check(o.name, o.key)
-		direct = fmt.Sprintf("%d %s", n, errName(err))
+		res.n, res.err = m.check(o.name, o.key)
 	case opForceUnlock:
-		direct = fmt.Sprint(m.forceUnlock(o.name))
+		res.n = int64(m.forceUnlock(o.name))
 	case opCancelWait:
-		direct = fmt.Sprint(m.cancelWait(s))
+		res.n = boolInt(m.cancelWait(s))
 	case opCloseSession:
 		m.closeSession(s)
 		m.addSession()
 	case opExpire:
-		direct = fmt.Sprint(m.expire())
+		res.n = m.expire()
 	case opAdvance:
 		m.now += o.dt
 	}
-	return formatResult(direct, m.grants, m.releases)
+	res.grants, res.releases = m.grants, m.releases
+	return res
 }
 
 func (m *model) sortedLocks() []*mLock {
@@ -427,12 +415,23 @@ func (m *model) sortedLocks() []*mLock {
 // dump renders the model in Table.Dump's format.
 func (m *model) dump() string {
 	var b strings.Builder
+	num := func(n int64) { b.WriteString(strconv.FormatInt(n, 10)) }
 	for _, l := range m.sortedLocks() {
-		fmt.Fprintf(&b, "%s size=%d", l.name, l.size)
+		b.WriteString(l.name)
+		b.WriteString(" size=")
+		num(int64(l.size))
 		for _, h := range l.holds {
-			fmt.Fprintf(&b, " hold{%v owner=%s count=%d deadline=%d ttl=%d", h.key, h.owner, h.count, h.deadline, h.ttl)
+			b.WriteString(" hold{")
+			b.WriteString(h.key.String())
+			b.WriteString(" owner=" + h.owner + " count=")
+			num(int64(h.count))
+			b.WriteString(" deadline=")
+			num(h.deadline)
+			b.WriteString(" ttl=")
+			num(h.ttl)
 			if h.sess != nil {
-				b.WriteString(" session=" + strconv.FormatUint(h.sess.id, 10))
+				b.WriteString(" session=")
+				num(int64(h.sess.id))
 			}
 			if h.detached {
 				b.WriteString(" detached")
@@ -440,16 +439,18 @@ func (m *model) dump() string {
 			b.WriteString("}")
 		}
 		for _, w := range l.waiters {
-			fmt.Fprintf(&b, " wait{session=%d owner=%s}", w.sess.id, w.req.Owner)
+			b.WriteString(" wait{session=")
+			num(int64(w.sess.id))
+			b.WriteString(" owner=" + w.req.Owner + "}")
 		}
 		b.WriteString("\n")
 	}
-	fmt.Fprintf(&b, "fence=%d\n", m.fence)
+	b.WriteString("fence=" + strconv.FormatUint(m.fence, 10) + "\n")
 	return b.String()
 }
 
-// lockInfos renders the model the way Table.Locks(Query{}, now) lists it.
-func (m *model) lockInfos() string {
+// lockInfos lists the model the way Table.Locks(Query{}, now) should.
+func (m *model) lockInfos() []LockInfo {
 	var out []LockInfo
 	for _, l := range m.sortedLocks() {
 		li := LockInfo{Name: l.name, Size: l.size}
@@ -473,15 +474,22 @@ func (m *model) lockInfos() string {
 		}
 		out = append(out, li)
 	}
-	return fmt.Sprintf("%+v", out)
+	return out
 }
 
-func (m *model) sessionStates() string {
-	var b strings.Builder
-	for _, s := range m.sessions {
-		fmt.Fprintf(&b, "s%d:%d:%v ", s.id, m.bound(s), s.waiting != nil)
+func sameLockInfos(a, b []LockInfo) bool {
+	return slices.EqualFunc(a, b, func(x, y LockInfo) bool {
+		return x.Name == y.Name && x.Size == y.Size &&
+			slices.Equal(x.Holds, y.Holds) && slices.Equal(x.Waiters, y.Waiters)
+	})
+}
+
+func (m *model) sessionStates() []sessionState {
+	out := make([]sessionState, len(m.sessions))
+	for i, s := range m.sessions {
+		out[i] = sessionState{m.bound(s), s.waiting != nil}
 	}
-	return b.String()
+	return out
 }
 
 func (m *model) stats() Stats {
@@ -503,10 +511,28 @@ var modelConfigs = []Config{
 	{Shards: 4, MaxWaiters: 1, MaxHoldsPerSession: 1},
 }
 
+// logEntry is one step of a run, formatted only when a run fails.
+type logEntry struct {
+	now  int64
+	op   op
+	res  result
+	dump string // the table after the op; verbose runs only
+}
+
+func formatLog(cfg Config, entries []logEntry) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "config %+v\n", cfg)
+	for i, e := range entries {
+		fmt.Fprintf(&b, "%4d t=%d %v -> %s\n", i, e.now, e.op, e.res.format(e.op.kind))
+		b.WriteString(e.dump)
+	}
+	return b.String()
+}
+
 // runModel runs one random sequence on a Table and on the model and
-// returns a description of the first disagreement ("" if none), with the
-// op log up to it. With verbose, the log has the table's state after every
-// op and is returned in log.
+// returns a description of the first disagreement ("" if none) with the op
+// log up to it. With verbose, the log also holds the table's state after
+// every op, and is returned in oplog.
 func runModel(seed uint64, steps int, verbose bool) (failure, oplog string) {
 	const sessions = 5
 	cfg := modelConfigs[seed%uint64(len(modelConfigs))]
@@ -515,41 +541,45 @@ func runModel(seed uint64, steps int, verbose bool) (failure, oplog string) {
 	m := newModel(cfg, r.tb, sessions)
 	gen := newOpGen(rng, sessions)
 
-	var log strings.Builder
-	fmt.Fprintf(&log, "config %+v\n", cfg)
+	var log []logEntry
 	for step := range steps {
 		o := gen.next(r.now, nextDeadline(r.tb))
 		got := r.apply(o)
 		want := m.apply(o)
 		gen.learnFrom(o, r)
-		fmt.Fprintf(&log, "%4d t=%d %v -> %s\n", step, r.now, o, got)
+		e := logEntry{now: r.now, op: o, res: got}
 		if verbose {
-			log.WriteString(r.tb.Dump(r.now))
+			e.dump = r.tb.Dump(r.now)
 		}
-		fail := func(what, got, want string) (string, string) {
-			return fmt.Sprintf("seed %d, step %d (%v): %s\n got: %s\nwant: %s\nop log:\n%s",
-				seed, step, o, what, got, want, log.String()), log.String()
+		log = append(log, e)
+		fail := func(what string, got, want any) (string, string) {
+			oplog := formatLog(cfg, log)
+			return fmt.Sprintf("seed %d, step %d (%v): %s\n got: %v\nwant: %v\nop log:\n%s",
+				seed, step, o, what, got, want, oplog), oplog
 		}
-		if got != want {
-			return fail("result differs from the model", got, want)
+		if !got.equal(want) {
+			return fail("result differs from the model", got.format(o.kind), want.format(o.kind))
 		}
 		if errs := invariantErrors(r.tb, r.sessions...); len(errs) > 0 {
-			return fail("invariants broken", fmt.Sprint(errs), "none")
+			return fail("invariants broken", errs, "none")
 		}
 		if got, want := r.tb.Dump(r.now), m.dump(); got != want {
-			return fail("state differs from the model", got, want)
+			return fail("state differs from the model", "\n"+got, "\n"+want)
 		}
-		if got, want := fmt.Sprintf("%+v", r.tb.Locks(Query{}, r.now)), m.lockInfos(); got != want {
-			return fail("Locks differs from the model", got, want)
+		if got, want := r.tb.Locks(Query{}, r.now), m.lockInfos(); !sameLockInfos(got, want) {
+			return fail("Locks differs from the model", fmt.Sprintf("%+v", got), fmt.Sprintf("%+v", want))
 		}
-		if got, want := r.sessionStates(), m.sessionStates(); got != want {
+		if got, want := r.sessionStates(), m.sessionStates(); !slices.Equal(got, want) {
 			return fail("sessions differ from the model", got, want)
 		}
 		if got, want := r.tb.Stats(), m.stats(); got != want {
-			return fail("Stats differ from the model", fmt.Sprint(got), fmt.Sprint(want))
+			return fail("Stats differ from the model", got, want)
 		}
 	}
-	return "", log.String()
+	if !verbose {
+		return "", ""
+	}
+	return "", formatLog(cfg, log)
 }
 
 func TestModel_RandomOpsMatchReference(t *testing.T) {
@@ -561,9 +591,12 @@ func TestModel_RandomOpsMatchReference(t *testing.T) {
 		}
 		return
 	}
-	seeds, steps := 1500, 120
-	if testing.Short() {
-		seeds = 200
+	seeds, steps := 3000, 100
+	switch {
+	case testing.Short():
+		seeds, steps = 300, 60
+	case raceEnabled:
+		seeds, steps = 1000, 50
 	}
 	for seed := uint64(1); seed <= uint64(seeds); seed++ {
 		if msg, _ := runModel(seed, steps, false); msg != "" {

@@ -3,6 +3,7 @@ package locktable
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 )
 
@@ -75,17 +76,44 @@ type grantRec struct {
 	Name      string
 	Key       Key
 	TTL       int64
+	Deadline  int64
 }
 
-func formatResult(direct string, grants []grantRec, releases []Release) string {
+// result is what one op returned and the events it caused.
+type result struct {
+	key      Key
+	out      Outcome
+	err      error
+	n        int64 // Renew's TTL, Check's remaining time, ForceUnlock's count, Expire's next deadline, CancelWait's 0/1
+	grants   []grantRec
+	releases []Release
+}
+
+func (a result) equal(b result) bool {
+	sameErr := (a.err == nil) == (b.err == nil) && (a.err == nil || a.err.Error() == b.err.Error())
+	return a.key == b.key && a.out == b.out && sameErr && a.n == b.n &&
+		slices.Equal(a.grants, b.grants) && slices.Equal(a.releases, b.releases)
+}
+
+// format renders r for the op log; kind says which fields mean something.
+func (r result) format(kind opKind) string {
 	var b strings.Builder
-	b.WriteString(direct)
-	for _, g := range grants {
-		fmt.Fprintf(&b, " grant{s=%d %q %v ttl=%d}", g.SessionID, g.Name, g.Key, g.TTL)
+	switch kind {
+	case opAcquire:
+		fmt.Fprintf(&b, "%v %s %s", r.key, outcomeName(r.out), errName(r.err))
+	case opUnlock:
+		b.WriteString(errName(r.err))
+	case opRenew, opCheck:
+		fmt.Fprintf(&b, "%d %s", r.n, errName(r.err))
+	case opForceUnlock, opCancelWait, opExpire:
+		fmt.Fprint(&b, r.n)
 	}
-	for _, r := range releases {
-		fmt.Fprintf(&b, " release{%q fence=%d owner=%q s=%d %v held=%d}",
-			r.Name, r.Fence, r.Owner, r.SessionID, r.Reason, r.Held)
+	for _, g := range r.grants {
+		fmt.Fprintf(&b, " grant{s%d %q %v ttl=%d deadline=%d}", g.SessionID, g.Name, g.Key, g.TTL, g.Deadline)
+	}
+	for _, x := range r.releases {
+		fmt.Fprintf(&b, " release{%q fence=%d owner=%q session=%d %v held=%d}",
+			x.Name, x.Fence, x.Owner, x.SessionID, x.Reason, x.Held)
 	}
 	return b.String()
 }
@@ -107,6 +135,13 @@ func outcomeName(o Outcome) string {
 		return "Busy"
 	}
 	return fmt.Sprintf("Outcome(%d)", o)
+}
+
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // runner applies ops to one real Table.
@@ -131,57 +166,60 @@ func (r *runner) addSession() {
 	r.sessions = append(r.sessions, r.tb.NewSession(uint64(len(r.sessions)+1), nil))
 }
 
-// apply runs o and renders its result and events.
-func (r *runner) apply(o op) string {
+// apply runs o and returns its result and events.
+func (r *runner) apply(o op) result {
 	r.ev.Reset()
 	r.issued = r.issued[:0]
 	var s *Session
 	if o.sess >= 0 && o.sess < len(r.sessions) {
 		s = r.sessions[o.sess]
 	}
-	var direct string
+	var res result
 	switch o.kind {
 	case opAcquire:
-		k, out, err := r.tb.Acquire(&r.ev, s, o.req, r.now, o.wait)
-		if !k.IsZero() {
-			r.issued = append(r.issued, k)
+		res.key, res.out, res.err = r.tb.Acquire(&r.ev, s, o.req, r.now, o.wait)
+		if !res.key.IsZero() {
+			r.issued = append(r.issued, res.key)
 		}
-		direct = fmt.Sprintf("%v %s %s", k, outcomeName(out), errName(err))
 	case opUnlock:
-		direct = errName(r.tb.Unlock(&r.ev, o.name, o.key, r.now))
+		res.err = r.tb.Unlock(&r.ev, o.name, o.key, r.now)
 	case opRenew:
-		ttl, err := r.tb.Renew(&r.ev, s, o.name, o.key, o.ttl, r.now)
-		direct = fmt.Sprintf("%d %s", ttl, errName(err))
+		res.n, res.err = r.tb.Renew(&r.ev, s, o.name, o.key, o.ttl, r.now)
 	case opCheck:
-		n, err := r.tb.Check(&r.ev, o.name, o.key, r.now)
-		direct = fmt.Sprintf("%d %s", n, errName(err))
+		res.n, res.err = r.tb.Check(&r.ev, o.name, o.key, r.now)
 	case opForceUnlock:
-		direct = fmt.Sprint(r.tb.ForceUnlock(&r.ev, o.name, r.now))
+		res.n = int64(r.tb.ForceUnlock(&r.ev, o.name, r.now))
 	case opCancelWait:
-		direct = fmt.Sprint(r.tb.CancelWait(s))
+		res.n = boolInt(r.tb.CancelWait(s))
 	case opCloseSession:
 		r.tb.CloseSession(&r.ev, s, r.now)
 		r.addSession()
 	case opExpire:
-		direct = fmt.Sprint(r.tb.Expire(&r.ev, r.now))
+		res.n = r.tb.Expire(&r.ev, r.now)
 	case opAdvance:
 		r.now += o.dt
 	}
-	grants := make([]grantRec, 0, len(r.ev.Grants))
 	for _, g := range r.ev.Grants {
-		grants = append(grants, grantRec{g.Session.ID, g.Name, g.Key, g.TTL})
+		res.grants = append(res.grants, grantRec{g.Session.ID, g.Name, g.Key, g.TTL, g.Deadline})
 		r.issued = append(r.issued, g.Key)
 	}
-	return formatResult(direct, grants, r.ev.Releases)
+	res.releases = slices.Clone(r.ev.Releases)
+	return res
 }
 
-// sessionStates renders every session's Bound and Waiting.
-func (r *runner) sessionStates() string {
-	var b strings.Builder
-	for _, s := range r.sessions {
-		fmt.Fprintf(&b, "s%d:%d:%v ", s.ID, s.Bound(), s.Waiting())
+// sessionState is what a session tells of itself.
+type sessionState struct {
+	Bound   int
+	Waiting bool
+}
+
+// sessionStates returns every session's state, in session order.
+func (r *runner) sessionStates() []sessionState {
+	out := make([]sessionState, len(r.sessions))
+	for i, s := range r.sessions {
+		out[i] = sessionState{s.Bound(), s.Waiting()}
 	}
-	return b.String()
+	return out
 }
 
 // nextDeadline peeks at the earliest pending deadline (0: none) without

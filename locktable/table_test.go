@@ -1,6 +1,7 @@
 package locktable
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -41,7 +42,7 @@ func TestAcquire_GrantBusyQueued(t *testing.T) {
 			wantEqual(t, "outcome", got, tc.want)
 			wantEqual(t, "key is zero", k.IsZero(), tc.want != Granted)
 			wantEqual(t, "session waiting", s.Waiting(), tc.want == Queued)
-			wantEqual(t, "session bound", s.Bound(), map[bool]int{true: 1}[tc.want == Granted])
+			wantEqual(t, "session bound", s.Bound(), int(boolInt(tc.want == Granted)))
 			f.wantStats(tc.wantStats)
 			wantEqual(t, "grants in events", len(f.ev.Grants), 0)
 		})
@@ -197,6 +198,11 @@ func TestAcquire_SizeMismatch(t *testing.T) {
 			wantErr(t, "Acquire", err, tc.wantErr)
 			wantEqual(t, "outcome", out, tc.wantOut)
 			if tc.wantErr != nil {
+				var sm *SizeMismatchError
+				if !errors.As(err, &sm) {
+					t.Fatalf("error %T; want a *SizeMismatchError", err)
+				}
+				wantEqual(t, "mismatch", *sm, SizeMismatchError{Have: max(tc.size, 1), Want: max(tc.reqSize, 1)})
 				wantEqual(t, "last fence", f.tb.LastFence(), fence)
 				li := f.lockInfo("a")
 				wantEqual(t, "holds", len(li.Holds), 1)
@@ -207,9 +213,9 @@ func TestAcquire_SizeMismatch(t *testing.T) {
 	}
 }
 
-func TestAcquire_SizeMismatchWhileOnlyWaitersAndHoldersOfOtherSize(t *testing.T) {
-	// A lock exists while it has waiters; its size stays the first holder's
-	// even after that holder left and the lock is held by granted waiters.
+func TestAcquire_SizeOutlivesTheFirstHolder(t *testing.T) {
+	// The first holder fixes the size; it stays while the lock exists, even
+	// after that holder left and a granted waiter holds the lock.
 	f := newFixture(t, Config{})
 	k := f.mustGrant(f.session(), Request{Name: "a", Size: 1})
 	f.mustQueue(f.session(), Request{Name: "a", Size: 1})
@@ -496,7 +502,7 @@ func TestCancelWait(t *testing.T) {
 			tc.setup(f, s)
 			wantEqual(t, "CancelWait", f.cancelWait(s), tc.want)
 			wantEqual(t, "waiting", s.Waiting(), false)
-			wantEqual(t, "bound", s.Bound(), map[bool]int{true: 1}[tc.wantLocked])
+			wantEqual(t, "bound", s.Bound(), int(boolInt(tc.wantLocked)))
 		})
 	}
 }
@@ -514,10 +520,7 @@ func TestCancelWait_CancelledWaiterIsNeverGranted(t *testing.T) {
 	f.mustQueue(s, Request{Name: "a"})
 }
 
-func TestCancelWait_LastWaiterOfUnheldLockDropsIt(t *testing.T) {
-	// A waiter can only be the lock's sole content if the holds vanished
-	// without granting it, which the table never allows; but after a cancel
-	// of the only waiter, the lock must still be there with its holder.
+func TestCancelWait_KeepsLockWithItsHolder(t *testing.T) {
 	f := newFixture(t, Config{})
 	k := f.mustGrant(f.session(), Request{Name: "a"})
 	s := f.session()
@@ -565,6 +568,7 @@ func TestExpire_ReleasesDueHoldsAndGrantsWaiters(t *testing.T) {
 	wantEqual(t, "held for", f.ev.Releases[0].Held, 10*ms)
 	wantSlice(t, "granted", f.grantedTo(), []uint64{w.ID})
 	wantEqual(t, "grant TTL", f.ev.Grants[0].TTL, 20*ms)
+	wantEqual(t, "grant deadline", f.ev.Grants[0].Deadline, f.now+20*ms)
 	// The new hold's TTL starts at its grant, not at its request.
 	wantEqual(t, "next deadline", next, f.now+20*ms)
 	wantEqual(t, "holder bound", holder.Bound(), 1)
@@ -721,45 +725,16 @@ func TestRenew_WrongKeyOrName(t *testing.T) {
 		{"key of another lock", "b", k},
 		{"missing lock", "c", k},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := f.renew(nil, tc.lock, tc.key, 0)
-			wantErr(t, "Renew", err, ErrNotHeld)
-			_, err = f.checkKey(tc.lock, tc.key)
-			wantErr(t, "Check", err, ErrNotHeld)
-			wantErr(t, "Unlock", f.unlock(tc.lock, tc.key), ErrNotHeld)
-		})
+		// One fixture for all cases, so no subtests: f fails its own t.
+		_, err := f.renew(nil, tc.lock, tc.key, 0)
+		wantErr(t, tc.name+": Renew", err, ErrNotHeld)
+		_, err = f.checkKey(tc.lock, tc.key)
+		wantErr(t, tc.name+": Check", err, ErrNotHeld)
+		wantErr(t, tc.name+": Unlock", f.unlock(tc.lock, tc.key), ErrNotHeld)
 	}
+	f.wantStats(Stats{Locks: 2, Holds: 2})
 	_, err := f.renew(nil, "a", k, -1)
 	wantErr(t, "Renew with negative TTL", err, ErrBadRequest)
-}
-
-func TestRenew_AdoptsOrphanedHold(t *testing.T) {
-	// Orphans come from a restore after restart: bound to a connection that
-	// no longer exists. Make one by hand and check that RENEW adopts it.
-	f := newFixture(t, Config{})
-	first := f.session()
-	k := f.mustGrant(first, Request{Name: "a"})
-	sh := f.tb.shardOf("a")
-	sh.mu.Lock()
-	h := sh.findHold("a", k)
-	first.unlink(h)
-	h.session = nil
-	h.orphan = true
-	sh.mu.Unlock()
-	f.check()
-	wantEqual(t, "listed session id", f.lockInfo("a").Holds[0].SessionID, int64(-1))
-
-	adopter := f.session()
-	got, err := f.renew(adopter, "a", k, 0)
-	wantErr(t, "Renew", err, nil)
-	wantEqual(t, "Renew", got, int64(0))
-	wantEqual(t, "adopter bound", adopter.Bound(), 1)
-	li := f.lockInfo("a")
-	wantEqual(t, "listed session id", li.Holds[0].SessionID, int64(adopter.ID))
-	wantEqual(t, "orphan", li.Holds[0].Orphan, false)
-	f.closeSession(adopter)
-	wantSlice(t, "released", f.released(), []Reason{ReasonDisconnect})
-	f.wantEmpty()
 }
 
 func TestCheck_RemainingTTL(t *testing.T) {

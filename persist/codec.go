@@ -49,16 +49,25 @@ func decodeRecord(b []byte) (locktable.HoldRecord, error) {
 	if len(b) < 2 || b[0] != recordVersion {
 		return r, errCorruptRecord
 	}
-	flags := b[1]
-	r.Detached = flags&flagDetached != 0
-	r.Bound = flags&flagBound != 0
+	// A hold is either detached or bound (possibly orphaned), never both
+	// or neither; other bits are not ours.
+	switch flags := b[1]; flags {
+	case flagDetached:
+		r.Detached = true
+	case flagBound:
+		r.Bound = true
+	default:
+		return r, errCorruptRecord
+	}
 	b = b[2:]
+	// Varints must be minimal (encodeRecord writes no other form): a
+	// record has one encoding, so what decodes is what was written.
 	uv := func() uint64 {
 		if b == nil {
 			return 0
 		}
 		v, n := binary.Uvarint(b)
-		if n <= 0 {
+		if n <= 0 || (n > 1 && b[n-1] == 0) {
 			b = nil
 			return 0
 		}
@@ -70,7 +79,7 @@ func decodeRecord(b []byte) (locktable.HoldRecord, error) {
 			return 0
 		}
 		v, n := binary.Varint(b)
-		if n <= 0 {
+		if n <= 0 || (n > 1 && b[n-1] == 0) {
 			b = nil
 			return 0
 		}

@@ -52,10 +52,14 @@ func (c *committer) start(s *Store) {
 }
 
 // Sync returns once every change journaled before the call is committed
-// (mode Always). In other modes it returns at once. After Close it returns
-// ErrClosed.
+// (mode Always). In other modes it returns at once. Once Close has begun it
+// returns ErrClosed in every mode: the change may miss the final state, so
+// the caller must not acknowledge it.
 func (s *Store) Sync() error {
 	if s.mode != Always {
+		if s.closing.Load() {
+			return ErrClosed
+		}
 		return nil
 	}
 	c := &s.c
@@ -114,6 +118,7 @@ func (c *committer) write() error {
 	}
 	var written int64
 	var err error
+	c.enc = c.enc[:0] // the previous round has committed: reuse its bytes
 	if c.needRewrite {
 		err = s.rewrite(s.table.Snapshot(), fence)
 	} else {
@@ -128,9 +133,14 @@ func (c *committer) write() error {
 					}
 					continue
 				}
-				c.enc = encodeRecord(c.enc[:0], &ch.Record)
-				written += int64(len(c.enc))
-				if err := b.Put(k, c.enc); err != nil {
+				// bbolt keeps the value slice until the commit: each
+				// record gets its own bytes (appended to one buffer,
+				// never overwritten within the round).
+				start := len(c.enc)
+				c.enc = encodeRecord(c.enc, &ch.Record)
+				v := c.enc[start:len(c.enc):len(c.enc)]
+				written += int64(len(v))
+				if err := b.Put(k, v); err != nil {
 					return err
 				}
 			}

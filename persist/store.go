@@ -45,7 +45,10 @@ var (
 
 const formatVersion = 1
 
-// ErrClosed is returned by Sync once the store has taken its final state.
+// ErrClosed is returned by Sync once Close has begun, in every mode. The
+// change it was called for is not acknowledged, yet it may be in the final
+// state (it was journaled before the final round): a caller that must not
+// leave such changes behind stops making changes before it calls Close.
 var ErrClosed = errors.New("persist: store is closed")
 
 // Options configure a Store.
@@ -72,6 +75,10 @@ type Store struct {
 	c committer
 
 	closeMu sync.Mutex // serialises Close
+	// closing is set when Close begins: from then on Sync refuses to
+	// acknowledge changes in every mode, since the final state may miss
+	// them (mode Always: see committer.stopped).
+	closing atomic.Bool
 
 	// Figures for INFO.
 	commits    atomic.Int64
@@ -253,6 +260,10 @@ func (s *Store) Close() error {
 	if s.db == nil {
 		return nil
 	}
+	// Before the final state is taken: a change whose Sync saw closing
+	// false happened before this store, hence before the snapshot or the
+	// final drain below, and is in the final state.
+	s.closing.Store(true)
 	var err error
 	if s.table != nil {
 		if s.mode == No {
