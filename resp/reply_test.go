@@ -4,8 +4,8 @@ import "testing"
 
 func TestWriter_EncodesBothProtocols(t *testing.T) {
 	tests := []struct {
-		name        string
-		write       func(w *Writer)
+		name         string
+		write        func(w *Writer)
 		resp2, resp3 string
 	}{
 		{"null", (*Writer).Null, "$-1\r\n", "_\r\n"},
