@@ -1,6 +1,8 @@
 package commands
 
 import (
+	"crypto/tls"
+	"net"
 	"strings"
 	"time"
 
@@ -45,23 +47,29 @@ func (sess *session) cmdReset(args [][]byte) *pendingWait {
 		sess.lt = srv.table.NewSession(sess.id, sess)
 	}
 	sess.name, sess.libName, sess.libVer = "", "", ""
+	sess.user = ""
 	sess.mu.Unlock()
 	sess.setProto(2)
-	sess.authed = !srv.authRequired()
+	sess.authed.Store(!srv.authRequired())
 	sess.w.Simple("RESET")
 	return nil
 }
 
-// authRequired reports whether connections must authenticate. Until ACLs
-// exist (--requirepass, --users-file), none do.
-func (s *Server) authRequired() bool { return false }
-
-// cmdAuth: AUTH [username] password. Without a configured password, as in
-// Redis: AUTH password is an error, AUTH default <anything> succeeds.
+// cmdAuth: AUTH [username] password. AUTH password means user "default".
+// Without configured users, as in Redis: AUTH password is an error, and
+// AUTH default <anything> succeeds.
 func (sess *session) cmdAuth(args [][]byte) *pendingWait {
 	switch len(args) {
 	case 2:
-		sess.fail("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
+		if !sess.srv.authRequired() {
+			sess.fail("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
+			return nil
+		}
+		if msg := sess.authenticate("default", string(args[1])); msg != "" {
+			sess.fail(msg)
+			return nil
+		}
+		sess.w.OK()
 	case 3:
 		if msg := sess.authenticate(string(args[1]), string(args[2])); msg != "" {
 			sess.fail(msg)
@@ -74,15 +82,88 @@ func (sess *session) cmdAuth(args [][]byte) *pendingWait {
 	return nil
 }
 
-// authenticate checks a user/password pair and returns the error reply, or
-// "" on success. Without configured users only "default" exists, with no
+// authenticate checks a user/password pair and logs the connection in as
+// that user; it returns the error reply, or "" on success. A failure
+// changes nothing (an authenticated connection stays logged in as before,
+// as in Redis). Without configured users only "default" exists, with no
 // password (Redis's nopass).
 func (sess *session) authenticate(user, pass string) string {
-	if user != "default" {
+	srv := sess.srv
+	if !srv.authRequired() {
+		if user != "default" {
+			srv.stats.authFailures.Add(1)
+			return resp.ErrWrongPass
+		}
+		sess.authed.Store(true)
+		return ""
+	}
+	u := srv.lookupUser(user)
+	if u == nil || !u.checkPassword(pass) {
+		srv.stats.authFailures.Add(1)
+		srv.log.Warn("authentication failed", "user", user, "addr", sess.addr)
 		return resp.ErrWrongPass
 	}
-	sess.authed = true
+	sess.login(u.Name)
 	return ""
+}
+
+// login makes the connection act as user name.
+func (sess *session) login(name string) {
+	sess.mu.Lock()
+	sess.user = name
+	sess.mu.Unlock()
+	sess.authed.Store(true)
+}
+
+// loginByCertificate logs the connection in as the user named by its
+// verified TLS client certificate's common name, if there is one.
+func (sess *session) loginByCertificate() {
+	tc, ok := sess.netConn.(interface{ NetConn() net.Conn })
+	if !ok {
+		return
+	}
+	conn, ok := tc.NetConn().(*tls.Conn)
+	if !ok {
+		return
+	}
+	st := conn.ConnectionState()
+	if !st.HandshakeComplete || len(st.VerifiedChains) == 0 || len(st.PeerCertificates) == 0 {
+		return
+	}
+	cn := st.PeerCertificates[0].Subject.CommonName
+	if u := sess.srv.lookupUser(cn); u != nil {
+		sess.login(u.Name)
+	}
+}
+
+// currentUser returns the connection's user in the users now in force,
+// or nil: no authentication configured (everything allowed, if authed) or
+// the user was removed by a reload (nothing allowed).
+func (sess *session) currentUser() (*User, bool) {
+	sess.mu.Lock()
+	name := sess.user
+	sess.mu.Unlock()
+	if name == "" {
+		return nil, !sess.srv.authRequired()
+	}
+	u := sess.srv.lookupUser(name)
+	return u, u != nil
+}
+
+// isAdmin reports whether the connection may run admin commands.
+func (sess *session) isAdmin() bool {
+	u, ok := sess.currentUser()
+	return ok && (u == nil || u.Admin)
+}
+
+// mayLock reports whether the connection may touch lock name.
+func (sess *session) mayLock(name string) bool {
+	u, ok := sess.currentUser()
+	return ok && (u == nil || u.mayLock(name))
+}
+
+func errNoPermAdmin(cmd string) string {
+	return "NOPERM this user has no permissions to run the '" + cmd + "' command"
 }
 
 // cmdHello: HELLO [protover [AUTH username password] [SETNAME clientname]]
@@ -125,7 +206,7 @@ func (sess *session) cmdHello(args [][]byte) *pendingWait {
 			sess.fail(msg)
 			return nil
 		}
-	} else if !sess.authed {
+	} else if !sess.authed.Load() {
 		sess.fail(resp.ErrNoAuth)
 		return nil
 	}
@@ -232,8 +313,16 @@ func (sess *session) cmdClient(args [][]byte) *pendingWait {
 	case "info":
 		sess.w.Verbatim(sess.clientInfo(time.Now()) + "\n")
 	case "list":
+		if !sess.isAdmin() {
+			sess.fail(errNoPermAdmin("client|list"))
+			return nil
+		}
 		sess.clientList(args[2:])
 	case "kill":
+		if !sess.isAdmin() {
+			sess.fail(errNoPermAdmin("client|kill"))
+			return nil
+		}
 		sess.clientKill(args[2:])
 	case "no-evict", "no-touch":
 		if !resp.EqualFold(args[2], "ON") && !resp.EqualFold(args[2], "OFF") {

@@ -101,6 +101,8 @@ func (s *Server) infoStats(b *strings.Builder) {
 	field(b, "total_commands_processed", st.commands.Load())
 	field(b, "rejected_connections", st.rejected.Load())
 	field(b, "total_error_replies", st.errors.Load())
+	field(b, "auth_failures", st.authFailures.Load())
+	field(b, "auth_timeouts", st.authTimeouts.Load())
 }
 
 func (s *Server) infoPersistence(b *strings.Builder) {

@@ -207,6 +207,10 @@ func (sess *session) checkName(name []byte) bool {
 		sess.fail(resp.Limit("lock name longer than max-name-len (" + itoa(int64(max)) + " bytes)"))
 		return false
 	}
+	if !sess.mayLock(string(name)) {
+		sess.fail("NOPERM this user has no permissions to access the '" + resp.Printable(string(name)) + "' lock")
+		return false
+	}
 	return true
 }
 

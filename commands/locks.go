@@ -25,6 +25,11 @@ func (sess *session) cmdLocks(args [][]byte) *pendingWait {
 			q.Match = func(name string) bool { return globMatch(pattern, name) }
 		}
 	}
+	// A user sees only the locks it may touch.
+	if u, _ := sess.currentUser(); u != nil && !u.Admin {
+		match := q.Match
+		q.Match = func(name string) bool { return u.mayLock(name) && (match == nil || match(name)) }
+	}
 	locks := srv.table.Locks(q, srv.now())
 	sess.writeLocks(locks)
 	return nil

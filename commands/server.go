@@ -3,6 +3,7 @@ package commands
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -43,6 +44,15 @@ type Config struct {
 	// holds get (--restore-grace).
 	Store        *persist.Store
 	RestoreGrace time.Duration
+
+	// Security (see README "Security").
+	Users          []User        // accounts; empty: no authentication
+	TLS            *tls.Config   // serve TCP over TLS (mutual if ClientCAs is set)
+	TLSAuthCN      bool          // a verified client certificate's CN logs in as that user
+	InsecureNoAuth bool          // allow a non-loopback listener without authentication
+	AuthTimeout    time.Duration // close connections not authenticated by then; 0 means 10s
+	MaxArgs        int           // arguments per request; 0 means 1024
+	MaxBulk        int           // bytes per argument; 0 means 64 KiB
 }
 
 func (c *Config) setDefaults() error {
@@ -64,7 +74,39 @@ func (c *Config) setDefaults() error {
 	if c.Listen == "" && c.UnixSocket == "" {
 		return errors.New("nothing to listen on: set --listen or --unix-socket")
 	}
+	if c.AuthTimeout <= 0 {
+		c.AuthTimeout = 10 * time.Second
+	}
+	if c.MaxArgs <= 0 {
+		c.MaxArgs = defaultMaxArgs
+	}
+	if c.MaxBulk <= 0 {
+		c.MaxBulk = defaultMaxBulk
+	}
+	if c.MaxBulk < c.MaxNameLen+64 {
+		c.MaxBulk = c.MaxNameLen + 64
+	}
+	mtls := c.TLS != nil && c.TLS.ClientCAs != nil && c.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+	if c.Listen != "" && len(c.Users) == 0 && !mtls && !c.InsecureNoAuth && !isLoopback(c.Listen) {
+		return fmt.Errorf("protected mode: refusing to listen on %s without authentication; "+
+			"set --requirepass or --users-file (or --tls-client-ca for mutual TLS), "+
+			"listen on a loopback address, or pass --insecure-no-auth if the network is trusted", c.Listen)
+	}
 	return nil
+}
+
+// isLoopback reports whether a listen address can only be reached from
+// this machine.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Server is a relock server. Create it with New, run it with Run.
@@ -101,6 +143,7 @@ type Server struct {
 	wg sync.WaitGroup
 
 	stats stats
+	users users
 
 	ready chan struct{}
 }
@@ -115,6 +158,8 @@ type stats struct {
 	waitTimeouts atomic.Int64
 	releases     [5]atomic.Int64 // by locktable.Reason
 	errors       atomic.Int64
+	authFailures atomic.Int64
+	authTimeouts atomic.Int64
 }
 
 // New validates cfg and returns a server that is not yet listening.
@@ -142,6 +187,9 @@ func New(cfg Config) (*Server, error) {
 		ready:    make(chan struct{}),
 	}
 	s.gone = sync.NewCond(&s.mu)
+	if err := s.users.set(cfg.Users); err != nil {
+		return nil, err
+	}
 	s.expiry.init()
 	if st := cfg.Store; st != nil {
 		restored, dropped, err := st.RestoreInto(s.table, s.now(), cfg.RestoreGrace)
@@ -197,6 +245,9 @@ func (s *Server) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
 		}
+		if s.cfg.TLS != nil {
+			ln = tls.NewListener(ln, s.cfg.TLS)
+		}
 		lns = append(lns, ln)
 	}
 	if p := s.cfg.UnixSocket; p != "" {
@@ -229,6 +280,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 
 	servers := make([]*redcon.Server, len(lns))
+	for i := range lns {
+		lns[i] = &limitedListener{Listener: lns[i], maxArgs: int64(s.cfg.MaxArgs), maxBulk: int64(s.cfg.MaxBulk)}
+	}
 	for i, ln := range lns {
 		rs := redcon.NewServerNetwork(ln.Addr().Network(), ln.Addr().String(), s.handle, s.accept, s.closed)
 		servers[i] = rs

@@ -4,6 +4,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/relock/relock/locktable"
@@ -28,8 +29,12 @@ type session struct {
 	ev       locktable.Events
 	lt       *locktable.Session
 	detached bool
-	authed   bool
 	quit     bool // close after flushing the reply
+	tlsSeen  bool // the TLS client certificate was looked at (--tls-auth-cn)
+
+	// authed: the connection may run commands (always true without
+	// authentication). Read by the auth timeout's goroutine.
+	authed atomic.Bool
 
 	// grant receives the Grant for this session's queued LOCK.
 	grant chan locktable.Grant
@@ -43,6 +48,7 @@ type session struct {
 	lastCmd string
 	lastAt  time.Time
 	proto   int
+	user    string // authenticated user; "": none (no authentication configured)
 	waiting string // lock name of the blocked LOCK, if any
 	killed  bool
 	ended   bool // endSession ran: lt is closed for good
@@ -87,7 +93,18 @@ func (s *Server) newSession(c redcon.Conn, nc net.Conn) *session {
 		lastAt:  now,
 		proto:   2,
 		grant:   make(chan locktable.Grant, 1),
-		authed:  !s.authRequired(),
+	}
+	if !s.authRequired() {
+		sess.authed.Store(true)
+	} else {
+		// A connection that does not authenticate in time is closed, so
+		// that idle unauthenticated sockets cannot pile up.
+		time.AfterFunc(s.cfg.AuthTimeout, func() {
+			if !sess.authed.Load() {
+				s.stats.authTimeouts.Add(1)
+				sess.kill()
+			}
+		})
 	}
 	sess.addr = nc.RemoteAddr().String()
 	if nc.RemoteAddr().Network() == "unix" || sess.addr == "" || sess.addr == "@" {
@@ -174,8 +191,16 @@ func (sess *session) exec(args [][]byte) *pendingWait {
 		return nil
 	}
 	sess.touch(cmd.name)
-	if !sess.authed && !cmd.noAuth {
-		sess.w.Error(resp.ErrNoAuth)
+	if !sess.tlsSeen && srv.cfg.TLSAuthCN {
+		sess.tlsSeen = true
+		sess.loginByCertificate()
+	}
+	if !cmd.noAuth && !sess.authed.Load() {
+		sess.fail(resp.ErrNoAuth)
+		return nil
+	}
+	if cmd.admin && !sess.isAdmin() {
+		sess.fail(errNoPermAdmin(cmd.name))
 		return nil
 	}
 	if (cmd.arity > 0 && len(args) != cmd.arity) || (cmd.arity < 0 && len(args) < -cmd.arity) {

@@ -23,6 +23,11 @@ import (
 var relockBin string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		// A child process re-executed by a test (disconnect_test.go): it
+		// needs no server binary.
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "relock-it-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -61,8 +66,19 @@ type server struct {
 // checks a clean exit) when the test ends.
 func startServer(t testing.TB, args ...string) *server {
 	t.Helper()
+	return startServerEnv(t, nil, args...)
+}
+
+// startServerEnv is startServer with extra environment variables
+// ("KEY=value", e.g. RELOCK_FAILPOINT) for the server process.
+func startServerEnv(t testing.TB, env []string, args ...string) *server {
+	t.Helper()
 	full := append([]string{"server", "--listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "debug"}, args...)
 	cmd := exec.Command(relockBin, full...)
+	// A -race binary sleeps 1 s at exit by default; a race it found still
+	// fails the test through its exit status (66).
+	cmd.Env = append(os.Environ(), "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	cmd.Env = append(cmd.Env, env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

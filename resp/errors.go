@@ -48,6 +48,10 @@ func SizeMismatch(name string, have, want uint32) string {
 // Limit reports a server limit that a request hit.
 func Limit(what string) string { return "LIMIT " + what }
 
+// Printable is what error replies show of a client-supplied string: one
+// line, control bytes as '?', at most 128 bytes.
+func Printable(s string) string { return printable(s, 128) }
+
 // printable quotes nothing but keeps an error reply one readable line:
 // control bytes become '?', and s is cut to at most n bytes.
 func printable(s string, n int) string {

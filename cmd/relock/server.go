@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -36,6 +37,7 @@ type serverCmd struct {
 	Fsync        string        `help:"Commit policy with --data-dir: always (before each reply, grouped), everysec, no (snapshot at clean shutdown)." default:"always" enum:"always,everysec,no"`
 	RestoreGrace time.Duration `help:"Deadline for restored connection-bound holds to be adopted by RENEW." default:"30s"`
 
+	securityFlags
 	logFlags
 }
 
@@ -57,27 +59,68 @@ func (c *serverCmd) Run() error {
 		}
 		defer store.Close()
 	}
+	users, err := c.loadUsers()
+	if err != nil {
+		return err
+	}
+	tlsCfg, err := c.tlsConfig()
+	if err != nil {
+		return err
+	}
+	authTimeout, err := time.ParseDuration(c.AuthTimeout)
+	if err != nil {
+		return fmt.Errorf("--auth-timeout: %w", err)
+	}
 	srv, err := commands.New(commands.Config{
-		Listen:       c.Listen,
-		UnixSocket:   c.UnixSocket,
-		DefaultTTL:   c.DefaultTTL,
-		MaxTTL:       c.MaxTTL,
-		DefaultWait:  c.DefaultWait,
-		MaxClients:   c.MaxClients,
-		MaxNameLen:   c.MaxNameLen,
-		MaxWaiters:   c.MaxWaiters,
-		MaxHolds:     c.MaxHoldsPerClient,
-		TCPKeepAlive: c.TCPKeepalive,
-		Shards:       c.Shards,
-		Logger:       log,
-		Store:        store,
-		RestoreGrace: c.RestoreGrace,
+		Listen:         c.Listen,
+		UnixSocket:     c.UnixSocket,
+		DefaultTTL:     c.DefaultTTL,
+		MaxTTL:         c.MaxTTL,
+		DefaultWait:    c.DefaultWait,
+		MaxClients:     c.MaxClients,
+		MaxNameLen:     c.MaxNameLen,
+		MaxWaiters:     c.MaxWaiters,
+		MaxHolds:       c.MaxHoldsPerClient,
+		TCPKeepAlive:   c.TCPKeepalive,
+		Shards:         c.Shards,
+		Logger:         log,
+		Store:          store,
+		RestoreGrace:   c.RestoreGrace,
+		Users:          users,
+		TLS:            tlsCfg,
+		TLSAuthCN:      c.TLSAuthCN,
+		InsecureNoAuth: c.InsecureNoAuth,
+		AuthTimeout:    authTimeout,
+		MaxArgs:        c.MaxArgs,
+		MaxBulk:        c.MaxArgBytes,
 	})
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP reloads the users file without dropping connections or holds.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				users, err := c.loadUsers()
+				if err == nil {
+					err = srv.SetUsers(users)
+				}
+				if err != nil {
+					log.Error("reloading users failed; keeping the users in force", "err", err)
+					continue
+				}
+				log.Info("users reloaded", "users", len(users))
+			}
+		}
+	}()
 	log.Info("starting relock", "version", commands.Version, "pid", os.Getpid())
 	return srv.Run(ctx)
 }
