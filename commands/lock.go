@@ -81,6 +81,9 @@ func (sess *session) acquire(args [][]byte, allowed resp.Opt, wait bool) *pendin
 	switch outcome {
 	case locktable.Granted:
 		srv.stats.grants.Add(1)
+		if srv.debug {
+			srv.log.Debug("granted", "lock", req.Name, "fence", key.Fence, "client", sess.id)
+		}
 		if ttl > 0 {
 			srv.expiry.schedule(now + int64(ttl))
 		}
@@ -88,7 +91,7 @@ func (sess *session) acquire(args [][]byte, allowed resp.Opt, wait bool) *pendin
 	case locktable.Busy:
 		sess.w.Null()
 	case locktable.Queued:
-		return &pendingWait{name: req.Name, timeout: timeout}
+		return &pendingWait{name: req.Name, timeout: timeout, since: time.Now()}
 	}
 	return nil
 }

@@ -20,6 +20,8 @@ type command struct {
 	// syntax is the argument synopsis for COMMAND DOCS and help.
 	syntax string
 	run    func(sess *session, args [][]byte) *pendingWait
+	// idx is the command's index in commandList (for per-command metrics).
+	idx int
 	// subs are subcommands (CLIENT, COMMAND, CONFIG), for COMMAND INFO.
 	subs []string
 }
@@ -27,6 +29,9 @@ type command struct {
 // commandTable maps lower-case names to commands. Filled by init and never
 // written afterwards, so it is read without a lock.
 var commandTable map[string]*command
+
+// commandList is the command table in definition order.
+var commandList []*command
 
 func init() {
 	list := []*command{
@@ -78,9 +83,11 @@ func init() {
 			summary: "Returns the server time as seconds and microseconds."},
 	}
 	commandTable = make(map[string]*command, len(list))
-	for _, c := range list {
+	for i, c := range list {
+		c.idx = i
 		commandTable[c.name] = c
 	}
+	commandList = list
 }
 
 // lookup finds a command by name in any case without allocating.

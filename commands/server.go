@@ -142,8 +142,10 @@ type Server struct {
 	// connection loops, the expiry loop.
 	wg sync.WaitGroup
 
-	stats stats
-	users users
+	stats   stats
+	users   users
+	metrics *metrics
+	debug   bool // the logger is enabled at debug level (checked once)
 
 	ready chan struct{}
 }
@@ -187,6 +189,8 @@ func New(cfg Config) (*Server, error) {
 		ready:    make(chan struct{}),
 	}
 	s.gone = sync.NewCond(&s.mu)
+	s.metrics = newMetrics(s)
+	s.debug = s.log.Enabled(context.Background(), slog.LevelDebug)
 	if err := s.users.set(cfg.Users); err != nil {
 		return nil, err
 	}
@@ -403,8 +407,13 @@ func (s *Server) deliver(ev *locktable.Events) {
 	for i := range ev.Releases {
 		r := &ev.Releases[i]
 		s.stats.releases[r.Reason].Add(1)
+		s.metrics.holdTime.Observe(seconds(r.Held))
 		if r.Reason != locktable.ReasonUnlock {
-			s.log.Debug("released", "lock", r.Name, "fence", r.Fence, "client", r.SessionID, "reason", r.Reason.String())
+			// Involuntary: an operator wants to know (never the key).
+			s.log.Info("released", "lock", r.Name, "fence", r.Fence, "client", r.SessionID,
+				"reason", r.Reason.String(), "held_ms", r.Held/int64(time.Millisecond))
+		} else if s.debug {
+			s.log.Debug("released", "lock", r.Name, "fence", r.Fence, "client", r.SessionID, "reason", "unlock")
 		}
 	}
 	for _, g := range ev.Grants {

@@ -186,8 +186,7 @@ func (sess *session) exec(args [][]byte) *pendingWait {
 	srv.stats.commands.Add(1)
 	cmd := lookup(args[0])
 	if cmd == nil {
-		sess.w.Error(resp.UnknownCommand(string(args[0]), args[1:]))
-		srv.stats.errors.Add(1)
+		sess.fail(resp.UnknownCommand(string(args[0]), args[1:]))
 		return nil
 	}
 	sess.touch(cmd.name)
@@ -204,8 +203,7 @@ func (sess *session) exec(args [][]byte) *pendingWait {
 		return nil
 	}
 	if (cmd.arity > 0 && len(args) != cmd.arity) || (cmd.arity < 0 && len(args) < -cmd.arity) {
-		sess.w.Error(resp.WrongArity(cmd.name))
-		srv.stats.errors.Add(1)
+		sess.fail(resp.WrongArity(cmd.name))
 		return nil
 	}
 	if cmd.mutates {
@@ -215,7 +213,10 @@ func (sess *session) exec(args [][]byte) *pendingWait {
 		}
 		defer srv.leave()
 	}
-	return cmd.run(sess, args)
+	start := time.Now()
+	wait := cmd.run(sess, args)
+	srv.metrics.cmdTime[cmd.idx].Observe(time.Since(start).Seconds())
+	return wait
 }
 
 // touch records the last command for CLIENT LIST.
@@ -229,6 +230,7 @@ func (sess *session) touch(name string) {
 // fail writes an error reply and counts it.
 func (sess *session) fail(msg string) {
 	sess.srv.stats.errors.Add(1)
+	sess.srv.metrics.observeError(msg)
 	sess.w.Error(msg)
 }
 

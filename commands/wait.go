@@ -11,6 +11,7 @@ import (
 type pendingWait struct {
 	name    string
 	timeout time.Duration // 0: no limit
+	since   time.Time     // when it was queued
 }
 
 // maxQueued bounds the commands a client may pipeline behind a blocked
@@ -106,7 +107,7 @@ func (s *Server) awaitGrant(sess *session, pw *pendingWait, cmds <-chan redcon.C
 	for {
 		select {
 		case g := <-sess.grant:
-			return s.replyGrant(sess, g)
+			return s.replyGrant(sess, pw, g)
 		case <-timeout:
 			if s.table.CancelWait(sess.lt) {
 				s.stats.waitTimeouts.Add(1)
@@ -114,7 +115,7 @@ func (s *Server) awaitGrant(sess *session, pw *pendingWait, cmds <-chan redcon.C
 				return s.flushReply(sess)
 			}
 			// Granted in the meantime: the grant is on its way.
-			return s.replyGrant(sess, <-sess.grant)
+			return s.replyGrant(sess, pw, <-sess.grant)
 		case cmd := <-in:
 			*queue = append(*queue, cmd)
 			if len(*queue) >= maxQueued {
@@ -128,7 +129,11 @@ func (s *Server) awaitGrant(sess *session, pw *pendingWait, cmds <-chan redcon.C
 	}
 }
 
-func (s *Server) replyGrant(sess *session, g locktable.Grant) bool {
+func (s *Server) replyGrant(sess *session, pw *pendingWait, g locktable.Grant) bool {
+	s.metrics.waitTime.Observe(time.Since(pw.since).Seconds())
+	if s.debug {
+		s.log.Debug("granted after wait", "lock", g.Name, "fence", g.Key.Fence, "client", sess.id, "waited_ms", time.Since(pw.since).Milliseconds())
+	}
 	s.stats.grants.Add(1)
 	s.stats.waitGrants.Add(1)
 	sess.writeKey(g.Key)

@@ -118,6 +118,7 @@ func (c *committer) write() error {
 	}
 	var written int64
 	var err error
+	began := time.Now()
 	c.enc = c.enc[:0] // the previous round has committed: reuse its bytes
 	if c.needRewrite {
 		err = s.rewrite(s.table.Snapshot(), fence)
@@ -165,6 +166,7 @@ func (c *committer) write() error {
 	}
 	c.needRewrite = false
 	c.lastFence = fence
+	s.commitNs.Add(int64(time.Since(began)))
 	s.commits.Add(1)
 	s.bytes.Add(written)
 	s.lastCommit.Store(time.Now().UnixMicro())

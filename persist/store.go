@@ -82,6 +82,7 @@ type Store struct {
 
 	// Figures for INFO.
 	commits    atomic.Int64
+	commitNs   atomic.Int64 // total time in commits
 	bytes      atomic.Int64
 	errs       atomic.Int64
 	lastCommit atomic.Int64 // unix µs
@@ -238,11 +239,13 @@ type Stats struct {
 	Errors         int64
 	LastCommitUsec int64
 	LastError      string
+	CommitTime     time.Duration // total time spent committing
 }
 
 // Stats returns the store's figures.
 func (s *Store) Stats() Stats {
-	st := Stats{Mode: s.mode, Commits: s.commits.Load(), Bytes: s.bytes.Load(), Errors: s.errs.Load(), LastCommitUsec: s.lastCommit.Load()}
+	st := Stats{Mode: s.mode, Commits: s.commits.Load(), Bytes: s.bytes.Load(), Errors: s.errs.Load(),
+		LastCommitUsec: s.lastCommit.Load(), CommitTime: time.Duration(s.commitNs.Load())}
 	if v, ok := s.lastErr.Load().(string); ok {
 		st.LastError = v
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -32,6 +34,8 @@ type serverCmd struct {
 	MaxHoldsPerClient int           `help:"Most bound holds plus waits per connection (0: no limit)." default:"0"`
 	TCPKeepalive      time.Duration `name:"tcp-keepalive" help:"TCP keepalive period (0: OS default)." default:"15s"`
 	Shards            int           `help:"Lock table shards, a power of two (0: GOMAXPROCS×4)." default:"0"`
+
+	MetricsListen string `help:"Address for Prometheus /metrics, /healthz and /readyz (empty: off)." placeholder:"HOST:PORT"`
 
 	DataDir      string        `help:"Directory for durable state (bbolt); empty: in memory only." placeholder:"DIR"`
 	Fsync        string        `help:"Commit policy with --data-dir: always (before each reply, grouped), everysec, no (snapshot at clean shutdown)." default:"always" enum:"always,everysec,no"`
@@ -122,6 +126,27 @@ func (c *serverCmd) Run() error {
 		}
 	}()
 	log.Info("starting relock", "version", commands.Version, "pid", os.Getpid())
+	if c.MetricsListen != "" {
+		ln, err := net.Listen("tcp", c.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+		hs := &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := hs.Serve(ln); err != nil && err != http.ErrServerClosed {
+				log.Error("metrics server", "err", err)
+			}
+		}()
+		log.Info("metrics listening", "addr", ln.Addr().String())
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			hs.Shutdown(sctx)
+			<-done
+		}()
+	}
 	return srv.Run(ctx)
 }
 

@@ -1,0 +1,124 @@
+package commands
+
+import (
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/relock/relock/locktable"
+)
+
+// metrics are the server's Prometheus collectors. Label values come from
+// fixed sets (command names, error codes, release reasons), never from lock
+// names or clients, so cardinality stays bounded.
+type metrics struct {
+	reg      *prometheus.Registry
+	cmdTime  []prometheus.Observer // by command.idx
+	waitTime prometheus.Histogram
+	holdTime prometheus.Histogram
+	errors   *prometheus.CounterVec
+}
+
+// latencyBuckets span 10 µs to ~10 s.
+var latencyBuckets = prometheus.ExponentialBuckets(10e-6, 4, 11)
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	cmdTime := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "relock_command_duration_seconds", Help: "Time to execute a command (a waiting LOCK: until queued).",
+		Buckets: latencyBuckets,
+	}, []string{"command"})
+	m.cmdTime = make([]prometheus.Observer, len(commandList))
+	for _, c := range commandList {
+		m.cmdTime[c.idx] = cmdTime.WithLabelValues(c.name)
+	}
+	m.waitTime = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "relock_wait_seconds", Help: "Time a LOCK waited in the queue before its grant.", Buckets: latencyBuckets,
+	})
+	m.holdTime = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "relock_hold_seconds", Help: "Time from grant to release of a hold.", Buckets: latencyBuckets,
+	})
+	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relock_errors_total", Help: "Error replies by error code.",
+	}, []string{"code"})
+
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	counter := func(name, help string, labels prometheus.Labels, f func() float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels}, f)
+	}
+	st := &s.stats
+	m.reg.MustRegister(
+		cmdTime, m.waitTime, m.holdTime, m.errors,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		gauge("relock_connected_clients", "Open client connections.", func() float64 {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return float64(len(s.sessions))
+		}),
+		gauge("relock_locks", "Locks with holders or waiters.", func() float64 { return float64(s.table.Stats().Locks) }),
+		gauge("relock_holds", "Held locks (a re-entered hold counts once).", func() float64 { return float64(s.table.Stats().Holds) }),
+		gauge("relock_waiters", "Queued LOCK requests.", func() float64 { return float64(s.table.Stats().Waiters) }),
+		gauge("relock_last_fence", "The largest fence issued.", func() float64 { return float64(s.table.LastFence()) }),
+		counter("relock_connections_total", "Accepted connections.", nil, func() float64 { return float64(st.connections.Load()) }),
+		counter("relock_rejected_connections_total", "Connections refused by --max-clients.", nil, func() float64 { return float64(st.rejected.Load()) }),
+		counter("relock_grants_total", "Locks granted (re-entries included).", nil, func() float64 { return float64(st.grants.Load()) }),
+		counter("relock_wait_timeouts_total", "LOCKs whose WAIT ran out.", nil, func() float64 { return float64(st.waitTimeouts.Load()) }),
+		counter("relock_auth_failures_total", "Failed AUTH attempts.", nil, func() float64 { return float64(st.authFailures.Load()) }),
+	)
+	for _, r := range []locktable.Reason{locktable.ReasonUnlock, locktable.ReasonExpired, locktable.ReasonDisconnect, locktable.ReasonForced} {
+		m.reg.MustRegister(counter("relock_releases_total", "Holds released, by reason.",
+			prometheus.Labels{"reason": r.String()}, func() float64 { return float64(st.releases[r].Load()) }))
+	}
+	if store := s.cfg.Store; store != nil {
+		m.reg.MustRegister(
+			counter("relock_persist_commits_total", "Commits to the data dir.", nil, func() float64 { return float64(store.Stats().Commits) }),
+			counter("relock_persist_commit_seconds_total", "Time spent in commits (with fsync).", nil, func() float64 { return store.Stats().CommitTime.Seconds() }),
+			counter("relock_persist_errors_total", "Failed commits.", nil, func() float64 { return float64(store.Stats().Errors) }),
+		)
+	}
+	return m
+}
+
+// observeError counts an error reply by its code (the first word).
+func (m *metrics) observeError(msg string) {
+	code, _, _ := strings.Cut(msg, " ")
+	if len(code) > 16 {
+		code = "OTHER"
+	}
+	m.errors.WithLabelValues(code).Inc()
+}
+
+// MetricsHandler serves /metrics (Prometheus), /healthz (the process is
+// up) and /readyz (listening and not shutting down).
+func (s *Server) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-s.ready:
+		default:
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		s.gate.RLock()
+		stopping := s.stopping
+		s.gate.RUnlock()
+		if stopping {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	return mux
+}
+
+func seconds(ns int64) float64 { return float64(ns) / float64(time.Second) }
