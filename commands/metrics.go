@@ -22,8 +22,12 @@ type metrics struct {
 	errors   *prometheus.CounterVec
 }
 
-// latencyBuckets span 10 µs to ~10 s.
-var latencyBuckets = prometheus.ExponentialBuckets(10e-6, 4, 11)
+// latencyBuckets (commands) span 10 µs to ~10 s; durationBuckets (waits,
+// holds) 1 ms to ~70 min.
+var (
+	latencyBuckets  = prometheus.ExponentialBuckets(10e-6, 4, 11)
+	durationBuckets = prometheus.ExponentialBuckets(1e-3, 4, 12)
+)
 
 func newMetrics(s *Server) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
@@ -36,10 +40,10 @@ func newMetrics(s *Server) *metrics {
 		m.cmdTime[c.idx] = cmdTime.WithLabelValues(c.name)
 	}
 	m.waitTime = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "relock_wait_seconds", Help: "Time a LOCK waited in the queue before its grant.", Buckets: latencyBuckets,
+		Name: "relock_wait_seconds", Help: "Time a LOCK waited in the queue before its grant.", Buckets: durationBuckets,
 	})
 	m.holdTime = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "relock_hold_seconds", Help: "Time from grant to release of a hold.", Buckets: latencyBuckets,
+		Name: "relock_hold_seconds", Help: "Time from grant to release of a hold.", Buckets: durationBuckets,
 	})
 	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relock_errors_total", Help: "Error replies by error code.",
