@@ -1,24 +1,28 @@
 package locktable
 
 // Hold is one granted acquisition of a lock. All fields are guarded by the
-// mutex of the shard the hold belongs to (sh, which never changes).
+// mutex of the shard the hold belongs to (sh, which never changes), except
+// sprev/snext.
 type Hold struct {
-	sh       *shard
-	lock     *lock // nil once released
-	key      Key
-	owner    string
-	count    uint32 // re-entries + 1
-	detached bool
-	// orphan: bound to a connection that no longer exists (restored after a
-	// restart); the first RENEW by key adopts it.
-	orphan  bool
+	// 112 bytes: with the lock (80), its name, its map slot and heap
+	// slot, about 264 bytes of live heap per held lock.
+	sh    *shard
+	lock  *lock // nil once released
+	key   Key
+	owner string
+	count uint32 // re-entries + 1
+	// heapIdx is the index in the shard's deadline heap; -1: not there.
+	heapIdx int32
 	session *Session // nil when detached or orphaned
 	// sprev/snext link the hold into session's list; guarded by session.mu.
 	sprev, snext *Hold
 	granted      int64 // time of grant
 	ttl          int64 // TTL duration in ns; 0: none
 	deadline     int64 // expiry time; 0: none
-	heapIdx      int32 // index in the shard's deadline heap; -1: not there
+	detached     bool
+	// orphan: bound to a connection that no longer exists (restored after a
+	// restart); the first RENEW by key adopts it.
+	orphan bool
 }
 
 // Reason says why a hold was released.

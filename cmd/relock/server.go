@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -36,6 +37,7 @@ type serverCmd struct {
 	Shards            int           `help:"Lock table shards, a power of two (0: GOMAXPROCS×4)." default:"0"`
 
 	MetricsListen string `help:"Address for Prometheus /metrics, /healthz and /readyz (empty: off)." placeholder:"HOST:PORT"`
+	Pprof         bool   `help:"Also serve Go's /debug/pprof/ on --metrics-listen (for profiling; keep that address private)."`
 
 	DataDir      string        `help:"Directory for durable state (bbolt); empty: in memory only." placeholder:"DIR"`
 	Fsync        string        `help:"Commit policy with --data-dir: always (before each reply, grouped), everysec, no (snapshot at clean shutdown)." default:"always" enum:"always,everysec,no"`
@@ -131,7 +133,17 @@ func (c *serverCmd) Run() error {
 		if err != nil {
 			return fmt.Errorf("metrics listen: %w", err)
 		}
-		hs := &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		handler := srv.MetricsHandler()
+		if c.Pprof {
+			mux := http.NewServeMux()
+			mux.Handle("/", handler)
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+			handler = mux
+		}
+		hs := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
