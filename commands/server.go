@@ -322,6 +322,10 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, rs := range servers {
 		rs.Close() // stops accepting; closes the connections redcon serves
 	}
+	// rs.Close does nothing if its Serve has not started yet; closing the
+	// listeners ends every accept loop either way (redcon returns on
+	// net.ErrClosed).
+	closeAll(lns)
 	close(s.shutdown)
 	// Detached connections are ours to close.
 	s.mu.Lock()

@@ -20,6 +20,10 @@ type cli struct {
 
 	Server serverCmd `cmd:"" help:"Run the relock server."`
 	Bench  benchCmd  `cmd:"" help:"Load generator: relock or Redis, side by side."`
+
+	Run    runCmd    `cmd:"" help:"Run a command while holding a lock (like flock(1))."`
+	Locks  locksCmd  `cmd:"" help:"List locks with their holders and waiters."`
+	Unlock unlockCmd `cmd:"" help:"Release a lock: every hold (--force), or the hold with a key."`
 }
 
 // exitError carries a specific exit code out of a command's Run.

@@ -1,0 +1,64 @@
+// Package clientlib is the Go client of relock, the lock server that speaks
+// the Redis protocol. It is built on go-redis and adds what raw commands
+// leave to the user: a dedicated connection per lock, waits that a ctx
+// aborts at once, auto-renewal of TTL holds, loss notification, fencing
+// tokens, and helpers for the usual patterns (Semaphore, Election, Mutex).
+//
+// # Locks
+//
+//	c, err := clientlib.New(clientlib.Options{Addr: "127.0.0.1:6380"})
+//	l, err := c.Lock(ctx, "reports:daily", clientlib.TTL(15*time.Second))
+//	defer l.Unlock(ctx)
+//	doWork(l.Context(), l.Fence())
+//
+// Lock waits in the server's FIFO queue until it is granted; TryLock does
+// not wait. Not getting the lock is the error ErrWaitTimeout with a nil
+// *Lock — from TryLock when the lock is busy, from Lock when its Wait
+// option (or the server's --default-wait) ran out — so that every failure
+// to lock is an error and a nil check on the error is all a caller needs.
+// Cancelling the ctx of a waiting Lock returns the ctx's error at once.
+//
+// # Connections
+//
+// The server binds a hold to the connection that took it and releases it
+// when that connection closes, so a crashed client never keeps a lock. Each
+// Lock call therefore runs on a connection of its own, and a granted lock
+// keeps it until Unlock: waits never block a connection another call needs,
+// and a wait aborted by its ctx is removed from the server's queue by
+// closing its connection. Connections that carry nothing are reused. LOCK
+// is never retried by go-redis (a retry would queue a second waiter) and is
+// never cut short by a read timeout (Options.ReadTimeout applies to the
+// commands that do not wait).
+//
+// # Renewal and loss
+//
+// A hold with a TTL expires unless renewed, even while its connection
+// lives, so that a hung client cannot keep a lock forever. A Lock renews
+// its TTL every third of it (minus some jitter) and reports a loss instead
+// of panicking or re-acquiring behind the caller's back: Lost is closed,
+// Context is cancelled and Err returns a *LostError that matches ErrLost and
+// its cause — ErrNotHeld (the server no longer holds it: expired,
+// FORCEUNLOCK), ErrConnClosed (the connection closed: noticed at once,
+// because a goroutine keeps reading the socket), ErrExpired (renewals kept
+// failing until the TTL deadline passed) or ErrClosed (Client.Close). Work
+// done under a lock should run under Lock.Context and pass Lock.Fence to
+// the storage it writes, so that a write from a holder that lost the lock
+// can be refused there.
+//
+// # Helpers
+//
+// Semaphore is a lock of size n (at most n holders: limiting concurrent use
+// of a resource). Election is leader election, the primary/secondary
+// failover pattern: Campaign waits to lead, the Lock's Lost channel says
+// when leadership ends, Resign hands it to the next candidate, Leader and
+// Observe show who leads. Mutex is a sync.Locker on a lock.
+//
+// # Errors
+//
+// Error replies are *ServerError values matching ErrNotHeld,
+// ErrSizeMismatch or ErrLimit with errors.Is. Network errors are go-redis's
+// and net's own, wrapped.
+//
+// The package imports only go-redis and the standard library; its tests
+// start an in-process server from package commands.
+package clientlib

@@ -1,0 +1,126 @@
+package clientlib
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Sentinel errors. Test for them with errors.Is: the errors clientlib
+// returns wrap them together with the server's text (*ServerError) or the
+// cause of a loss (*LostError).
+var (
+	// ErrNotHeld: the key does not hold the lock (never did, expired,
+	// released, or force-unlocked). The server's NOTHELD.
+	ErrNotHeld = errors.New("relock: the key does not hold the lock")
+	// ErrSizeMismatch: the lock exists with another size than requested.
+	// The server's SIZEMISMATCH.
+	ErrSizeMismatch = errors.New("relock: the lock exists with another size")
+	// ErrLimit: a server limit was hit (max-ttl, max-waiters,
+	// max-holds-per-client, max-name-len, max-clients). The server's LIMIT.
+	ErrLimit = errors.New("relock: server limit reached")
+	// ErrWaitTimeout: the lock was not granted. Lock returns it when its
+	// Wait option (or the server's --default-wait) ran out; TryLock returns
+	// it when the lock has no free capacity. The lock result is then nil.
+	ErrWaitTimeout = errors.New("relock: lock not granted within the wait")
+	// ErrLost: a lock this client held is no longer held although it was
+	// not unlocked through it: the server answered NOTHELD to a renewal
+	// (expiry, FORCEUNLOCK), the connection the hold was bound to closed,
+	// renewals kept failing until the TTL deadline passed, or the Client
+	// was closed. Lock.Err returns a *LostError that matches ErrLost and
+	// its cause.
+	ErrLost = errors.New("relock: lock lost")
+	// ErrClosed: the Client was closed.
+	ErrClosed = errors.New("relock: client closed")
+	// ErrReleased is the cause (context.Cause) of a Lock's Context after
+	// the lock was unlocked through it.
+	ErrReleased = errors.New("relock: lock released")
+	// ErrConnClosed is the cause of a loss when the connection the hold was
+	// bound to closed (server stopped, network failure, CLIENT KILL): the
+	// server releases such a hold at once.
+	ErrConnClosed = errors.New("relock: lock connection closed")
+	// ErrExpired is the cause of a loss when the hold's TTL deadline passed
+	// without a successful renewal.
+	ErrExpired = errors.New("relock: TTL deadline passed without renewal")
+)
+
+// ServerError is an error reply from the server, e.g.
+// "SIZEMISMATCH lock 'x' has size 3, requested 1". It matches ErrNotHeld,
+// ErrSizeMismatch or ErrLimit when its code says so.
+type ServerError struct {
+	Op    string // the command, e.g. "LOCK"
+	Name  string // the lock name, if the command has one
+	Reply string // the server's error reply, code first
+}
+
+// Code returns the error code: the reply's first word ("NOTHELD", "ERR").
+func (e *ServerError) Code() string {
+	code, _, _ := strings.Cut(e.Reply, " ")
+	return code
+}
+
+func (e *ServerError) Error() string {
+	if e.Name == "" {
+		return "relock: " + e.Op + ": " + e.Reply
+	}
+	return "relock: " + e.Op + " " + quote(e.Name) + ": " + e.Reply
+}
+
+// Unwrap returns the sentinel error for the reply's code, if there is one.
+func (e *ServerError) Unwrap() error {
+	switch e.Code() {
+	case "NOTHELD":
+		return ErrNotHeld
+	case "SIZEMISMATCH":
+		return ErrSizeMismatch
+	case "LIMIT":
+		return ErrLimit
+	}
+	return nil
+}
+
+// LostError says why a lock was lost. It matches ErrLost and its Cause
+// (e.g. ErrNotHeld, ErrConnClosed, ErrExpired, ErrClosed).
+type LostError struct {
+	Name  string
+	Fence uint64
+	Cause error
+}
+
+func (e *LostError) Error() string {
+	return "relock: lock " + quote(e.Name) + " lost: " + strings.TrimPrefix(e.Cause.Error(), "relock: ")
+}
+
+// Unwrap returns ErrLost and the cause, so that errors.Is matches both.
+func (e *LostError) Unwrap() []error { return []error{ErrLost, e.Cause} }
+
+// serverError turns a go-redis error reply into a *ServerError; other
+// errors (network, context) are returned as they are.
+func serverError(op, name string, err error) error {
+	var re redis.Error
+	if errors.As(err, &re) && err != redis.Nil {
+		return &ServerError{Op: op, Name: name, Reply: re.Error()}
+	}
+	return err
+}
+
+// isReply reports whether err is an error reply from the server (so the
+// connection it came on is healthy).
+func isReply(err error) bool {
+	var se *ServerError
+	return errors.As(err, &se)
+}
+
+// quote quotes a lock name for messages, keeping them on one line.
+func quote(s string) string {
+	if len(s) > 128 {
+		s = s[:128] + "..."
+	}
+	return "'" + strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s) + "'"
+}

@@ -1,0 +1,212 @@
+package clientlib_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"sync"
+	"time"
+
+	"github.com/relock/relock/clientlib"
+)
+
+// A lock with a TTL, renewed automatically while the work runs.
+func Example() {
+	addr, stop := exampleServer() // an in-process relock server on 127.0.0.1:0
+	defer stop()
+	ctx := context.Background()
+
+	c, err := clientlib.New(clientlib.Options{Addr: addr})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	l, err := c.Lock(ctx, "reports:daily", clientlib.TTL(15*time.Second))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("locked", l.Name(), "with a fence:", l.Fence() > 0)
+	// Do the work under l.Context(), which ends if the lock is lost, and
+	// hand l.Fence() to the storage it writes to.
+	if err := l.Unlock(ctx); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("unlocked")
+	// Output:
+	// locked reports:daily with a fence: true
+	// unlocked
+}
+
+// Task locking: skip work that another worker is already doing.
+func ExampleClient_TryLock() {
+	addr, stop := exampleServer()
+	defer stop()
+	ctx := context.Background()
+	c, err := clientlib.New(clientlib.Options{Addr: addr})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	busy, err := c.Lock(ctx, "task:42") // another worker has it
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer busy.Unlock(ctx)
+
+	for _, task := range []string{"task:41", "task:42"} {
+		l, err := c.TryLock(ctx, task, clientlib.TTL(time.Minute))
+		if errors.Is(err, clientlib.ErrWaitTimeout) {
+			fmt.Println(task, "already in progress")
+			continue
+		}
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(task, "done")
+		l.Unlock(ctx)
+	}
+	// Output:
+	// task:41 done
+	// task:42 already in progress
+}
+
+// Wait bounds the wait; the error says the lock was not granted.
+func ExampleWait() {
+	addr, stop := exampleServer()
+	defer stop()
+	ctx := context.Background()
+	c, err := clientlib.New(clientlib.Options{Addr: addr})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	held, err := c.Lock(ctx, "deploy")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer held.Unlock(ctx)
+	_, err = c.Lock(ctx, "deploy", clientlib.Wait(50*time.Millisecond))
+	fmt.Println(errors.Is(err, clientlib.ErrWaitTimeout))
+	// Output:
+	// true
+}
+
+// A loss is reported, never hidden: here an operator force-unlocks.
+func ExampleLock_Lost() {
+	addr, stop := exampleServer()
+	defer stop()
+	ctx := context.Background()
+	c, err := clientlib.New(clientlib.Options{Addr: addr})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	l, err := c.Lock(ctx, "migration", clientlib.TTL(300*time.Millisecond))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := c.ForceUnlock(ctx, "migration"); err != nil {
+		log.Fatal(err)
+	}
+	<-l.Lost() // at the next renewal, within 100 ms
+	fmt.Println(errors.Is(l.Err(), clientlib.ErrLost), errors.Is(l.Err(), clientlib.ErrNotHeld))
+	fmt.Println(l.Context().Err())
+	// Output:
+	// true true
+	// context canceled
+}
+
+// At most two concurrent calls to a fragile service, across processes.
+func ExampleSemaphore() {
+	addr, stop := exampleServer()
+	defer stop()
+	ctx := context.Background()
+	c, err := clientlib.New(clientlib.Options{Addr: addr})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	sem := c.Semaphore("search-cluster", 2)
+	a, _ := sem.Acquire(ctx)
+	b, _ := sem.Acquire(ctx)
+	_, err = sem.TryAcquire(ctx)
+	fmt.Println("third slot:", err)
+	a.Unlock(ctx)
+	b.Unlock(ctx)
+	// Output:
+	// third slot: relock: lock not granted within the wait
+}
+
+// The primary/secondary failover pattern: each instance campaigns; the
+// leader works until it resigns or loses leadership, then the next one
+// takes over.
+func ExampleElection() {
+	addr, stop := exampleServer()
+	defer stop()
+	ctx := context.Background()
+	newClient := func() *clientlib.Client {
+		c, err := clientlib.New(clientlib.Options{Addr: addr})
+		if err != nil {
+			log.Fatal(err)
+		}
+		return c
+	}
+	ca, cb := newClient(), newClient()
+	defer ca.Close()
+	defer cb.Close()
+
+	nodeA := ca.Election("app-primary", "node-a")
+	nodeB := cb.Election("app-primary", "node-b")
+
+	lead, err := nodeA.Campaign(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("node-a is primary")
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // node-b waits as the secondary
+		defer wg.Done()
+		lead, err := nodeB.Campaign(ctx)
+		if err != nil {
+			log.Fatal(err)
+		}
+		// Serve as primary under lead.Context(), until it is done.
+		_ = lead
+	}()
+	_ = lead.Context() // node-a serves under this context
+	nodeA.Resign(ctx)
+	wg.Wait()
+	leader, err := nodeA.Leader(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(leader.ID, "is primary")
+	// Output:
+	// node-a is primary
+	// node-b is primary
+}
+
+// A sync.Locker for code that expects one.
+func ExampleMutex() {
+	addr, stop := exampleServer()
+	defer stop()
+	c, err := clientlib.New(clientlib.Options{Addr: addr})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	var mu sync.Locker = c.Mutex("config-file", clientlib.TTL(10*time.Second))
+	mu.Lock()
+	fmt.Println("editing")
+	mu.Unlock()
+	// Output:
+	// editing
+}

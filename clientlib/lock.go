@@ -1,0 +1,643 @@
+package clientlib
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// LockOption is an option of Lock and TryLock.
+type LockOption func(*lockConfig)
+
+type lockConfig struct {
+	ttl       time.Duration // 0: none
+	wait      time.Duration
+	hasWait   bool
+	size      int // 0: 1
+	owner     string
+	detach    bool
+	autoRenew bool
+}
+
+// TTL makes the hold expire after d unless renewed; the Lock renews it by
+// itself every third of d (see NoAutoRenew). It is rounded up to whole
+// milliseconds. Without a TTL a hold lasts until Unlock or until its
+// connection closes (or the server's --default-ttl applies, which the Lock
+// then learns and renews too).
+func TTL(d time.Duration) LockOption { return func(c *lockConfig) { c.ttl = d } }
+
+// Wait bounds how long Lock waits for the lock (the server's WAIT): when it
+// runs out, Lock returns ErrWaitTimeout. Wait(0) waits without limit even if
+// the server has a --default-wait. Without Wait the server's --default-wait
+// applies (none by default). TryLock ignores Wait. A ctx deadline also
+// bounds the wait, returning the ctx's error instead.
+func Wait(d time.Duration) LockOption {
+	return func(c *lockConfig) { c.wait, c.hasWait = d, true }
+}
+
+// Size makes the lock a counting semaphore admitting n holders (default 1).
+// The first holder fixes the size; asking for another size while the lock
+// exists fails with ErrSizeMismatch.
+func Size(n int) LockOption { return func(c *lockConfig) { c.size = n } }
+
+// Owner makes the hold re-entrant: locking again with the same owner id
+// returns the same key (and fence) without waiting, and the lock is released
+// when every such Lock has been unlocked. Within one Client, re-entries share
+// the first hold's connection, renewal and loss; owner ids should be unique
+// to one Client (e.g. "host:pid:worker").
+func Owner(id string) LockOption { return func(c *lockConfig) { c.owner = id } }
+
+// Detach makes the hold survive its connection: a closed connection does not
+// release it and is not a loss (the Lock renews over a new connection), so
+// its key can be handed to another process. It needs a TTL.
+func Detach() LockOption { return func(c *lockConfig) { c.detach = true } }
+
+// NoAutoRenew turns auto-renewal off: the caller renews with Lock.Renew
+// before the TTL runs out. The Lock still reports loss: a closed connection
+// at once, an expiry when the TTL deadline passes.
+func NoAutoRenew() LockOption { return func(c *lockConfig) { c.autoRenew = false } }
+
+// Lock waits until it is granted the lock name and returns it. Waiters are
+// granted in FIFO order. Cancelling ctx (or its deadline) aborts the wait at
+// once, closing the wait's connection so that the server drops the waiter;
+// the error then wraps ctx.Err(). With Wait, ErrWaitTimeout when it ran out.
+//
+// The returned Lock keeps its own connection until Unlock; with a TTL it
+// renews itself (see TTL). Watch Lost or Context to learn of a loss.
+func (c *Client) Lock(ctx context.Context, name string, opts ...LockOption) (*Lock, error) {
+	return c.acquire(ctx, name, false, opts)
+}
+
+// TryLock takes the lock name if it has free capacity now, and returns
+// ErrWaitTimeout (and a nil Lock) at once if not.
+func (c *Client) TryLock(ctx context.Context, name string, opts ...LockOption) (*Lock, error) {
+	return c.acquire(ctx, name, true, opts)
+}
+
+func (c *Client) acquire(ctx context.Context, name string, try bool, opts []LockOption) (*Lock, error) {
+	cfg := lockConfig{autoRenew: true}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	op := "LOCK"
+	if try {
+		op = "TRYLOCK"
+	}
+	switch {
+	case name == "":
+		return nil, fmt.Errorf("relock: %s: empty lock name", op)
+	case cfg.ttl < 0:
+		return nil, fmt.Errorf("relock: %s %s: negative TTL", op, quote(name))
+	case cfg.size < 0:
+		return nil, fmt.Errorf("relock: %s %s: negative size", op, quote(name))
+	case cfg.hasWait && cfg.wait < 0:
+		return nil, fmt.Errorf("relock: %s %s: negative wait", op, quote(name))
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, c.ctxError(ctx, op, name, err)
+	}
+	if cfg.owner != "" {
+		if l, done, err := c.reenter(name, cfg); done {
+			return l, err
+		}
+	}
+	lc, err := c.getLockConn(ctx)
+	if err != nil {
+		return nil, c.ctxError(ctx, op, name, err)
+	}
+	args := []any{op, name}
+	if cfg.ttl > 0 {
+		args = append(args, "TTL", durationMS(cfg.ttl))
+	}
+	if !try && cfg.hasWait {
+		w := int64(0)
+		if cfg.wait > 0 {
+			w = durationMS(cfg.wait)
+		}
+		args = append(args, "WAIT", w)
+	}
+	if cfg.size > 0 {
+		args = append(args, "SIZE", cfg.size)
+	}
+	if cfg.owner != "" {
+		args = append(args, "OWNER", cfg.owner)
+	}
+	if cfg.detach {
+		args = append(args, "DETACH")
+	}
+	var timeout time.Duration
+	if try {
+		timeout = c.opt.ReadTimeout
+	}
+	res, err, aborted := lc.do(ctx, timeout, args...)
+	granted := time.Now()
+	if aborted {
+		lc.close()
+		if key, ok := res.(string); ok && err == nil && cfg.detach {
+			// Granted as the wait was aborted: a detached hold survives
+			// the closed connection, so release it by its key.
+			uctx, cancel := context.WithTimeout(context.Background(), c.opt.ReadTimeout)
+			c.Unlock(uctx, name, key)
+			cancel()
+		}
+		return nil, c.ctxError(ctx, op, name, context.Canceled)
+	}
+	if err == redis.Nil {
+		c.putLockConn(lc)
+		return nil, ErrWaitTimeout
+	}
+	if err != nil {
+		err = serverError(op, name, err)
+		if isReply(err) {
+			c.putLockConn(lc)
+			return nil, err
+		}
+		lc.close()
+		return nil, c.ctxError(ctx, op, name, err)
+	}
+	key, ok := res.(string)
+	fence, ferr := parseFence(key)
+	if !ok || ferr != nil {
+		lc.close()
+		return nil, fmt.Errorf("relock: %s %s: unexpected reply %v", op, quote(name), res)
+	}
+	h := &hold{
+		c:          c,
+		name:       name,
+		key:        key,
+		fence:      fence,
+		owner:      cfg.owner,
+		detached:   cfg.detach,
+		autoRenew:  cfg.autoRenew,
+		lc:         lc,
+		lost:       make(chan struct{}),
+		stopc:      make(chan struct{}),
+		resched:    make(chan struct{}, 1),
+		keeperDone: make(chan struct{}),
+		refs:       1,
+	}
+	h.ctx, h.cancel = context.WithCancelCause(context.Background())
+	if !cfg.detach {
+		h.dead = lc.current().dead
+	}
+	switch {
+	case cfg.ttl > 0:
+		h.ttl = cfg.ttl
+		h.deadline = granted.Add(cfg.ttl)
+		h.renewAt = granted.Add(renewInterval(cfg.ttl))
+	case cfg.autoRenew && (cfg.detach || !c.noDefaultTTL.Load()):
+		// No TTL asked for, but the server may have a --default-ttl: ask
+		// (a RENEW without TTL reports the duration in force) at once.
+		h.ttl = ttlUnknown
+		h.renewAt = granted
+	}
+	if !c.register(h) {
+		h.cancel(ErrClosed)
+		lc.close()
+		return nil, ErrClosed
+	}
+	return &Lock{h: h}, nil
+}
+
+// register records a new hold and starts its keeper, unless the Client was
+// closed meanwhile.
+func (c *Client) register(h *hold) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.holds[h] = struct{}{}
+	if h.owner != "" {
+		c.owned[ownerKey{h.name, h.owner}] = h
+	}
+	c.keepers.Add(1)
+	go func() {
+		defer c.keepers.Done()
+		h.keep()
+	}()
+	return true
+}
+
+// forget drops a hold that was released or lost.
+func (c *Client) forget(h *hold) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.holds, h)
+	if h.owner != "" && c.owned[ownerKey{h.name, h.owner}] == h {
+		delete(c.owned, ownerKey{h.name, h.owner})
+	}
+}
+
+// reenter re-enters a hold with the same owner that this Client holds, on
+// that hold's connection. done is false when there is no such hold (or it
+// turned out to be gone): the caller then acquires afresh.
+func (c *Client) reenter(name string, cfg lockConfig) (l *Lock, done bool, err error) {
+	c.mu.Lock()
+	h := c.owned[ownerKey{name, cfg.owner}]
+	c.mu.Unlock()
+	if h == nil {
+		return nil, false, nil
+	}
+	h.opMu.Lock()
+	defer h.opMu.Unlock()
+	if !h.held() {
+		return nil, false, nil
+	}
+	// TRYLOCK, not LOCK: a re-entry is granted at once, and if the hold is
+	// gone the request must not wait on the connection the keeper uses.
+	args := []any{"TRYLOCK", name}
+	if cfg.ttl > 0 {
+		args = append(args, "TTL", durationMS(cfg.ttl))
+	}
+	if cfg.size > 0 {
+		args = append(args, "SIZE", cfg.size)
+	}
+	args = append(args, "OWNER", cfg.owner)
+	if cfg.detach {
+		args = append(args, "DETACH")
+	}
+	sent := time.Now()
+	res, err := h.do(c.opt.ReadTimeout, args...)
+	switch {
+	case err == redis.Nil:
+		h.lose(ErrNotHeld)
+		return nil, false, nil
+	case err != nil:
+		err = serverError("TRYLOCK", name, err)
+		if !isReply(err) && !h.detached {
+			h.lose(connClosed(err))
+		}
+		return nil, true, err
+	}
+	if key, _ := res.(string); key != h.key {
+		// A new grant: the old hold was gone. Give it back and start over.
+		h.do(c.opt.ReadTimeout, "UNLOCK", name, key)
+		h.lose(ErrNotHeld)
+		return nil, false, nil
+	}
+	h.mu.Lock()
+	h.refs++
+	if cfg.ttl > 0 {
+		h.ttl = cfg.ttl
+		h.deadline = sent.Add(cfg.ttl)
+		h.renewAt = sent.Add(renewInterval(cfg.ttl))
+	}
+	h.mu.Unlock()
+	h.poke()
+	return &Lock{h: h}, true, nil
+}
+
+// parseFence returns the decimal prefix of a key.
+func parseFence(key string) (uint64, error) {
+	f, _, ok := strings.Cut(key, "-")
+	if !ok {
+		return 0, errors.New("malformed key")
+	}
+	return strconv.ParseUint(f, 10, 64)
+}
+
+// Lock is one granted lock: a hold on the server, with its connection and,
+// for a TTL, its auto-renewal. It is safe for concurrent use.
+//
+// A Lock ends in one of two ways: Unlock (Context is cancelled with cause
+// ErrReleased; Lost stays open), or a loss (Lost is closed, Context is
+// cancelled and Err returns a *LostError). A Lock never re-acquires a lost
+// lock by itself.
+type Lock struct {
+	h        *hold
+	released atomic.Bool // Unlock was called on this Lock
+}
+
+// Name returns the lock's name.
+func (l *Lock) Name() string { return l.h.name }
+
+// Key returns the hold's key, the secret proof of ownership: any client that
+// presents it may UNLOCK, RENEW or CHECK the hold.
+func (l *Lock) Key() string { return l.h.key }
+
+// Fence returns the hold's fencing token: strictly greater than the fence of
+// every earlier grant of the server, so that a storage service can reject a
+// write from an older holder. Re-entries with Owner share the fence.
+func (l *Lock) Fence() uint64 { return l.h.fence }
+
+// Lost is closed when the lock is lost: see ErrLost. It stays open after
+// Unlock.
+func (l *Lock) Lost() <-chan struct{} { return l.h.lost }
+
+// Context returns a context that is cancelled when the lock is lost (its
+// cause, context.Cause, is the *LostError) or released (cause ErrReleased).
+// Run the work the lock protects under it.
+func (l *Lock) Context() context.Context { return l.h.ctx }
+
+// Err returns why the lock was lost (a *LostError matching ErrLost and its
+// cause), or nil if it was not.
+func (l *Lock) Err() error {
+	l.h.mu.Lock()
+	defer l.h.mu.Unlock()
+	if l.h.state == stateLost {
+		return l.h.err
+	}
+	return nil
+}
+
+// Unlock releases the lock (with Owner: counts it down) and stops its
+// renewal. It returns nil when the server released it; Err() if it was lost
+// before (a *LostError; errors.Is(err, ErrNotHeld) holds when the server
+// said so); an error wrapping ErrNotHeld if this Lock was already unlocked.
+//
+// Unlock sends UNLOCK even when ctx is done and waits at most
+// Options.ReadTimeout for the reply: abandoning a reply closes the
+// connection. If the UNLOCK fails on the network, the connection is closed,
+// which releases a hold that is not DETACHed.
+func (l *Lock) Unlock(ctx context.Context) error {
+	h := l.h
+	if !l.released.CompareAndSwap(false, true) {
+		if err := l.Err(); err != nil {
+			return err
+		}
+		return fmt.Errorf("relock: unlock %s: already unlocked: %w", quote(h.name), ErrNotHeld)
+	}
+	h.opMu.Lock()
+	defer h.opMu.Unlock()
+	h.mu.Lock()
+	last := h.refs == 1
+	h.refs--
+	h.mu.Unlock()
+	if last {
+		h.stopKeeper()
+	}
+	if !h.held() {
+		return l.Err()
+	}
+	_, err := h.do(h.c.opt.ReadTimeout, "UNLOCK", h.name, h.key)
+	err = serverError("UNLOCK", h.name, err)
+	switch {
+	case err == nil:
+		if last {
+			h.end(stateReleased, ErrReleased)
+		}
+		return nil
+	case errors.Is(err, ErrNotHeld):
+		h.lose(ErrNotHeld)
+		return l.Err()
+	case errors.Is(err, ErrConnClosed):
+		// The connection had closed before: the server released the hold.
+		h.lose(err)
+		return l.Err()
+	default:
+		if last {
+			h.lc.abort() // releases the hold if the UNLOCK did not
+			h.end(stateReleased, ErrReleased)
+		} else if !h.detached {
+			h.lose(connClosed(err))
+		}
+		return fmt.Errorf("relock: UNLOCK %s: %w", quote(h.name), err)
+	}
+}
+
+// Renew restarts the hold's TTL now; ttl > 0 also sets a new TTL duration
+// (auto-renewal follows it). ErrNotHeld (in a *LostError) if the server no
+// longer holds it, which also marks the Lock lost. Like Unlock it waits at
+// most Options.ReadTimeout once sent; ctx is checked before sending.
+func (l *Lock) Renew(ctx context.Context, ttl time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if ttl < 0 {
+		return fmt.Errorf("relock: RENEW %s: negative TTL", quote(l.h.name))
+	}
+	if err := l.usable(); err != nil {
+		return err
+	}
+	_, err := l.h.renew(ttl)
+	return err
+}
+
+// Check asks the server for the time left on the hold (-1: no TTL): a
+// sequencer check. ErrNotHeld (in a *LostError) if it is no longer held,
+// which also marks the Lock lost.
+func (l *Lock) Check(ctx context.Context) (time.Duration, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := l.usable(); err != nil {
+		return 0, err
+	}
+	h := l.h
+	res, err := h.do(h.c.opt.ReadTimeout, "CHECK", h.name, h.key)
+	if err != nil {
+		return 0, h.failed("CHECK", err)
+	}
+	ms, _ := res.(int64)
+	if ms < 0 {
+		return -1, nil
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// usable returns the error for using a Lock that was unlocked or lost.
+func (l *Lock) usable() error {
+	if err := l.Err(); err != nil {
+		return err
+	}
+	if l.released.Load() {
+		return fmt.Errorf("relock: lock %s was unlocked: %w", quote(l.h.name), ErrNotHeld)
+	}
+	return nil
+}
+
+type holdState uint8
+
+const (
+	stateHeld holdState = iota
+	stateReleased
+	stateLost
+)
+
+// ttlUnknown marks a hold whose TTL the keeper has yet to learn.
+const ttlUnknown = -1
+
+// hold is the client's side of one hold on the server. Re-entries with the
+// same owner share it (refs counts their Locks).
+type hold struct {
+	c         *Client
+	name      string
+	key       string
+	fence     uint64
+	owner     string
+	detached  bool
+	autoRenew bool
+	lc        *lockConn
+	// dead is closed when the connection the hold is bound to closes; nil
+	// for a detached hold, which survives its connection.
+	dead <-chan struct{}
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	lost   chan struct{} // closed on loss
+
+	// opMu serializes the round trips that change refs on the server
+	// (UNLOCK, re-entry), so that refs and the server's count agree.
+	opMu sync.Mutex
+
+	stopc      chan struct{} // closed to stop the keeper
+	stopOnce   sync.Once
+	resched    chan struct{} // buffered(1): the schedule changed
+	keeperDone chan struct{} // closed when the keeper returned
+
+	// mu guards the fields below.
+	mu       sync.Mutex
+	state    holdState
+	err      error // the *LostError, once lost
+	refs     int   // Locks not yet unlocked
+	ttl      time.Duration
+	deadline time.Time // conservative estimate of the server's deadline; zero: none
+	renewAt  time.Time // next renewal; zero: none
+}
+
+func (h *hold) held() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.state == stateHeld
+}
+
+// lose marks the hold lost with cause, unless it already ended: see end.
+func (h *hold) lose(cause error) {
+	h.end(stateLost, cause)
+}
+
+// end ends the hold, unless it already ended. A loss (stateLost, with its
+// cause) closes Lost and cancels the Context with the *LostError; a release
+// (stateReleased) cancels the Context with ErrReleased. Either way the
+// keeper is told to stop (end never waits for it: the keeper calls end
+// too). After a release by UNLOCK the connection carries nothing and goes
+// back to the idle list; otherwise it is closed, so that the server surely
+// releases a bound hold.
+func (h *hold) end(state holdState, cause error) {
+	h.mu.Lock()
+	if h.state != stateHeld {
+		h.mu.Unlock()
+		return
+	}
+	h.state = state
+	if state == stateLost {
+		h.err = &LostError{Name: h.name, Fence: h.fence, Cause: cause}
+		cause = h.err
+	}
+	h.mu.Unlock()
+	// The Context first: whoever sees Lost closed finds it cancelled.
+	h.cancel(cause)
+	if state == stateLost {
+		close(h.lost)
+	}
+	h.stopOnce.Do(func() { close(h.stopc) })
+	h.c.forget(h)
+	if state == stateReleased && !h.lc.dead() {
+		h.c.putLockConn(h.lc)
+	} else {
+		h.lc.close()
+	}
+}
+
+// stopKeeper stops the keeper and waits until it has returned.
+func (h *hold) stopKeeper() {
+	h.stopOnce.Do(func() { close(h.stopc) })
+	<-h.keeperDone
+}
+
+// poke tells the keeper that its schedule changed.
+func (h *hold) poke() {
+	select {
+	case h.resched <- struct{}{}:
+	default:
+	}
+}
+
+// renew sends RENEW (with TTL if ttl > 0) and records the result. It
+// returns the TTL now in force (0: none).
+func (h *hold) renew(ttl time.Duration) (time.Duration, error) {
+	args := []any{"RENEW", h.name, h.key}
+	if ttl > 0 {
+		args = append(args, "TTL", durationMS(ttl))
+	}
+	timeout := h.c.opt.ReadTimeout
+	h.mu.Lock()
+	if h.detached && !h.deadline.IsZero() {
+		// A detached hold may retry on a new connection: do not wait past
+		// the deadline for this attempt.
+		timeout = min(timeout, max(time.Until(h.deadline), 10*time.Millisecond))
+	}
+	h.mu.Unlock()
+	sent := time.Now()
+	res, err := h.do(timeout, args...)
+	if err != nil {
+		return 0, h.failed("RENEW", err)
+	}
+	ms, _ := res.(int64)
+	got := msDuration(ms)
+	h.mu.Lock()
+	h.ttl = got
+	if got > 0 {
+		h.deadline = sent.Add(got)
+		h.renewAt = sent.Add(renewInterval(got))
+	} else {
+		h.deadline, h.renewAt = time.Time{}, time.Time{}
+	}
+	h.mu.Unlock()
+	h.poke()
+	return got, nil
+}
+
+// do sends a command about the hold and waits at most timeout for the
+// reply (see lockConn.doHeld): on the hold's connection while it lives. A
+// bound hold whose connection broke is gone with it: nothing is sent. A
+// detached hold's commands then go through the shared pool.
+func (h *hold) do(timeout time.Duration, args ...any) (any, error) {
+	if !h.lc.dead() {
+		return h.lc.doHeld(timeout, args...)
+	}
+	if !h.detached {
+		return nil, ErrConnClosed
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return h.c.pool.Do(ctx, args...).Result()
+}
+
+// failed turns the error of a command about the hold into the error to
+// return, marking the hold lost when the error means it is: NOTHELD, or a
+// network error on the connection a bound hold lives on.
+func (h *hold) failed(op string, err error) error {
+	err = serverError(op, h.name, err)
+	switch {
+	case errors.Is(err, ErrNotHeld):
+		h.lose(ErrNotHeld)
+	case !isReply(err) && !h.detached:
+		h.lose(connClosed(err))
+	default:
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.err == nil { // it had ended before: report the error itself
+		return err
+	}
+	return h.err
+}
+
+// connClosed is the cause of a loss by a network error on a bound hold's
+// connection: go-redis closes a connection after such an error.
+func connClosed(err error) error {
+	if errors.Is(err, ErrConnClosed) {
+		return err
+	}
+	return fmt.Errorf("%w: %v", ErrConnClosed, err)
+}

@@ -1,0 +1,186 @@
+package clientlib
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// LockInfo describes one lock as LOCKS reports it. Keys are never shown.
+type LockInfo struct {
+	Name    string
+	Size    int
+	Holders []HolderInfo // in grant order
+	Waiters []WaiterInfo // in queue order
+}
+
+// HolderInfo is one hold of a lock.
+type HolderInfo struct {
+	Fence    uint64
+	Owner    string        // "" when none
+	ClientID int64         // -1 when detached or orphaned
+	TTL      time.Duration // time left; -1: no TTL
+	Age      time.Duration // since the grant
+	Detached bool
+	Count    int // re-entry count
+}
+
+// WaiterInfo is one waiter of a lock.
+type WaiterInfo struct {
+	ClientID int64
+	Owner    string
+	Waited   time.Duration
+}
+
+// LocksQuery selects locks for Locks.
+type LocksQuery struct {
+	// Match is a glob pattern on names (Redis style: *, ?, [a-z], \x);
+	// empty means all.
+	Match string
+	// Count is the most locks to return (1 to 100,000); 0 means the
+	// server's default, 1000.
+	Count int
+	// After returns only names greater than it: pass the last name of a
+	// page to get the next page.
+	After string
+}
+
+// Locks returns one page of locks, sorted by name. A page shorter than the
+// Count asked for is the last one.
+func (c *Client) Locks(ctx context.Context, q LocksQuery) ([]LockInfo, error) {
+	args := []any{"LOCKS"}
+	if q.Match != "" {
+		args = append(args, "MATCH", q.Match)
+	}
+	if q.Count > 0 {
+		args = append(args, "COUNT", q.Count)
+	}
+	if q.After != "" {
+		args = append(args, "AFTER", q.After)
+	}
+	res, err := c.pool.Do(ctx, args...).Slice()
+	if err != nil {
+		return nil, serverError("LOCKS", "", err)
+	}
+	out := make([]LockInfo, 0, len(res))
+	for _, r := range res {
+		li, err := parseLockInfo(r)
+		if err != nil {
+			return nil, fmt.Errorf("relock: LOCKS: %w", err)
+		}
+		out = append(out, li)
+	}
+	return out, nil
+}
+
+// Inspect returns the lock name, or nil if it does not exist (no holders,
+// no waiters).
+func (c *Client) Inspect(ctx context.Context, name string) (*LockInfo, error) {
+	locks, err := c.Locks(ctx, LocksQuery{Match: globEscape(name), Count: 1})
+	if err != nil || len(locks) == 0 {
+		return nil, err
+	}
+	if locks[0].Name != name {
+		return nil, nil
+	}
+	return &locks[0], nil
+}
+
+// globEscape quotes every glob metacharacter of s, so that it matches only s.
+func globEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// fields reads a flat field/value array (a RESP3 map arrives the same way
+// under RESP2) into a map.
+func fields(v any) (map[string]any, error) {
+	switch t := v.(type) {
+	case []any:
+		if len(t)%2 != 0 {
+			return nil, fmt.Errorf("odd field/value array of %d", len(t))
+		}
+		m := make(map[string]any, len(t)/2)
+		for i := 0; i < len(t); i += 2 {
+			k, ok := t[i].(string)
+			if !ok {
+				return nil, fmt.Errorf("field name %v is not a string", t[i])
+			}
+			m[k] = t[i+1]
+		}
+		return m, nil
+	case map[any]any:
+		m := make(map[string]any, len(t))
+		for k, v := range t {
+			ks, ok := k.(string)
+			if !ok {
+				return nil, fmt.Errorf("field name %v is not a string", k)
+			}
+			m[ks] = v
+		}
+		return m, nil
+	}
+	return nil, fmt.Errorf("unexpected %T, want a field/value array", v)
+}
+
+func parseLockInfo(v any) (LockInfo, error) {
+	m, err := fields(v)
+	if err != nil {
+		return LockInfo{}, err
+	}
+	li := LockInfo{Name: str(m["name"]), Size: int(num(m["size"]))}
+	hs, _ := m["holders"].([]any)
+	for _, hv := range hs {
+		hm, err := fields(hv)
+		if err != nil {
+			return LockInfo{}, err
+		}
+		li.Holders = append(li.Holders, HolderInfo{
+			Fence:    uint64(num(hm["fence"])),
+			Owner:    str(hm["owner"]),
+			ClientID: num(hm["client-id"]),
+			TTL:      msOrNone(num(hm["ttl"])),
+			Age:      time.Duration(num(hm["age"])) * time.Millisecond,
+			Detached: num(hm["detached"]) != 0,
+			Count:    int(num(hm["count"])),
+		})
+	}
+	ws, _ := m["waiters"].([]any)
+	for _, wv := range ws {
+		wm, err := fields(wv)
+		if err != nil {
+			return LockInfo{}, err
+		}
+		li.Waiters = append(li.Waiters, WaiterInfo{
+			ClientID: num(wm["client-id"]),
+			Owner:    str(wm["owner"]),
+			Waited:   time.Duration(num(wm["waited"])) * time.Millisecond,
+		})
+	}
+	return li, nil
+}
+
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+func num(v any) int64 {
+	n, _ := v.(int64)
+	return n
+}
+
+func msOrNone(ms int64) time.Duration {
+	if ms < 0 {
+		return -1
+	}
+	return time.Duration(ms) * time.Millisecond
+}

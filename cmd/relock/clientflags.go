@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/relock/relock/clientlib"
+)
+
+// clientFlags are the connection flags the tools share (run, locks,
+// unlock), embedded in each tool's command. Environment: RELOCK_ADDR,
+// RELOCK_USER, RELOCK_PASSWORD, RELOCK_TLS, RELOCK_TLS_CA, RELOCK_TLS_CERT,
+// RELOCK_TLS_KEY (kong's DefaultEnvars).
+//
+// They follow the tool's name (relock run --addr X ...). They cannot also
+// stand before it while they are not root flags, and they cannot be root
+// flags while bench declares its own --addr and --password and the server
+// is to get --tls-cert/--tls-key (SPEC §3): kong refuses a flag that a
+// parent command declares too.
+type clientFlags struct {
+	Addr     string `help:"Server address for the tools: host:port, or a unix socket path." default:"127.0.0.1:6380" placeholder:"ADDR"`
+	User     string `help:"User to authenticate as (ACL users)." placeholder:"NAME"`
+	Password string `help:"Password to authenticate with." placeholder:"PASS"`
+	TLS      bool   `name:"tls" help:"Connect with TLS (implied by --tls-ca, --tls-cert)."`
+	TLSCA    string `name:"tls-ca" help:"PEM file of the CA(s) that sign the server's certificate (default: the system's)." placeholder:"FILE"`
+	TLSCert  string `name:"tls-cert" help:"PEM certificate of this client, for mutual TLS." placeholder:"FILE"`
+	TLSKey   string `name:"tls-key" help:"PEM private key of --tls-cert." placeholder:"FILE"`
+}
+
+// newClient returns a clientlib Client for the flags. go-redis's own log
+// lines are silenced: the tools report errors themselves, once.
+func (f *clientFlags) newClient() (*clientlib.Client, error) {
+	redis.SetLogger(silentLogger{})
+	opt := clientlib.Options{
+		Addr:       f.Addr,
+		Username:   f.User,
+		Password:   f.Password,
+		ClientName: "relock-cli",
+	}
+	cfg, err := f.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	opt.TLSConfig = cfg
+	return clientlib.New(opt)
+}
+
+// tlsConfig builds the TLS configuration, or nil without TLS.
+func (f *clientFlags) tlsConfig() (*tls.Config, error) {
+	if !f.TLS && f.TLSCA == "" && f.TLSCert == "" && f.TLSKey == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if f.TLSCA != "" {
+		pem, err := os.ReadFile(f.TLSCA)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-ca: no PEM certificate in %s", f.TLSCA)
+		}
+		cfg.RootCAs = pool
+	}
+	if (f.TLSCert == "") != (f.TLSKey == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	if f.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(f.TLSCert, f.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// silentLogger drops go-redis's log lines.
+type silentLogger struct{}
+
+func (silentLogger) Printf(context.Context, string, ...any) {}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/relock/relock/clientlib"
+)
+
+// locksCmd is `relock locks`.
+type locksCmd struct {
+	clientFlags `embed:""`
+
+	Pattern string `arg:"" optional:"" default:"*" help:"Glob pattern of lock names (*, ?, [a-z], \\x)."`
+	Waiters bool   `short:"w" help:"List each waiter too, not only how many there are."`
+}
+
+// locksPage is how many locks one LOCKS call asks for.
+const locksPage = 1000
+
+// Run prints the locks matching the pattern as an aligned table.
+func (l *locksCmd) Run() error {
+	c, err := l.newClient()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var all []clientlib.LockInfo
+	after := ""
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		page, err := c.Locks(ctx, clientlib.LocksQuery{Match: l.Pattern, Count: locksPage, After: after})
+		cancel()
+		if err != nil {
+			return err
+		}
+		all = append(all, page...)
+		if len(page) < locksPage {
+			break
+		}
+		after = page[len(page)-1].Name
+	}
+	if len(all) == 0 {
+		fmt.Fprintf(os.Stderr, "no locks match %q\n", l.Pattern)
+		return nil
+	}
+	return printLocks(os.Stdout, all, l.Waiters)
+}
+
+// printLocks writes one row per holder (the name and size on the first
+// row of a lock), the number of waiters on the lock's first row, and with
+// waiters one row per waiter.
+func printLocks(w io.Writer, locks []clientlib.LockInfo, waiters bool) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSIZE\tFENCE\tOWNER\tCLIENT\tTTL\tAGE\tCOUNT\tWAITERS")
+	for _, lk := range locks {
+		name, size, nw := printableName(lk.Name), strconv.Itoa(lk.Size), strconv.Itoa(len(lk.Waiters))
+		if len(lk.Holders) == 0 {
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t%s\n", name, size, nw)
+		}
+		for i, h := range lk.Holders {
+			client := strconv.FormatInt(h.ClientID, 10)
+			switch {
+			case h.Detached:
+				client = "detached"
+			case h.ClientID < 0:
+				client = "orphan"
+			}
+			ttl := "-"
+			if h.TTL >= 0 {
+				ttl = shortDuration(h.TTL)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\t%s\n",
+				name, size, h.Fence, orDash(printableName(h.Owner)), client, ttl, shortDuration(h.Age), h.Count, nw)
+			if i == 0 {
+				name, size, nw = "", "", ""
+			}
+		}
+		if waiters {
+			for i, wt := range lk.Waiters {
+				fmt.Fprintf(tw, "\t\twaiter %d\t%s\t%d\t\t%s\t\t\n",
+					i+1, orDash(printableName(wt.Owner)), wt.ClientID, "waited "+shortDuration(wt.Waited))
+			}
+		}
+	}
+	return tw.Flush()
+}
+
+// shortDuration rounds d for a table: ms below a second, then 0.1 s, then
+// whole seconds from a minute on.
+func shortDuration(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	default:
+		return d.Round(time.Second).String()
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// printableName keeps a binary-safe name on one table cell.
+func printableName(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == '\t' {
+			return '?'
+		}
+		return r
+	}, s)
+}

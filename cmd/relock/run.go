@@ -1,0 +1,258 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/relock/relock/clientlib"
+)
+
+// Exit statuses of `relock run` besides the command's own and
+// --conflict-exit-code (sysexits.h values, as flock(1) uses).
+const (
+	exitRunUsage       = 64  // EX_USAGE: bad arguments
+	exitRunUnavailable = 69  // EX_UNAVAILABLE: no lock for another reason than a conflict
+	exitRunLost        = 75  // EX_TEMPFAIL: the lock was lost and the command stopped
+	exitRunCannotExec  = 126 // the command could not be started
+	exitRunNotFound    = 127 // the command was not found
+)
+
+// runCmd is `relock run`.
+type runCmd struct {
+	clientFlags `embed:""`
+
+	Wait             time.Duration `short:"w" xor:"wait" placeholder:"D" help:"Give up when the lock is not granted within D (exit with --conflict-exit-code). Default: wait as long as it takes."`
+	Nonblock         bool          `short:"n" xor:"wait" help:"Give up at once when the lock is busy (like flock -n)."`
+	TTL              time.Duration `name:"ttl" default:"15s" placeholder:"D" help:"TTL of the hold, renewed every third of it: a lost lock is noticed within D/3 (at once if the connection drops)."`
+	Size             int           `default:"1" placeholder:"N" help:"Run while holding one of the N slots of a semaphore lock."`
+	ConflictExitCode int           `default:"1" placeholder:"N" help:"Exit status when the lock is not granted (--nonblock, --wait)."`
+	KillGrace        time.Duration `default:"5s" placeholder:"D" help:"When the lock is lost the command gets SIGTERM at once and SIGKILL after D."`
+
+	Name    string   `arg:"" help:"Lock name."`
+	Command []string `arg:"" passthrough:"" placeholder:"-- COMMAND [ARG...]" help:"Command to run while holding the lock."`
+}
+
+// Help is shown by `relock run --help`.
+func (r *runCmd) Help() string {
+	return `Runs COMMAND only while holding the lock NAME, like flock(1), etcdctl lock
+and consul lock. COMMAND gets RELOCK_NAME, RELOCK_KEY (the hold's key) and
+RELOCK_FENCE (its fencing token) in its environment. SIGINT, SIGTERM and
+SIGHUP are forwarded to it. The lock is released when it exits.
+
+If the lock is lost (server gone, TTL not renewable, FORCEUNLOCK), COMMAND
+(its whole process group) gets SIGTERM at once and SIGKILL after
+--kill-grace, and relock exits 75.
+
+Exit status: COMMAND's (128+N if killed by signal N); --conflict-exit-code
+when the lock was not granted; 75 when the lock was lost; 69 when the lock
+could not be taken for another reason (server unreachable, error reply);
+126 or 127 when COMMAND could not be started; 128+N when interrupted by
+signal N while waiting.`
+}
+
+// Run takes the lock, runs the command under it and returns its exit status
+// as an *exitError.
+func (r *runCmd) Run() error {
+	argv := r.Command
+	if len(argv) > 0 && argv[0] == "--" {
+		argv = argv[1:]
+	}
+	switch {
+	case len(argv) == 0:
+		return &exitError{exitRunUsage, errors.New("run: no command given (relock run NAME -- COMMAND [ARG...])")}
+	case r.TTL <= 0:
+		return &exitError{exitRunUsage, errors.New("run: --ttl must be positive")}
+	case r.Size < 1:
+		return &exitError{exitRunUsage, errors.New("run: --size must be at least 1")}
+	case r.Wait < 0:
+		return &exitError{exitRunUsage, errors.New("run: --wait must not be negative")}
+	}
+	c, err := r.newClient()
+	if err != nil {
+		return &exitError{exitRunUsage, err}
+	}
+	defer c.Close()
+
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	l, err := r.acquire(c, sigs)
+	if err != nil {
+		return err
+	}
+	return r.runUnder(l, argv, sigs)
+}
+
+// acquire takes the lock; a signal aborts the wait.
+func (r *runCmd) acquire(c *clientlib.Client, sigs <-chan os.Signal) (*clientlib.Lock, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opts := []clientlib.LockOption{clientlib.TTL(r.TTL), clientlib.Size(r.Size)}
+	if r.Wait > 0 {
+		opts = append(opts, clientlib.Wait(r.Wait))
+	}
+	type result struct {
+		l   *clientlib.Lock
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var res result
+		if r.Nonblock {
+			res.l, res.err = c.TryLock(ctx, r.Name, opts...)
+		} else {
+			res.l, res.err = c.Lock(ctx, r.Name, opts...)
+		}
+		done <- res
+	}()
+	var res result
+	select {
+	case res = <-done:
+	case sig := <-sigs:
+		cancel()
+		if res = <-done; res.l != nil {
+			res.l.Unlock(context.Background())
+		}
+		return nil, &exitError{128 + signalNumber(sig), fmt.Errorf("run: interrupted (%v) while waiting for lock %q", sig, r.Name)}
+	}
+	switch {
+	case res.err == nil:
+		return res.l, nil
+	case errors.Is(res.err, clientlib.ErrWaitTimeout):
+		why := "is busy"
+		if r.Wait > 0 {
+			why = "was not granted within " + r.Wait.String()
+		}
+		return nil, &exitError{r.ConflictExitCode, fmt.Errorf("run: lock %q %s", r.Name, why)}
+	default:
+		return nil, &exitError{exitRunUnavailable, fmt.Errorf("run: cannot take lock %q: %s", r.Name, strings.TrimPrefix(res.err.Error(), "relock: "))}
+	}
+}
+
+// runUnder runs argv while l is held and releases l when it exits.
+func (r *runCmd) runUnder(l *clientlib.Lock, argv []string, sigs <-chan os.Signal) error {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(),
+		"RELOCK_NAME="+l.Name(),
+		"RELOCK_KEY="+l.Key(),
+		"RELOCK_FENCE="+strconv.FormatUint(l.Fence(), 10),
+	)
+	// The command runs in a process group of its own, so that a loss stops
+	// all of it, not only its first process — unless relock runs in the
+	// foreground of a terminal: then it stays in relock's group, where the
+	// terminal's job control (^C, ^Z) reaches it as usual.
+	interactive := foregroundOfTerminal()
+	if !interactive {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	}
+	if err := cmd.Start(); err != nil {
+		releaseLock(l)
+		code := exitRunCannotExec
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			code = exitRunNotFound
+		}
+		return &exitError{code, fmt.Errorf("run: %w", err)}
+	}
+	// signal sends sig to the command: to its process group, or to its
+	// process alone when it shares relock's group.
+	pid := cmd.Process.Pid
+	signalCmd := func(sig syscall.Signal) {
+		if interactive {
+			syscall.Kill(pid, sig)
+		} else {
+			syscall.Kill(-pid, sig)
+		}
+	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+
+	var kill <-chan time.Time
+	lost := l.Lost()
+	for {
+		select {
+		case <-exited:
+			if err := l.Err(); err != nil {
+				if !interactive {
+					syscall.Kill(-pid, syscall.SIGKILL) // what is left of the group
+				}
+				return &exitError{exitRunLost, fmt.Errorf("run: %s; the command was stopped", strings.TrimPrefix(err.Error(), "relock: "))}
+			}
+			if err := releaseLock(l); err != nil {
+				fmt.Fprintf(os.Stderr, "relock: run: releasing lock %q: %v\n", l.Name(), err)
+			}
+			if code := exitStatus(cmd.ProcessState); code != 0 {
+				return &exitError{code: code}
+			}
+			return nil
+		case sig := <-sigs:
+			// In the terminal's foreground group the command got ^C
+			// itself; do not send it twice.
+			if !(interactive && sig == syscall.SIGINT) {
+				signalCmd(sig.(syscall.Signal))
+			}
+		case <-lost:
+			lost = nil
+			fmt.Fprintf(os.Stderr, "relock: run: %s; sending SIGTERM to the command (SIGKILL in %v)\n", strings.TrimPrefix(l.Err().Error(), "relock: "), r.KillGrace)
+			signalCmd(syscall.SIGTERM)
+			t := time.NewTimer(r.KillGrace)
+			defer t.Stop()
+			kill = t.C
+		case <-kill:
+			kill = nil
+			fmt.Fprintf(os.Stderr, "relock: run: the command outlived --kill-grace %v; sending SIGKILL\n", r.KillGrace)
+			signalCmd(syscall.SIGKILL)
+		}
+	}
+}
+
+// releaseLock unlocks l, waiting at most a few seconds; a hold whose UNLOCK
+// fails is released by the server when the connection closes.
+func releaseLock(l *clientlib.Lock) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return l.Unlock(ctx)
+}
+
+// exitStatus is the shell's view of a process's end: its exit code, or
+// 128+N if signal N killed it.
+func exitStatus(ps *os.ProcessState) int {
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ps.ExitCode()
+}
+
+func signalNumber(sig os.Signal) int {
+	if s, ok := sig.(syscall.Signal); ok {
+		return int(s)
+	}
+	return 1
+}
+
+// foregroundOfTerminal reports whether relock runs in the foreground
+// process group of the terminal on its stdin, stdout or stderr.
+func foregroundOfTerminal() bool {
+	for fd := 0; fd <= 2; fd++ {
+		var pgrp int32
+		_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), uintptr(syscall.TIOCGPGRP), uintptr(unsafe.Pointer(&pgrp)))
+		if errno == 0 {
+			return int(pgrp) == syscall.Getpgrp()
+		}
+	}
+	return false
+}
