@@ -24,8 +24,7 @@ import (
 // compare-and-delete, polling under contention), so that both are measured
 // by the same client in the same run.
 type benchCmd struct {
-	Addr        string        `help:"Server address (host:port)." default:"127.0.0.1:6380" env:"RELOCK_ADDR"`
-	Password    string        `help:"Password (AUTH)." env:"RELOCK_PASSWORD"`
+	clientFlags `embed:""`
 	Target      string        `help:"Which server protocol to drive: relock (LOCK/UNLOCK) or redis (SET NX PX + EVALSHA)." enum:"relock,redis" default:"relock"`
 	Mode        string        `help:"cycle: each connection locks and unlocks its own name; contend: all connections on one name; hold: take --locks locks and report server memory per lock; pipeline: --pipeline TRYLOCKs then UNLOCKs per round trip; ping: PING+PING cycles, the I/O ceiling." enum:"cycle,contend,hold,pipeline,ping" default:"cycle"`
 	Connections int           `short:"c" help:"Concurrent connections." default:"16"`
@@ -91,10 +90,11 @@ func (r *benchRun) fail(err error) {
 }
 
 func (c *benchCmd) newClient() *redis.Client {
+	tlsCfg, _ := c.tlsConfig() // checked in Run
 	return redis.NewClient(&redis.Options{
-		Addr: c.Addr, Password: c.Password, PoolSize: 1, MaxRetries: -1,
-		ReadTimeout: -1, WriteTimeout: 10 * time.Second, ContextTimeoutEnabled: true,
-		DisableIdentity: true,
+		Addr: c.Addr, Username: c.User, Password: c.Password, TLSConfig: tlsCfg,
+		PoolSize: 1, MaxRetries: -1, ReadTimeout: -1, WriteTimeout: 10 * time.Second,
+		ContextTimeoutEnabled: true, DisableIdentity: true,
 	})
 }
 
@@ -105,6 +105,9 @@ func (c *benchCmd) Run() error {
 	}
 	if c.Target == "redis" && c.TTL <= 0 {
 		return errors.New("the Redis idiom needs a --ttl")
+	}
+	if _, err := c.tlsConfig(); err != nil {
+		return err
 	}
 	admin := c.newClient()
 	defer admin.Close()

@@ -17,11 +17,10 @@ import (
 // RELOCK_USER, RELOCK_PASSWORD, RELOCK_TLS, RELOCK_TLS_CA, RELOCK_TLS_CERT,
 // RELOCK_TLS_KEY (kong's DefaultEnvars).
 //
-// They follow the tool's name (relock run --addr X ...). They cannot also
-// stand before it while they are not root flags, and they cannot be root
-// flags while bench declares its own --addr and --password and the server
-// is to get --tls-cert/--tls-key (SPEC §3): kong refuses a flag that a
-// parent command declares too.
+// They are declared on each tool, not on the root: kong refuses a flag that
+// a parent command declares too, and the server has its own --tls-cert and
+// --tls-key (SPEC §3). Written before the tool's name (relock --addr X
+// locks) they are moved after it by hoistClientFlags in main.go.
 type clientFlags struct {
 	Addr     string `help:"Server address for the tools: host:port, or a unix socket path." default:"127.0.0.1:6380" placeholder:"ADDR"`
 	User     string `help:"User to authenticate as (ACL users)." placeholder:"NAME"`

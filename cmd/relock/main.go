@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/alecthomas/kong"
 	"github.com/relock/relock/commands"
@@ -55,7 +56,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "relock:", err)
 		os.Exit(2)
 	}
-	ctx, err := parser.Parse(os.Args[1:])
+	ctx, err := parser.Parse(hoistClientFlags(os.Args[1:]))
 	parser.FatalIfErrorf(err)
 	if err := ctx.Run(); err != nil {
 		var ee *exitError
@@ -68,4 +69,36 @@ func main() {
 		fmt.Fprintln(os.Stderr, "relock:", err)
 		os.Exit(1)
 	}
+}
+
+// Client flags may stand before a tool's name (SPEC §4): `relock --addr X
+// locks` means `relock locks --addr X`. kong allows a flag on one command
+// only, and the server has its own --tls-cert, so the tools' client flags
+// live on each tool; this moves the ones written before the tool's name
+// after it. Anything else before the name is left for kong to report.
+var (
+	clientValueFlags = map[string]bool{"--addr": true, "--user": true, "--password": true, "--tls-ca": true, "--tls-cert": true, "--tls-key": true}
+	clientBoolFlags  = map[string]bool{"--tls": true}
+	toolNames        = map[string]bool{"run": true, "locks": true, "unlock": true, "bench": true}
+)
+
+func hoistClientFlags(args []string) []string {
+	var pre []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name, _, hasValue := strings.Cut(a, "=")
+		switch {
+		case clientValueFlags[name] && !hasValue && i+1 < len(args):
+			pre = append(pre, a, args[i+1])
+			i++
+		case clientValueFlags[name] || clientBoolFlags[name]:
+			pre = append(pre, a)
+		case toolNames[a] && len(pre) > 0:
+			out := append([]string{a}, pre...)
+			return append(out, args[i+1:]...)
+		default:
+			return args
+		}
+	}
+	return args
 }
