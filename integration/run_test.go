@@ -437,7 +437,7 @@ func TestTools_LocksTableAndForceUnlock(t *testing.T) {
 		t.Fatalf("columns not aligned:\n%s", out)
 	}
 
-	out, errOut, code = relockTool(t, "unlock", "--addr", srv.Addr, "--force", "jobs:a")
+	out, errOut, code = relockTool(t, "unlock", "--addr", srv.Addr, "--force", "--yes", "jobs:a")
 	if code != 0 || !strings.Contains(out, "released 1 hold") {
 		t.Fatalf("relock unlock --force = %d, %q, %q", code, out, errOut)
 	}

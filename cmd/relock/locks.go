@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -17,20 +19,50 @@ import (
 type locksCmd struct {
 	clientFlags `embed:""`
 
-	Pattern string `arg:"" optional:"" default:"*" help:"Glob pattern of lock names (*, ?, [a-z], \\x)."`
-	Waiters bool   `short:"w" help:"List each waiter too, not only how many there are."`
+	Pattern string        `arg:"" optional:"" default:"*" help:"Glob pattern of lock names (*, ?, [a-z], \\x)."`
+	Waiters bool          `short:"w" help:"List each waiter too, not only how many there are."`
+	Watch   time.Duration `help:"Redraw the table every interval until interrupted (e.g. --watch 1s)." placeholder:"INTERVAL"`
 }
 
 // locksPage is how many locks one LOCKS call asks for.
 const locksPage = 1000
 
-// Run prints the locks matching the pattern as an aligned table.
+// Run prints the locks matching the pattern as an aligned table, once or,
+// with --watch, redrawn every interval until SIGINT/SIGTERM.
 func (l *locksCmd) Run() error {
 	c, err := l.newClient()
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	if l.Watch <= 0 {
+		return l.show(c, os.Stdout)
+	}
+	if l.Watch < 100*time.Millisecond {
+		return fmt.Errorf("--watch must be at least 100ms")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	tick := time.NewTicker(l.Watch)
+	defer tick.Stop()
+	for {
+		var b strings.Builder
+		err := l.show(c, &b)
+		// Clear the screen and home the cursor, then draw the frame whole.
+		fmt.Fprintf(os.Stdout, "\x1b[H\x1b[2J%s  every %v, %s\n\n%s", "relock locks "+l.Pattern, l.Watch, time.Now().Format("15:04:05"), b.String())
+		if err != nil {
+			fmt.Fprintln(os.Stdout, "error:", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// show writes the table (or "no locks match") to w.
+func (l *locksCmd) show(c *clientlib.Client, w io.Writer) error {
 	var all []clientlib.LockInfo
 	after := ""
 	for {
@@ -47,10 +79,14 @@ func (l *locksCmd) Run() error {
 		after = page[len(page)-1].Name
 	}
 	if len(all) == 0 {
-		fmt.Fprintf(os.Stderr, "no locks match %q\n", l.Pattern)
+		if w == os.Stdout {
+			fmt.Fprintf(os.Stderr, "no locks match %q\n", l.Pattern)
+		} else {
+			fmt.Fprintf(w, "no locks match %q\n", l.Pattern)
+		}
 		return nil
 	}
-	return printLocks(os.Stdout, all, l.Waiters)
+	return printLocks(w, all, l.Waiters)
 }
 
 // printLocks writes one row per holder (the name and size on the first
