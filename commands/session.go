@@ -261,27 +261,35 @@ func (sess *session) clientInfo(now time.Time) string {
 	if waiting != "" {
 		flags = "b"
 	}
-	var b strings.Builder
-	b.WriteString("id=" + itoa(int64(sess.id)))
-	b.WriteString(" addr=" + sess.addr)
-	b.WriteString(" laddr=" + sess.laddr)
-	b.WriteString(" name=" + name)
-	b.WriteString(" age=" + itoa(int64(now.Sub(sess.created)/time.Second)))
-	b.WriteString(" idle=" + itoa(int64(now.Sub(lastAt)/time.Second)))
-	b.WriteString(" flags=" + flags)
-	b.WriteString(" db=0")
-	b.WriteString(" cmd=" + last)
-	b.WriteString(" resp=" + itoa(int64(proto)))
-	b.WriteString(" lib-name=" + lib)
-	b.WriteString(" lib-ver=" + ver)
 	sess.mu.Lock()
-	lt := sess.lt
+	lt, user := sess.lt, sess.user
 	sess.mu.Unlock()
-	b.WriteString(" holds=" + itoa(int64(lt.Bound())))
+	if user == "" {
+		user = "default"
+	}
 	w := 0
 	if waiting != "" {
 		w = 1
 	}
+	// Redis 7's fields, in its order (clients such as redis-py parse them),
+	// then relock's own: holds and waits are counts, never keys.
+	var b strings.Builder
+	b.WriteString("id=" + itoa(int64(sess.id)))
+	b.WriteString(" addr=" + sess.addr)
+	b.WriteString(" laddr=" + sess.laddr)
+	b.WriteString(" fd=-1")
+	b.WriteString(" name=" + name)
+	b.WriteString(" age=" + itoa(int64(now.Sub(sess.created)/time.Second)))
+	b.WriteString(" idle=" + itoa(int64(now.Sub(lastAt)/time.Second)))
+	b.WriteString(" flags=" + flags)
+	b.WriteString(" db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r")
+	b.WriteString(" cmd=" + last)
+	b.WriteString(" user=" + user)
+	b.WriteString(" redir=-1")
+	b.WriteString(" resp=" + itoa(int64(proto)))
+	b.WriteString(" lib-name=" + lib)
+	b.WriteString(" lib-ver=" + ver)
+	b.WriteString(" holds=" + itoa(int64(lt.Bound())))
 	b.WriteString(" waits=" + itoa(int64(w)))
 	return b.String()
 }

@@ -112,7 +112,7 @@ func TestConformance_RESP2(t *testing.T) {
 		{send: "CLIENT SETINFO lib-name relock-it", reply: ok},
 		{send: "CLIENT SETINFO LIB-VER 1.2.3", reply: ok},
 		{send: "CLIENT SETINFO colour blue", match: `-ERR Unrecognized option 'colour'\r\n`},
-		{send: "CLIENT INFO", match: `\$\d+\r\nid=$ID addr=127\.0\.0\.1:\d+ laddr=127\.0\.0\.1:\d+ name=conformance .* resp=2 lib-name=relock-it lib-ver=1\.2\.3 holds=0 waits=0\n\r\n`},
+		{send: "CLIENT INFO", match: `\$\d+\r\nid=$ID addr=127\.0\.0\.1:\d+ laddr=127\.0\.0\.1:\d+ fd=-1 name=conformance .* resp=2 lib-name=relock-it lib-ver=1\.2\.3 holds=0 waits=0\n\r\n`},
 		{send: "CLIENT LIST", match: `\$\d+\r\n(?s:.*)id=$ID addr=\S+ .* name=conformance .*\n\r\n`},
 		{send: "CLIENT LIST ID $ID", match: `\$\d+\r\nid=$ID [^\n]*\n\r\n`},
 		{send: "CLIENT NO-EVICT on", reply: ok},
