@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"time"
 )
 
 // Bounds on what one request may be. relock's requests are small (a name
@@ -15,6 +16,10 @@ const (
 	defaultMaxArgs  = 1024
 	defaultMaxBulk  = 64 << 10 // bytes in one argument
 	maxInlineLength = 64 << 10 // bytes in one inline (telnet-style) command
+	// requestBulks: one request may carry this many max-size arguments'
+	// worth of bytes in all (1 MiB by default), so that max-args ×
+	// max-arg-bytes (64 MiB) is not what one request may make redcon buffer.
+	requestBulks = 16
 )
 
 var errRequestTooLarge = errors.New("request too large")
@@ -30,7 +35,7 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &limitedConn{Conn: c, scan: frameScanner{maxArgs: l.maxArgs, maxBulk: l.maxBulk}}, nil
+	return &limitedConn{Conn: c, scan: frameScanner{maxArgs: l.maxArgs, maxBulk: l.maxBulk, maxRequest: requestBulks * l.maxBulk}}, nil
 }
 
 // limitedConn checks the request stream as it is read and fails the read
@@ -45,6 +50,8 @@ func (c *limitedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		if msg := c.scan.feed(p[:n]); msg != "" {
+			// A client that does not read cannot hold this goroutine.
+			c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 			c.Conn.Write([]byte("-ERR Protocol error: " + msg + "\r\n"))
 			return 0, errRequestTooLarge
 		}
@@ -53,17 +60,26 @@ func (c *limitedConn) Read(p []byte) (int, error) {
 }
 
 // frameScanner follows RESP request framing byte by byte (multibulk
-// `*N` / `$len` headers and bodies, or inline lines) across reads, and
-// reports the first request that exceeds its bounds. It never buffers
-// more than one header line.
+// `*N` / `$len` headers and bodies, or inline lines) across reads, as
+// redcon frames them, and reports the first request that exceeds its
+// bounds. It never buffers more than one header line.
+//
+// An inline line costs redcon more than its length: it allocates the rest
+// of the line again at every separator (space or quote), so a 64 KiB line
+// of one-letter words would make it allocate a gigabyte. The scanner
+// bounds that cost (and the number of words) as it bounds multibulks.
 type frameScanner struct {
 	maxArgs, maxBulk int64
+	maxRequest       int64 // bytes of one multibulk; redcon's allocation for one inline line
 
 	state  int    // what the next byte belongs to
 	header []byte // the header line being read (bounded)
 	args   int64  // bulks left in the current multibulk
 	body   int64  // body bytes (plus CRLF) left in the current bulk
+	req    int64  // bytes of the current multibulk so far (bodies counted at their header)
 	inline int64  // bytes of the current inline line
+	seps   int64  // separators in the current inline line
+	sepSum int64  // sum of their offsets in the line
 }
 
 const (
@@ -81,21 +97,24 @@ func (f *frameScanner) feed(b []byte) string {
 		case stStart:
 			switch c {
 			case '*':
-				f.state, f.header = stArrHdr, f.header[:0]
-			case '\r', '\n':
-			default:
-				f.state, f.inline = stInline, 1
+				f.state, f.header, f.req = stArrHdr, f.header[:0], 1
+			case '\n': // an empty line: redcon skips it
+			default: // anything else, '\r' included, starts an inline line for redcon
+				f.state, f.inline, f.seps, f.sepSum = stInline, 0, 0, 0
+				if msg := f.inlineByte(c); msg != "" {
+					return msg
+				}
 			}
 		case stInline:
 			if c == '\n' {
 				f.state = stStart
 				continue
 			}
-			f.inline++
-			if f.inline > maxInlineLength {
-				return "too big inline request"
+			if msg := f.inlineByte(c); msg != "" {
+				return msg
 			}
 		case stArrHdr, stBulkHdr:
+			f.req++
 			if c != '\n' {
 				if len(f.header) >= 24 {
 					return "invalid length header"
@@ -132,6 +151,9 @@ func (f *frameScanner) feed(b []byte) string {
 			if n > f.maxBulk {
 				return "argument of " + strconv.FormatInt(n, 10) + " bytes is too large (at most " + strconv.FormatInt(f.maxBulk, 10) + ")"
 			}
+			if f.req += n + 2; f.maxRequest > 0 && f.req > f.maxRequest {
+				return "request too large (more than " + strconv.FormatInt(f.maxRequest, 10) + " bytes)"
+			}
 			f.body, f.state = n+2, stBody
 		case stBody:
 			// Skip as much of the body as this read holds.
@@ -148,6 +170,27 @@ func (f *frameScanner) feed(b []byte) string {
 				}
 			}
 		}
+	}
+	return ""
+}
+
+// inlineByte accounts one byte (not the final LF) of an inline line. For
+// every separator redcon allocates what is left of the line; the cost so
+// far is a lower bound of the final one, so a verdict never comes late.
+func (f *frameScanner) inlineByte(c byte) string {
+	if c == ' ' || c == '"' || c == '\'' {
+		f.seps++
+		f.sepSum += f.inline
+		if f.seps >= f.maxArgs {
+			return "too many arguments in inline request"
+		}
+	}
+	f.inline++
+	if f.inline > maxInlineLength {
+		return "too big inline request"
+	}
+	if f.maxRequest > 0 && f.inline*(f.seps+1)-f.sepSum > f.maxRequest {
+		return "too big inline request"
 	}
 	return ""
 }

@@ -48,6 +48,11 @@ func newMetrics(s *Server) *metrics {
 	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relock_errors_total", Help: "Error replies by error code.",
 	}, []string{"code"})
+	// The codes relock replies with start at 0, so that rate() and
+	// increase() see the first error of each.
+	for _, code := range []string{"ERR", "NOTHELD", "SIZEMISMATCH", "LIMIT", "NOAUTH", "NOPERM", "WRONGPASS", "NOPROTO"} {
+		m.errors.WithLabelValues(code)
+	}
 
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
@@ -89,13 +94,27 @@ func newMetrics(s *Server) *metrics {
 	return m
 }
 
-// observeError counts an error reply by its code (the first word).
+// observeError counts an error reply by its code (the first word). A first
+// word that is not an upper-case code of at most 16 letters counts as
+// OTHER, so that no client-supplied text can become a label value.
 func (m *metrics) observeError(msg string) {
 	code, _, _ := strings.Cut(msg, " ")
-	if len(code) > 16 {
+	if !isErrorCode(code) {
 		code = "OTHER"
 	}
 	m.errors.WithLabelValues(code).Inc()
+}
+
+func isErrorCode(s string) bool {
+	if s == "" || len(s) > 16 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 'A' || s[i] > 'Z' {
+			return false
+		}
+	}
+	return true
 }
 
 // MetricsHandler serves /metrics (Prometheus), /healthz (the process is

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -91,9 +92,10 @@ func (l *locksCmd) show(c *clientlib.Client, w io.Writer) error {
 
 // printLocks writes one row per holder (the name and size on the first
 // row of a lock), the number of waiters on the lock's first row, and with
-// waiters one row per waiter.
+// waiters one row per waiter. Lines carry no trailing blanks.
 func printLocks(w io.Writer, locks []clientlib.LockInfo, waiters bool) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	var buf bytes.Buffer
+	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSIZE\tFENCE\tOWNER\tCLIENT\tTTL\tAGE\tCOUNT\tWAITERS")
 	for _, lk := range locks {
 		name, size, nw := printableName(lk.Name), strconv.Itoa(lk.Size), strconv.Itoa(len(lk.Waiters))
@@ -125,7 +127,22 @@ func printLocks(w io.Writer, locks []clientlib.LockInfo, waiters bool) error {
 			}
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// A waiter row's empty trailing cells are padded like any other; trim
+	// them so that the output diffs and pastes cleanly.
+	lines := bytes.SplitAfter(buf.Bytes(), []byte("\n"))
+	out := make([]byte, 0, buf.Len())
+	for _, l := range lines {
+		body := bytes.TrimRight(l, " \n")
+		out = append(out, body...)
+		if bytes.HasSuffix(l, []byte("\n")) {
+			out = append(out, '\n')
+		}
+	}
+	_, err := w.Write(out)
+	return err
 }
 
 // shortDuration rounds d for a table: ms below a second, then 0.1 s, then

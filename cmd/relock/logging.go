@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/lmittmann/tint"
+	"golang.org/x/sys/unix"
 )
 
 // logFlags are the logging flags every long-running command shares.
@@ -32,7 +33,9 @@ func (l logFlags) newLogger(w io.Writer) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), nil
 }
 
+// isTerminal reports whether f is a terminal (not merely a character
+// device such as /dev/null).
 func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

@@ -53,6 +53,7 @@ func (c *serverCmd) Run() error {
 	if err != nil {
 		return err
 	}
+	log.Info("starting relock", "version", commands.Version, "pid", os.Getpid())
 	var store *persist.Store
 	if c.DataDir != "" {
 		mode, err := persist.ParseMode(c.Fsync)
@@ -127,7 +128,6 @@ func (c *serverCmd) Run() error {
 			}
 		}
 	}()
-	log.Info("starting relock", "version", commands.Version, "pid", os.Getpid())
 	if c.MetricsListen != "" {
 		ln, err := net.Listen("tcp", c.MetricsListen)
 		if err != nil {

@@ -72,8 +72,7 @@ func (u *unlockCmd) Run() error {
 // release it. Without a terminal on stdin it refuses: a script must say
 // --yes.
 func confirm(ctx context.Context, c *clientlib.Client, name string) (bool, error) {
-	fi, err := os.Stdin.Stat()
-	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+	if !isTerminal(os.Stdin) {
 		return false, errors.New("unlock --force asks for confirmation on a terminal; pass --yes to run it without one")
 	}
 	if li, err := c.Inspect(ctx, name); err == nil && li != nil {
