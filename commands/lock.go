@@ -105,16 +105,9 @@ func (sess *session) cmdUnlock(args [][]byte) *pendingWait {
 	}
 	sess.ev.Reset()
 	err := srv.table.Unlock(&sess.ev, string(args[1]), key, srv.now())
-	cerr := srv.commit(&sess.ev, err == nil)
-	if err != nil {
-		sess.tableError(err, "")
-		return nil
+	if sess.settled(err, srv.commit(&sess.ev, err == nil)) {
+		sess.w.Int(1)
 	}
-	if cerr != nil {
-		sess.persistError(cerr)
-		return nil
-	}
-	sess.w.Int(1)
 	return nil
 }
 
@@ -140,13 +133,7 @@ func (sess *session) cmdRenew(args [][]byte) *pendingWait {
 	now := srv.now()
 	sess.ev.Reset()
 	set, err := srv.table.Renew(&sess.ev, sess.lt, string(args[1]), key, int64(ttl), now)
-	cerr := srv.commit(&sess.ev, err == nil)
-	if err != nil {
-		sess.tableError(err, "")
-		return nil
-	}
-	if cerr != nil {
-		sess.persistError(cerr)
+	if !sess.settled(err, srv.commit(&sess.ev, err == nil)) {
 		return nil
 	}
 	if set == 0 {
@@ -244,6 +231,20 @@ func (sess *session) parseKey(name, key []byte) (locktable.Key, bool) {
 func (sess *session) writeKey(k locktable.Key) {
 	var buf [48]byte
 	sess.w.Bulk(k.Append(buf[:0]))
+}
+
+// settled reports whether an operation succeeded (err) and was committed
+// (cerr), writing the error reply if not.
+func (sess *session) settled(err, cerr error) bool {
+	if err != nil {
+		sess.tableError(err, "")
+		return false
+	}
+	if cerr != nil {
+		sess.persistError(cerr)
+		return false
+	}
+	return true
 }
 
 // persistError reports a change that the store could not commit.

@@ -202,6 +202,20 @@ func (sh *shard) dropIfEmpty(l *lock) {
 // Unlock counts down the hold of name with key k and releases it when the
 // count reaches zero. ErrNotHeld if k does not hold name.
 func (t *Table) Unlock(ev *Events, name string, k Key, now int64) error {
+	return t.withHold(ev, name, k, now, func(sh *shard, h *Hold) {
+		if h.count > 1 {
+			h.count--
+			sh.journalPut(h)
+			return
+		}
+		sh.release(t, ev, h, ReasonUnlock, now)
+	})
+}
+
+// withHold runs fn on the hold of name with key k in the critical section
+// of its shard, after expiring that lock's due holds. ErrNotHeld if k does
+// not hold name (then fn does not run).
+func (t *Table) withHold(ev *Events, name string, k Key, now int64, fn func(sh *shard, h *Hold)) error {
 	sh := t.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -210,12 +224,7 @@ func (t *Table) Unlock(ev *Events, name string, k Key, now int64) error {
 	if h == nil {
 		return ErrNotHeld
 	}
-	if h.count > 1 {
-		h.count--
-		sh.journalPut(h)
-		return nil
-	}
-	sh.release(t, ev, h, ReasonUnlock, now)
+	fn(sh, h)
 	return nil
 }
 
@@ -228,46 +237,38 @@ func (t *Table) Renew(ev *Events, s *Session, name string, k Key, ttl int64, now
 	if ttl < 0 {
 		return 0, ErrBadRequest
 	}
-	sh := t.shardOf(name)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	sh.expireLock(t, ev, name, now)
-	h := sh.findHold(name, k)
-	if h == nil {
-		return 0, ErrNotHeld
-	}
-	if h.orphan && s != nil {
-		s.mu.Lock()
-		if !s.closed {
-			h.orphan = false
-			s.link(h)
-			if h.ttl == 0 {
-				h.deadline = 0
-				sh.expiry.remove(h)
+	var set int64
+	err := t.withHold(ev, name, k, now, func(sh *shard, h *Hold) {
+		if h.orphan && s != nil {
+			s.mu.Lock()
+			if !s.closed {
+				h.orphan = false
+				s.link(h)
+				if h.ttl == 0 {
+					h.deadline = 0
+					sh.expiry.remove(h)
+				}
 			}
+			s.mu.Unlock()
 		}
-		s.mu.Unlock()
-	}
-	sh.restartTTL(h, ttl, now)
-	sh.journalPut(h)
-	return h.ttl, nil
+		sh.restartTTL(h, ttl, now)
+		sh.journalPut(h)
+		set = h.ttl
+	})
+	return set, err
 }
 
 // Check returns the remaining TTL of the hold of name with key k in ns
 // (-1: no TTL), or ErrNotHeld.
 func (t *Table) Check(ev *Events, name string, k Key, now int64) (int64, error) {
-	sh := t.shardOf(name)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	sh.expireLock(t, ev, name, now)
-	h := sh.findHold(name, k)
-	if h == nil {
-		return 0, ErrNotHeld
-	}
-	if h.deadline == 0 {
-		return -1, nil
-	}
-	return h.deadline - now, nil
+	var left int64
+	err := t.withHold(ev, name, k, now, func(sh *shard, h *Hold) {
+		left = -1
+		if h.deadline != 0 {
+			left = h.deadline - now
+		}
+	})
+	return left, err
 }
 
 // ForceUnlock releases every hold of name (a re-entered hold counts once)
