@@ -36,6 +36,9 @@ func parseArgon2(s string) (argon2Params, []byte, []byte, error) {
 	if p.m == 0 || p.t == 0 || p.p == 0 {
 		return p, nil, nil, errors.New("m, t and p must be set")
 	}
+	if p.m > maxArgon2Memory || p.t > maxArgon2Time || p.p > maxArgon2Threads {
+		return p, nil, nil, errors.New("parameters too large (at most m=1048576, t=16, p=16)")
+	}
 	salt, err := base64.RawStdEncoding.DecodeString(parts[4])
 	if err != nil {
 		return p, nil, nil, err

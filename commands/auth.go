@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/crypto/argon2"
@@ -21,7 +22,8 @@ type User struct {
 	PasswordHash string
 	// Locks are glob patterns of the lock names the user may touch.
 	Locks []string
-	// Admin may FORCEUNLOCK, CLIENT KILL/LIST, CONFIG GET and see all locks.
+	// Admin may FORCEUNLOCK, CLIENT KILL and CLIENT LIST, and sees all
+	// locks. (CONFIG GET, which shows no secrets, is open to every user.)
 	Admin bool
 
 	// plain is --requirepass's password, compared by SHA-256 digest in
@@ -147,6 +149,21 @@ func (s *Server) lookupUser(name string) *User {
 	}
 	return db.byName[name]
 }
+
+// dummyUser's check costs what a bcrypt check at the default cost does; it
+// stands in for users that do not exist. Made on first use.
+var dummyUser = sync.OnceValue(func() *User {
+	h, _ := bcrypt.GenerateFromPassword([]byte("relock-dummy"), bcrypt.DefaultCost)
+	return &User{Name: "-", PasswordHash: string(h)}
+})
+
+// Bounds on argon2id parameters from a users file, so that a hash cannot
+// make every AUTH allocate gigabytes or run for seconds.
+const (
+	maxArgon2Memory  = 1 << 20 // KiB: 1 GiB
+	maxArgon2Time    = 16
+	maxArgon2Threads = 16
+)
 
 type argon2Params struct {
 	m, t uint32

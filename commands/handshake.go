@@ -98,6 +98,11 @@ func (sess *session) authenticate(user, pass string) string {
 		return ""
 	}
 	u := srv.lookupUser(user)
+	if u == nil {
+		// Spend what a real check costs, so that timing does not tell
+		// which user names exist.
+		dummyUser().checkPassword(pass)
+	}
 	if u == nil || !u.checkPassword(pass) {
 		srv.stats.authFailures.Add(1)
 		srv.log.Warn("authentication failed", "user", user, "addr", sess.addr)

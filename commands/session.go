@@ -35,6 +35,9 @@ type session struct {
 	// authed: the connection may run commands (always true without
 	// authentication). Read by the auth timeout's goroutine.
 	authed atomic.Bool
+	// authTimer closes the connection if it has not authenticated in time;
+	// stopped when the session ends. Set once at creation.
+	authTimer *time.Timer
 
 	// grant receives the Grant for this session's queued LOCK.
 	grant chan locktable.Grant
@@ -99,8 +102,11 @@ func (s *Server) newSession(c redcon.Conn, nc net.Conn) *session {
 	} else {
 		// A connection that does not authenticate in time is closed, so
 		// that idle unauthenticated sockets cannot pile up.
-		time.AfterFunc(s.cfg.AuthTimeout, func() {
-			if !sess.authed.Load() {
+		sess.authTimer = time.AfterFunc(s.cfg.AuthTimeout, func() {
+			sess.mu.Lock()
+			ended := sess.ended
+			sess.mu.Unlock()
+			if !ended && !sess.authed.Load() {
 				s.stats.authTimeouts.Add(1)
 				sess.kill()
 			}
@@ -147,6 +153,9 @@ func (s *Server) endSession(sess *session) {
 	sess.ended = true
 	lt := sess.lt
 	sess.mu.Unlock()
+	if sess.authTimer != nil {
+		sess.authTimer.Stop()
+	}
 	var ev locktable.Events
 	s.table.CloseSession(&ev, lt, s.now()) // idempotent
 	s.commit(&ev, false)
