@@ -686,7 +686,9 @@ func TestDataDir_CorruptFileIsAStartupError(t *testing.T) {
 			}
 			return b
 		}},
-		{"truncated to half", func(b []byte) []byte { return b[:len(b)/2] }},
+		// The bbolt file is grown ahead of its pages, so a cut that keeps
+		// every page is harmless; a quarter of it drops pages the meta counts.
+		{"truncated to a quarter", func(b []byte) []byte { return b[:len(b)/4] }},
 		{"garbage", func(b []byte) []byte { return bytes.Repeat([]byte("not a bbolt file "), len(b)/17) }},
 	}
 	for _, tc := range tests {

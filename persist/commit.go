@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"github.com/relock/relock/locktable"
-	bolt "go.etcd.io/bbolt"
 )
 
 // round is one group commit: everyone who called Sync before it started
@@ -119,40 +118,25 @@ func (c *committer) write() error {
 	var written int64
 	var err error
 	began := time.Now()
-	c.enc = c.enc[:0] // the previous round has committed: reuse its bytes
 	if c.needRewrite {
-		err = s.rewrite(s.table.Snapshot(), fence)
+		// A round failed: its changes may be neither in the log nor in
+		// bbolt. Write the whole state to bbolt and start a new log.
+		if err = s.rewrite(s.table.Snapshot(), fence); err == nil {
+			err = s.wal.reset()
+		}
 	} else {
-		err = s.db.Update(func(tx *bolt.Tx) error {
-			b := tx.Bucket(bucketHolds)
-			for i := range c.buf {
-				ch := &c.buf[i]
-				k := fenceKey(ch.Record.Key.Fence)
-				if ch.Delete {
-					if err := b.Delete(k); err != nil {
-						return err
-					}
-					continue
-				}
-				// bbolt keeps the value slice until the commit: each
-				// record gets its own bytes (appended to one buffer,
-				// never overwritten within the round).
-				start := len(c.enc)
-				c.enc = encodeRecord(c.enc, &ch.Record)
-				v := c.enc[start:len(c.enc):len(c.enc)]
-				written += int64(len(v))
-				if err := b.Put(k, v); err != nil {
-					return err
-				}
-			}
-			if err := tx.Bucket(bucketMeta).Put(keyFence, fenceKey(fence)); err != nil {
-				return err
-			}
-			if s.fault != nil {
-				s.fault("before-fsync")
-			}
-			return nil
-		})
+		var n int
+		n, err = s.wal.append(c.buf, fence)
+		written = int64(n)
+		if s.fault != nil {
+			s.fault("before-fsync")
+		}
+		if err == nil {
+			err = s.wal.sync()
+		}
+		if err == nil && s.wal.size >= checkpointSize {
+			err = s.checkpoint()
+		}
 	}
 	clear(c.buf)
 	if err != nil {

@@ -3,6 +3,8 @@ package persist
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +18,16 @@ import (
 // with this fence, as a reader of the file sees it.
 func storedFence(t *testing.T, s *Store, fence uint64) bool {
 	t.Helper()
+	// The log's changes are newer than bbolt's state.
+	if data, err := os.ReadFile(filepath.Join(filepath.Dir(s.path), walName)); err == nil {
+		pending, _, _, err := parseWAL(data, walName)
+		if err != nil {
+			t.Errorf("parse log: %v", err)
+		}
+		if r, ok := pending[fence]; ok {
+			return r != nil
+		}
+	}
 	var found bool
 	if err := s.db.View(func(tx *bolt.Tx) error {
 		found = tx.Bucket(bucketHolds).Get(fenceKey(fence)) != nil

@@ -1,11 +1,14 @@
 package persist
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,9 +75,11 @@ type Store struct {
 	fault func(string)
 	path  string
 
-	c committer
+	c   committer
+	wal *wal // the write-ahead log (wal.go); owned by the committer once started
 
-	closeMu sync.Mutex // serialises Close
+	closeMu    sync.Mutex // serialises Close
+	sizeAtOpen int64      // the file's size before bbolt opened it
 	// closing is set when Close begins: from then on Sync refuses to
 	// acknowledge changes in every mode, since the final state may miss
 	// them (mode Always: see committer.stopped).
@@ -100,12 +105,22 @@ func Open(o Options) (*Store, error) {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	path := filepath.Join(o.Dir, "relock.db")
+	var sizeAtOpen int64
+	if fi, err := os.Stat(path); err == nil {
+		sizeAtOpen = fi.Size()
+	}
 	db, err := openBolt(path, o.OpenTimeout)
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, mode: o.Mode, fault: o.Fault, path: path}
+	s := &Store{db: db, mode: o.Mode, fault: o.Fault, path: path, sizeAtOpen: sizeAtOpen}
 	if err := s.init(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	// The log is opened after bbolt, whose file lock keeps a second
+	// server away from both.
+	if s.wal, err = openWAL(o.Dir); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -113,6 +128,9 @@ func Open(o Options) (*Store, error) {
 }
 
 func openBolt(path string, timeout time.Duration) (db *bolt.DB, err error) {
+	// A file cut short makes bbolt read its mmap past the end (SIGBUS):
+	// turn that into a panic, recovered below, not a crash.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		// bbolt panics on some kinds of corruption; that is a startup
 		// error, not a crash.
@@ -133,12 +151,19 @@ func openBolt(path string, timeout time.Duration) (db *bolt.DB, err error) {
 }
 
 func (s *Store) init() (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%s is corrupt: %v", s.path, r)
 		}
 	}()
 	return s.db.Update(func(tx *bolt.Tx) error {
+		// A file shorter than the pages its meta page counts was cut
+		// short (bbolt itself does not check, and grows it back with
+		// zeros): refuse it. sizeAtOpen is the size before bbolt opened it.
+		if s.sizeAtOpen > 0 && s.sizeAtOpen < tx.Size() {
+			return fmt.Errorf("%s is corrupt: truncated to %d bytes, its pages need %d", s.path, s.sizeAtOpen, tx.Size())
+		}
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
 			return err
@@ -156,9 +181,13 @@ func (s *Store) init() (err error) {
 	})
 }
 
-// Load reads every stored hold and the fence high-water mark. A record
-// that does not decode is an error naming the file.
+// Load reads every stored hold and the fence high-water mark: bbolt's,
+// then the write-ahead log's changes on top (a torn last record, as a
+// crash leaves it, is cut off). A record that does not decode, or a bad
+// log record before the end, is an error naming the file. Records come
+// back in fence order.
 func (s *Store) Load() (recs []locktable.HoldRecord, highWater uint64, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%s is corrupt: %v", s.path, r)
@@ -181,7 +210,32 @@ func (s *Store) Load() (recs []locktable.HoldRecord, highWater uint64, err error
 			return nil
 		})
 	})
-	return recs, highWater, err
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := s.wal.replay(); err != nil {
+		return nil, 0, err
+	}
+	if len(s.wal.pending) > 0 {
+		byFence := make(map[uint64]locktable.HoldRecord, len(recs))
+		for _, r := range recs {
+			byFence[r.Key.Fence] = r
+		}
+		for f, r := range s.wal.pending {
+			if r == nil {
+				delete(byFence, f)
+			} else {
+				byFence[f] = *r
+			}
+			highWater = max(highWater, f)
+		}
+		recs = recs[:0]
+		for _, r := range byFence {
+			recs = append(recs, r)
+		}
+		slices.SortFunc(recs, func(a, b locktable.HoldRecord) int { return cmp.Compare(a.Key.Fence, b.Key.Fence) })
+	}
+	return recs, max(highWater, s.wal.fence), nil
 }
 
 // Attach binds the store to the table it persists: it rewrites the stored
@@ -226,6 +280,40 @@ func (s *Store) rewrite(recs []locktable.HoldRecord, fence uint64) error {
 		}
 		return tx.Bucket(bucketMeta).Put(keyFence, fenceKey(fence))
 	})
+}
+
+// checkpoint applies what the log holds to bbolt (one transaction) and
+// empties the log. Called by the committer goroutine, or by Close after it
+// stopped.
+func (s *Store) checkpoint() error {
+	w := s.wal
+	if len(w.pending) == 0 && w.size == 0 {
+		return nil
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketHolds)
+		for f, r := range w.pending {
+			if r == nil {
+				if err := b.Delete(fenceKey(f)); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := b.Put(fenceKey(f), encodeRecord(nil, r)); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		hw := w.fence
+		if v := meta.Get(keyFence); len(v) == 8 {
+			hw = max(hw, binary.BigEndian.Uint64(v))
+		}
+		return meta.Put(keyFence, fenceKey(hw))
+	})
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	return w.reset()
 }
 
 // Mode returns the commit policy.
@@ -273,10 +361,16 @@ func (s *Store) Close() error {
 			err = s.rewrite(s.table.Snapshot(), s.table.LastFence())
 		} else {
 			err = s.c.stop() // final round, then journaling off
+			if err == nil {
+				err = s.checkpoint() // a clean stop leaves an empty log
+			}
 		}
 		s.table.SetJournaling(false)
 	}
 	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := s.wal.close(); err == nil {
 		err = cerr
 	}
 	s.db = nil

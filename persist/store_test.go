@@ -308,13 +308,15 @@ func TestStore_CloseKeepsBoundHoldsOfConnectionsClosedAfterIt(t *testing.T) {
 // (SIGKILL, power loss after fsync) would leave it.
 func copyStoreFile(t *testing.T, dir string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, "relock.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	crashed := t.TempDir()
-	if err := os.WriteFile(filepath.Join(crashed, "relock.db"), b, 0o600); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"relock.db", walName} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(crashed, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return crashed
 }

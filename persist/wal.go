@@ -1,0 +1,235 @@
+package persist
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+
+	"github.com/relock/relock/locktable"
+	"golang.org/x/sys/unix"
+)
+
+// The write-ahead log. Each commit round appends one record to relock.wal
+// and makes it durable with a single fdatasync (bbolt's own commit needs
+// two: data pages, then the meta page), so that `--fsync always` costs one
+// sync per group commit. A checkpoint applies what the log holds to bbolt
+// and empties the log; restore reads bbolt, then replays the log.
+//
+// Record: 4 bytes little-endian payload length, 4 bytes CRC-32C of the
+// payload, payload. Payload: uvarint fence high-water, uvarint change
+// count, then per change a kind byte (walPut, walDelete) followed by
+// uvarint length + encodeRecord bytes (put) or uvarint fence (delete).
+//
+// A crash can leave only the last record torn (it is written by one
+// write(2) and synced before the next); a bad record followed by a good
+// one is corruption and a startup error.
+
+const (
+	walName        = "relock.wal"
+	walHeader      = 8
+	walPut         = 1
+	walDelete      = 2
+	walMaxRecord   = 256 << 20
+	checkpointSize = 4 << 20 // checkpoint once the log is this large
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// wal is the open log. Owned by the committer goroutine (and by Load and
+// Attach before it starts).
+type wal struct {
+	f    *os.File
+	path string
+	size int64
+	// pending is what the log holds that bbolt does not: fence → record,
+	// nil for a delete. Applied to bbolt by a checkpoint.
+	pending map[uint64]*locktable.HoldRecord
+	fence   uint64 // largest high-water in the log
+	buf     []byte
+}
+
+func openWAL(dir string) (*wal, error) {
+	path := dir + string(os.PathSeparator) + walName
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return &wal{f: f, path: path, pending: map[uint64]*locktable.HoldRecord{}}, nil
+}
+
+// replay reads the log into w.pending (in order, later changes winning)
+// and positions the file at the end of the last good record, cutting off a
+// torn tail.
+func (w *wal) replay() error {
+	data, err := io.ReadAll(io.NewSectionReader(w.f, 0, 1<<62))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", w.path, err)
+	}
+	pending, fence, good, err := parseWAL(data, w.path)
+	if err != nil {
+		return err
+	}
+	w.pending, w.fence = pending, max(w.fence, fence)
+	if err := w.f.Truncate(int64(good)); err != nil {
+		return fmt.Errorf("truncate %s: %w", w.path, err)
+	}
+	if _, err := w.f.Seek(int64(good), io.SeekStart); err != nil {
+		return err
+	}
+	w.size = int64(good)
+	return nil
+}
+
+// parseWAL reads a log's records: the changes they hold (fence → record,
+// nil for a delete; later changes win), the largest fence high-water, and
+// the length of the good prefix (a torn last record is not part of it). A
+// bad record before the end is an error naming path.
+func parseWAL(data []byte, path string) (map[uint64]*locktable.HoldRecord, uint64, int, error) {
+	pending := map[uint64]*locktable.HoldRecord{}
+	var fence uint64
+	off := 0
+	for off < len(data) {
+		rest := data[off:]
+		if len(rest) < walHeader {
+			break // torn header at the tail
+		}
+		n := int(binary.LittleEndian.Uint32(rest))
+		sum := binary.LittleEndian.Uint32(rest[4:])
+		if n > walMaxRecord {
+			return nil, 0, 0, fmt.Errorf("%s is corrupt at offset %d: record length %d", path, off, n)
+		}
+		if walHeader+n > len(rest) {
+			break // torn record at the tail
+		}
+		payload := rest[walHeader : walHeader+n]
+		f, err := applyWALRecord(pending, payload)
+		if crc32.Checksum(payload, castagnoli) != sum || err != nil {
+			if off+walHeader+n < len(data) {
+				return nil, 0, 0, fmt.Errorf("%s is corrupt at offset %d (a bad record before the end)", path, off)
+			}
+			break // the last record is torn
+		}
+		fence = max(fence, f)
+		off += walHeader + n
+	}
+	return pending, fence, off, nil
+}
+
+// applyWALRecord merges one record's payload into pending and returns its
+// fence high-water. A malformed payload changes nothing.
+func applyWALRecord(pending map[uint64]*locktable.HoldRecord, p []byte) (uint64, error) {
+	bad := errors.New("bad wal record")
+	fence, n := binary.Uvarint(p)
+	if n <= 0 {
+		return 0, bad
+	}
+	p = p[n:]
+	count, n := binary.Uvarint(p)
+	if n <= 0 {
+		return 0, bad
+	}
+	p = p[n:]
+	type change struct {
+		fence uint64
+		rec   *locktable.HoldRecord
+	}
+	changes := make([]change, 0, min(count, 1<<16))
+	for i := uint64(0); i < count; i++ {
+		if len(p) == 0 {
+			return 0, bad
+		}
+		kind := p[0]
+		p = p[1:]
+		v, n := binary.Uvarint(p)
+		if n <= 0 {
+			return 0, bad
+		}
+		p = p[n:]
+		switch kind {
+		case walPut:
+			if v > uint64(len(p)) {
+				return 0, bad
+			}
+			r, err := decodeRecord(p[:v])
+			if err != nil {
+				return 0, bad
+			}
+			p = p[v:]
+			changes = append(changes, change{r.Key.Fence, &r})
+		case walDelete:
+			changes = append(changes, change{v, nil})
+		default:
+			return 0, bad
+		}
+	}
+	if len(p) != 0 {
+		return 0, bad
+	}
+	for _, c := range changes {
+		pending[c.fence] = c.rec
+	}
+	return fence, nil
+}
+
+// append writes one round's changes as a record, without syncing.
+func (w *wal) append(changes []locktable.Change, fence uint64) (int, error) {
+	b := w.buf[:0]
+	b = append(b, make([]byte, walHeader)...)
+	b = binary.AppendUvarint(b, fence)
+	b = binary.AppendUvarint(b, uint64(len(changes)))
+	var enc []byte
+	for i := range changes {
+		ch := &changes[i]
+		if ch.Delete {
+			b = append(b, walDelete)
+			b = binary.AppendUvarint(b, ch.Record.Key.Fence)
+			continue
+		}
+		enc = encodeRecord(enc[:0], &ch.Record)
+		b = append(b, walPut)
+		b = binary.AppendUvarint(b, uint64(len(enc)))
+		b = append(b, enc...)
+	}
+	payload := b[walHeader:]
+	binary.LittleEndian.PutUint32(b, uint32(len(payload)))
+	binary.LittleEndian.PutUint32(b[4:], crc32.Checksum(payload, castagnoli))
+	w.buf = b
+	if _, err := w.f.Write(b); err != nil {
+		return 0, err
+	}
+	w.size += int64(len(b))
+	for i := range changes {
+		ch := &changes[i]
+		if ch.Delete {
+			w.pending[ch.Record.Key.Fence] = nil
+		} else {
+			r := ch.Record
+			w.pending[r.Key.Fence] = &r
+		}
+	}
+	w.fence = max(w.fence, fence)
+	return len(b), nil
+}
+
+// sync makes what append wrote durable.
+func (w *wal) sync() error {
+	return unix.Fdatasync(int(w.f.Fd()))
+}
+
+// reset empties the log after its content is in bbolt.
+func (w *wal) reset() error {
+	if err := w.f.Truncate(0); err != nil {
+		return err
+	}
+	if _, err := w.f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	w.size = 0
+	clear(w.pending)
+	return nil
+}
+
+func (w *wal) close() error { return w.f.Close() }
