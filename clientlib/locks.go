@@ -24,13 +24,19 @@ type HolderInfo struct {
 	Age      time.Duration // since the grant
 	Detached bool
 	Count    int // re-entry count
+	// ClientName and ClientAddr describe the holding connection ("" when
+	// detached, orphaned, or unnamed).
+	ClientName string
+	ClientAddr string
 }
 
 // WaiterInfo is one waiter of a lock.
 type WaiterInfo struct {
-	ClientID int64
-	Owner    string
-	Waited   time.Duration
+	ClientID   int64
+	Owner      string
+	Waited     time.Duration
+	ClientName string
+	ClientAddr string
 }
 
 // LocksQuery selects locks for Locks.
@@ -144,13 +150,15 @@ func parseLockInfo(v any) (LockInfo, error) {
 			return LockInfo{}, err
 		}
 		li.Holders = append(li.Holders, HolderInfo{
-			Fence:    uint64(num(hm["fence"])),
-			Owner:    str(hm["owner"]),
-			ClientID: num(hm["client-id"]),
-			TTL:      msOrNone(num(hm["ttl"])),
-			Age:      time.Duration(num(hm["age"])) * time.Millisecond,
-			Detached: num(hm["detached"]) != 0,
-			Count:    int(num(hm["count"])),
+			Fence:      uint64(num(hm["fence"])),
+			Owner:      str(hm["owner"]),
+			ClientID:   num(hm["client-id"]),
+			TTL:        msOrNone(num(hm["ttl"])),
+			Age:        time.Duration(num(hm["age"])) * time.Millisecond,
+			Detached:   num(hm["detached"]) != 0,
+			Count:      int(num(hm["count"])),
+			ClientName: str(hm["client-name"]),
+			ClientAddr: str(hm["client-addr"]),
 		})
 	}
 	ws, _ := m["waiters"].([]any)
@@ -160,9 +168,11 @@ func parseLockInfo(v any) (LockInfo, error) {
 			return LockInfo{}, err
 		}
 		li.Waiters = append(li.Waiters, WaiterInfo{
-			ClientID: num(wm["client-id"]),
-			Owner:    str(wm["owner"]),
-			Waited:   time.Duration(num(wm["waited"])) * time.Millisecond,
+			ClientID:   num(wm["client-id"]),
+			Owner:      str(wm["owner"]),
+			Waited:     time.Duration(num(wm["waited"])) * time.Millisecond,
+			ClientName: str(wm["client-name"]),
+			ClientAddr: str(wm["client-addr"]),
 		})
 	}
 	return li, nil

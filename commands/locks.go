@@ -37,6 +37,14 @@ func (sess *session) cmdLocks(args [][]byte) *pendingWait {
 
 func (sess *session) writeLocks(locks []locktable.LockInfo) {
 	w := &sess.w
+	clients := sess.srv.clientNames()
+	client := func(id int64) {
+		c, ok := clients[id]
+		w.BulkString("client-name")
+		w.BulkOrNull(c.name, ok && c.name != "")
+		w.BulkString("client-addr")
+		w.BulkOrNull(c.addr, ok)
+	}
 	ms := func(ns int64) int64 { return ns / int64(time.Millisecond) }
 	w.Array(len(locks))
 	for _, l := range locks {
@@ -48,7 +56,7 @@ func (sess *session) writeLocks(locks []locktable.LockInfo) {
 		w.BulkString("holders")
 		w.Array(len(l.Holds))
 		for _, h := range l.Holds {
-			w.Map(7)
+			w.Map(9)
 			w.BulkString("fence")
 			w.Int(int64(h.Fence))
 			w.BulkString("owner")
@@ -67,17 +75,19 @@ func (sess *session) writeLocks(locks []locktable.LockInfo) {
 			w.Int(b2i(h.Detached))
 			w.BulkString("count")
 			w.Int(int64(h.Count))
+			client(h.SessionID)
 		}
 		w.BulkString("waiters")
 		w.Array(len(l.Waiters))
 		for _, wt := range l.Waiters {
-			w.Map(3)
+			w.Map(5)
 			w.BulkString("client-id")
 			w.Int(wt.SessionID)
 			w.BulkString("owner")
 			w.BulkOrNull(wt.Owner, wt.Owner != "")
 			w.BulkString("waited")
 			w.Int(ms(wt.Waited))
+			client(wt.SessionID)
 		}
 	}
 }
@@ -87,4 +97,19 @@ func b2i(b bool) int64 {
 		return 1
 	}
 	return 0
+}
+
+// clientRef is what LOCKS shows of a holder's or waiter's connection.
+type clientRef struct{ name, addr string }
+
+// clientNames maps live session ids to their name and address.
+func (s *Server) clientNames() map[int64]clientRef {
+	sessions := s.sessionsSorted()
+	out := make(map[int64]clientRef, len(sessions))
+	for _, c := range sessions {
+		c.mu.Lock()
+		out[int64(c.id)] = clientRef{name: c.name, addr: c.addr}
+		c.mu.Unlock()
+	}
+	return out
 }

@@ -182,8 +182,9 @@ func TestConformance_RESP2(t *testing.T) {
 		{send: "LOCKS", match: `\*1\r\n` +
 			`\*8\r\n\$4\r\nname\r\n\$1\r\na\r\n\$4\r\nsize\r\n:1\r\n` +
 			`\$7\r\nholders\r\n\*1\r\n` +
-			`\*14\r\n\$5\r\nfence\r\n:$FENCE\r\n\$5\r\nowner\r\n\$-1\r\n\$9\r\nclient-id\r\n:$ID\r\n` +
+			`\*18\r\n\$5\r\nfence\r\n:$FENCE\r\n\$5\r\nowner\r\n\$-1\r\n\$9\r\nclient-id\r\n:$ID\r\n` +
 			`\$3\r\nttl\r\n:(29\d\d\d|30000)\r\n\$3\r\nage\r\n:\d+\r\n\$8\r\ndetached\r\n:0\r\n\$5\r\ncount\r\n:1\r\n` +
+			`\$11\r\nclient-name\r\n\$11\r\nconformance\r\n\$11\r\nclient-addr\r\n\$\d+\r\n127\.0\.0\.1:\d+\r\n` +
 			`\$7\r\nwaiters\r\n\*0\r\n`},
 		{send: "CHECK A $KEY", reply: notHeld}, // names are case-sensitive
 		{send: "CHECK a 1-0000000000000000", reply: notHeld},
@@ -254,8 +255,9 @@ func TestConformance_RESP2(t *testing.T) {
 		{conn: "b", send: "LOCK w", match: keyReply, save: "WKEY"},
 		{conn: "c", send: "CLIENT ID", match: `:(\d+)\r\n`, save: "CID"},
 		{conn: "c", send: "LOCK w WAIT 0", later: true}, // WAIT 0: no limit
-		{send: "LOCKS MATCH w", until: true, match: `(?s).*\$7\r\nwaiters\r\n\*1\r\n\*6\r\n\$9\r\nclient-id\r\n:$CID\r\n` +
-			`\$5\r\nowner\r\n\$-1\r\n\$6\r\nwaited\r\n:\d+\r\n`},
+		{send: "LOCKS MATCH w", until: true, match: `(?s).*\$7\r\nwaiters\r\n\*1\r\n\*10\r\n\$9\r\nclient-id\r\n:$CID\r\n` +
+			`\$5\r\nowner\r\n\$-1\r\n\$6\r\nwaited\r\n:\d+\r\n` +
+			`\$11\r\nclient-name\r\n\$-1\r\n\$11\r\nclient-addr\r\n\$\d+\r\n127\.0\.0\.1:\d+\r\n`},
 		{send: "CLIENT LIST ID $CID", match: `\$\d+\r\nid=$CID .* flags=b .* cmd=lock .*\n\r\n`},
 		{send: "INFO clients", match: `(?s).*blocked_clients:1\r\n.*`},
 		{conn: "b", send: "UNLOCK w $WKEY", reply: ":1\r\n"},
@@ -367,7 +369,7 @@ func TestConformance_MalformedRequests(t *testing.T) {
 		{send: "INFO locks", reply: "$BEFORE"},
 		{send: "DBSIZE", reply: ":1\r\n"},
 		{send: "LOCKS", match: `\*1\r\n\*8\r\n\$4\r\nname\r\n\$4\r\nheld\r\n\$4\r\nsize\r\n:1\r\n\$7\r\nholders\r\n\*1\r\n` +
-			`\*14\r\n\$5\r\nfence\r\n:$FENCE\r\n(?s:.*)\$5\r\ncount\r\n:1\r\n\$7\r\nwaiters\r\n\*0\r\n`},
+			`\*18\r\n\$5\r\nfence\r\n:$FENCE\r\n(?s:.*)\$5\r\ncount\r\n:1\r\n(?s:.*)\$7\r\nwaiters\r\n\*0\r\n`},
 		{send: "CHECK held $KEY", match: `:\d+\r\n`},
 		{send: "PING", reply: "+PONG\r\n"},
 
@@ -410,7 +412,7 @@ func TestConformance_Limits(t *testing.T) {
 		// max-waiters (per lock).
 		{conn: "b", send: "CLIENT ID", match: `:(\d+)\r\n`, save: "BID"},
 		{conn: "b", send: "LOCK l WAIT 10000", later: true},
-		{send: "LOCKS MATCH l", until: true, match: `(?s).*\$7\r\nwaiters\r\n\*1\r\n\*6\r\n\$9\r\nclient-id\r\n:$BID\r\n.*`},
+		{send: "LOCKS MATCH l", until: true, match: `(?s).*\$7\r\nwaiters\r\n\*1\r\n\*10\r\n\$9\r\nclient-id\r\n:$BID\r\n.*`},
 		{conn: "c", send: "LOCK l WAIT 10000", reply: "-LIMIT too many waiters on this lock (max-waiters 1)\r\n"},
 		{conn: "c", send: "TRYLOCK l", reply: nullBulk},
 
@@ -463,10 +465,12 @@ func TestConformance_RESP3(t *testing.T) {
 		{send: "LOCKS", until: true, match: `\*1\r\n` +
 			`%4\r\n\$4\r\nname\r\n\$1\r\na\r\n\$4\r\nsize\r\n:1\r\n` +
 			`\$7\r\nholders\r\n\*1\r\n` +
-			`%7\r\n\$5\r\nfence\r\n:$FENCE\r\n\$5\r\nowner\r\n_\r\n\$9\r\nclient-id\r\n:$ID\r\n` +
+			`%9\r\n\$5\r\nfence\r\n:$FENCE\r\n\$5\r\nowner\r\n_\r\n\$9\r\nclient-id\r\n:$ID\r\n` +
 			`\$3\r\nttl\r\n:-1\r\n\$3\r\nage\r\n:\d+\r\n\$8\r\ndetached\r\n:0\r\n\$5\r\ncount\r\n:1\r\n` +
+			`\$11\r\nclient-name\r\n_\r\n\$11\r\nclient-addr\r\n\$\d+\r\n127\.0\.0\.1:\d+\r\n` +
 			`\$7\r\nwaiters\r\n\*1\r\n` +
-			`%3\r\n\$9\r\nclient-id\r\n:$BID\r\n\$5\r\nowner\r\n\$6\r\nwaiter\r\n\$6\r\nwaited\r\n:\d+\r\n`},
+			`%5\r\n\$9\r\nclient-id\r\n:$BID\r\n\$5\r\nowner\r\n\$6\r\nwaiter\r\n\$6\r\nwaited\r\n:\d+\r\n` +
+			`\$11\r\nclient-name\r\n\$5\r\nother\r\n\$11\r\nclient-addr\r\n\$\d+\r\n127\.0\.0\.1:\d+\r\n`},
 		{send: "UNLOCK a $KEY", reply: ":1\r\n"},
 		{conn: "b", match: keyReply, save: "BKEY"},
 
