@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"strconv"
@@ -28,6 +29,9 @@ var errRequestTooLarge = errors.New("request too large")
 type limitedListener struct {
 	net.Listener
 	maxArgs, maxBulk int64
+	// handshakeTimeout bounds a TLS handshake, so that connections that
+	// never finish one cannot hold --max-clients slots.
+	handshakeTimeout time.Duration
 }
 
 func (l *limitedListener) Accept() (net.Conn, error) {
@@ -35,7 +39,8 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &limitedConn{Conn: c, scan: frameScanner{maxArgs: l.maxArgs, maxBulk: l.maxBulk, maxRequest: requestBulks * l.maxBulk}}, nil
+	return &limitedConn{Conn: c, scan: frameScanner{maxArgs: l.maxArgs, maxBulk: l.maxBulk, maxRequest: requestBulks * l.maxBulk},
+		handshakeTimeout: l.handshakeTimeout}, nil
 }
 
 // limitedConn checks the request stream as it is read and fails the read
@@ -43,10 +48,24 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 // request exceeds the bounds, after telling the client why.
 type limitedConn struct {
 	net.Conn
-	scan frameScanner
+	scan             frameScanner
+	handshakeTimeout time.Duration
+	handshook        bool // owned by the reading goroutine
 }
 
 func (c *limitedConn) Read(p []byte) (int, error) {
+	if !c.handshook {
+		c.handshook = true
+		// Runs on the connection's own goroutine, not the accept loop.
+		if tc, ok := c.Conn.(*tls.Conn); ok && c.handshakeTimeout > 0 {
+			tc.SetDeadline(time.Now().Add(c.handshakeTimeout))
+			err := tc.Handshake()
+			tc.SetDeadline(time.Time{})
+			if err != nil {
+				return 0, err
+			}
+		}
+	}
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		if msg := c.scan.feed(p[:n]); msg != "" {

@@ -285,7 +285,8 @@ func (s *Server) Run(ctx context.Context) error {
 
 	servers := make([]*redcon.Server, len(lns))
 	for i := range lns {
-		lns[i] = &limitedListener{Listener: lns[i], maxArgs: int64(s.cfg.MaxArgs), maxBulk: int64(s.cfg.MaxBulk)}
+		lns[i] = &limitedListener{Listener: lns[i], maxArgs: int64(s.cfg.MaxArgs), maxBulk: int64(s.cfg.MaxBulk),
+			handshakeTimeout: s.cfg.AuthTimeout}
 	}
 	for i, ln := range lns {
 		rs := redcon.NewServerNetwork(ln.Addr().Network(), ln.Addr().String(), s.handle, s.accept, s.closed)

@@ -347,3 +347,33 @@ func TestTLS_ClientCertificateCNIsTheUser(t *testing.T) {
 		t.Errorf("redis-cli CN=app TRYLOCK other:cli = %q; want NOPERM", out)
 	}
 }
+
+// A TLS connection that never finishes its handshake is closed after
+// --auth-timeout, even under mutual TLS without users (no AUTH to wait
+// for), so stalled handshakes cannot hold --max-clients slots.
+func TestTLS_StalledHandshakeIsClosed(t *testing.T) {
+	certs := makeTestCerts(t)
+	srv := startServer(t, "--tls-cert", certs.serverCert, "--tls-key", certs.serverKey,
+		"--tls-client-ca", certs.caCert, "--auth-timeout", "300ms")
+	conn, err := net.Dial("tcp", srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Send nothing: no ClientHello. The server must close within a bound.
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	_, err = conn.Read(make([]byte, 1))
+	if err == nil {
+		t.Fatal("read got data from a server that never received a ClientHello")
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("connection still open after %v; want it closed after --auth-timeout", time.Since(start))
+	}
+	// A well-behaved client still gets in.
+	_, _, pair := certs.client(t, "app")
+	c := srv.client(t, tlsOpts(certs, pair))
+	if err := c.Ping(ctxFor(t, 5*time.Second)).Err(); err != nil {
+		t.Fatalf("PING over mTLS: %v", err)
+	}
+}
