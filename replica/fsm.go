@@ -1,0 +1,165 @@
+package replica
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+
+	"github.com/hashicorp/raft"
+	"github.com/relock/relock/locktable"
+)
+
+// ErrNoSession is the result of an op naming a session the FSM does not
+// have (never opened, or closed).
+var ErrNoSession = errors.New("replica: no such session")
+
+// FSM is the lock table as a raft.FSM.
+type FSM struct {
+	cfg locktable.Config
+
+	// mu guards table and sessions against Snapshot/Restore, which raft
+	// may run concurrently with Apply.
+	mu       sync.Mutex
+	table    *locktable.Table
+	sessions map[uint64]*locktable.Session
+	// conn gives a session's Conn (the proposing node's connection
+	// handle); nil on nodes that serve no clients.
+	conn func(id uint64) any
+}
+
+// NewFSM returns an FSM over an empty table with cfg. conn, if set, gives
+// each new session its Conn (opaque to the table).
+func NewFSM(cfg locktable.Config, conn func(id uint64) any) *FSM {
+	return &FSM{cfg: cfg, table: locktable.New(cfg), sessions: map[uint64]*locktable.Session{}, conn: conn}
+}
+
+// Table returns the table, for reads (LOCKS, INFO) on this node.
+func (f *FSM) Table() *locktable.Table {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.table
+}
+
+// Apply applies one log entry; it returns a *Result.
+func (f *FSM) Apply(l *raft.Log) any {
+	op, err := DecodeOp(l.Data)
+	if err != nil {
+		return &Result{Err: err}
+	}
+	return f.ApplyOp(op)
+}
+
+// ApplyOp applies a decoded op. It is Apply without the log (tests, and
+// a single-node engine).
+func (f *FSM) ApplyOp(op Op) *Result {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r := &Result{}
+	t := f.table
+	sess := func() *locktable.Session {
+		s := f.sessions[op.Session]
+		if s == nil {
+			r.Err = ErrNoSession
+		}
+		return s
+	}
+	switch op.Kind {
+	case OpOpen:
+		if op.Session == 0 || f.sessions[op.Session] != nil {
+			r.Err = fmt.Errorf("replica: session %d exists or is invalid", op.Session)
+			break
+		}
+		var c any
+		if f.conn != nil {
+			c = f.conn(op.Session)
+		}
+		f.sessions[op.Session] = t.NewSession(op.Session, c)
+	case OpClose:
+		if s := sess(); s != nil {
+			t.CloseSession(&r.Events, s, op.Now)
+			delete(f.sessions, op.Session)
+		}
+	case OpAcquire:
+		if s := sess(); s != nil {
+			r.Key, r.Outcome, r.Err = t.Acquire(&r.Events, s, op.Request, op.Now, op.Wait)
+		}
+	case OpUnlock:
+		r.Err = t.Unlock(&r.Events, op.Name, op.Key, op.Now)
+	case OpRenew:
+		s := f.sessions[op.Session] // may be nil: no adoption then
+		r.Int, r.Err = t.Renew(&r.Events, s, op.Name, op.Key, op.TTL, op.Now)
+	case OpCheck:
+		r.Int, r.Err = t.Check(&r.Events, op.Name, op.Key, op.Now)
+	case OpForce:
+		r.Int = int64(t.ForceUnlock(&r.Events, op.Name, op.Now))
+	case OpCancel:
+		if s := sess(); s != nil {
+			r.Bool = t.CancelWait(s)
+		}
+	case OpExpire:
+		r.Int = t.Expire(&r.Events, op.Now)
+	case OpFailover:
+		// Sessions in ID order, so that every node orphans in one order.
+		ids := make([]uint64, 0, len(f.sessions))
+		for id := range f.sessions {
+			ids = append(ids, id)
+		}
+		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+		for _, id := range ids {
+			t.OrphanSession(&r.Events, f.sessions[id], op.Now, op.Grace)
+			delete(f.sessions, id)
+		}
+	default:
+		r.Err = fmt.Errorf("replica: unknown op %q", op.Kind)
+	}
+	return r
+}
+
+// Snapshot captures the whole table.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	extra := make([]*locktable.Session, 0, len(f.sessions))
+	for _, s := range f.sessions {
+		extra = append(extra, s)
+	}
+	b, err := json.Marshal(f.table.State(extra))
+	if err != nil {
+		return nil, err
+	}
+	return snapshot(b), nil
+}
+
+// Restore replaces the table with a snapshot's.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	var st locktable.State
+	if err := json.NewDecoder(rc).Decode(&st); err != nil {
+		return fmt.Errorf("replica: bad snapshot: %w", err)
+	}
+	t := locktable.New(f.cfg)
+	sessions, err := t.LoadState(st, f.conn)
+	if err != nil {
+		return fmt.Errorf("replica: bad snapshot: %w", err)
+	}
+	f.mu.Lock()
+	f.table, f.sessions = t, sessions
+	f.mu.Unlock()
+	return nil
+}
+
+// snapshot is a serialised State.
+type snapshot []byte
+
+func (s snapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s snapshot) Release() {}

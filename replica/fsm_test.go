@@ -1,0 +1,220 @@
+package replica
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/hashicorp/raft"
+	"github.com/relock/relock/locktable"
+)
+
+// opGen draws random but meaningful ops: it remembers keys that results
+// returned so that releases and renewals hit real holds.
+type opGen struct {
+	rng      *rand.Rand
+	now      int64
+	nextSess uint64
+	open     []uint64
+	keys     []keyOf
+}
+
+type keyOf struct {
+	name string
+	key  locktable.Key
+}
+
+func newOpGen(seed uint64) *opGen {
+	return &opGen{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), now: 1_750_000_000_000_000_000}
+}
+
+func (g *opGen) next() Op {
+	g.now += int64(g.rng.IntN(5)) * 1_000_000 // 0–4 ms
+	names := []string{"a", "b", "c", "sem"}
+	pickSess := func() uint64 {
+		if len(g.open) == 0 {
+			return 999 // unknown: ErrNoSession
+		}
+		return g.open[g.rng.IntN(len(g.open))]
+	}
+	pickKey := func() keyOf {
+		if len(g.keys) == 0 {
+			return keyOf{"a", locktable.Key{Fence: 1}}
+		}
+		return g.keys[g.rng.IntN(len(g.keys))]
+	}
+	switch n := g.rng.IntN(100); {
+	case n < 10 || len(g.open) == 0:
+		g.nextSess++
+		g.open = append(g.open, g.nextSess)
+		return Op{Kind: OpOpen, Now: g.now, Session: g.nextSess}
+	case n < 45:
+		name := names[g.rng.IntN(len(names))]
+		req := locktable.Request{Name: name, Rand: g.rng.Uint64()}
+		if name == "sem" {
+			req.Size = 3
+		}
+		if g.rng.IntN(2) == 0 {
+			req.TTL = int64(1+g.rng.IntN(20)) * 1_000_000
+		}
+		if g.rng.IntN(4) == 0 {
+			req.Owner = fmt.Sprintf("o%d", g.rng.IntN(2))
+		}
+		if req.TTL > 0 && g.rng.IntN(5) == 0 {
+			req.Detach = true
+		}
+		return Op{Kind: OpAcquire, Now: g.now, Session: pickSess(), Request: req, Wait: g.rng.IntN(2) == 0}
+	case n < 60:
+		k := pickKey()
+		return Op{Kind: OpUnlock, Now: g.now, Name: k.name, Key: k.key}
+	case n < 68:
+		k := pickKey()
+		return Op{Kind: OpRenew, Now: g.now, Session: pickSess(), Name: k.name, Key: k.key, TTL: int64(g.rng.IntN(3)) * 5_000_000}
+	case n < 73:
+		k := pickKey()
+		return Op{Kind: OpCheck, Now: g.now, Name: k.name, Key: k.key}
+	case n < 76:
+		return Op{Kind: OpForce, Now: g.now, Name: names[g.rng.IntN(len(names))]}
+	case n < 82:
+		return Op{Kind: OpCancel, Now: g.now, Session: pickSess()}
+	case n < 90:
+		i := g.rng.IntN(len(g.open))
+		id := g.open[i]
+		g.open = append(g.open[:i], g.open[i+1:]...)
+		return Op{Kind: OpClose, Now: g.now, Session: id}
+	case n < 99:
+		return Op{Kind: OpExpire, Now: g.now}
+	default:
+		g.open = nil
+		return Op{Kind: OpFailover, Now: g.now, Grace: 30_000_000}
+	}
+}
+
+// learn records the key a result granted (and grants in its events).
+func (g *opGen) learn(op Op, r *Result) {
+	if op.Kind == OpAcquire && r.Outcome == locktable.Granted {
+		g.keys = append(g.keys, keyOf{op.Request.Name, r.Key})
+	}
+	for _, gr := range r.Events.Grants {
+		g.keys = append(g.keys, keyOf{gr.Name, gr.Key})
+	}
+}
+
+// render gives a result a comparable text form (sessions by ID).
+func render(r *Result) string {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "key=%v out=%d int=%d bool=%v err=%v", r.Key, r.Outcome, r.Int, r.Bool, r.Err)
+	for _, g := range r.Events.Grants {
+		fmt.Fprintf(&b, " grant{%d %s %v ttl=%d dl=%d}", g.Session.ID, g.Name, g.Key, g.TTL, g.Deadline)
+	}
+	for _, rel := range r.Events.Releases {
+		fmt.Fprintf(&b, " release%+v", rel)
+	}
+	return b.String()
+}
+
+func snapshotBytes(t *testing.T, f *FSM) []byte {
+	t.Helper()
+	s, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []byte(s.(snapshot))
+}
+
+// TestFSM_SameLogSameStateAndResults applies one random log to FSMs with
+// different shard counts: every result and the final snapshot must be
+// equal, byte for byte.
+func TestFSM_SameLogSameStateAndResults(t *testing.T) {
+	for seed := uint64(1); seed <= 30; seed++ {
+		a := NewFSM(locktable.Config{Shards: 1, FenceStart: 100}, nil)
+		b := NewFSM(locktable.Config{Shards: 16, FenceStart: 100}, nil)
+		g := newOpGen(seed)
+		for i := 0; i < 400; i++ {
+			op := g.next()
+			entry, err := op.Encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ra := a.Apply(&raft.Log{Data: entry}).(*Result)
+			rb := b.Apply(&raft.Log{Data: entry}).(*Result)
+			if render(ra) != render(rb) {
+				t.Fatalf("seed %d op %d %+v:\n a: %s\n b: %s", seed, i, op, render(ra), render(rb))
+			}
+			g.learn(op, ra)
+		}
+		if sa, sb := snapshotBytes(t, a), snapshotBytes(t, b); !bytes.Equal(sa, sb) {
+			t.Fatalf("seed %d: snapshots differ:\n a: %s\n b: %s", seed, sa, sb)
+		}
+	}
+}
+
+// TestFSM_SnapshotRestoreContinuesIdentically restores a snapshot taken
+// mid-log into a new FSM; both then apply the rest of the log and must
+// agree on every result and the final state.
+func TestFSM_SnapshotRestoreContinuesIdentically(t *testing.T) {
+	for seed := uint64(1); seed <= 30; seed++ {
+		cfg := locktable.Config{Shards: 4, FenceStart: 100}
+		a := NewFSM(cfg, nil)
+		g := newOpGen(seed)
+		for i := 0; i < 200; i++ {
+			op := g.next()
+			g.learn(op, a.ApplyOp(op))
+		}
+		b := NewFSM(cfg, nil)
+		if err := b.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, a)))); err != nil {
+			t.Fatalf("seed %d: Restore: %v", seed, err)
+		}
+		if sa, sb := snapshotBytes(t, a), snapshotBytes(t, b); !bytes.Equal(sa, sb) {
+			t.Fatalf("seed %d: restored snapshot differs", seed)
+		}
+		for i := 0; i < 200; i++ {
+			op := g.next()
+			ra, rb := a.ApplyOp(op), b.ApplyOp(op)
+			if render(ra) != render(rb) {
+				t.Fatalf("seed %d op %d after restore %+v:\n a: %s\n b: %s", seed, i, op, render(ra), render(rb))
+			}
+			g.learn(op, ra)
+		}
+		if sa, sb := snapshotBytes(t, a), snapshotBytes(t, b); !bytes.Equal(sa, sb) {
+			t.Fatalf("seed %d: final snapshots differ", seed)
+		}
+	}
+}
+
+func TestFSM_FailoverOrphansBoundHoldsForRenewal(t *testing.T) {
+	f := NewFSM(locktable.Config{FenceStart: 100}, nil)
+	now := int64(1_000_000_000)
+	f.ApplyOp(Op{Kind: OpOpen, Now: now, Session: 1})
+	r := f.ApplyOp(Op{Kind: OpAcquire, Now: now, Session: 1, Request: locktable.Request{Name: "x", Rand: 7}})
+	if r.Err != nil || r.Outcome != locktable.Granted {
+		t.Fatalf("acquire: %+v", r)
+	}
+	f.ApplyOp(Op{Kind: OpOpen, Now: now, Session: 2})
+	if w := f.ApplyOp(Op{Kind: OpAcquire, Now: now, Session: 2, Request: locktable.Request{Name: "x", Rand: 8}, Wait: true}); w.Outcome != locktable.Queued {
+		t.Fatalf("second acquire: %+v, want queued", w)
+	}
+	fo := f.ApplyOp(Op{Kind: OpFailover, Now: now, Grace: 5_000_000_000})
+	if len(fo.Events.Grants) != 0 {
+		t.Fatalf("failover granted %v; the old leader's waiters must re-queue themselves", fo.Events.Grants)
+	}
+	li, ok := f.Table().Lock("x", now)
+	if !ok || len(li.Holds) != 1 || !li.Holds[0].Orphan || len(li.Waiters) != 0 {
+		t.Fatalf("after failover: %+v, want one orphaned hold and no waiters", li)
+	}
+	// A new connection on the new leader adopts it by RENEW.
+	f.ApplyOp(Op{Kind: OpOpen, Now: now, Session: 3})
+	if rr := f.ApplyOp(Op{Kind: OpRenew, Now: now, Session: 3, Name: "x", Key: r.Key}); rr.Err != nil {
+		t.Fatalf("renew: %v", rr.Err)
+	}
+	if li, _ := f.Table().Lock("x", now); li.Holds[0].SessionID != 3 {
+		t.Fatalf("after renew: %+v, want bound to session 3", li.Holds[0])
+	}
+	// Without adoption it would have expired after the grace.
+	f.ApplyOp(Op{Kind: OpClose, Now: now, Session: 3})
+	if _, ok := f.Table().Lock("x", now); ok {
+		t.Fatal("closing the adopting session did not release the hold")
+	}
+}

@@ -1,0 +1,62 @@
+package replica
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/relock/relock/locktable"
+)
+
+// Kind names an operation.
+type Kind string
+
+const (
+	OpOpen     Kind = "open"     // a session starts
+	OpClose    Kind = "close"    // a session's connection closed
+	OpAcquire  Kind = "acquire"  // LOCK / TRYLOCK
+	OpUnlock   Kind = "unlock"   // UNLOCK
+	OpRenew    Kind = "renew"    // RENEW
+	OpCheck    Kind = "check"    // CHECK (it may expire holds, so it is logged)
+	OpForce    Kind = "force"    // FORCEUNLOCK
+	OpCancel   Kind = "cancel"   // a WAIT ran out
+	OpExpire   Kind = "expire"   // the leader's expiry timer
+	OpFailover Kind = "failover" // a new leader orphans the old leader's sessions
+)
+
+// Op is one log entry. Now is the proposing leader's clock; Session is the
+// acting session's ID.
+type Op struct {
+	Kind    Kind              `json:"k"`
+	Now     int64             `json:"now"`
+	Session uint64            `json:"s,omitempty"`
+	Request locktable.Request `json:"req,omitzero"`
+	Wait    bool              `json:"wait,omitempty"`
+	Name    string            `json:"name,omitempty"`
+	Key     locktable.Key     `json:"key,omitzero"`
+	TTL     int64             `json:"ttl,omitempty"`
+	Grace   int64             `json:"grace,omitempty"`
+}
+
+// Encode returns the op's log entry bytes.
+func (o *Op) Encode() ([]byte, error) { return json.Marshal(o) }
+
+// DecodeOp parses a log entry.
+func DecodeOp(b []byte) (Op, error) {
+	var o Op
+	if err := json.Unmarshal(b, &o); err != nil {
+		return Op{}, fmt.Errorf("replica: bad log entry: %w", err)
+	}
+	return o, nil
+}
+
+// Result is what applying an op returned. Events carry the grants to
+// waiting sessions and the releases the op caused; the node that proposed
+// the op delivers the grants to its connections.
+type Result struct {
+	Key     locktable.Key
+	Outcome locktable.Outcome
+	Int     int64 // Renew: TTL now set; Check: time left; Force: holds released
+	Bool    bool  // Cancel: whether the request was still queued
+	Err     error
+	Events  locktable.Events
+}
