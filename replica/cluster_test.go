@@ -1,0 +1,179 @@
+package replica
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/relock/relock/locktable"
+)
+
+// testCluster is n in-process Raft nodes on in-memory transports, all
+// connected to each other.
+type testCluster struct {
+	t     *testing.T
+	nodes []*Node
+	trans []*raft.InmemTransport
+	down  map[int]bool
+}
+
+func newTestCluster(t *testing.T, n int) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, down: map[int]bool{}}
+	var servers []raft.Server
+	for i := 0; i < n; i++ {
+		addr, tr := raft.NewInmemTransport(raft.ServerAddress(fmt.Sprintf("node%d", i)))
+		c.trans = append(c.trans, tr)
+		servers = append(servers, raft.Server{ID: raft.ServerID(addr), Address: addr})
+	}
+	for i := range c.trans {
+		for j := range c.trans {
+			if i != j {
+				c.trans[i].Connect(c.trans[j].LocalAddr(), c.trans[j])
+			}
+		}
+	}
+	for i := 0; i < n; i++ {
+		node, err := NewNode(NodeConfig{
+			ID: servers[i].ID, Transport: c.trans[i],
+			Logs: raft.NewInmemStore(), Stable: raft.NewInmemStore(), Snapshots: raft.NewInmemSnapshotStore(),
+			Table:            locktable.Config{Shards: 1 << i, FenceStart: 1000},
+			Bootstrap:        servers,
+			HeartbeatTimeout: 50 * time.Millisecond, ElectionTimeout: 50 * time.Millisecond, LeaderLeaseTimeout: 50 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.nodes = append(c.nodes, node)
+	}
+	t.Cleanup(func() {
+		for i, n := range c.nodes {
+			if !c.down[i] {
+				n.Shutdown()
+			}
+		}
+	})
+	return c
+}
+
+// leader waits (bounded) for a leader among the live nodes.
+func (c *testCluster) leader() int {
+	c.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for i, n := range c.nodes {
+			if !c.down[i] && n.Raft.State() == raft.Leader {
+				return i
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.t.Fatal("no leader within 10s")
+	return -1
+}
+
+// converge waits until every live node has applied the leader's last
+// index, then returns their snapshots.
+func (c *testCluster) converge(leader int) [][]byte {
+	c.t.Helper()
+	want := c.nodes[leader].Raft.LastIndex()
+	deadline := time.Now().Add(10 * time.Second)
+	for i, n := range c.nodes {
+		for !c.down[i] && n.Raft.AppliedIndex() < want {
+			if time.Now().After(deadline) {
+				c.t.Fatalf("node %d applied %d of %d within 10s", i, n.Raft.AppliedIndex(), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	var snaps [][]byte
+	for i, n := range c.nodes {
+		if !c.down[i] {
+			snaps = append(snaps, snapshotBytes(c.t, n.FSM))
+		}
+	}
+	return snaps
+}
+
+func (c *testCluster) propose(leader int, op Op) *Result {
+	c.t.Helper()
+	r, err := c.nodes[leader].Propose(op, 5*time.Second)
+	if err != nil {
+		c.t.Fatalf("propose %+v: %v", op, err)
+	}
+	return r
+}
+
+// TestCluster_ReplicasAgreeAndFailoverKeepsHolds runs a random workload
+// through the leader of a 3-node cluster (each node with a different shard
+// count), checks that every replica reaches byte-identical state, then
+// stops the leader: a new one is elected, the holds are all still there
+// (bound ones orphaned, to be adopted by RENEW), and new fences are larger
+// than every fence before.
+func TestCluster_ReplicasAgreeAndFailoverKeepsHolds(t *testing.T) {
+	c := newTestCluster(t, 3)
+	l := c.leader()
+	g := newOpGen(42)
+	var maxFence uint64
+	for i := 0; i < 300; i++ {
+		op := g.next()
+		r := c.propose(l, op)
+		g.learn(op, r)
+		if r.Outcome == locktable.Granted {
+			maxFence = max(maxFence, r.Key.Fence)
+		}
+		for _, gr := range r.Events.Grants {
+			maxFence = max(maxFence, gr.Key.Fence)
+		}
+	}
+	// Make sure some holds exist to survive the failover.
+	g.now += 1_000_000
+	c.propose(l, Op{Kind: OpOpen, Now: g.now, Session: 10_000})
+	held := c.propose(l, Op{Kind: OpAcquire, Now: g.now, Session: 10_000, Request: locktable.Request{Name: "survivor", Rand: 5}})
+	if held.Err != nil || held.Outcome != locktable.Granted {
+		t.Fatalf("acquire survivor: %+v", held)
+	}
+	maxFence = max(maxFence, held.Key.Fence)
+	snaps := c.converge(l)
+	for i := 1; i < len(snaps); i++ {
+		if !bytes.Equal(snaps[0], snaps[i]) {
+			t.Fatalf("replica %d differs from replica 0:\n%s\n%s", i, snaps[i], snaps[0])
+		}
+	}
+
+	// The leader goes away.
+	c.nodes[l].Shutdown()
+	c.down[l] = true
+	nl := c.leader()
+	if nl == l {
+		t.Fatal("the stopped node is still leader")
+	}
+	g.now += 1_000_000
+	c.propose(nl, Op{Kind: OpFailover, Now: g.now, Grace: 30_000_000_000})
+	li, ok := c.nodes[nl].FSM.Table().Lock("survivor", g.now)
+	if !ok || len(li.Holds) != 1 || !li.Holds[0].Orphan || li.Holds[0].Fence != held.Key.Fence {
+		t.Fatalf("survivor after failover: %+v, want its hold orphaned", li)
+	}
+	c.propose(nl, Op{Kind: OpOpen, Now: g.now, Session: 20_000})
+	if r := c.propose(nl, Op{Kind: OpRenew, Now: g.now, Session: 20_000, Name: "survivor", Key: held.Key}); r.Err != nil {
+		t.Fatalf("RENEW on the new leader: %v", r.Err)
+	}
+	fresh := c.propose(nl, Op{Kind: OpAcquire, Now: g.now, Session: 20_000, Request: locktable.Request{Name: "after", Rand: 6}})
+	if fresh.Err != nil || fresh.Key.Fence <= maxFence {
+		t.Fatalf("fence after failover %d, want > %d (err %v)", fresh.Key.Fence, maxFence, fresh.Err)
+	}
+	snaps = c.converge(nl)
+	if !bytes.Equal(snaps[0], snaps[1]) {
+		t.Fatal("the two surviving replicas differ after failover")
+	}
+	// A follower refuses to propose.
+	for i := range c.nodes {
+		if !c.down[i] && i != nl {
+			if _, err := c.nodes[i].Propose(Op{Kind: OpExpire, Now: g.now}, time.Second); err != ErrNotLeader {
+				t.Fatalf("follower Propose = %v, want ErrNotLeader", err)
+			}
+		}
+	}
+}

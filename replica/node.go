@@ -1,0 +1,98 @@
+package replica
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/relock/relock/locktable"
+)
+
+// ErrNotLeader is returned by Propose on a node that is not the leader;
+// the caller redirects its client to Leader().
+var ErrNotLeader = errors.New("replica: not the leader")
+
+// NodeConfig assembles one Raft node. The stores and transport are the
+// caller's: raft-boltdb and a TCP transport in production, in-memory ones
+// in tests.
+type NodeConfig struct {
+	ID        raft.ServerID
+	Transport raft.Transport
+	Logs      raft.LogStore
+	Stable    raft.StableStore
+	Snapshots raft.SnapshotStore
+	Table     locktable.Config
+	// Conn gives a session its Conn on this node (see FSM).
+	Conn func(id uint64) any
+	// Bootstrap, if set, forms a new cluster of these servers (once, on
+	// empty stores).
+	Bootstrap []raft.Server
+	// Timing; zero values take raft's defaults. Tests shorten them.
+	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
+	// LogOutput receives raft's own log (nil: discarded).
+	LogOutput io.Writer
+}
+
+// Node is one member of a replicated lock table.
+type Node struct {
+	Raft *raft.Raft
+	FSM  *FSM
+}
+
+// NewNode starts a node.
+func NewNode(c NodeConfig) (*Node, error) {
+	rc := raft.DefaultConfig()
+	rc.LocalID = c.ID
+	if c.HeartbeatTimeout > 0 {
+		rc.HeartbeatTimeout = c.HeartbeatTimeout
+	}
+	if c.ElectionTimeout > 0 {
+		rc.ElectionTimeout = c.ElectionTimeout
+	}
+	if c.LeaderLeaseTimeout > 0 {
+		rc.LeaderLeaseTimeout = c.LeaderLeaseTimeout
+	}
+	rc.LogOutput = c.LogOutput
+	if rc.LogOutput == nil {
+		rc.LogOutput = io.Discard
+	}
+	fsm := NewFSM(c.Table, c.Conn)
+	if len(c.Bootstrap) > 0 {
+		err := raft.BootstrapCluster(rc, c.Logs, c.Stable, c.Snapshots, c.Transport, raft.Configuration{Servers: c.Bootstrap})
+		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return nil, fmt.Errorf("replica: bootstrap: %w", err)
+		}
+	}
+	r, err := raft.NewRaft(rc, fsm, c.Logs, c.Stable, c.Snapshots, c.Transport)
+	if err != nil {
+		return nil, fmt.Errorf("replica: %w", err)
+	}
+	return &Node{Raft: r, FSM: fsm}, nil
+}
+
+// Propose appends op to the log and returns its result once applied on
+// this node. Only the leader may propose; the op's Now and any Request.Rand
+// must already be set by the caller (the leader), so that every node
+// applies the same thing.
+func (n *Node) Propose(op Op, timeout time.Duration) (*Result, error) {
+	if n.Raft.State() != raft.Leader {
+		return nil, ErrNotLeader
+	}
+	entry, err := op.Encode()
+	if err != nil {
+		return nil, err
+	}
+	f := n.Raft.Apply(entry, timeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return nil, ErrNotLeader
+		}
+		return nil, err
+	}
+	return f.Response().(*Result), nil
+}
+
+// Shutdown stops the node and waits for it.
+func (n *Node) Shutdown() error { return n.Raft.Shutdown().Error() }
