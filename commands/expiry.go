@@ -52,7 +52,7 @@ func (e *expirer) run(ctx context.Context, s *Server) {
 		// scan then always pokes, and the loop runs once more.
 		e.next.Store(0)
 		now := s.now()
-		next := s.table.Expire(&ev, now)
+		next := s.expire(&ev, now)
 		s.commit(&ev, false)
 		e.next.CompareAndSwap(0, next)
 		wait := time.Hour

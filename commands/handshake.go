@@ -40,7 +40,7 @@ func (sess *session) cmdQuit(args [][]byte) *pendingWait {
 func (sess *session) cmdReset(args [][]byte) *pendingWait {
 	srv := sess.srv
 	sess.ev.Reset()
-	srv.table.CloseSession(&sess.ev, sess.lt, srv.now())
+	srv.closeSession(&sess.ev, sess, sess.lt, srv.now())
 	srv.commit(&sess.ev, true)
 	sess.mu.Lock()
 	if !sess.ended { // a killed session stays closed

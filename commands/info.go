@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/relock/relock/locktable"
 	"github.com/relock/relock/resp"
 )
@@ -83,7 +84,7 @@ func (s *Server) infoServer(b *strings.Builder) {
 	field(b, "server_time_usec", time.Now().UnixMicro())
 	field(b, "uptime_in_seconds", int64(up/time.Second))
 	field(b, "uptime_in_days", int64(up/(24*time.Hour)))
-	field(b, "shards", s.table.Shards())
+	field(b, "shards", s.tbl().Shards())
 }
 
 func (s *Server) infoClients(b *strings.Builder) {
@@ -91,7 +92,7 @@ func (s *Server) infoClients(b *strings.Builder) {
 	n := len(s.sessions)
 	s.mu.Unlock()
 	field(b, "connected_clients", n)
-	field(b, "blocked_clients", s.table.Stats().Waiters)
+	field(b, "blocked_clients", s.tbl().Stats().Waiters)
 	field(b, "maxclients", s.cfg.MaxClients)
 }
 
@@ -125,12 +126,12 @@ func (s *Server) infoPersistence(b *strings.Builder) {
 }
 
 func (s *Server) infoLocks(b *strings.Builder) {
-	ts := s.table.Stats()
+	ts := s.tbl().Stats()
 	st := &s.stats
 	field(b, "locks", ts.Locks)
 	field(b, "holds", ts.Holds)
 	field(b, "waiters", ts.Waiters)
-	field(b, "last_fence", s.table.LastFence())
+	field(b, "last_fence", s.tbl().LastFence())
 	field(b, "grants", st.grants.Load())
 	field(b, "grants_after_wait", st.waitGrants.Load())
 	field(b, "wait_timeouts", st.waitTimeouts.Load())
@@ -141,13 +142,74 @@ func (s *Server) infoLocks(b *strings.Builder) {
 }
 
 func (s *Server) infoReplication(b *strings.Builder) {
-	field(b, "role", "master")
-	field(b, "connected_slaves", 0)
+	c := s.cfg.Cluster
+	if c == nil {
+		field(b, "role", "master")
+		field(b, "connected_slaves", 0)
+		return
+	}
+	r := c.Node.Raft
+	role := "slave"
+	if r.State() == raft.Leader {
+		role = "master"
+	}
+	field(b, "role", role)
+	field(b, "raft_state", strings.ToLower(r.State().String()))
+	_, leaderID := r.LeaderWithID()
+	field(b, "raft_leader", string(leaderID))
+	_, addr := c.Node.FSM.Leader()
+	field(b, "raft_leader_addr", addr)
+	st := r.Stats()
+	field(b, "raft_term", st["term"])
+	field(b, "raft_last_log_index", st["last_log_index"])
+	field(b, "raft_applied_index", st["applied_index"])
+	field(b, "raft_num_peers", st["num_peers"])
+}
+
+// cmdCluster: CLUSTER INFO | SLOTS | MYID — enough for cluster-aware
+// clients (go-redis ClusterClient, redis-cli -c) to find the leader, which
+// owns every slot.
+func (sess *session) cmdCluster(args [][]byte) *pendingWait {
+	srv := sess.srv
+	c := srv.cfg.Cluster
+	if c == nil {
+		sess.fail("ERR This instance has cluster support disabled")
+		return nil
+	}
+	switch strings.ToLower(string(args[1])) {
+	case "myid":
+		sess.w.BulkString(string(c.Node.ID))
+	case "info":
+		state := "ok"
+		if _, id := c.Node.Raft.LeaderWithID(); id == "" {
+			state = "fail"
+		}
+		sess.w.Verbatim("cluster_state:" + state + "\r\ncluster_slots_assigned:16384\r\ncluster_known_nodes:" +
+			c.Node.Raft.Stats()["num_peers"] + "\r\ncluster_size:1\r\n")
+	case "slots":
+		_, addr := c.Node.FSM.Leader()
+		host, port, err := net.SplitHostPort(addr)
+		p, _ := strconv.Atoi(port)
+		if _, id := c.Node.Raft.LeaderWithID(); err != nil || id == "" {
+			sess.w.Array(0)
+			return nil
+		}
+		sess.w.Array(1)
+		sess.w.Array(3)
+		sess.w.Int(0)
+		sess.w.Int(16383)
+		sess.w.Array(2)
+		sess.w.BulkString(host)
+		sess.w.Int(int64(p))
+	default:
+		sess.fail(resp.UnknownSubcommand("CLUSTER", string(args[1])))
+	}
+	return nil
 }
 
 // cmdDBSize: DBSIZE — the number of locks.
 func (sess *session) cmdDBSize(args [][]byte) *pendingWait {
-	sess.w.Int(int64(sess.srv.table.Stats().Locks))
+	sess.w.Int(int64(sess.srv.tbl().Stats().Locks))
 	return nil
 }
 

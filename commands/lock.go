@@ -64,7 +64,7 @@ func (sess *session) acquire(args [][]byte, allowed resp.Opt, wait bool) *pendin
 	}
 	now := srv.now()
 	sess.ev.Reset()
-	key, outcome, err := srv.table.Acquire(&sess.ev, sess.lt, req, now, wait)
+	key, outcome, err := srv.acquire(&sess.ev, sess, req, now, wait)
 	cerr := srv.commit(&sess.ev, err == nil && outcome == locktable.Granted)
 	if err != nil {
 		sess.tableError(err, req.Name)
@@ -73,7 +73,7 @@ func (sess *session) acquire(args [][]byte, allowed resp.Opt, wait bool) *pendin
 	if cerr != nil && outcome == locktable.Granted {
 		// Not durable, so not granted: undo it (a re-entry counts down).
 		var ev locktable.Events
-		srv.table.Unlock(&ev, req.Name, key, srv.now())
+		srv.unlock(&ev, req.Name, key, srv.now())
 		srv.commit(&ev, false)
 		sess.persistError(cerr)
 		return nil
@@ -104,7 +104,7 @@ func (sess *session) cmdUnlock(args [][]byte) *pendingWait {
 		return nil
 	}
 	sess.ev.Reset()
-	err := srv.table.Unlock(&sess.ev, string(args[1]), key, srv.now())
+	err := srv.unlock(&sess.ev, string(args[1]), key, srv.now())
 	if sess.settled(err, srv.commit(&sess.ev, err == nil)) {
 		sess.w.Int(1)
 	}
@@ -132,7 +132,7 @@ func (sess *session) cmdRenew(args [][]byte) *pendingWait {
 	}
 	now := srv.now()
 	sess.ev.Reset()
-	set, err := srv.table.Renew(&sess.ev, sess.lt, string(args[1]), key, int64(ttl), now)
+	set, err := srv.renew(&sess.ev, sess, string(args[1]), key, int64(ttl), now)
 	if !sess.settled(err, srv.commit(&sess.ev, err == nil)) {
 		return nil
 	}
@@ -153,7 +153,7 @@ func (sess *session) cmdCheck(args [][]byte) *pendingWait {
 		return nil
 	}
 	sess.ev.Reset()
-	left, err := srv.table.Check(&sess.ev, string(args[1]), key, srv.now())
+	left, err := srv.check(&sess.ev, string(args[1]), key, srv.now())
 	srv.commit(&sess.ev, false)
 	if err != nil {
 		sess.tableError(err, "")
@@ -175,7 +175,12 @@ func (sess *session) cmdForceUnlock(args [][]byte) *pendingWait {
 		return nil
 	}
 	sess.ev.Reset()
-	n := srv.table.ForceUnlock(&sess.ev, string(args[1]), srv.now())
+	n, err := srv.forceUnlock(&sess.ev, string(args[1]), srv.now())
+	if err != nil {
+		srv.deliver(&sess.ev)
+		sess.tableError(err, "")
+		return nil
+	}
 	if cerr := srv.commit(&sess.ev, n > 0); cerr != nil {
 		sess.persistError(cerr)
 		return nil
@@ -260,6 +265,10 @@ func (sess *session) persistError(err error) {
 func (sess *session) tableError(err error, name string) {
 	var sm *locktable.SizeMismatchError
 	switch {
+	case errors.Is(err, errMoved):
+		sess.fail(sess.srv.movedError())
+	case errors.Is(err, locktable.ErrSessionClosed):
+		sess.fail("ERR this connection's session ended (leader change); reconnect")
 	case errors.As(err, &sm):
 		sess.fail(resp.SizeMismatch(name, sm.Have, sm.Want))
 	case errors.Is(err, locktable.ErrNotHeld):

@@ -30,7 +30,7 @@ func (sess *session) cmdLocks(args [][]byte) *pendingWait {
 		match := q.Match
 		q.Match = func(name string) bool { return u.mayLock(name) && (match == nil || match(name)) }
 	}
-	locks := srv.table.Locks(q, srv.now())
+	locks := srv.tbl().Locks(q, srv.now())
 	sess.writeLocks(locks)
 	return nil
 }

@@ -79,6 +79,9 @@ func init() {
 			syntax: "GET parameter [parameter ...]", summary: "Reads configuration parameters (a minimal set).", subs: []string{"get"}},
 		{name: "dbsize", arity: 1, flags: []string{"readonly", "fast"}, group: "server", run: (*session).cmdDBSize,
 			summary: "Returns the number of locks."},
+		{name: "cluster", arity: -2, flags: []string{"stale"}, group: "server", run: (*session).cmdCluster,
+			syntax: "INFO | SLOTS | MYID", summary: "Where the Raft leader is (it owns every slot); an error without clustering.",
+			subs: []string{"info", "slots", "myid"}},
 		{name: "time", arity: 1, flags: []string{"fast"}, group: "server", run: (*session).cmdTime,
 			summary: "Returns the server time as seconds and microseconds."},
 	}

@@ -45,6 +45,11 @@ type Config struct {
 	Store        *persist.Store
 	RestoreGrace time.Duration
 
+	// Cluster, if set, replicates the lock table with Raft (see engine.go):
+	// only the leader serves lock commands; followers answer -MOVED.
+	// RestoreGrace is then the deadline of a lost leader's bound holds.
+	Cluster *Cluster
+
 	// Security (see README "Security").
 	Users          []User        // accounts; empty: no authentication
 	TLS            *tls.Config   // serve TCP over TLS (mutual if ClientCAs is set)
@@ -195,6 +200,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.expiry.init()
+	if cfg.Store != nil && cfg.Cluster != nil {
+		return nil, errors.New("--data-dir and a Raft cluster do not go together: the Raft log is the durable state")
+	}
 	if st := cfg.Store; st != nil {
 		restored, dropped, err := st.RestoreInto(s.table, s.now(), cfg.RestoreGrace)
 		if err != nil {
@@ -276,6 +284,13 @@ func (s *Server) Run(ctx context.Context) error {
 	s.listeners = lns
 	s.mu.Unlock()
 
+	if s.cfg.Cluster != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.watchLeadership(s.shutdown, s.cfg.RestoreGrace)
+		}()
+	}
 	expCtx, stopExpiry := context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go func() {
@@ -425,14 +440,22 @@ func (s *Server) deliver(ev *locktable.Events) {
 		if g.Deadline != 0 {
 			s.expiry.schedule(g.Deadline)
 		}
-		sess := g.Session.Conn.(*session)
+		sess, _ := g.Session.Conn.(*session)
+		if sess == nil { // a replicated session: find its connection here
+			s.mu.Lock()
+			sess = s.sessions[g.Session.ID]
+			s.mu.Unlock()
+			if sess == nil {
+				continue // not connected to this node
+			}
+		}
 		select {
 		case sess.grant <- g:
 		default:
 			// Cannot happen: one wait per session. Never drop a hold silently.
 			s.log.Error("grant channel full; releasing", "lock", g.Name, "client", sess.id)
 			var ev2 locktable.Events
-			s.table.Unlock(&ev2, g.Name, g.Key, s.now())
+			s.unlock(&ev2, g.Name, g.Key, s.now())
 			s.deliver(&ev2)
 		}
 	}

@@ -31,6 +31,8 @@ type session struct {
 	detached bool
 	quit     bool // close after flushing the reply
 	tlsSeen  bool // the TLS client certificate was looked at (--tls-auth-cn)
+	// clusterOpen: the session has been opened in the Raft FSM.
+	clusterOpen bool
 
 	// authed: the connection may run commands (always true without
 	// authentication). Read by the auth timeout's goroutine.
@@ -138,7 +140,7 @@ func (s *Server) closed(c redcon.Conn, err error) {
 	if ended {
 		return
 	}
-	if s.cfg.Store != nil && s.cfg.Store.Mode() == persist.Always {
+	if (s.cfg.Store != nil && s.cfg.Store.Mode() == persist.Always) || s.cfg.Cluster != nil {
 		// Ending may wait for a commit (grants to waiters): not here.
 		go s.endSession(sess)
 		return
@@ -157,7 +159,7 @@ func (s *Server) endSession(sess *session) {
 		sess.authTimer.Stop()
 	}
 	var ev locktable.Events
-	s.table.CloseSession(&ev, lt, s.now()) // idempotent
+	s.closeSession(&ev, sess, lt, s.now()) // idempotent
 	s.commit(&ev, false)
 	s.mu.Lock()
 	delete(s.sessions, sess.id)
@@ -213,6 +215,10 @@ func (sess *session) exec(args [][]byte) *pendingWait {
 	}
 	if (cmd.arity > 0 && len(args) != cmd.arity) || (cmd.arity < 0 && len(args) < -cmd.arity) {
 		sess.fail(resp.WrongArity(cmd.name))
+		return nil
+	}
+	if cmd.group == "lock" && !srv.isLeader() {
+		sess.fail(srv.movedError())
 		return nil
 	}
 	if cmd.mutates {

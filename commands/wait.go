@@ -109,7 +109,7 @@ func (s *Server) awaitGrant(sess *session, pw *pendingWait, cmds <-chan redcon.C
 		case g := <-sess.grant:
 			return s.replyGrant(sess, pw, g)
 		case <-timeout:
-			if s.table.CancelWait(sess.lt) {
+			if s.cancelWait(sess) {
 				s.stats.waitTimeouts.Add(1)
 				sess.w.Null()
 				return s.flushReply(sess)

@@ -28,6 +28,16 @@ type FSM struct {
 	// conn gives a session's Conn (the proposing node's connection
 	// handle); nil on nodes that serve no clients.
 	conn func(id uint64) any
+	// leader and leaderAddr are the last failover entry's.
+	leader, leaderAddr string
+}
+
+// Leader returns the Raft ID and client address of the leader that last
+// took over (its failover entry), as this node has applied it.
+func (f *FSM) Leader() (id, addr string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.leader, f.leaderAddr
 }
 
 // NewFSM returns an FSM over an empty table with cfg. conn, if set, gives
@@ -102,6 +112,13 @@ func (f *FSM) ApplyOp(op Op) *Result {
 	case OpExpire:
 		r.Int = t.Expire(&r.Events, op.Now)
 	case OpFailover:
+		f.leader, f.leaderAddr = op.Leader, op.LeaderAddr
+		// Fences keep increasing across leaders anyway (the counter is
+		// replicated); moving them to the leader's clock in µs also keeps
+		// them above fences of the time before the cluster.
+		if op.Now > 0 {
+			t.AdvanceFence(uint64(op.Now / 1000))
+		}
 		// Sessions in ID order, so that every node orphans in one order.
 		ids := make([]uint64, 0, len(f.sessions))
 		for id := range f.sessions {
@@ -126,27 +143,35 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	for _, s := range f.sessions {
 		extra = append(extra, s)
 	}
-	b, err := json.Marshal(f.table.State(extra))
+	b, err := json.Marshal(fsmState{State: f.table.State(extra), Leader: f.leader, LeaderAddr: f.leaderAddr})
 	if err != nil {
 		return nil, err
 	}
 	return snapshot(b), nil
 }
 
+// fsmState is a snapshot: the table's state and the FSM's own.
+type fsmState struct {
+	locktable.State
+	Leader     string `json:"leader,omitempty"`
+	LeaderAddr string `json:"leader_addr,omitempty"`
+}
+
 // Restore replaces the table with a snapshot's.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	var st locktable.State
+	var st fsmState
 	if err := json.NewDecoder(rc).Decode(&st); err != nil {
 		return fmt.Errorf("replica: bad snapshot: %w", err)
 	}
 	t := locktable.New(f.cfg)
-	sessions, err := t.LoadState(st, f.conn)
+	sessions, err := t.LoadState(st.State, f.conn)
 	if err != nil {
 		return fmt.Errorf("replica: bad snapshot: %w", err)
 	}
 	f.mu.Lock()
 	f.table, f.sessions = t, sessions
+	f.leader, f.leaderAddr = st.Leader, st.LeaderAddr
 	f.mu.Unlock()
 	return nil
 }

@@ -37,6 +37,7 @@ type NodeConfig struct {
 
 // Node is one member of a replicated lock table.
 type Node struct {
+	ID   raft.ServerID
 	Raft *raft.Raft
 	FSM  *FSM
 }
@@ -69,7 +70,7 @@ func NewNode(c NodeConfig) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
-	return &Node{Raft: r, FSM: fsm}, nil
+	return &Node{ID: c.ID, Raft: r, FSM: fsm}, nil
 }
 
 // Propose appends op to the log and returns its result once applied on

@@ -35,6 +35,10 @@ type Op struct {
 	Key     locktable.Key     `json:"key,omitzero"`
 	TTL     int64             `json:"ttl,omitempty"`
 	Grace   int64             `json:"grace,omitempty"`
+	// Leader and LeaderAddr (failover): the new leader's Raft ID and the
+	// address its clients use, for followers' -MOVED replies.
+	Leader     string `json:"leader,omitempty"`
+	LeaderAddr string `json:"leader_addr,omitempty"`
 }
 
 // Encode returns the op's log entry bytes.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -44,6 +45,7 @@ type serverCmd struct {
 	RestoreGrace time.Duration `help:"Deadline for restored connection-bound holds to be adopted by RENEW." default:"30s"`
 
 	securityFlags
+	clusterFlags
 	logFlags
 }
 
@@ -78,6 +80,18 @@ func (c *serverCmd) Run() error {
 	if err != nil {
 		return fmt.Errorf("--auth-timeout: %w", err)
 	}
+	shards := c.Shards
+	if c.clusterFlags.enabled() && shards == 0 {
+		shards = 16 // every member must use the same
+	}
+	cluster, stopNode, err := c.startNode(c.Listen, shards, log)
+	if err != nil {
+		return err
+	}
+	defer stopNode()
+	if cluster != nil && c.DataDir != "" {
+		return errors.New("--data-dir and clustering do not go together: the Raft log in --raft-dir is the durable state")
+	}
 	srv, err := commands.New(commands.Config{
 		Listen:         c.Listen,
 		UnixSocket:     c.UnixSocket,
@@ -89,7 +103,7 @@ func (c *serverCmd) Run() error {
 		MaxWaiters:     c.MaxWaiters,
 		MaxHolds:       c.MaxHoldsPerClient,
 		TCPKeepAlive:   c.TCPKeepalive,
-		Shards:         c.Shards,
+		Shards:         shards,
 		Logger:         log,
 		Store:          store,
 		RestoreGrace:   c.RestoreGrace,
@@ -100,6 +114,7 @@ func (c *serverCmd) Run() error {
 		AuthTimeout:    authTimeout,
 		MaxArgs:        c.MaxArgs,
 		MaxBulk:        c.MaxArgBytes,
+		Cluster:        cluster,
 	})
 	if err != nil {
 		return err

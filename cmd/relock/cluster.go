@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/relock/relock/commands"
+	"github.com/relock/relock/locktable"
+	"github.com/relock/relock/replica"
+	"go.etcd.io/bbolt"
+)
+
+// clusterFlags make `relock server` a member of a Raft cluster.
+type clusterFlags struct {
+	NodeID     string   `help:"This node's Raft ID; with --raft-listen and --raft-dir it enables clustering." placeholder:"ID"`
+	RaftListen string   `help:"Address of this node's Raft transport (host:port)." placeholder:"HOST:PORT"`
+	RaftDir    string   `help:"Directory for the Raft log, stable store and snapshots." placeholder:"DIR"`
+	RaftPeers  []string `help:"Every member as id=raft-host:port, this node included (with --bootstrap)." placeholder:"ID=ADDR"`
+	Bootstrap  bool     `help:"Form a new cluster from --raft-peers (on first start; ignored once the log exists)."`
+	Advertise  string   `help:"Client address of this node that followers name in -MOVED (default: --listen)." placeholder:"HOST:PORT"`
+}
+
+func (f *clusterFlags) enabled() bool { return f.NodeID != "" || f.RaftListen != "" || f.RaftDir != "" }
+
+// startNode builds this node's Raft member, or returns nil without
+// clustering flags.
+func (f *clusterFlags) startNode(listen string, shards int, log *slog.Logger) (*commands.Cluster, func(), error) {
+	if !f.enabled() {
+		return nil, func() {}, nil
+	}
+	if f.NodeID == "" || f.RaftListen == "" || f.RaftDir == "" {
+		return nil, nil, errors.New("clustering needs --node-id, --raft-listen and --raft-dir together")
+	}
+	if err := os.MkdirAll(f.RaftDir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	var servers []raft.Server
+	for _, p := range f.RaftPeers {
+		id, addr, ok := strings.Cut(p, "=")
+		if !ok || id == "" || addr == "" {
+			return nil, nil, fmt.Errorf("--raft-peers: %q is not id=host:port", p)
+		}
+		servers = append(servers, raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(addr)})
+	}
+	if f.Bootstrap && len(servers) == 0 {
+		return nil, nil, errors.New("--bootstrap needs --raft-peers")
+	}
+	raftLog := io.Writer(os.Stderr)
+	if !log.Enabled(context.Background(), slog.LevelDebug) {
+		raftLog = io.Discard
+	}
+	trans, err := raft.NewTCPTransport(f.RaftListen, nil, 3, 10*time.Second, raftLog)
+	if err != nil {
+		return nil, nil, fmt.Errorf("raft listen %s: %w", f.RaftListen, err)
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{
+		Path:        filepath.Join(f.RaftDir, "raft.db"),
+		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second},
+	})
+	if err != nil {
+		trans.Close()
+		return nil, nil, fmt.Errorf("raft store in %s: %w", f.RaftDir, err)
+	}
+	snaps, err := raft.NewFileSnapshotStore(f.RaftDir, 2, raftLog)
+	if err != nil {
+		store.Close()
+		trans.Close()
+		return nil, nil, err
+	}
+	cfg := replica.NodeConfig{
+		ID: raft.ServerID(f.NodeID), Transport: trans, Logs: store, Stable: store, Snapshots: snaps,
+		// Every member must apply alike: a fixed shard count, no clock
+		// at start (fences follow the leader's clock at each failover).
+		Table:     locktable.Config{Shards: shards, FenceStart: 1},
+		LogOutput: raftLog,
+	}
+	if f.Bootstrap {
+		cfg.Bootstrap = servers
+	}
+	node, err := replica.NewNode(cfg)
+	if err != nil {
+		store.Close()
+		trans.Close()
+		return nil, nil, err
+	}
+	advertise := f.Advertise
+	if advertise == "" {
+		advertise = listen
+	}
+	log.Info("raft node started", "node", f.NodeID, "raft", f.RaftListen, "advertise", advertise, "peers", len(servers))
+	stop := func() {
+		if err := node.Shutdown(); err != nil {
+			log.Error("raft shutdown", "err", err)
+		}
+		store.Close()
+		trans.Close()
+	}
+	return &commands.Cluster{Node: node, Advertise: advertise}, stop, nil
+}
