@@ -61,7 +61,7 @@ func (s *Server) propose(ev *locktable.Events, sess *session, op replica.Op) (*r
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	if sess != nil && !sess.clusterOpen {
+	if sess != nil && !sess.clusterOpen.Load() {
 		open := replica.Op{Kind: replica.OpOpen, Now: s.now(), Session: sess.id}
 		r, err := c.Node.Propose(open, timeout)
 		if err != nil {
@@ -70,7 +70,7 @@ func (s *Server) propose(ev *locktable.Events, sess *session, op replica.Op) (*r
 		if r.Err != nil {
 			return nil, r.Err
 		}
-		sess.clusterOpen = true
+		sess.clusterOpen.Store(true)
 	}
 	if op.Now == 0 {
 		op.Now = s.now()
@@ -154,10 +154,10 @@ func (s *Server) closeSession(ev *locktable.Events, sess *session, lt *locktable
 		s.table.CloseSession(ev, lt, now)
 		return
 	}
-	if !sess.clusterOpen || !s.isLeader() {
+	if !sess.clusterOpen.Load() || !s.isLeader() {
 		return // nothing to close here; a new leader orphans it
 	}
-	sess.clusterOpen = false
+	sess.clusterOpen.Store(false)
 	if _, err := s.propose(ev, nil, replica.Op{Kind: replica.OpClose, Now: now, Session: sess.id}); err != nil && !errors.Is(err, errMoved) {
 		s.log.Warn("closing a session in the cluster", "client", sess.id, "err", err)
 	}

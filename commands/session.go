@@ -32,7 +32,7 @@ type session struct {
 	quit     bool // close after flushing the reply
 	tlsSeen  bool // the TLS client certificate was looked at (--tls-auth-cn)
 	// clusterOpen: the session has been opened in the Raft FSM.
-	clusterOpen bool
+	clusterOpen atomic.Bool
 
 	// authed: the connection may run commands (always true without
 	// authentication). Read by the auth timeout's goroutine.
