@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,8 +21,31 @@ const DefaultAddr = "127.0.0.1:6380"
 // Options configure a Client. The zero value connects to DefaultAddr.
 type Options struct {
 	// Addr is "host:port" for TCP, or the path of a unix socket: anything
-	// containing a '/' (optionally prefixed "unix:"). Default DefaultAddr.
+	// containing a '/' (optionally prefixed "unix:"). Default DefaultAddr
+	// when Addrs is empty too.
 	Addr string
+	// Addrs lists the members of a relock cluster, in the form of Addr.
+	// Any of them will do: the Client finds the leader (see "Clusters" in
+	// the package documentation). Addr, if set too, is tried first. More
+	// than one address in all turns cluster mode on.
+	Addrs []string
+	// Cluster turns cluster mode on with a single address too (say a DNS
+	// name or load balancer in front of a cluster). In cluster mode a
+	// refused connection is retried on the other addresses, and a held
+	// lock whose connection drops is re-attached on the (new) leader by
+	// RENEW instead of being reported lost at once. Without it, one
+	// address means one server: a dropped connection is a loss, as the
+	// server released the hold. MOVED and CLUSTERDOWN replies are followed
+	// and retried in either mode.
+	Cluster bool
+	// FailoverTimeout bounds how long a call keeps looking for the leader
+	// (CLUSTERDOWN during an election, nodes that refuse connections)
+	// before it returns the last error; the call's ctx bounds it too, and
+	// Options.ReadTimeout bounds it for the calls on a Lock (Unlock, Renew,
+	// Check). It is also how long a held lock without a TTL is re-attached
+	// after its connection dropped before it is reported lost (a lock with
+	// a TTL is re-attached until its TTL deadline). Default 15 s.
+	FailoverTimeout time.Duration
 	// Username and Password authenticate every connection (HELLO ... AUTH).
 	// An empty Username means the "default" user.
 	Username string
@@ -56,9 +80,10 @@ type Options struct {
 // which is how the server learns to drop the waiter.
 type Client struct {
 	opt     Options
-	network string
-	addr    string
-	pool    *redis.Client // shared: admin commands and key-based operations
+	addrs   []endpoint    // Addr, then Addrs; at least one
+	cluster bool          // cluster mode (see Options.Cluster)
+	pool    *redis.Client // shared pool of addrs[0]: admin commands and key-based operations
+	done    chan struct{} // closed by Close: route backoffs end
 
 	// noDefaultTTL is set once a LOCK without TTL was seen to get no TTL:
 	// the server has no --default-ttl, and such holds need no probe.
@@ -69,10 +94,12 @@ type Client struct {
 	// mu guards the fields below.
 	mu     sync.Mutex
 	closed bool
-	conns  map[*lockConn]struct{} // every open lock connection
-	idle   []*lockConn            // open, carrying nothing, for reuse
-	holds  map[*hold]struct{}     // held (not yet released or lost)
-	owned  map[ownerKey]*hold     // held with an OWNER, for re-entry
+	conns  map[*lockConn]struct{}     // every open lock connection
+	idle   []*lockConn                // open, carrying nothing, for reuse
+	holds  map[*hold]struct{}         // held (not yet released or lost)
+	owned  map[ownerKey]*hold         // held with an OWNER, for re-entry
+	pools  map[endpoint]*redis.Client // shared pools by address; pool among them
+	leader endpoint                   // where lock commands go; zero: not known
 }
 
 type ownerKey struct{ name, owner string }
@@ -81,7 +108,7 @@ type ownerKey struct{ name, owner string }
 // when needed, so a server that is down shows up as an error of the first
 // call (or of Ping).
 func New(opt Options) (*Client, error) {
-	if opt.Addr == "" {
+	if opt.Addr == "" && len(opt.Addrs) == 0 {
 		opt.Addr = DefaultAddr
 	}
 	if opt.DialTimeout <= 0 {
@@ -93,21 +120,45 @@ func New(opt Options) (*Client, error) {
 	if opt.PoolSize <= 0 {
 		opt.PoolSize = 10
 	}
-	network, addr := splitAddr(opt.Addr)
-	if addr == "" {
-		return nil, fmt.Errorf("relock: empty address %q", opt.Addr)
+	if opt.FailoverTimeout <= 0 {
+		opt.FailoverTimeout = 15 * time.Second
+	}
+	list := opt.Addrs
+	if opt.Addr != "" {
+		list = append([]string{opt.Addr}, list...)
+	}
+	var addrs []endpoint
+	for _, a := range list {
+		network, addr := splitAddr(a)
+		if addr == "" {
+			return nil, fmt.Errorf("relock: empty address %q", a)
+		}
+		ep := endpoint{network, addr}
+		if !slices.Contains(addrs, ep) {
+			addrs = append(addrs, ep)
+		}
 	}
 	c := &Client{
 		opt:     opt,
-		network: network,
-		addr:    addr,
+		addrs:   addrs,
+		cluster: opt.Cluster || len(addrs) > 1,
+		done:    make(chan struct{}),
 		conns:   make(map[*lockConn]struct{}),
 		holds:   make(map[*hold]struct{}),
 		owned:   make(map[ownerKey]*hold),
+		pools:   make(map[endpoint]*redis.Client),
 	}
-	c.pool = redis.NewClient(&redis.Options{
-		Network:                  network,
-		Addr:                     addr,
+	c.pool = c.newPool(addrs[0])
+	c.pools[addrs[0]] = c.pool
+	return c, nil
+}
+
+// newPool returns a shared pool of connections to ep.
+func (c *Client) newPool(ep endpoint) *redis.Client {
+	opt := c.opt
+	return redis.NewClient(&redis.Options{
+		Network:                  ep.network,
+		Addr:                     ep.addr,
 		Dialer:                   c.dialRaw,
 		Username:                 opt.Username,
 		Password:                 opt.Password,
@@ -122,7 +173,22 @@ func New(opt Options) (*Client, error) {
 		ContextTimeoutEnabled:    true,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	})
-	return c, nil
+}
+
+// poolFor returns the shared pool of ep, creating it on first use (after
+// Close: the closed pool of the first address, whose calls fail).
+func (c *Client) poolFor(ep endpoint) *redis.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.pools[ep]
+	if p == nil {
+		if c.closed {
+			return c.pool
+		}
+		p = c.newPool(ep)
+		c.pools[ep] = p
+	}
+	return p
 }
 
 // splitAddr tells a unix socket path from a TCP address.
@@ -148,6 +214,7 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.closed = true
+	close(c.done)
 	holds := make([]*hold, 0, len(c.holds))
 	for h := range c.holds {
 		holds = append(holds, h)
@@ -163,11 +230,21 @@ func (c *Client) Close() error {
 		conns = append(conns, lc)
 	}
 	c.idle = nil
+	pools := make([]*redis.Client, 0, len(c.pools))
+	for _, p := range c.pools {
+		pools = append(pools, p)
+	}
 	c.mu.Unlock()
 	for _, lc := range conns {
 		lc.close()
 	}
-	return c.pool.Close()
+	var err error
+	for _, p := range pools {
+		if perr := p.Close(); p == c.pool {
+			err = perr
+		}
+	}
+	return err
 }
 
 func (c *Client) isClosed() bool {
@@ -176,13 +253,16 @@ func (c *Client) isClosed() bool {
 	return c.closed
 }
 
-// getLockConn returns an idle lock connection or dials a new one; ctx
-// bounds the dial.
-func (c *Client) getLockConn(ctx context.Context) (*lockConn, error) {
+// getLockConn returns an idle lock connection to ep or dials a new one;
+// ctx bounds the dial.
+func (c *Client) getLockConn(ctx context.Context, ep endpoint) (*lockConn, error) {
 	c.mu.Lock()
-	for len(c.idle) > 0 && !c.closed {
-		lc := c.idle[len(c.idle)-1]
-		c.idle = c.idle[:len(c.idle)-1]
+	for i := len(c.idle) - 1; i >= 0 && !c.closed; i-- {
+		lc := c.idle[i]
+		if lc.ep != ep && !lc.dead() {
+			continue
+		}
+		c.idle = slices.Delete(c.idle, i, i+1)
 		if !lc.dead() {
 			c.mu.Unlock()
 			return lc, nil
@@ -190,13 +270,14 @@ func (c *Client) getLockConn(ctx context.Context) (*lockConn, error) {
 		c.mu.Unlock()
 		lc.close()
 		c.mu.Lock()
+		i = min(i, len(c.idle))
 	}
 	closed := c.closed
 	c.mu.Unlock()
 	if closed {
 		return nil, ErrClosed
 	}
-	lc, err := c.dialLockConn(ctx)
+	lc, err := c.dialLockConn(ctx, ep)
 	if err != nil {
 		return nil, err
 	}
@@ -212,10 +293,12 @@ func (c *Client) getLockConn(ctx context.Context) (*lockConn, error) {
 }
 
 // putLockConn takes back a lock connection that carries no hold and no
-// wait, keeping it for reuse if there is room.
+// wait, keeping it for reuse if there is room and it leads to the leader
+// (as far as the Client knows).
 func (c *Client) putLockConn(lc *lockConn) {
 	c.mu.Lock()
-	if !c.closed && len(c.idle) < c.opt.PoolSize && !lc.dead() {
+	toLeader := c.leader == endpoint{} || lc.ep == c.leader
+	if !c.closed && len(c.idle) < c.opt.PoolSize && !lc.dead() && toLeader {
 		c.idle = append(c.idle, lc)
 		c.mu.Unlock()
 		return
@@ -224,21 +307,28 @@ func (c *Client) putLockConn(lc *lockConn) {
 	lc.close()
 }
 
-// Ping checks that the server answers.
+// Ping checks that the server answers (in a cluster: the leader, or the
+// first member that answers while no leader is known).
 func (c *Client) Ping(ctx context.Context) error {
-	return c.pool.Ping(ctx).Err()
+	_, err := c.poolDo(ctx, c.retryUntil(), true, "PING")
+	return err
 }
 
 // Redis returns the go-redis client of the shared pool, for commands
 // clientlib does not wrap. Do not take locks through it: a hold is bound to
-// a pooled connection that other calls share.
+// a pooled connection that other calls share. In a cluster it is the pool
+// of the first address, which may be a follower: lock commands sent
+// through it may be answered with MOVED.
 func (c *Client) Redis() *redis.Client { return c.pool }
+
+// retryUntil is when a call that starts now stops looking for a leader.
+func (c *Client) retryUntil() time.Time { return time.Now().Add(c.opt.FailoverTimeout) }
 
 // Unlock releases the hold of name with key — a key handed over from
 // another process, for example a DETACHed hold's. ErrNotHeld if the key
 // does not hold the lock. For a *Lock, use Lock.Unlock.
 func (c *Client) Unlock(ctx context.Context, name, key string) error {
-	err := c.pool.Do(ctx, "UNLOCK", name, key).Err()
+	_, err := c.poolDo(ctx, c.retryUntil(), false, "UNLOCK", name, key)
 	return serverError("UNLOCK", name, err)
 }
 
@@ -251,7 +341,7 @@ func (c *Client) Renew(ctx context.Context, name, key string, ttl time.Duration)
 	if ttl > 0 {
 		args = append(args, "TTL", durationMS(ttl))
 	}
-	ms, err := c.pool.Do(ctx, args...).Int64()
+	ms, err := int64Reply(c.poolDo(ctx, c.retryUntil(), true, args...))
 	if err != nil {
 		return 0, serverError("RENEW", name, err)
 	}
@@ -262,7 +352,7 @@ func (c *Client) Renew(ctx context.Context, name, key string, ttl time.Duration)
 // or ErrNotHeld: a sequencer check, for a service that is handed a key and
 // wants to know that it still holds the lock.
 func (c *Client) Check(ctx context.Context, name, key string) (time.Duration, error) {
-	ms, err := c.pool.Do(ctx, "CHECK", name, key).Int64()
+	ms, err := int64Reply(c.poolDo(ctx, c.retryUntil(), true, "CHECK", name, key))
 	if err != nil {
 		return 0, serverError("CHECK", name, err)
 	}
@@ -276,9 +366,21 @@ func (c *Client) Check(ctx context.Context, name, key string) (time.Duration, er
 // many it released. The holders learn of it at their next renewal (their
 // Lost channel closes); holders without a TTL do not learn of it at all.
 func (c *Client) ForceUnlock(ctx context.Context, name string) (int, error) {
-	n, err := c.pool.Do(ctx, "FORCEUNLOCK", name).Int()
+	n, err := int64Reply(c.poolDo(ctx, c.retryUntil(), false, "FORCEUNLOCK", name))
 	if err != nil {
 		return 0, serverError("FORCEUNLOCK", name, err)
+	}
+	return int(n), nil
+}
+
+// int64Reply reads an integer reply.
+func int64Reply(res any, err error) (int64, error) {
+	if err != nil {
+		return 0, err
+	}
+	n, ok := res.(int64)
+	if !ok {
+		return 0, fmt.Errorf("redis: unexpected type=%T for Int64", res)
 	}
 	return n, nil
 }

@@ -28,6 +28,7 @@ import (
 // after anything else (abort, network error, loss) it is closed.
 type lockConn struct {
 	c   *Client
+	ep  endpoint // the server it is connected to
 	rdb *redis.Client
 	cur *watchConn // the socket; never changes
 
@@ -39,16 +40,16 @@ type lockConn struct {
 	closeOnce sync.Once
 }
 
-// dialLockConn dials a new lock connection.
-func (c *Client) dialLockConn(ctx context.Context) (*lockConn, error) {
-	raw, err := c.dialRaw(ctx, c.network, c.addr)
+// dialLockConn dials a new lock connection to ep.
+func (c *Client) dialLockConn(ctx context.Context, ep endpoint) (*lockConn, error) {
+	raw, err := c.dialRaw(ctx, ep.network, ep.addr)
 	if err != nil {
 		return nil, err
 	}
-	lc := &lockConn{c: c, cur: newWatchConn(raw)}
+	lc := &lockConn{c: c, ep: ep, cur: newWatchConn(raw)}
 	lc.rdb = redis.NewClient(&redis.Options{
-		Network:    c.network,
-		Addr:       c.addr,
+		Network:    ep.network,
+		Addr:       ep.addr,
 		Dialer:     lc.dial,
 		Username:   c.opt.Username,
 		Password:   c.opt.Password,

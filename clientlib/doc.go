@@ -39,11 +39,58 @@
 // Context is cancelled and Err returns a *LostError that matches ErrLost and
 // its cause — ErrNotHeld (the server no longer holds it: expired,
 // FORCEUNLOCK), ErrConnClosed (the connection closed: noticed at once,
-// because a goroutine keeps reading the socket), ErrExpired (renewals kept
+// because a goroutine keeps reading the socket; in a cluster the hold is
+// re-attached first, see Clusters), ErrExpired (renewals kept
 // failing until the TTL deadline passed) or ErrClosed (Client.Close). Work
 // done under a lock should run under Lock.Context and pass Lock.Fence to
 // the storage it writes, so that a write from a holder that lost the lock
 // can be refused there.
+//
+// # Clusters
+//
+// A relock cluster is a Raft group in which only the leader serves lock
+// commands; a follower answers them with MOVED (naming the leader) or,
+// during an election, CLUSTERDOWN. Give the Client the members' addresses:
+//
+//	c, err := clientlib.New(clientlib.Options{
+//		Addrs: []string{"10.0.0.1:6380", "10.0.0.2:6380", "10.0.0.3:6380"},
+//	})
+//
+// Every call goes to the leader the Client last learnt of, or else to each
+// address in turn. A MOVED reply is followed at once (a LOCK answered so
+// was not queued, so sending it to the leader is safe) and the leader
+// remembered for later calls. A CLUSTERDOWN reply or a refused connection
+// is retried on the other addresses and then, after each round, with a
+// backoff of up to half a second, for at most Options.FailoverTimeout (and
+// within the call's ctx; within Options.ReadTimeout for Lock.Unlock,
+// Lock.Renew and Lock.Check). The error after that matches ErrClusterDown
+// or is the last network error. A command whose reply was lost is not
+// sent again (an UNLOCK might have been applied), and neither is a LOCK
+// that was waiting when its connection closed: the new leader dropped the
+// wait, and Lock returns the error.
+//
+// Holds survive a leader change. The server binds a hold to the
+// connection that took it; when the leader goes away, its connections
+// close, and the new leader keeps their holds as orphans until the
+// server's --restore-grace (or their own TTL deadline, if sooner) runs
+// out. The first RENEW with a hold's key adopts it: binds it to the
+// renewing connection. So in cluster mode — more than one address, or
+// Options.Cluster — a Lock whose connection drops is not reported lost at
+// once: its keeper dials the leader, sends RENEW, checks with LOCKS that
+// the hold is bound to the new connection, and keeps the lock there,
+// without the caller noticing (Key and Fence stay the same). The keeper
+// never sends LOCK: if RENEW answers NOTHELD (the connection dropped but
+// the leader did not change, so the server released the hold, as a
+// single server does), the loss is reported with cause ErrNotHeld; if no
+// leader re-attaches the hold before its TTL deadline (a lock without a
+// TTL: Options.FailoverTimeout after the drop), with cause ErrConnClosed.
+// Until the keeper has re-attached the hold, whether it is still held is
+// not known; work that must never overlap another holder's should hand
+// Fence to the storage it writes to. With NoAutoRenew the keeper does not
+// RENEW a TTL hold behind the caller's back: the caller's next Lock.Renew
+// re-attaches it. A single address without Options.Cluster means a single
+// server: a dropped connection is a loss at once, as the server released
+// the hold.
 //
 // # Helpers
 //
@@ -56,7 +103,7 @@
 // # Errors
 //
 // Error replies are *ServerError values matching ErrNotHeld,
-// ErrSizeMismatch or ErrLimit with errors.Is. Network errors are go-redis's
+// ErrSizeMismatch, ErrLimit or ErrClusterDown with errors.Is. Network errors are go-redis's
 // and net's own, wrapped.
 //
 // The package imports only go-redis and the standard library; its tests

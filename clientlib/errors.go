@@ -26,9 +26,10 @@ var (
 	ErrWaitTimeout = errors.New("relock: lock not granted within the wait")
 	// ErrLost: a lock this client held is no longer held although it was
 	// not unlocked through it: the server answered NOTHELD to a renewal
-	// (expiry, FORCEUNLOCK), the connection the hold was bound to closed,
-	// renewals kept failing until the TTL deadline passed, or the Client
-	// was closed. Lock.Err returns a *LostError that matches ErrLost and
+	// (expiry, FORCEUNLOCK), the connection the hold was bound to closed
+	// (in cluster mode: and the hold could not be re-attached on a leader
+	// in time), renewals kept failing until the TTL deadline passed, or
+	// the Client was closed. Lock.Err returns a *LostError that matches ErrLost and
 	// its cause.
 	ErrLost = errors.New("relock: lock lost")
 	// ErrClosed: the Client was closed.
@@ -38,16 +39,22 @@ var (
 	ErrReleased = errors.New("relock: lock released")
 	// ErrConnClosed is the cause of a loss when the connection the hold was
 	// bound to closed (server stopped, network failure, CLIENT KILL): the
-	// server releases such a hold at once.
+	// server releases such a hold at once. In cluster mode it is the cause
+	// when no leader re-attached the hold before its deadline; a hold the
+	// server released shows as ErrNotHeld there.
 	ErrConnClosed = errors.New("relock: lock connection closed")
 	// ErrExpired is the cause of a loss when the hold's TTL deadline passed
 	// without a successful renewal.
 	ErrExpired = errors.New("relock: TTL deadline passed without renewal")
+	// ErrClusterDown: a cluster had no leader (an election) for longer
+	// than the call could wait (Options.FailoverTimeout, its ctx). The
+	// server's CLUSTERDOWN.
+	ErrClusterDown = errors.New("relock: the cluster has no leader")
 )
 
 // ServerError is an error reply from the server, e.g.
 // "SIZEMISMATCH lock 'x' has size 3, requested 1". It matches ErrNotHeld,
-// ErrSizeMismatch or ErrLimit when its code says so.
+// ErrSizeMismatch, ErrLimit or ErrClusterDown when its code says so.
 type ServerError struct {
 	Op    string // the command, e.g. "LOCK"
 	Name  string // the lock name, if the command has one
@@ -76,6 +83,8 @@ func (e *ServerError) Unwrap() error {
 		return ErrSizeMismatch
 	case "LIMIT":
 		return ErrLimit
+	case "CLUSTERDOWN":
+		return ErrClusterDown
 	}
 	return nil
 }

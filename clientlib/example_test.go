@@ -210,3 +210,32 @@ func ExampleMutex() {
 	// Output:
 	// editing
 }
+
+// A client of a three-node cluster: any member's address will do, the
+// Client finds the leader, and a held lock moves to a new leader by itself.
+// (Not run: it needs a cluster.)
+func ExampleOptions_cluster() {
+	ctx := context.Background()
+	c, err := clientlib.New(clientlib.Options{
+		Addrs: []string{"10.0.0.1:6380", "10.0.0.2:6380", "10.0.0.3:6380"},
+		// How long a call waits for an election to end.
+		FailoverTimeout: 10 * time.Second,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	l, err := c.Lock(ctx, "reports:daily", clientlib.TTL(15*time.Second))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Unlock(ctx)
+	select {
+	case <-l.Lost():
+		// Not a leader change (the keeper re-attached the lock on the new
+		// leader), but a loss: NOTHELD, or no leader before the deadline.
+		log.Print(l.Err())
+	case <-time.After(time.Minute): // the work, under l.Context()
+	}
+}

@@ -108,10 +108,6 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 			return l, err
 		}
 	}
-	lc, err := c.getLockConn(ctx)
-	if err != nil {
-		return nil, c.ctxError(ctx, op, name, err)
-	}
 	args := []any{op, name}
 	if cfg.ttl > 0 {
 		args = append(args, "TTL", durationMS(cfg.ttl))
@@ -136,8 +132,18 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 	if try {
 		timeout = c.opt.ReadTimeout
 	}
-	res, err, aborted := lc.do(ctx, timeout, args...)
+	// On the leader: a LOCK answered MOVED or CLUSTERDOWN was not queued,
+	// so onLeader may send it again elsewhere.
+	lc, res, err, aborted := c.onLeader(ctx, c.retryUntil(), func(lc *lockConn) (any, error, bool) {
+		return lc.do(ctx, timeout, args...)
+	})
 	granted := time.Now()
+	if lc == nil { // no connection, or no leader before the walk ended
+		if serr := serverError(op, name, err); isReply(serr) && ctx.Err() == nil {
+			return nil, serr
+		}
+		return nil, c.ctxError(ctx, op, name, err)
+	}
 	if aborted {
 		lc.close()
 		if key, ok := res.(string); ok && err == nil && cfg.detach {
@@ -184,6 +190,7 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 		refs:       1,
 	}
 	h.ctx, h.cancel = context.WithCancelCause(context.Background())
+	h.kctx, h.kcancel = context.WithCancel(context.Background())
 	if !cfg.detach {
 		h.dead = lc.current().dead
 	}
@@ -251,6 +258,16 @@ func (c *Client) reenter(name string, cfg lockConfig) (l *Lock, done bool, err e
 	if !h.held() {
 		return nil, false, nil
 	}
+	if h.reattaches() && h.conn().dead() {
+		// The re-entry must go to the connection the hold is bound to:
+		// re-attach it first.
+		if _, err := h.renew(0); err != nil {
+			if errors.Is(err, ErrLost) {
+				return nil, false, nil
+			}
+			return nil, true, err
+		}
+	}
 	// TRYLOCK, not LOCK: a re-entry is granted at once, and if the hold is
 	// gone the request must not wait on the connection the keeper uses.
 	args := []any{"TRYLOCK", name}
@@ -272,7 +289,7 @@ func (c *Client) reenter(name string, cfg lockConfig) (l *Lock, done bool, err e
 		return nil, false, nil
 	case err != nil:
 		err = serverError("TRYLOCK", name, err)
-		if !isReply(err) && !h.detached {
+		if !isReply(err) && !h.detached && !h.reattaches() {
 			h.lose(connClosed(err))
 		}
 		return nil, true, err
@@ -356,7 +373,10 @@ func (l *Lock) Err() error {
 // Unlock sends UNLOCK even when ctx is done and waits at most
 // Options.ReadTimeout for the reply: abandoning a reply closes the
 // connection. If the UNLOCK fails on the network, the connection is closed,
-// which releases a hold that is not DETACHed.
+// which releases a hold that is not DETACHed. In cluster mode, while the
+// hold's connection is down (a leader change), UNLOCK goes by key to the
+// leader; if none answers within Options.ReadTimeout, the hold is left to
+// expire (its TTL, or the server's --restore-grace for an orphan).
 func (l *Lock) Unlock(ctx context.Context) error {
 	h := l.h
 	if !l.released.CompareAndSwap(false, true) {
@@ -394,9 +414,9 @@ func (l *Lock) Unlock(ctx context.Context) error {
 		return l.Err()
 	default:
 		if last {
-			h.lc.abort() // releases the hold if the UNLOCK did not
+			h.conn().abort() // releases the hold if the UNLOCK did not
 			h.end(stateReleased, ErrReleased)
-		} else if !h.detached {
+		} else if !h.detached && !h.reattaches() {
 			h.lose(connClosed(err))
 		}
 		return fmt.Errorf("relock: UNLOCK %s: %w", quote(h.name), err)
@@ -475,10 +495,6 @@ type hold struct {
 	owner     string
 	detached  bool
 	autoRenew bool
-	lc        *lockConn
-	// dead is closed when the connection the hold is bound to closes; nil
-	// for a detached hold, which survives its connection.
-	dead <-chan struct{}
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -488,13 +504,24 @@ type hold struct {
 	// (UNLOCK, re-entry), so that refs and the server's count agree.
 	opMu sync.Mutex
 
-	stopc      chan struct{} // closed to stop the keeper
-	stopOnce   sync.Once
+	stopc    chan struct{} // closed to stop the keeper
+	stopOnce sync.Once
+	// kctx is cancelled with stopc: it aborts the keeper's dials and
+	// backoffs while it re-attaches the hold.
+	kctx    context.Context
+	kcancel context.CancelFunc
+	// attachMu serializes re-attachments (keeper, Lock.Renew, re-entry).
+	attachMu   sync.Mutex
 	resched    chan struct{} // buffered(1): the schedule changed
 	keeperDone chan struct{} // closed when the keeper returned
 
 	// mu guards the fields below.
-	mu       sync.Mutex
+	mu sync.Mutex
+	// lc is the connection the hold lives on; a re-attachment replaces it.
+	lc *lockConn
+	// dead is closed when lc closes; nil for a detached hold, which
+	// survives its connection.
+	dead     <-chan struct{}
 	state    holdState
 	err      error // the *LostError, once lost
 	refs     int   // Locks not yet unlocked
@@ -502,6 +529,25 @@ type hold struct {
 	deadline time.Time // conservative estimate of the server's deadline; zero: none
 	renewAt  time.Time // next renewal; zero: none
 }
+
+// conn returns the connection the hold lives on now.
+func (h *hold) conn() *lockConn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lc
+}
+
+// deadChan returns the channel closed when the hold's connection closes.
+func (h *hold) deadChan() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.dead
+}
+
+// reattaches reports whether a dropped connection is not the end of the
+// hold: in cluster mode it may be a leader change, and the keeper
+// re-attaches a bound hold on the new leader (failover.go).
+func (h *hold) reattaches() bool { return h.c.cluster && !h.detached }
 
 func (h *hold) held() bool {
 	h.mu.Lock()
@@ -538,18 +584,26 @@ func (h *hold) end(state holdState, cause error) {
 	if state == stateLost {
 		close(h.lost)
 	}
-	h.stopOnce.Do(func() { close(h.stopc) })
+	h.stop()
 	h.c.forget(h)
-	if state == stateReleased && !h.lc.dead() {
-		h.c.putLockConn(h.lc)
+	if lc := h.conn(); state == stateReleased && !lc.dead() {
+		h.c.putLockConn(lc)
 	} else {
-		h.lc.close()
+		lc.close()
 	}
+}
+
+// stop tells the keeper to stop, aborting a re-attachment's dials.
+func (h *hold) stop() {
+	h.stopOnce.Do(func() {
+		close(h.stopc)
+		h.kcancel()
+	})
 }
 
 // stopKeeper stops the keeper and waits until it has returned.
 func (h *hold) stopKeeper() {
-	h.stopOnce.Do(func() { close(h.stopc) })
+	h.stop()
 	<-h.keeperDone
 }
 
@@ -562,8 +616,18 @@ func (h *hold) poke() {
 }
 
 // renew sends RENEW (with TTL if ttl > 0) and records the result. It
-// returns the TTL now in force (0: none).
+// returns the TTL now in force (0: none). In cluster mode a bound hold
+// whose connection dropped is re-attached by this RENEW, within
+// Options.ReadTimeout (see reattach).
 func (h *hold) renew(ttl time.Duration) (time.Duration, error) {
+	if h.reattaches() && h.conn().dead() {
+		ctx, cancel := context.WithTimeout(h.kctx, h.c.opt.ReadTimeout)
+		defer cancel()
+		if got, err, done := h.reattach(ctx, ttl); done {
+			return got, err
+		}
+		// Re-attached meanwhile: renew on the new connection.
+	}
 	args := []any{"RENEW", h.name, h.key}
 	if ttl > 0 {
 		args = append(args, "TTL", durationMS(ttl))
@@ -584,6 +648,15 @@ func (h *hold) renew(ttl time.Duration) (time.Duration, error) {
 	ms, _ := res.(int64)
 	got := msDuration(ms)
 	h.mu.Lock()
+	h.renewedLocked(sent, got)
+	h.mu.Unlock()
+	h.poke()
+	return got, nil
+}
+
+// renewedLocked records a successful RENEW sent at sent that set the TTL
+// got (0: none). The caller holds h.mu and pokes the keeper.
+func (h *hold) renewedLocked(sent time.Time, got time.Duration) {
 	h.ttl = got
 	if got > 0 {
 		h.deadline = sent.Add(got)
@@ -591,36 +664,39 @@ func (h *hold) renew(ttl time.Duration) (time.Duration, error) {
 	} else {
 		h.deadline, h.renewAt = time.Time{}, time.Time{}
 	}
-	h.mu.Unlock()
-	h.poke()
-	return got, nil
 }
 
 // do sends a command about the hold and waits at most timeout for the
 // reply (see lockConn.doHeld): on the hold's connection while it lives. A
-// bound hold whose connection broke is gone with it: nothing is sent. A
-// detached hold's commands then go through the shared pool.
+// bound hold whose connection broke is gone with it on a single server:
+// nothing is sent. A detached hold's commands then go through the shared
+// pool by key, and so do a bound hold's UNLOCK and CHECK in cluster mode
+// (the hold may be an orphan on a new leader); RENEW and a re-entry would
+// bind the hold to a pooled connection, so they are not sent (renew
+// re-attaches instead).
 func (h *hold) do(timeout time.Duration, args ...any) (any, error) {
-	if !h.lc.dead() {
-		return h.lc.doHeld(timeout, args...)
+	if lc := h.conn(); !lc.dead() {
+		return lc.doHeld(timeout, args...)
 	}
-	if !h.detached {
+	cmd, _ := args[0].(string)
+	if !h.detached && (!h.c.cluster || cmd == "RENEW" || cmd == "TRYLOCK") {
 		return nil, ErrConnClosed
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return h.c.pool.Do(ctx, args...).Result()
+	return h.c.poolDo(ctx, time.Time{}, cmd != "UNLOCK", args...)
 }
 
 // failed turns the error of a command about the hold into the error to
 // return, marking the hold lost when the error means it is: NOTHELD, or a
-// network error on the connection a bound hold lives on.
+// network error on the connection a bound hold lives on (on a single
+// server; in cluster mode the keeper re-attaches the hold instead).
 func (h *hold) failed(op string, err error) error {
 	err = serverError(op, h.name, err)
 	switch {
 	case errors.Is(err, ErrNotHeld):
 		h.lose(ErrNotHeld)
-	case !isReply(err) && !h.detached:
+	case !isReply(err) && !h.detached && !h.reattaches():
 		h.lose(connClosed(err))
 	default:
 		return err

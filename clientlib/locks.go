@@ -65,9 +65,13 @@ func (c *Client) Locks(ctx context.Context, q LocksQuery) ([]LockInfo, error) {
 	if q.After != "" {
 		args = append(args, "AFTER", q.After)
 	}
-	res, err := c.pool.Do(ctx, args...).Slice()
+	v, err := c.poolDo(ctx, c.retryUntil(), true, args...)
 	if err != nil {
 		return nil, serverError("LOCKS", "", err)
+	}
+	res, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("relock: LOCKS: unexpected reply %T", v)
 	}
 	out := make([]LockInfo, 0, len(res))
 	for _, r := range res {

@@ -27,21 +27,37 @@ func retryDelay(ttl time.Duration) time.Duration {
 // keep is the hold's keeper, one goroutine per hold, owned by the Client
 // (Client.keepers) and stopped through stopc. It renews a TTL hold at
 // renewAt, reports a loss when the connection a bound hold lives on closes
-// (at once), when the server answers NOTHELD, or when the TTL deadline
-// passes without a successful renewal. It never re-acquires and never
-// panics; a loss is reported through hold.lose.
+// (at once on a single server; in cluster mode after failing to re-attach
+// it, see recover), when the server answers NOTHELD, or when the TTL
+// deadline passes without a successful renewal. It never re-acquires and
+// never panics; a loss is reported through hold.lose.
 func (h *hold) keep() {
 	defer close(h.keeperDone)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	var dropped <-chan struct{} // a dead channel left to Lock.Renew
 	for {
 		h.schedule(timer)
+		dead := h.deadChan()
+		if dead == dropped {
+			dead = nil
+		}
 		select {
 		case <-h.stopc:
 			return
-		case <-h.dead:
-			h.lose(ErrConnClosed)
-			return
+		case <-dead:
+			switch {
+			case !h.reattaches():
+				h.lose(ErrConnClosed)
+				return
+			case h.manualTTL():
+				// NoAutoRenew: re-attaching restarts the TTL, which is the
+				// caller's to do; its next Lock.Renew re-attaches, and the
+				// deadline is watched as before.
+				dropped = dead
+			case !h.recover():
+				return
+			}
 		case <-h.resched:
 		case <-timer.C:
 			if !h.tick() {
@@ -120,4 +136,12 @@ func (h *hold) tick() bool {
 	h.renewAt = next
 	h.mu.Unlock()
 	return true
+}
+
+// manualTTL reports whether the caller renews the hold (NoAutoRenew) and
+// it has a TTL.
+func (h *hold) manualTTL() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.autoRenew && !h.deadline.IsZero()
 }
