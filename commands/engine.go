@@ -37,9 +37,21 @@ func (s *Server) tbl() *locktable.Table {
 }
 
 // isLeader reports whether this server may change lock state.
+//
+// In a cluster that takes being Raft leader and having applied its own
+// takeover entry of the current term: before that, the old leader's
+// sessions are not yet orphaned, and serving would mix them with new ones.
 func (s *Server) isLeader() bool {
 	c := s.cfg.Cluster
-	return c == nil || c.Node.Raft.State() == raft.Leader
+	if c == nil {
+		return true
+	}
+	r := c.Node.Raft
+	if r.State() != raft.Leader {
+		return false
+	}
+	id, _ := c.Node.FSM.Leader()
+	return id == string(c.Node.ID) && c.Node.FSM.LeaderTerm() == r.CurrentTerm()
 }
 
 // movedError is the reply that sends a client to the leader.
@@ -47,7 +59,7 @@ func (s *Server) movedError() string {
 	c := s.cfg.Cluster
 	_, id := c.Node.Raft.LeaderWithID()
 	leader, addr := c.Node.FSM.Leader()
-	if id == "" || string(id) != leader || addr == "" {
+	if id == "" || string(id) != leader || addr == "" || id == c.Node.ID {
 		return "CLUSTERDOWN no leader is known yet; try again"
 	}
 	return "MOVED 0 " + addr
@@ -93,8 +105,15 @@ func clusterErr(err error) error {
 	if errors.Is(err, replica.ErrNotLeader) {
 		return errMoved
 	}
+	if errors.Is(err, replica.ErrOutcomeUnknown) {
+		return errOutcomeUnknown
+	}
 	return err
 }
+
+// errOutcomeUnknown: the leader lost leadership after appending the
+// change; a later leader may still apply it.
+var errOutcomeUnknown = errors.New("leadership changed while applying the request; its outcome is unknown (a granted lock would be an orphan: give locks a TTL)")
 
 func (s *Server) acquire(ev *locktable.Events, sess *session, req locktable.Request, now int64, wait bool) (locktable.Key, locktable.Outcome, error) {
 	if s.cfg.Cluster == nil {
@@ -149,6 +168,13 @@ func (s *Server) forceUnlock(ev *locktable.Events, name string, now int64) (int,
 }
 
 // closeSession ends a connection's session (disconnect, RESET, kill).
+//
+// In a cluster, a connection that ends because this server stops is not a
+// disconnect (as with --data-dir on a single server): its session stays
+// in the log with its bound holds, only its waiter leaves the queue, and
+// the next leader's failover entry orphans the holds for RENEW to adopt —
+// as after a crash, so that a rolling restart of the leader does not
+// release every lock its clients hold.
 func (s *Server) closeSession(ev *locktable.Events, sess *session, lt *locktable.Session, now int64) {
 	if s.cfg.Cluster == nil {
 		s.table.CloseSession(ev, lt, now)
@@ -158,9 +184,29 @@ func (s *Server) closeSession(ev *locktable.Events, sess *session, lt *locktable
 		return // nothing to close here; a new leader orphans it
 	}
 	sess.clusterOpen.Store(false)
-	if _, err := s.propose(ev, nil, replica.Op{Kind: replica.OpClose, Now: now, Session: sess.id}); err != nil && !errors.Is(err, errMoved) {
+	op := replica.Op{Kind: replica.OpClose, Now: now, Session: sess.id}
+	if s.endedByStop(sess) {
+		op.Kind = replica.OpCancel
+	}
+	if _, err := s.propose(ev, nil, op); err != nil && !errors.Is(err, errMoved) {
 		s.log.Warn("closing a session in the cluster", "client", sess.id, "err", err)
 	}
+}
+
+// endedByStop reports whether sess ends because the server is stopping:
+// its connection is gone (not a RESET) and shutdown has begun.
+func (s *Server) endedByStop(sess *session) bool {
+	sess.mu.Lock()
+	ended := sess.ended
+	sess.mu.Unlock()
+	return ended && s.isClosing()
+}
+
+// isClosing reports whether shutdown has begun.
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
 }
 
 // cancelWait takes the session's queued LOCK out of the queue; false: it
@@ -184,8 +230,8 @@ func (s *Server) expire(ev *locktable.Events, now int64) int64 {
 	if s.cfg.Cluster == nil {
 		return s.table.Expire(ev, now)
 	}
-	if !s.isLeader() {
-		return 0
+	if !s.isLeader() || s.isClosing() {
+		return 0 // a stopping leader grants nothing more; the next one expires
 	}
 	r, err := s.propose(ev, nil, replica.Op{Kind: replica.OpExpire, Now: now})
 	if err != nil {

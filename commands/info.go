@@ -162,7 +162,7 @@ func (s *Server) infoReplication(b *strings.Builder) {
 	st := r.Stats()
 	field(b, "raft_term", st["term"])
 	field(b, "raft_last_log_index", st["last_log_index"])
-	field(b, "raft_applied_index", st["applied_index"])
+	field(b, "raft_applied_index", c.Node.FSM.Applied()) // what the lock table has applied
 	field(b, "raft_num_peers", st["num_peers"])
 }
 

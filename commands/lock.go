@@ -267,6 +267,8 @@ func (sess *session) tableError(err error, name string) {
 	switch {
 	case errors.Is(err, errMoved):
 		sess.fail(sess.srv.movedError())
+	case errors.Is(err, errOutcomeUnknown):
+		sess.fail("TRYAGAIN " + err.Error())
 	case errors.Is(err, locktable.ErrSessionClosed):
 		sess.fail("ERR this connection's session ended (leader change); reconnect")
 	case errors.As(err, &sm):

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net"
 	"os"
@@ -194,6 +195,13 @@ func New(cfg Config) (*Server, error) {
 		ready:    make(chan struct{}),
 	}
 	s.gone = sync.NewCond(&s.mu)
+	if c := cfg.Cluster; c != nil {
+		// Session ids name sessions in the replicated log: each node
+		// numbers its own in a range of its own.
+		h := fnv.New32a()
+		h.Write([]byte(c.Node.ID))
+		s.nextID.Store(uint64(h.Sum32()&0x7fffffff) << 32)
+	}
 	s.metrics = newMetrics(s)
 	s.debug = s.log.Enabled(context.Background(), slog.LevelDebug)
 	if err := s.users.set(cfg.Users); err != nil {

@@ -73,6 +73,18 @@ func startServer(t testing.TB, args ...string) *server {
 // ("KEY=value", e.g. RELOCK_FAILPOINT) for the server process.
 func startServerEnv(t testing.TB, env []string, args ...string) *server {
 	t.Helper()
+	s, err := launchServer(t, env, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// launchServer is startServerEnv returning an error instead of failing the
+// test when the server exits before listening or does not listen within
+// 20 s (a test that picked a port that was taken meanwhile retries).
+func launchServer(t testing.TB, env []string, args ...string) (*server, error) {
+	t.Helper()
 	full := append([]string{"server", "--listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "debug"}, args...)
 	cmd := exec.Command(relockBin, full...)
 	// A -race binary sleeps 1 s at exit by default; a race it found still
@@ -115,13 +127,14 @@ func startServerEnv(t testing.TB, env []string, args ...string) *server {
 	select {
 	case s.Addr = <-listening:
 	case <-s.done:
-		t.Fatalf("relock exited before listening: %v\n%s", s.err, s.logText())
+		return nil, fmt.Errorf("relock exited before listening: %v\n%s", s.err, s.logText())
 	case <-time.After(20 * time.Second):
 		cmd.Process.Kill()
-		t.Fatalf("relock did not listen within 20s\n%s", s.logText())
+		<-s.done
+		return nil, fmt.Errorf("relock did not listen within 20s\n%s", s.logText())
 	}
 	t.Cleanup(func() { s.Stop() })
-	return s
+	return s, nil
 }
 
 // Stop sends SIGTERM and fails the test unless the server exits 0 within

@@ -28,8 +28,27 @@ type FSM struct {
 	// conn gives a session's Conn (the proposing node's connection
 	// handle); nil on nodes that serve no clients.
 	conn func(id uint64) any
-	// leader and leaderAddr are the last failover entry's.
+	// leader and leaderAddr are the last failover entry's, leaderTerm the
+	// Raft term it was appended in; applied is the last log index applied.
 	leader, leaderAddr string
+	leaderTerm         uint64
+	applied            uint64
+}
+
+// LeaderTerm returns the Raft term of the last takeover entry applied: a
+// node leads for lock commands only once its own takeover entry of its
+// current term is applied.
+func (f *FSM) LeaderTerm() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.leaderTerm
+}
+
+// Applied returns the index of the last log entry this FSM applied.
+func (f *FSM) Applied() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applied
 }
 
 // Leader returns the Raft ID and client address of the leader that last
@@ -59,7 +78,14 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if err != nil {
 		return &Result{Err: err}
 	}
-	return f.ApplyOp(op)
+	r := f.ApplyOp(op)
+	f.mu.Lock()
+	f.applied = l.Index
+	if op.Kind == OpFailover {
+		f.leaderTerm = l.Term
+	}
+	f.mu.Unlock()
+	return r
 }
 
 // ApplyOp applies a decoded op. It is Apply without the log (tests, and
@@ -143,7 +169,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	for _, s := range f.sessions {
 		extra = append(extra, s)
 	}
-	b, err := json.Marshal(fsmState{State: f.table.State(extra), Leader: f.leader, LeaderAddr: f.leaderAddr})
+	b, err := json.Marshal(fsmState{State: f.table.State(extra), Leader: f.leader, LeaderAddr: f.leaderAddr, LeaderTerm: f.leaderTerm})
 	if err != nil {
 		return nil, err
 	}
@@ -155,6 +181,7 @@ type fsmState struct {
 	locktable.State
 	Leader     string `json:"leader,omitempty"`
 	LeaderAddr string `json:"leader_addr,omitempty"`
+	LeaderTerm uint64 `json:"leader_term,omitempty"`
 }
 
 // Restore replaces the table with a snapshot's.
@@ -171,7 +198,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.table, f.sessions = t, sessions
-	f.leader, f.leaderAddr = st.Leader, st.LeaderAddr
+	f.leader, f.leaderAddr, f.leaderTerm = st.Leader, st.LeaderAddr, st.LeaderTerm
 	f.mu.Unlock()
 	return nil
 }

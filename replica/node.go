@@ -11,8 +11,12 @@ import (
 )
 
 // ErrNotLeader is returned by Propose on a node that is not the leader;
-// the caller redirects its client to Leader().
+// nothing was appended, and the caller redirects its client to the leader.
 var ErrNotLeader = errors.New("replica: not the leader")
+
+// ErrOutcomeUnknown: leadership was lost after the op was appended; a
+// later leader may still commit it (Raft's unknown outcome).
+var ErrOutcomeUnknown = errors.New("replica: leadership lost while applying; the outcome is unknown")
 
 // NodeConfig assembles one Raft node. The stores and transport are the
 // caller's: raft-boltdb and a TCP transport in production, in-memory ones
@@ -87,8 +91,11 @@ func (n *Node) Propose(op Op, timeout time.Duration) (*Result, error) {
 	}
 	f := n.Raft.Apply(entry, timeout)
 	if err := f.Error(); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			return nil, ErrNotLeader
+		if errors.Is(err, raft.ErrNotLeader) {
+			return nil, ErrNotLeader // not appended: safe to send elsewhere
+		}
+		if errors.Is(err, raft.ErrLeadershipLost) {
+			return nil, ErrOutcomeUnknown
 		}
 		return nil, err
 	}
