@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/relock/relock/clientlib"
@@ -22,7 +23,7 @@ import (
 // --tls-key (SPEC §3). Written before the tool's name (relock --addr X
 // locks) they are moved after it by hoistClientFlags in main.go.
 type clientFlags struct {
-	Addr     string `help:"Server address for the tools: host:port, or a unix socket path." default:"127.0.0.1:6380" placeholder:"ADDR"`
+	Addr     string `help:"Server address for the tools: host:port, or a unix socket path; a comma-separated list for a cluster." default:"127.0.0.1:6380" placeholder:"ADDR"`
 	User     string `help:"User to authenticate as (ACL users)." placeholder:"NAME"`
 	Password string `help:"Password to authenticate with." placeholder:"PASS"`
 	TLS      bool   `name:"tls" help:"Connect with TLS (implied by --tls-ca, --tls-cert)."`
@@ -35,11 +36,17 @@ type clientFlags struct {
 // lines are silenced: the tools report errors themselves, once.
 func (f *clientFlags) newClient() (*clientlib.Client, error) {
 	redis.SetLogger(silentLogger{})
+	// A comma-separated list names the members of a cluster: the tools
+	// then follow -MOVED to the leader.
+	addrs := strings.Split(f.Addr, ",")
 	opt := clientlib.Options{
-		Addr:       f.Addr,
+		Addr:       addrs[0],
 		Username:   f.User,
 		Password:   f.Password,
 		ClientName: "relock-cli",
+	}
+	if len(addrs) > 1 {
+		opt.Addrs = addrs[1:]
 	}
 	cfg, err := f.tlsConfig()
 	if err != nil {
