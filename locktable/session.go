@@ -77,26 +77,9 @@ func (s *Session) unlink(h *Hold) {
 // granting waiters as capacity frees. Detached holds are untouched.
 // Closing a closed session does nothing.
 func (t *Table) CloseSession(ev *Events, s *Session, now int64) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	holds, ok := t.endSession(s)
+	if !ok {
 		return
-	}
-	s.closed = true
-	w := s.waiting
-	var holds []*Hold
-	for h := s.head; h != nil; h = h.snext {
-		holds = append(holds, h)
-	}
-	s.mu.Unlock()
-
-	if w != nil {
-		sh := w.lock.shard
-		sh.mu.Lock()
-		// The waiter may have been granted or cancelled meanwhile; dequeue
-		// checks that it is still queued.
-		sh.cancelWaiter(w)
-		sh.mu.Unlock()
 	}
 	for _, h := range holds {
 		sh := h.sh
@@ -106,4 +89,31 @@ func (t *Table) CloseSession(ev *Events, s *Session, now int64) {
 		}
 		sh.mu.Unlock()
 	}
+}
+
+// endSession marks s closed, takes its queued request out of the queue and
+// returns its bound holds (newest first) for the caller to release or
+// orphan. ok is false if s was already closed.
+func (t *Table) endSession(s *Session) (holds []*Hold, ok bool) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, false
+	}
+	s.closed = true
+	w := s.waiting
+	for h := s.head; h != nil; h = h.snext {
+		holds = append(holds, h)
+	}
+	s.mu.Unlock()
+
+	if w != nil {
+		sh := w.lock.shard
+		sh.mu.Lock()
+		// The waiter may have been granted or cancelled meanwhile;
+		// cancelWaiter checks that it is still queued.
+		sh.cancelWaiter(w)
+		sh.mu.Unlock()
+	}
+	return holds, true
 }

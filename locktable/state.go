@@ -186,23 +186,9 @@ func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Sessi
 // if sooner), to be adopted by the first Renew with their key, and s is
 // closed. Waiters are not granted anything by this.
 func (t *Table) OrphanSession(ev *Events, s *Session, now, grace int64) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	holds, ok := t.endSession(s)
+	if !ok {
 		return
-	}
-	s.closed = true
-	w := s.waiting
-	var holds []*Hold
-	for h := s.head; h != nil; h = h.snext {
-		holds = append(holds, h)
-	}
-	s.mu.Unlock()
-	if w != nil {
-		sh := w.lock.shard
-		sh.mu.Lock()
-		sh.cancelWaiter(w)
-		sh.mu.Unlock()
 	}
 	for _, h := range holds {
 		sh := h.sh
