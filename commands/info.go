@@ -166,7 +166,40 @@ func (s *Server) infoReplication(b *strings.Builder) {
 	field(b, "raft_num_peers", st["num_peers"])
 }
 
-// cmdCluster: CLUSTER INFO | SLOTS | MYID — enough for cluster-aware
+// clusterMembership: CLUSTER ADDNODE id raft-addr | CLUSTER REMOVENODE id
+// (admin, on the leader): changes the Raft membership. A new member then
+// catches up from the leader's log and snapshots.
+func (sess *session) clusterMembership(sub string, args [][]byte) {
+	srv := sess.srv
+	c := srv.cfg.Cluster
+	if !sess.isAdmin() {
+		sess.fail(errNoPermAdmin("cluster|" + sub))
+		return
+	}
+	if (sub == "addnode" && len(args) != 2) || (sub == "removenode" && len(args) != 1) {
+		sess.fail("ERR wrong number of arguments for 'cluster|" + sub + "' command")
+		return
+	}
+	if !srv.isLeader() {
+		sess.fail(srv.movedError())
+		return
+	}
+	id := raft.ServerID(args[0])
+	var f raft.IndexFuture
+	if sub == "addnode" {
+		f = c.Node.Raft.AddVoter(id, raft.ServerAddress(args[1]), 0, 10*time.Second)
+	} else {
+		f = c.Node.Raft.RemoveServer(id, 0, 10*time.Second)
+	}
+	if err := f.Error(); err != nil {
+		sess.fail("ERR " + sub + ": " + err.Error())
+		return
+	}
+	srv.log.Info("cluster membership changed", "change", sub, "node", string(id))
+	sess.w.OK()
+}
+
+// cmdCluster: CLUSTER INFO | SLOTS | MYID | MEMBERS | ADDNODE | REMOVENODE — enough for cluster-aware
 // clients (go-redis ClusterClient, redis-cli -c) to find the leader, which
 // owns every slot.
 func (sess *session) cmdCluster(args [][]byte) *pendingWait {
@@ -186,6 +219,28 @@ func (sess *session) cmdCluster(args [][]byte) *pendingWait {
 		}
 		sess.w.Verbatim("cluster_state:" + state + "\r\ncluster_slots_assigned:16384\r\ncluster_known_nodes:" +
 			c.Node.Raft.Stats()["num_peers"] + "\r\ncluster_size:1\r\n")
+	case "members":
+		cf := c.Node.Raft.GetConfiguration()
+		if err := cf.Error(); err != nil {
+			sess.fail("ERR " + err.Error())
+			return nil
+		}
+		_, leader := c.Node.Raft.LeaderWithID()
+		servers := cf.Configuration().Servers
+		sess.w.Array(len(servers))
+		for _, sv := range servers {
+			sess.w.Map(4)
+			sess.w.BulkString("id")
+			sess.w.BulkString(string(sv.ID))
+			sess.w.BulkString("raft-addr")
+			sess.w.BulkString(string(sv.Address))
+			sess.w.BulkString("suffrage")
+			sess.w.BulkString(strings.ToLower(sv.Suffrage.String()))
+			sess.w.BulkString("leader")
+			sess.w.Int(b2i(sv.ID == leader))
+		}
+	case "addnode", "removenode":
+		sess.clusterMembership(strings.ToLower(string(args[1])), args[2:])
 	case "slots":
 		_, addr := c.Node.FSM.Leader()
 		host, port, err := net.SplitHostPort(addr)

@@ -685,3 +685,52 @@ func TestCluster_MinorityGrantsNothing(t *testing.T) {
 		t.Errorf("UNLOCK after recovery: %v", err)
 	}
 }
+
+// A fourth node joins a running cluster with --join, catches up and serves
+// as a follower; `relock cluster status` lists it; `relock cluster remove`
+// takes it out again; the locks are untouched throughout.
+func TestCluster_JoinAndRemoveMember(t *testing.T) {
+	c := startCluster(t, 3)
+	leader, _ := c.waitLeader(c.nodes, 10*time.Second)
+	lc := leader.srv.client(t)
+	key := mustKey(t, lc, "LOCK", "membership", "TTL", 60000, "DETACH")
+
+	addrs := freeAddrs(t, 2)
+	n4 := &clusterNode{id: "n4", addr: addrs[0], raftAddr: addrs[1]}
+	n4.args = []string{"--listen", n4.addr, "--advertise", n4.addr, "--node-id", "n4",
+		"--raft-listen", n4.raftAddr, "--raft-dir", filepath.Join(t.TempDir(), "n4"), "--join", c.nodes[0].addr}
+	srv, err := launchServer(t, nil, n4.args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n4.srv = srv
+	c.nodes = append(c.nodes, n4) // stopped with the others
+
+	members := strings.Join([]string{c.nodes[0].addr, c.nodes[1].addr}, ",")
+	var status string
+	eventually(t, 15*time.Second, func() bool {
+		out, _, code := relockTool(t, "cluster", "status", "--addr", members)
+		status = out
+		return code == 0 && strings.Contains(out, "n4") && strings.Contains(out, n4.raftAddr)
+	}, "relock cluster status never listed n4: %q", status)
+	// It catches up and redirects like any follower.
+	eventually(t, 15*time.Second, func() bool {
+		info, err := n4.info("locks", "replication")
+		return err == nil && info["holds"] == "1" && info["raft_leader_addr"] == leader.addr
+	}, "n4 did not catch up")
+	if err := doBounded(n4.srv.client(t), "CHECK", "membership", key).Err(); err == nil || !strings.HasPrefix(err.Error(), "MOVED 0 "+leader.addr) {
+		t.Fatalf("CHECK on the joined follower = %v, want MOVED to %s", err, leader.addr)
+	}
+
+	out, errOut, code := relockTool(t, "--addr", members, "cluster", "remove", "n4")
+	if code != 0 || !strings.Contains(out, "removed n4") {
+		t.Fatalf("relock cluster remove = %d, %q, %q", code, out, errOut)
+	}
+	out, _, _ = relockTool(t, "cluster", "status", "--addr", members)
+	if strings.Contains(out, "n4") {
+		t.Fatalf("n4 still a member after remove:\n%s", out)
+	}
+	if err := doBounded(lc, "CHECK", "membership", key).Err(); err != nil {
+		t.Fatalf("CHECK after the membership changes: %v", err)
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/redis/go-redis/v9"
 	"github.com/relock/relock/commands"
 	"github.com/relock/relock/locktable"
 	"github.com/relock/relock/replica"
@@ -27,6 +28,29 @@ type clusterFlags struct {
 	RaftPeers  []string `help:"Every member as id=raft-host:port, this node included (with --bootstrap)." placeholder:"ID=ADDR"`
 	Bootstrap  bool     `help:"Form a new cluster from --raft-peers (on first start; ignored once the log exists)."`
 	Advertise  string   `help:"Client address of this node that followers name in -MOVED (default: --listen)." placeholder:"HOST:PORT"`
+	Join       string   `help:"Join a running cluster through any member's client address(es), comma-separated (instead of --bootstrap)." placeholder:"ADDR"`
+}
+
+// join asks the cluster (through the members at f.Join) to add this node,
+// retrying until it is added or ctx ends. Run in its own goroutine.
+func (f *clusterFlags) join(ctx context.Context, cf *clientFlags, log *slog.Logger) {
+	for attempt := 1; ctx.Err() == nil; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		_, err := clusterDo(cctx, strings.Split(f.Join, ","), func(addr string) *redis.Client {
+			return redis.NewClient(&redis.Options{Addr: addr, Username: cf.User, Password: cf.Password,
+				MaxRetries: -1, PoolSize: 1, DisableIdentity: true})
+		}, "CLUSTER", "ADDNODE", f.NodeID, f.RaftListen)
+		cancel()
+		if err == nil {
+			log.Info("joined the cluster", "node", f.NodeID, "via", f.Join)
+			return
+		}
+		log.Warn("joining the cluster", "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 func (f *clusterFlags) enabled() bool { return f.NodeID != "" || f.RaftListen != "" || f.RaftDir != "" }
@@ -53,6 +77,9 @@ func (f *clusterFlags) startNode(listen string, shards int, log *slog.Logger) (*
 	}
 	if f.Bootstrap && len(servers) == 0 {
 		return nil, nil, errors.New("--bootstrap needs --raft-peers")
+	}
+	if f.Bootstrap && f.Join != "" {
+		return nil, nil, errors.New("--bootstrap forms a new cluster, --join enters a running one: give one of them")
 	}
 	raftLog := io.Writer(os.Stderr)
 	if !log.Enabled(context.Background(), slog.LevelDebug) {

@@ -25,6 +25,8 @@ type cli struct {
 	Run    runCmd    `cmd:"" help:"Run a command while holding a lock (like flock(1))."`
 	Locks  locksCmd  `cmd:"" help:"List locks with their holders and waiters."`
 	Unlock unlockCmd `cmd:"" help:"Release a lock: every hold (--force), or the hold with a key."`
+
+	Cluster clusterCmd `cmd:"" help:"Raft cluster membership: status, add, remove."`
 }
 
 // exitError carries a specific exit code out of a command's Run.
@@ -79,7 +81,7 @@ func main() {
 var (
 	clientValueFlags = map[string]bool{"--addr": true, "--user": true, "--password": true, "--tls-ca": true, "--tls-cert": true, "--tls-key": true}
 	clientBoolFlags  = map[string]bool{"--tls": true}
-	toolNames        = map[string]bool{"run": true, "locks": true, "unlock": true, "bench": true}
+	toolNames        = map[string]bool{"run": true, "locks": true, "unlock": true, "bench": true, "cluster": true}
 )
 
 func hoistClientFlags(args []string) []string {
@@ -94,7 +96,12 @@ func hoistClientFlags(args []string) []string {
 		case clientValueFlags[name] || clientBoolFlags[name]:
 			pre = append(pre, a)
 		case toolNames[a] && len(pre) > 0:
-			out := append([]string{a}, pre...)
+			head := []string{a}
+			if a == "cluster" && i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
+				i++ // the flags belong to its subcommand (status, add, remove)
+				head = append(head, args[i])
+			}
+			out := append(head, pre...)
 			return append(out, args[i+1:]...)
 		default:
 			return args

@@ -16,6 +16,8 @@ func TestHoistClientFlags(t *testing.T) {
 		{"--listen x server", "--listen x server"}, // not a client flag: kong reports it
 		{"--addr h:1 server", "--addr h:1 server"}, // not a tool
 		{"--addr", "--addr"},
+		{"--addr a,b cluster status", "cluster status --addr a,b"},
+		{"--addr a cluster add n4 h:1", "cluster add --addr a n4 h:1"},
 	}
 	for _, tt := range tests {
 		got := strings.Join(hoistClientFlags(strings.Fields(tt.in)), " ")

@@ -174,6 +174,15 @@ func (c *serverCmd) Run() error {
 			<-done
 		}()
 	}
+	if cluster != nil && c.Join != "" {
+		// The join credentials are those of the tools' flags' environment
+		// (RELOCK_USER/RELOCK_PASSWORD) or the server's own --requirepass.
+		cf := &clientFlags{User: os.Getenv("RELOCK_USER"), Password: os.Getenv("RELOCK_PASSWORD")}
+		if cf.Password == "" && c.Requirepass != "" {
+			cf.Password = c.Requirepass
+		}
+		go c.join(ctx, cf, log)
+	}
 	return srv.Run(ctx)
 }
 
