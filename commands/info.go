@@ -239,6 +239,39 @@ func (sess *session) cmdCluster(args [][]byte) *pendingWait {
 			sess.w.BulkString("leader")
 			sess.w.Int(b2i(sv.ID == leader))
 		}
+	case "shards":
+		_, addr := c.Node.FSM.Leader()
+		host, port, err := net.SplitHostPort(addr)
+		p, _ := strconv.Atoi(port)
+		_, id := c.Node.Raft.LeaderWithID()
+		if err != nil || id == "" {
+			sess.w.Array(0)
+			return nil
+		}
+		w := &sess.w
+		w.Array(1)
+		w.Map(2)
+		w.BulkString("slots")
+		w.Array(2)
+		w.Int(0)
+		w.Int(16383)
+		w.BulkString("nodes")
+		w.Array(1)
+		w.Map(7)
+		w.BulkString("id")
+		w.BulkString(string(id))
+		w.BulkString("port")
+		w.Int(int64(p))
+		w.BulkString("ip")
+		w.BulkString(host)
+		w.BulkString("endpoint")
+		w.BulkString(host)
+		w.BulkString("role")
+		w.BulkString("master")
+		w.BulkString("replication-offset")
+		w.Int(int64(c.Node.FSM.Applied()))
+		w.BulkString("health")
+		w.BulkString("online")
 	case "addnode", "removenode":
 		sess.clusterMembership(strings.ToLower(string(args[1])), args[2:])
 	case "slots":

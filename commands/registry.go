@@ -80,8 +80,8 @@ func init() {
 		{name: "dbsize", arity: 1, flags: []string{"readonly", "fast"}, group: "server", run: (*session).cmdDBSize,
 			summary: "Returns the number of locks."},
 		{name: "cluster", arity: -2, flags: []string{"stale"}, group: "server", run: (*session).cmdCluster,
-			syntax: "INFO | SLOTS | MYID | MEMBERS | ADDNODE id raft-addr | REMOVENODE id", summary: "Where the Raft leader is (it owns every slot), the members, membership changes (admin); an error without clustering.",
-			subs: []string{"info", "slots", "myid", "members", "addnode", "removenode"}},
+			syntax: "INFO | SLOTS | SHARDS | MYID | MEMBERS | ADDNODE id raft-addr | REMOVENODE id", summary: "Where the Raft leader is (it owns every slot), the members, membership changes (admin); an error without clustering.",
+			subs: []string{"info", "slots", "shards", "myid", "members", "addnode", "removenode"}},
 		{name: "time", arity: 1, flags: []string{"fast"}, group: "server", run: (*session).cmdTime,
 			summary: "Returns the server time as seconds and microseconds."},
 	}
