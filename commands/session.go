@@ -41,6 +41,12 @@ type session struct {
 	// stopped when the session ends. Set once at creation.
 	authTimer *time.Timer
 
+	// lastCmd (index in commandList, -1: none) and lastAt (unix ns) are
+	// written by the serving goroutine and read by CLIENT LIST: atomics,
+	// so that the per-command bookkeeping takes no lock.
+	lastCmd atomic.Int32
+	lastAt  atomic.Int64
+
 	// grant receives the Grant for this session's queued LOCK.
 	grant chan locktable.Grant
 
@@ -50,8 +56,6 @@ type session struct {
 	name    string
 	libName string
 	libVer  string
-	lastCmd string
-	lastAt  time.Time
 	proto   int
 	user    string // authenticated user; "": none (no authentication configured)
 	waiting string // lock name of the blocked LOCK, if any
@@ -95,7 +99,6 @@ func (s *Server) newSession(c redcon.Conn, nc net.Conn) *session {
 		netConn: nc,
 		laddr:   nc.LocalAddr().String(),
 		created: now,
-		lastAt:  now,
 		proto:   2,
 		grant:   make(chan locktable.Grant, 1),
 	}
@@ -118,6 +121,8 @@ func (s *Server) newSession(c redcon.Conn, nc net.Conn) *session {
 	if nc.RemoteAddr().Network() == "unix" || sess.addr == "" || sess.addr == "@" {
 		sess.addr = "/unix:" + sess.laddr
 	}
+	sess.lastCmd.Store(-1)
+	sess.lastAt.Store(now.UnixNano())
 	sess.lt = s.table.NewSession(id, sess)
 	s.sessions[id] = sess
 	return sess
@@ -200,7 +205,9 @@ func (sess *session) exec(args [][]byte) *pendingWait {
 		sess.fail(resp.UnknownCommand(string(args[0]), args[1:]))
 		return nil
 	}
-	sess.touch(cmd.name)
+	start := time.Now()
+	sess.lastCmd.Store(int32(cmd.idx))
+	sess.lastAt.Store(start.UnixNano())
 	if !sess.tlsSeen && srv.cfg.TLSAuthCN {
 		sess.tlsSeen = true
 		sess.loginByCertificate()
@@ -228,18 +235,9 @@ func (sess *session) exec(args [][]byte) *pendingWait {
 		}
 		defer srv.leave()
 	}
-	start := time.Now()
 	wait := cmd.run(sess, args)
 	srv.metrics.cmdTime[cmd.idx].Observe(time.Since(start).Seconds())
 	return wait
-}
-
-// touch records the last command for CLIENT LIST.
-func (sess *session) touch(name string) {
-	sess.mu.Lock()
-	sess.lastCmd = name
-	sess.lastAt = time.Now()
-	sess.mu.Unlock()
 }
 
 // fail writes an error reply and counts it.
@@ -270,7 +268,7 @@ func (sess *session) kill() {
 // part of it.
 func (sess *session) clientInfo(now time.Time) string {
 	sess.mu.Lock()
-	name, lib, ver, last, lastAt, proto, waiting := sess.name, sess.libName, sess.libVer, sess.lastCmd, sess.lastAt, sess.proto, sess.waiting
+	name, lib, ver, proto, waiting := sess.name, sess.libName, sess.libVer, sess.proto, sess.waiting
 	sess.mu.Unlock()
 	flags := "N"
 	if waiting != "" {
@@ -295,9 +293,13 @@ func (sess *session) clientInfo(now time.Time) string {
 	b.WriteString(" fd=-1")
 	b.WriteString(" name=" + name)
 	b.WriteString(" age=" + itoa(int64(now.Sub(sess.created)/time.Second)))
-	b.WriteString(" idle=" + itoa(int64(now.Sub(lastAt)/time.Second)))
+	b.WriteString(" idle=" + itoa(int64(now.Sub(time.Unix(0, sess.lastAt.Load()))/time.Second)))
 	b.WriteString(" flags=" + flags)
 	b.WriteString(" db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r")
+	last := "NULL"
+	if i := sess.lastCmd.Load(); i >= 0 && int(i) < len(commandList) {
+		last = commandList[i].name
+	}
 	b.WriteString(" cmd=" + last)
 	b.WriteString(" user=" + user)
 	b.WriteString(" redir=-1")
