@@ -62,6 +62,9 @@ type benchResult struct {
 	FirstError   string  `json:"first_error,omitempty"`
 }
 
+// maxBenchIterations bounds every load loop by count as well as by time.
+const maxBenchIterations = 100_000_000
+
 // unlockScript is the compare-and-delete every Redis lock library uses.
 const unlockScript = `if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end`
 
@@ -212,7 +215,7 @@ func (r *benchRun) worker(ctx context.Context, id int, rdb *redis.Client, h *hdr
 	}
 	ttlMs := c.TTL.Milliseconds()
 	var n, seq int64
-	for ctx.Err() == nil {
+	for i := 0; i < maxBenchIterations && ctx.Err() == nil; i++ {
 		t0 := time.Now()
 		var err error
 		switch {
@@ -267,7 +270,10 @@ func (r *benchRun) relockCycle(ctx context.Context, rdb *redis.Client, name stri
 // redisCycle takes the lock with SET NX PX, polling while it is taken, and
 // releases it with the compare-and-delete script.
 func (r *benchRun) redisCycle(ctx context.Context, rdb *redis.Client, name, token string, ttlMs int64) error {
-	for {
+	for attempt := 0; ; attempt++ {
+		if attempt == maxBenchIterations {
+			return errors.New("gave up polling SET NX")
+		}
 		ok, err := rdb.SetNX(ctx, name, token, time.Duration(ttlMs)*time.Millisecond).Result()
 		r.reqs.Add(1)
 		if err != nil {
