@@ -223,14 +223,8 @@ func (sess *session) cmdHello(args [][]byte) *pendingWait {
 		sess.fail(resp.ErrNoAuth)
 		return nil
 	}
-	if hasName {
-		if !validClientName(name) {
-			sess.fail(errClientName)
-			return nil
-		}
-		sess.mu.Lock()
-		sess.name = name
-		sess.mu.Unlock()
+	if hasName && !sess.setName(name) {
+		return nil
 	}
 	sess.setProto(proto)
 	w := &sess.w
@@ -269,6 +263,19 @@ func (sess *session) cmdSelect(args [][]byte) *pendingWait {
 
 const errClientName = "ERR Client names cannot contain spaces, newlines or special characters."
 
+// setName sets the connection's name, or writes the error and returns
+// false if the name is not allowed.
+func (sess *session) setName(name string) bool {
+	if !validClientName(name) {
+		sess.fail(errClientName)
+		return false
+	}
+	sess.mu.Lock()
+	sess.name = name
+	sess.mu.Unlock()
+	return true
+}
+
 func validClientName(name string) bool {
 	for i := 0; i < len(name); i++ {
 		if name[i] < '!' || name[i] > '~' {
@@ -295,15 +302,9 @@ func (sess *session) cmdClient(args [][]byte) *pendingWait {
 		sess.mu.Unlock()
 		sess.w.BulkOrNull(name, name != "")
 	case "setname":
-		name := string(args[2])
-		if !validClientName(name) {
-			sess.fail(errClientName)
-			return nil
+		if sess.setName(string(args[2])) {
+			sess.w.OK()
 		}
-		sess.mu.Lock()
-		sess.name = name
-		sess.mu.Unlock()
-		sess.w.OK()
 	case "setinfo":
 		attr, val := strings.ToLower(string(args[2])), string(args[3])
 		if !validClientName(val) && val != "" {

@@ -77,29 +77,21 @@ func (s *Session) unlink(h *Hold) {
 // granting waiters as capacity frees. Detached holds are untouched.
 // Closing a closed session does nothing.
 func (t *Table) CloseSession(ev *Events, s *Session, now int64) {
-	holds, ok := t.endSession(s)
-	if !ok {
-		return
-	}
-	for _, h := range holds {
-		sh := h.sh
-		sh.mu.Lock()
-		if h.lock != nil && h.session == s {
-			sh.release(t, ev, h, ReasonDisconnect, now)
-		}
-		sh.mu.Unlock()
-	}
+	t.endSession(s, func(sh *shard, h *Hold) {
+		sh.release(t, ev, h, ReasonDisconnect, now)
+	})
 }
 
 // endSession marks s closed, takes its queued request out of the queue and
-// returns its bound holds (newest first) for the caller to release or
-// orphan. ok is false if s was already closed.
-func (t *Table) endSession(s *Session) (holds []*Hold, ok bool) {
+// runs each on every hold still bound to s (newest first), in the
+// critical section of the hold's shard. A closed session is left alone.
+func (t *Table) endSession(s *Session, each func(sh *shard, h *Hold)) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return nil, false
+		return
 	}
+	var holds []*Hold
 	s.closed = true
 	w := s.waiting
 	for h := s.head; h != nil; h = h.snext {
@@ -115,5 +107,12 @@ func (t *Table) endSession(s *Session) (holds []*Hold, ok bool) {
 		sh.cancelWaiter(w)
 		sh.mu.Unlock()
 	}
-	return holds, true
+	for _, h := range holds {
+		sh := h.sh
+		sh.mu.Lock()
+		if h.lock != nil && h.session == s { // not released meanwhile
+			each(sh, h)
+		}
+		sh.mu.Unlock()
+	}
 }

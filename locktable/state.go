@@ -186,23 +186,14 @@ func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Sessi
 // if sooner), to be adopted by the first Renew with their key, and s is
 // closed. Waiters are not granted anything by this.
 func (t *Table) OrphanSession(ev *Events, s *Session, now, grace int64) {
-	holds, ok := t.endSession(s)
-	if !ok {
-		return
-	}
-	for _, h := range holds {
-		sh := h.sh
-		sh.mu.Lock()
-		if h.lock != nil && h.session == s {
-			s.unlink(h)
-			h.session = nil
-			h.orphan = true
-			if d := now + grace; h.deadline == 0 || d < h.deadline {
-				h.deadline = d
-				sh.expiry.set(h)
-			}
-			sh.journalPut(h)
+	t.endSession(s, func(sh *shard, h *Hold) {
+		s.unlink(h)
+		h.session = nil
+		h.orphan = true
+		if d := now + grace; h.deadline == 0 || d < h.deadline {
+			h.deadline = d
+			sh.expiry.set(h)
 		}
-		sh.mu.Unlock()
-	}
+		sh.journalPut(h)
+	})
 }
