@@ -285,11 +285,14 @@ func validClientName(name string) bool {
 	return true
 }
 
+// clientArity is the exact argument count of the CLIENT subcommands that
+// have one (CLIENT and the subcommand included).
+var clientArity = map[string]int{"id": 2, "getname": 2, "info": 2, "setname": 3, "setinfo": 4, "no-evict": 3, "no-touch": 3}
+
 // cmdClient: CLIENT subcommand [arguments]
 func (sess *session) cmdClient(args [][]byte) *pendingWait {
 	sub := strings.ToLower(string(args[1]))
-	arity := map[string]int{"id": 2, "getname": 2, "info": 2, "setname": 3, "setinfo": 4, "no-evict": 3, "no-touch": 3}
-	if n, ok := arity[sub]; ok && len(args) != n {
+	if n, ok := clientArity[sub]; ok && len(args) != n {
 		sess.fail("ERR wrong number of arguments for 'client|" + sub + "' command")
 		return nil
 	}

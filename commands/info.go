@@ -66,7 +66,7 @@ func field(b *strings.Builder, k string, v any) {
 }
 
 func (s *Server) infoServer(b *strings.Builder) {
-	up := time.Since(s.start)
+	up := time.Since(s.epoch)
 	field(b, "redis_version", "7.2.0") // what clients' version checks read
 	field(b, "relock_version", Version)
 	field(b, "redis_mode", "standalone")
@@ -199,6 +199,17 @@ func (sess *session) clusterMembership(sub string, args [][]byte) {
 	sess.w.OK()
 }
 
+// leaderEndpoint returns the leader's client host and port (from its
+// takeover entry) and Raft ID; ok is false while no leader is known.
+func (s *Server) leaderEndpoint() (host string, port int, id raft.ServerID, ok bool) {
+	c := s.cfg.Cluster
+	_, addr := c.Node.FSM.Leader()
+	host, ps, err := net.SplitHostPort(addr)
+	port, _ = strconv.Atoi(ps)
+	_, id = c.Node.Raft.LeaderWithID()
+	return host, port, id, err == nil && id != ""
+}
+
 // cmdCluster: CLUSTER INFO | SLOTS | MYID | MEMBERS | ADDNODE | REMOVENODE — enough for cluster-aware
 // clients (go-redis ClusterClient, redis-cli -c) to find the leader, which
 // owns every slot.
@@ -240,11 +251,8 @@ func (sess *session) cmdCluster(args [][]byte) *pendingWait {
 			sess.w.Int(b2i(sv.ID == leader))
 		}
 	case "shards":
-		_, addr := c.Node.FSM.Leader()
-		host, port, err := net.SplitHostPort(addr)
-		p, _ := strconv.Atoi(port)
-		_, id := c.Node.Raft.LeaderWithID()
-		if err != nil || id == "" {
+		host, p, id, ok := srv.leaderEndpoint()
+		if !ok {
 			sess.w.Array(0)
 			return nil
 		}
@@ -275,10 +283,8 @@ func (sess *session) cmdCluster(args [][]byte) *pendingWait {
 	case "addnode", "removenode":
 		sess.clusterMembership(strings.ToLower(string(args[1])), args[2:])
 	case "slots":
-		_, addr := c.Node.FSM.Leader()
-		host, port, err := net.SplitHostPort(addr)
-		p, _ := strconv.Atoi(port)
-		if _, id := c.Node.Raft.LeaderWithID(); err != nil || id == "" {
+		host, p, _, ok := srv.leaderEndpoint()
+		if !ok {
 			sess.w.Array(0)
 			return nil
 		}

@@ -120,8 +120,7 @@ type Server struct {
 	cfg   Config
 	log   *slog.Logger
 	table *locktable.Table
-	epoch time.Time // start of the monotonic clock behind now()
-	start time.Time
+	epoch time.Time // when the server was made: start of now()'s clock and of uptime
 
 	expiry expirer
 
@@ -183,7 +182,6 @@ func New(cfg Config) (*Server, error) {
 		cfg:   cfg,
 		log:   cfg.Logger,
 		epoch: now,
-		start: now,
 		table: locktable.New(locktable.Config{
 			Shards:             cfg.Shards,
 			FenceStart:         fenceStart,

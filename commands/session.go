@@ -25,12 +25,11 @@ type session struct {
 
 	// Owned by the connection's serving goroutine (redcon's, then the
 	// detached loop): no lock needed.
-	w        resp.Writer
-	ev       locktable.Events
-	lt       *locktable.Session
-	detached bool
-	quit     bool // close after flushing the reply
-	tlsSeen  bool // the TLS client certificate was looked at (--tls-auth-cn)
+	w       resp.Writer
+	ev      locktable.Events
+	lt      *locktable.Session
+	quit    bool // close after flushing the reply
+	tlsSeen bool // the TLS client certificate was looked at (--tls-auth-cn)
 	// clusterOpen: the session has been opened in the Raft FSM.
 	clusterOpen atomic.Bool
 
@@ -59,8 +58,7 @@ type session struct {
 	proto   int
 	user    string // authenticated user; "": none (no authentication configured)
 	waiting string // lock name of the blocked LOCK, if any
-	killed  bool
-	ended   bool // endSession ran: lt is closed for good
+	ended   bool   // endSession ran: lt is closed for good
 	// lt is written by the serving goroutine only (RESET) and then under
 	// mu; other goroutines read it under mu.
 }
@@ -186,7 +184,6 @@ func (s *Server) handle(c redcon.Conn, cmd redcon.Command) {
 	if wait != nil {
 		dc := c.Detach()
 		sess.conn = dc
-		sess.detached = true
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -258,9 +255,6 @@ func (sess *session) setProto(p int) {
 // kill closes the session's connection from any goroutine. Its serving
 // goroutine sees the close and ends the session.
 func (sess *session) kill() {
-	sess.mu.Lock()
-	sess.killed = true
-	sess.mu.Unlock()
 	sess.netConn.Close()
 }
 

@@ -1,5 +1,7 @@
 package locktable
 
+import "sort"
+
 // HoldRecord is the durable state of one hold: what persist stores and
 // Restore reads back. Times are on the caller's clock (relock uses unix
 // nanoseconds), so they stay meaningful across restarts.
@@ -79,20 +81,22 @@ func (t *Table) DrainJournal(dst []Change) []Change {
 	return dst
 }
 
-// Snapshot returns every live hold's record, sorted by name then fence.
-// Each shard is read consistently.
+// Snapshot returns every live hold's record, sorted by name, each lock's
+// holds in grant order. Each shard is read consistently.
 func (t *Table) Snapshot() []HoldRecord {
 	var out []HoldRecord
-	for _, li := range t.Locks(Query{}, 0) {
-		sh := t.shardOf(li.Name)
+	for i := range t.shards {
+		sh := &t.shards[i]
 		sh.mu.Lock()
-		if l := sh.locks[li.Name]; l != nil {
+		for _, l := range sh.locks {
 			for _, h := range l.holds {
 				out = append(out, h.record())
 			}
 		}
 		sh.mu.Unlock()
 	}
+	// Stable: a lock's holds were appended together, in grant order.
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 

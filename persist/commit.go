@@ -1,6 +1,7 @@
 package persist
 
 import (
+	"sync"
 	"time"
 
 	"github.com/relock/relock/locktable"
@@ -16,13 +17,13 @@ type round struct {
 func newRound() *round { return &round{done: make(chan struct{})} }
 
 // committer runs the store's commit loop: in mode Always it commits when
-// kicked, grouping every Sync that arrived meanwhile into one bbolt
-// transaction; in mode EverySec once a second.
+// kicked, grouping every Sync that arrived meanwhile into one write-ahead
+// log record (one fdatasync); in mode EverySec once a second.
 type committer struct {
 	s *Store
 
 	// mu guards next and stopped.
-	mu      chan struct{} // a 1-slot semaphore, so that Sync can select
+	mu      sync.Mutex
 	next    *round
 	stopped bool
 
@@ -32,17 +33,12 @@ type committer struct {
 
 	// Owned by the loop goroutine.
 	buf         []locktable.Change
-	enc         []byte
 	lastFence   uint64
 	needRewrite bool // a round failed: the next one rewrites everything
 }
 
-func (c *committer) lock()   { c.mu <- struct{}{} }
-func (c *committer) unlock() { <-c.mu }
-
 func (c *committer) start(s *Store) {
 	c.s = s
-	c.mu = make(chan struct{}, 1)
 	c.next = newRound()
 	c.kick = make(chan struct{}, 1)
 	c.quit = make(chan struct{})
@@ -62,13 +58,13 @@ func (s *Store) Sync() error {
 		return nil
 	}
 	c := &s.c
-	c.lock()
+	c.mu.Lock()
 	if c.stopped {
-		c.unlock()
+		c.mu.Unlock()
 		return ErrClosed
 	}
 	r := c.next
-	c.unlock()
+	c.mu.Unlock()
 	select {
 	case c.kick <- struct{}{}:
 	default:
@@ -99,10 +95,10 @@ func (c *committer) loop() {
 
 // commitRound takes the pending round, drains the journal and commits it.
 func (c *committer) commitRound() {
-	c.lock()
+	c.mu.Lock()
 	r := c.next
 	c.next = newRound()
-	c.unlock()
+	c.mu.Unlock()
 	r.err = c.write()
 	close(r.done)
 }
@@ -159,17 +155,17 @@ func (c *committer) write() error {
 
 // stop runs a final round, stops the loop and makes Sync return ErrClosed.
 func (c *committer) stop() error {
-	if c.mu == nil {
-		return nil
+	if c.s == nil {
+		return nil // never started (mode No)
 	}
-	c.lock()
+	c.mu.Lock()
 	if c.stopped {
-		c.unlock()
+		c.mu.Unlock()
 		return nil
 	}
 	c.stopped = true
 	final := c.next
-	c.unlock()
+	c.mu.Unlock()
 	close(c.quit)
 	<-c.exited
 	// The loop's last round was final or a later one; either way every

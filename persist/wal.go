@@ -48,7 +48,8 @@ type wal struct {
 	// nil for a delete. Applied to bbolt by a checkpoint.
 	pending map[uint64]*locktable.HoldRecord
 	fence   uint64 // largest high-water in the log
-	buf     []byte
+	buf     []byte // the record being written, reused
+	enc     []byte // one hold record's encoding, reused
 }
 
 func openWAL(dir string) (*wal, error) {
@@ -180,7 +181,6 @@ func (w *wal) append(changes []locktable.Change, fence uint64) (int, error) {
 	b = append(b, make([]byte, walHeader)...)
 	b = binary.AppendUvarint(b, fence)
 	b = binary.AppendUvarint(b, uint64(len(changes)))
-	var enc []byte
 	for i := range changes {
 		ch := &changes[i]
 		if ch.Delete {
@@ -188,10 +188,10 @@ func (w *wal) append(changes []locktable.Change, fence uint64) (int, error) {
 			b = binary.AppendUvarint(b, ch.Record.Key.Fence)
 			continue
 		}
-		enc = encodeRecord(enc[:0], &ch.Record)
+		w.enc = encodeRecord(w.enc[:0], &ch.Record)
 		b = append(b, walPut)
-		b = binary.AppendUvarint(b, uint64(len(enc)))
-		b = append(b, enc...)
+		b = binary.AppendUvarint(b, uint64(len(w.enc)))
+		b = append(b, w.enc...)
 	}
 	payload := b[walHeader:]
 	binary.LittleEndian.PutUint32(b, uint32(len(payload)))

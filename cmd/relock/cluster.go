@@ -13,7 +13,6 @@ import (
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"github.com/redis/go-redis/v9"
 	"github.com/relock/relock/commands"
 	"github.com/relock/relock/locktable"
 	"github.com/relock/relock/replica"
@@ -31,16 +30,13 @@ type clusterFlags struct {
 	Join       string   `help:"Join a running cluster through any member's client address(es), comma-separated (instead of --bootstrap)." placeholder:"ADDR"`
 }
 
-// join asks the cluster (through the members at f.Join) to add this node,
-// retrying until it is added or ctx ends. Run in its own goroutine.
+// join asks the cluster (through the members at f.Join, with cf's
+// credentials) to add this node, retrying until it is added or ctx ends.
+// Run in its own goroutine.
 func (f *clusterFlags) join(ctx context.Context, cf *clientFlags, log *slog.Logger) {
+	cf.Addr = f.Join
 	for attempt := 1; ctx.Err() == nil; attempt++ {
-		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		_, err := clusterDo(cctx, strings.Split(f.Join, ","), func(addr string) *redis.Client {
-			return redis.NewClient(&redis.Options{Addr: addr, Username: cf.User, Password: cf.Password,
-				MaxRetries: -1, PoolSize: 1, DisableIdentity: true})
-		}, "CLUSTER", "ADDNODE", f.NodeID, f.RaftListen)
-		cancel()
+		_, err := cf.clusterDo(ctx, "CLUSTER", "ADDNODE", f.NodeID, f.RaftListen)
 		if err == nil {
 			log.Info("joined the cluster", "node", f.NodeID, "via", f.Join)
 			return

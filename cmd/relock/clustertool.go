@@ -35,13 +35,13 @@ type clusterRemoveCmd struct {
 }
 
 // clusterDo sends one command to the members named by f.Addr (comma-
-// separated), following -MOVED to the leader, for at most 20 s.
-func (f *clientFlags) clusterDo(args ...any) (any, error) {
+// separated), following -MOVED to the leader, for at most 20 s of ctx.
+func (f *clientFlags) clusterDo(ctx context.Context, args ...any) (any, error) {
 	tlsCfg, err := f.tlsConfig()
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	return clusterDo(ctx, strings.Split(f.Addr, ","), func(addr string) *redis.Client {
 		return redis.NewClient(&redis.Options{Addr: addr, Username: f.User, Password: f.Password, TLSConfig: tlsCfg,
@@ -82,7 +82,7 @@ func clusterDo(ctx context.Context, addrs []string, dial func(string) *redis.Cli
 }
 
 func (c *clusterStatusCmd) Run() error {
-	v, err := c.clusterDo("CLUSTER", "MEMBERS")
+	v, err := c.clusterDo(context.Background(), "CLUSTER", "MEMBERS")
 	if err != nil {
 		return err
 	}
@@ -111,7 +111,7 @@ func (c *clusterStatusCmd) Run() error {
 }
 
 func (c *clusterAddCmd) Run() error {
-	if _, err := c.clusterDo("CLUSTER", "ADDNODE", c.ID, c.RaftAddr); err != nil {
+	if _, err := c.clusterDo(context.Background(), "CLUSTER", "ADDNODE", c.ID, c.RaftAddr); err != nil {
 		return err
 	}
 	fmt.Printf("added %s (%s)\n", c.ID, c.RaftAddr)
@@ -119,7 +119,7 @@ func (c *clusterAddCmd) Run() error {
 }
 
 func (c *clusterRemoveCmd) Run() error {
-	if _, err := c.clusterDo("CLUSTER", "REMOVENODE", c.ID); err != nil {
+	if _, err := c.clusterDo(context.Background(), "CLUSTER", "REMOVENODE", c.ID); err != nil {
 		return err
 	}
 	fmt.Printf("removed %s\n", c.ID)
