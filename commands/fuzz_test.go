@@ -17,7 +17,10 @@ func testSession(t testing.TB, srv *Server) *session {
 	t.Cleanup(func() { a.Close(); b.Close() })
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
-	return srv.newSession(nil, a)
+	return srv.newSession(a.RemoteAddr(), a.LocalAddr(), func(sess *session) {
+		sess.netConn = a
+		sess.grant = make(chan locktable.Grant, 1)
+	})
 }
 
 func newTestServer(t testing.TB) *Server {

@@ -38,7 +38,12 @@ type Config struct {
 	MaxHolds     int           // bound holds + waits per connection; 0: no limit
 	TCPKeepAlive time.Duration // 0: OS default; negative: off
 	Shards       int           // 0: GOMAXPROCS×4
-	Logger       *slog.Logger
+	// IO picks how connections are served: "goroutine" (one per
+	// connection, through redcon) or "" / "auto": event loops where they
+	// can serve (Linux, no TLS, no cluster, no --fsync always).
+	IO     string
+	Loops  int // event loops; 0: GOMAXPROCS
+	Logger *slog.Logger
 
 	// Store, if set, persists holds (--data-dir); New restores from it and
 	// Run closes it. RestoreGrace is the deadline restored connection-bound
@@ -128,6 +133,7 @@ type Server struct {
 	mu        sync.Mutex
 	sessions  map[uint64]*session
 	listeners []net.Listener
+	loops     []*evloop // the event loops, if they serve
 	closing   bool
 	// gone is signalled (with mu held) whenever a session is forgotten.
 	gone *sync.Cond
@@ -304,22 +310,19 @@ func (s *Server) Run(ctx context.Context) error {
 		s.expiry.run(expCtx, s)
 	}()
 
-	servers := make([]*redcon.Server, len(lns))
-	for i := range lns {
-		lns[i] = &limitedListener{Listener: lns[i], maxArgs: int64(s.cfg.MaxArgs), maxBulk: int64(s.cfg.MaxBulk),
-			handshakeTimeout: s.cfg.AuthTimeout}
+	looped, err := s.startLoops(lns)
+	if err != nil {
+		closeAll(lns)
+		stopExpiry()
+		s.wg.Wait()
+		return fmt.Errorf("event loop: %w", err)
 	}
-	for i, ln := range lns {
-		rs := redcon.NewServerNetwork(ln.Addr().Network(), ln.Addr().String(), s.handle, s.accept, s.closed)
-		servers[i] = rs
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			if err := rs.Serve(ln); err != nil {
-				s.log.Error("serve", "addr", ln.Addr().String(), "err", err)
-			}
-		}()
-		s.log.Info("listening", "addr", ln.Addr().String(), "network", ln.Addr().Network())
+	var servers []*redcon.Server
+	if !looped {
+		servers = s.serveRedcon(lns)
+	}
+	for _, ln := range lns {
+		s.log.Info("listening", "addr", ln.Addr().String(), "network", ln.Addr().Network(), "event_loops", len(s.loops))
 	}
 	close(s.ready)
 
@@ -352,10 +355,11 @@ func (s *Server) Run(ctx context.Context) error {
 	// Detached connections are ours to close.
 	s.mu.Lock()
 	for _, sess := range s.sessions {
-		sess.netConn.Close()
+		sess.kill()
 	}
 	s.mu.Unlock()
 	s.waitSessionsGone(5 * time.Second)
+	s.stopLoops()
 	stopExpiry()
 	s.wg.Wait()
 	// Whatever did not end by itself (not expected) ends here, so that no
@@ -374,6 +378,28 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("stopped")
 	return nil
+}
+
+// serveRedcon serves every listener with redcon, a goroutine per
+// connection.
+func (s *Server) serveRedcon(lns []net.Listener) []*redcon.Server {
+	servers := make([]*redcon.Server, len(lns))
+	for i := range lns {
+		lns[i] = &limitedListener{Listener: lns[i], maxArgs: int64(s.cfg.MaxArgs), maxBulk: int64(s.cfg.MaxBulk),
+			handshakeTimeout: s.cfg.AuthTimeout}
+	}
+	for i, ln := range lns {
+		rs := redcon.NewServerNetwork(ln.Addr().Network(), ln.Addr().String(), s.handle, s.accept, s.closed)
+		servers[i] = rs
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := rs.Serve(ln); err != nil {
+				s.log.Error("serve", "addr", ln.Addr().String(), "err", err)
+			}
+		}()
+	}
+	return servers
 }
 
 // enter admits a state-changing command unless shutdown has begun; the
@@ -454,6 +480,10 @@ func (s *Server) deliver(ev *locktable.Events) {
 			if sess == nil {
 				continue // not connected to this node
 			}
+		}
+		if sess.lc != nil {
+			sess.lc.loop.post(loopMsg{c: sess.lc, kind: msgGrant, grant: g})
+			continue
 		}
 		select {
 		case sess.grant <- g:

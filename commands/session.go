@@ -15,10 +15,14 @@ import (
 
 // session is one client connection.
 type session struct {
-	srv     *Server
-	id      uint64
-	conn    redcon.Conn // the redcon connection, or the detached one after detach
-	netConn net.Conn    // for closing from other goroutines (CLIENT KILL, shutdown)
+	srv *Server
+	id  uint64
+	// The transport: either the redcon connection (conn, or the detached
+	// one after detach) and its netConn, or a connection of an event loop
+	// (lc; see netloop_linux.go).
+	conn    redcon.Conn
+	netConn net.Conn // for closing from other goroutines (CLIENT KILL, shutdown)
+	lc      *lconn
 	addr    string
 	laddr   string
 	created time.Time
@@ -67,39 +71,58 @@ type session struct {
 // the connection when max-clients is reached.
 func (s *Server) accept(c redcon.Conn) bool {
 	nc := c.NetConn()
+	sess, refusal := s.admit(nc.RemoteAddr(), nc.LocalAddr(), func(sess *session) {
+		sess.conn, sess.netConn = c, nc
+		sess.grant = make(chan locktable.Grant, 1)
+	})
+	if sess == nil {
+		if refusal != "" {
+			nc.SetWriteDeadline(time.Now().Add(time.Second))
+			nc.Write([]byte(refusal))
+		}
+		return false
+	}
+	c.SetContext(sess)
+	return true
+}
+
+// refuseMaxClients is the reply to a connection over --max-clients.
+var refuseMaxClients = "-" + resp.Limit("max number of clients reached") + "\r\n"
+
+// admit creates and registers the session of a new connection, with bind
+// setting its transport, or refuses it when the server is closing or at
+// max-clients: then it returns nil and what to tell the client (if
+// anything) before closing.
+func (s *Server) admit(raddr, laddr net.Addr, bind func(*session)) (*session, string) {
 	s.mu.Lock()
 	if s.closing || (s.cfg.MaxClients > 0 && len(s.sessions) >= s.cfg.MaxClients) {
 		closing := s.closing
 		s.mu.Unlock()
 		s.stats.rejected.Add(1)
-		if !closing {
-			nc.SetWriteDeadline(time.Now().Add(time.Second))
-			nc.Write([]byte("-" + resp.Limit("max number of clients reached") + "\r\n"))
+		if closing {
+			return nil, ""
 		}
-		return false
+		return nil, refuseMaxClients
 	}
-	sess := s.newSession(c, nc)
+	sess := s.newSession(raddr, laddr, bind)
 	s.mu.Unlock()
 	s.stats.connections.Add(1)
-	c.SetContext(sess)
-	return true
+	return sess, ""
 }
 
 // newSession creates and registers a session for a connection. Caller
 // holds s.mu.
-func (s *Server) newSession(c redcon.Conn, nc net.Conn) *session {
+func (s *Server) newSession(raddr, laddr net.Addr, bind func(*session)) *session {
 	id := s.nextID.Add(1)
 	now := time.Now()
 	sess := &session{
 		srv:     s,
 		id:      id,
-		conn:    c,
-		netConn: nc,
-		laddr:   nc.LocalAddr().String(),
+		laddr:   laddr.String(),
 		created: now,
 		proto:   2,
-		grant:   make(chan locktable.Grant, 1),
 	}
+	bind(sess)
 	if !s.authRequired() {
 		sess.authed.Store(true)
 	} else {
@@ -115,8 +138,8 @@ func (s *Server) newSession(c redcon.Conn, nc net.Conn) *session {
 			}
 		})
 	}
-	sess.addr = nc.RemoteAddr().String()
-	if nc.RemoteAddr().Network() == "unix" || sess.addr == "" || sess.addr == "@" {
+	sess.addr = raddr.String()
+	if raddr.Network() == "unix" || sess.addr == "" || sess.addr == "@" {
 		sess.addr = "/unix:" + sess.laddr
 	}
 	sess.lastCmd.Store(-1)
@@ -255,6 +278,10 @@ func (sess *session) setProto(p int) {
 // kill closes the session's connection from any goroutine. Its serving
 // goroutine sees the close and ends the session.
 func (sess *session) kill() {
+	if sess.lc != nil {
+		sess.lc.loop.post(loopMsg{c: sess.lc, kind: msgKill})
+		return
+	}
 	sess.netConn.Close()
 }
 

@@ -130,6 +130,13 @@ func (s *Server) awaitGrant(sess *session, pw *pendingWait, cmds <-chan redcon.C
 }
 
 func (s *Server) replyGrant(sess *session, pw *pendingWait, g locktable.Grant) bool {
+	s.grantReply(sess, pw, g)
+	return s.flushReply(sess)
+}
+
+// grantReply writes the reply to a LOCK granted after waiting and counts
+// it.
+func (s *Server) grantReply(sess *session, pw *pendingWait, g locktable.Grant) {
 	s.metrics.waitTime.Observe(time.Since(pw.since).Seconds())
 	if s.debug {
 		s.log.Debug("granted after wait", "lock", g.Name, "fence", g.Key.Fence, "client", sess.id, "waited_ms", time.Since(pw.since).Milliseconds())
@@ -137,7 +144,6 @@ func (s *Server) replyGrant(sess *session, pw *pendingWait, g locktable.Grant) b
 	s.stats.grants.Add(1)
 	s.stats.waitGrants.Add(1)
 	sess.writeKey(g.Key)
-	return s.flushReply(sess)
 }
 
 func (s *Server) flushReply(sess *session) bool {

@@ -664,9 +664,21 @@ func TestCluster_MinorityGrantsNothing(t *testing.T) {
 	for _, f := range followers {
 		f.signal(syscall.SIGCONT)
 	}
-	nl, took := c.waitLeader(c.nodes, 15*time.Second)
-	t.Logf("after the followers resumed, %s leads (within %v)", nl.id, took)
-	nc := nl.srv.client(t)
+	// The resumed majority may elect again right after the old leader
+	// is seen leading: read from a leader that serves lock commands.
+	var nc *redis.Client
+	eventually(t, 15*time.Second, func() bool {
+		nl, took := c.waitLeader(c.nodes, 15*time.Second)
+		nc = nl.srv.client(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := readLocks(ctx, nc, "MATCH", "minority-*"); err != nil {
+			t.Logf("%s leads (within %v) but does not serve yet: %v", nl.id, took, err)
+			return false
+		}
+		t.Logf("after the followers resumed, %s leads and serves (within %v)", nl.id, took)
+		return true
+	}, "no leader serves lock commands after the followers resumed")
 	if l, ok := lockOf(t, nc, "minority-fresh"); ok {
 		t.Errorf("the refused LOCK on a new connection left %+v", l)
 	}

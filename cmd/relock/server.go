@@ -36,6 +36,8 @@ type serverCmd struct {
 	MaxHoldsPerClient int           `help:"Most bound holds plus waits per connection (0: no limit)." default:"0"`
 	TCPKeepalive      time.Duration `name:"tcp-keepalive" help:"TCP keepalive period (0: OS default)." default:"15s"`
 	Shards            int           `help:"Lock table shards, a power of two (0: GOMAXPROCS×4)." default:"0"`
+	IO                string        `name:"io" help:"How connections are served: auto (event loops on Linux where they can: not with TLS, a cluster or --fsync always) or goroutine (one per connection)." enum:"auto,goroutine" default:"auto"`
+	EventLoops        int           `help:"Event loops with --io auto (0: one per core)." default:"0"`
 
 	MetricsListen string `help:"Address for Prometheus /metrics, /healthz and /readyz (empty: off)." placeholder:"HOST:PORT"`
 	Pprof         bool   `help:"Also serve Go's /debug/pprof/ on --metrics-listen (for profiling; keep that address private)."`
@@ -104,6 +106,8 @@ func (c *serverCmd) Run() error {
 		MaxHolds:       c.MaxHoldsPerClient,
 		TCPKeepAlive:   c.TCPKeepalive,
 		Shards:         shards,
+		IO:             c.IO,
+		Loops:          c.EventLoops,
 		Logger:         log,
 		Store:          store,
 		RestoreGrace:   c.RestoreGrace,

@@ -1,0 +1,697 @@
+//go:build linux
+
+package commands
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/relock/relock/locktable"
+	"github.com/relock/relock/persist"
+	"github.com/tidwall/redcon"
+)
+
+// The event loop: plain TCP and unix-socket connections are served the way
+// Redis serves them, by a few goroutines that each own an epoll set and its
+// connections (one per core, each on its own thread): wait for readiness,
+// read once, run every complete command, write every reply at the end of
+// the round. A round trip then costs one read and one write, where a
+// goroutine per connection also pays a read that finds nothing and a trip
+// through the scheduler to park and wake (SPEC §6: per-request I/O decides
+// the race). Commands, replies and the lock table are the same as on the
+// redcon path, which still serves TLS, Raft clusters and --fsync always
+// (whose commits would block the loop; see useLoops).
+
+const (
+	loopEvents  = 256      // readiness events taken per round
+	readChunk   = 64 << 10 // bytes read per readable connection per round
+	maxPending  = 1 << 20  // unparsed input a connection may have before reading stops
+	maxReplyBuf = 1 << 20  // unsent output a connection may have before parsing stops
+	yieldEvery  = time.Millisecond
+	epollIn     = syscall.EPOLLIN | syscall.EPOLLRDHUP
+	epollOut    = syscall.EPOLLOUT
+	epollClosed = syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR
+)
+
+// loopMsg is work handed to a loop by other goroutines (or itself).
+type loopMsg struct {
+	c     *lconn
+	kind  uint8
+	seq   uint32 // msgTimeout: the wait it is for
+	grant locktable.Grant
+}
+
+const (
+	msgAdd     = iota + 1 // start serving c
+	msgGrant              // c's queued LOCK was granted
+	msgTimeout            // c's LOCK WAIT ran out
+	msgKill               // close c
+	msgStop               // close every connection and return
+)
+
+// evloop is one event loop. Everything but mu's fields belongs to the
+// loop's goroutine.
+type evloop struct {
+	srv    *Server
+	epfd   int
+	wakefd int // eventfd: wakes the loop from epoll_wait when a message comes
+	conns  map[int]*lconn
+	events []syscall.EpollEvent
+	rbuf   []byte
+	dirty  []*lconn // connections with output to write at the end of the round
+	done   bool
+
+	mu       sync.Mutex
+	inbox    []loopMsg
+	spare    []loopMsg // the previous inbox, reused
+	sleeping bool      // the loop is (about to be) in a blocking epoll_wait
+	exited   bool      // the loop returned: messages are dropped
+}
+
+// lconn is one connection of a loop.
+type lconn struct {
+	loop *evloop
+	fd   int
+	sess *session
+
+	pending []byte // read but not yet parsed
+	rd      *redcon.Reader
+	cmds    []redcon.Command // parsed, not yet run (behind a blocked LOCK)
+	scan    frameScanner
+
+	wait    *pendingWait // the LOCK waiting for its grant, if any
+	waitSeq uint32
+	timer   *time.Timer
+
+	interest uint32 // the epoll events asked for
+	dirty    bool   // in loop.dirty
+	closing  bool   // close once the output is written (QUIT, protocol error)
+	closed   bool
+}
+
+// errNoInput: the connection's pending input is used up (not an error of
+// the connection; it ends a parse round).
+var errNoInput = errors.New("no input")
+
+// Read feeds redcon's parser from the pending input.
+func (c *lconn) Read(p []byte) (int, error) {
+	if len(c.pending) == 0 {
+		return 0, errNoInput
+	}
+	n := copy(p, c.pending)
+	c.pending = c.pending[n:]
+	if len(c.pending) == 0 {
+		c.pending = c.pending[:0:0]
+	}
+	return n, nil
+}
+
+// useLoops reports whether connections are served by event loops: on
+// Linux, unless the server speaks TLS, is in a Raft cluster or commits each
+// change before its reply, or the operator asked for goroutines.
+func (s *Server) useLoops() bool {
+	switch {
+	case s.cfg.IO == "goroutine", s.cfg.TLS != nil, s.cfg.Cluster != nil,
+		s.cfg.Store != nil && s.cfg.Store.Mode() == persist.Always:
+		return false
+	}
+	return true
+}
+
+// startLoops starts the event loops and one accept goroutine per
+// listener. It returns false if it cannot (the caller serves with redcon).
+func (s *Server) startLoops(lns []net.Listener) (bool, error) {
+	if !s.useLoops() {
+		return false, nil
+	}
+	// One loop per P. A loop blocked in epoll_wait holds its P only
+	// until the runtime's monitor hands it to other goroutines (timers,
+	// the committer, metrics); a busy one yields every yieldEvery.
+	n := s.cfg.Loops
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	loops := make([]*evloop, 0, n)
+	for range n {
+		l, err := newLoop(s)
+		if err != nil {
+			for _, l := range loops {
+				l.closeFDs()
+			}
+			return false, err
+		}
+		loops = append(loops, l)
+	}
+	s.loops = loops
+	for _, l := range loops {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			l.run()
+		}()
+	}
+	for _, ln := range lns {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.acceptLoop(ln, loops)
+		}()
+	}
+	return true, nil
+}
+
+// stopLoops makes every loop close its connections and return.
+func (s *Server) stopLoops() {
+	for _, l := range s.loops {
+		l.post(loopMsg{kind: msgStop})
+	}
+}
+
+func newLoop(s *Server) (*evloop, error) {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	r, _, errno := syscall.Syscall(syscall.SYS_EVENTFD2, 0, syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
+	if errno != 0 {
+		syscall.Close(epfd)
+		return nil, errno
+	}
+	l := &evloop{
+		srv:    s,
+		epfd:   epfd,
+		wakefd: int(r),
+		conns:  make(map[int]*lconn),
+		events: make([]syscall.EpollEvent, loopEvents),
+		rbuf:   make([]byte, readChunk),
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.wakefd)}
+	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, l.wakefd, &ev); err != nil {
+		l.closeFDs()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *evloop) closeFDs() {
+	syscall.Close(l.epfd)
+	syscall.Close(l.wakefd)
+}
+
+// post hands m to the loop from any goroutine, waking it if it sleeps.
+func (l *evloop) post(m loopMsg) {
+	l.mu.Lock()
+	if l.exited {
+		l.mu.Unlock()
+		return
+	}
+	l.inbox = append(l.inbox, m)
+	wake := l.sleeping
+	l.sleeping = false
+	l.mu.Unlock()
+	if wake {
+		one := [8]byte{1}
+		syscall.Write(l.wakefd, one[:])
+	}
+}
+
+// run is the loop: wait for readiness, serve what is ready and what was
+// posted, write the replies, until stopped.
+func (l *evloop) run() {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer func() {
+		l.mu.Lock()
+		l.exited = true
+		l.mu.Unlock()
+		l.closeFDs()
+	}()
+	yielded := time.Now()
+	for !l.done {
+		l.mu.Lock()
+		timeout := 0
+		if len(l.inbox) == 0 {
+			l.sleeping = true
+			timeout = -1
+		}
+		l.mu.Unlock()
+		n, err := syscall.EpollWait(l.epfd, l.events, timeout)
+		if timeout != 0 {
+			l.mu.Lock()
+			l.sleeping = false
+			l.mu.Unlock()
+		}
+		if err != nil && err != syscall.EINTR {
+			l.srv.log.Error("epoll_wait", "err", err)
+			return
+		}
+		for i := 0; i < n; i++ {
+			e := &l.events[i]
+			if int(e.Fd) == l.wakefd {
+				var b [8]byte
+				syscall.Read(l.wakefd, b[:])
+				continue
+			}
+			if c := l.conns[int(e.Fd)]; c != nil {
+				l.ready(c, e.Events)
+			}
+		}
+		l.drainInbox()
+		l.flush()
+		if now := time.Now(); now.Sub(yielded) >= yieldEvery {
+			// A busy loop never parks: let timers and the accept
+			// goroutines have the thread now and then.
+			runtime.Gosched()
+			yielded = now
+		}
+	}
+}
+
+// drainInbox runs the posted messages, including those posted while it
+// runs (a grant can post another).
+func (l *evloop) drainInbox() {
+	for {
+		l.mu.Lock()
+		msgs := l.inbox
+		l.inbox, l.spare = l.spare[:0], msgs
+		l.mu.Unlock()
+		if len(msgs) == 0 {
+			return
+		}
+		for i := range msgs {
+			l.handle(&msgs[i])
+			msgs[i] = loopMsg{}
+		}
+	}
+}
+
+func (l *evloop) handle(m *loopMsg) {
+	c := m.c
+	switch m.kind {
+	case msgAdd:
+		if c.closed {
+			return // killed before it was served
+		}
+		c.interest = epollIn
+		ev := syscall.EpollEvent{Events: c.interest, Fd: int32(c.fd)}
+		if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+			l.srv.log.Error("epoll_ctl add", "err", err)
+			syscall.Close(c.fd)
+			c.closed = true
+			l.srv.endSession(c.sess)
+			return
+		}
+		l.conns[c.fd] = c
+	case msgGrant:
+		if c.closed {
+			return // ending the session released the hold
+		}
+		if c.wait == nil {
+			// Cannot happen: a session waits for one grant at a time.
+			l.srv.log.Error("grant without a waiting LOCK; releasing", "lock", m.grant.Name, "client", c.sess.id)
+			var ev locktable.Events
+			l.srv.unlock(&ev, m.grant.Name, m.grant.Key, l.srv.now())
+			l.srv.deliver(&ev)
+			return
+		}
+		l.srv.grantReply(c.sess, c.wait, m.grant)
+		c.endWait()
+	case msgTimeout:
+		if c.closed || c.wait == nil || m.seq != c.waitSeq {
+			return
+		}
+		if !l.srv.cancelWait(c.sess) {
+			return // granted meanwhile: the grant is in the inbox
+		}
+		l.srv.stats.waitTimeouts.Add(1)
+		c.sess.w.Null()
+		c.endWait()
+	case msgKill:
+		l.close(c)
+	case msgStop:
+		for _, c := range l.conns {
+			l.close(c)
+		}
+		l.done = true
+	}
+}
+
+// ready serves epoll events of c.
+func (l *evloop) ready(c *lconn, events uint32) {
+	if events&epollOut != 0 {
+		l.write(c)
+		if c.closed {
+			return
+		}
+	}
+	if events&(syscall.EPOLLIN|epollClosed) != 0 && c.interest&syscall.EPOLLIN != 0 {
+		l.read(c)
+	} else if events&epollClosed != 0 {
+		// Not reading (its input is full or it is closing): a hang-up
+		// still ends it at once.
+		l.close(c)
+	}
+}
+
+// read takes what c has sent (one read per round, as Redis does) and runs
+// the commands that are complete.
+func (l *evloop) read(c *lconn) {
+	n, err := syscall.Read(c.fd, l.rbuf)
+	if err == syscall.EAGAIN || err == syscall.EINTR {
+		return
+	}
+	if n <= 0 || err != nil {
+		l.close(c)
+		return
+	}
+	b := l.rbuf[:n]
+	if msg := c.scan.feed(b); msg != "" {
+		c.sess.w.Error("ERR Protocol error: " + msg)
+		c.closing = true
+		l.markDirty(c)
+		return
+	}
+	c.pending = append(c.pending, b...)
+	l.serve(c)
+}
+
+// serve runs c's complete commands until it has none left, its LOCK
+// waits, its output is full or it is closing.
+func (l *evloop) serve(c *lconn) {
+	sess := c.sess
+	for !c.closed && !c.closing && c.wait == nil && len(sess.w.B) < maxReplyBuf {
+		if len(c.cmds) == 0 {
+			cmds, err := c.rd.ReadCommands()
+			if err != nil {
+				if err != errNoInput {
+					// A protocol error: tell the client and close, as
+					// redcon (and Redis) do.
+					sess.w.Error("ERR " + err.Error())
+					c.closing = true
+				}
+				break
+			}
+			c.cmds = cmds
+		}
+		cmd := c.cmds[0]
+		c.cmds = c.cmds[1:]
+		wait := sess.exec(cmd.Args)
+		if sess.quit {
+			c.closing = true
+		} else if wait != nil {
+			c.startWait(wait)
+		}
+	}
+	if len(sess.w.B) > 0 || c.closing {
+		l.markDirty(c)
+	}
+	l.setInterest(c)
+}
+
+func (l *evloop) markDirty(c *lconn) {
+	if !c.dirty {
+		c.dirty = true
+		l.dirty = append(l.dirty, c)
+	}
+}
+
+// flush writes the output of every connection that has some.
+func (l *evloop) flush() {
+	// Writing can run more of a connection's commands (see write), which
+	// can add connections: hence the index.
+	for i := 0; i < len(l.dirty); i++ {
+		c := l.dirty[i]
+		l.dirty[i] = nil
+		c.dirty = false
+		if !c.closed {
+			l.write(c)
+		}
+	}
+	l.dirty = l.dirty[:0]
+}
+
+// write sends as much of c's output as the socket takes; the rest waits
+// for EPOLLOUT.
+func (l *evloop) write(c *lconn) {
+	w := &c.sess.w
+	for len(w.B) > 0 {
+		n, err := syscall.Write(c.fd, w.B)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err == syscall.EAGAIN {
+			break
+		}
+		if err != nil {
+			l.close(c)
+			return
+		}
+		rest := copy(w.B, w.B[n:])
+		w.B = w.B[:rest]
+	}
+	if len(w.B) == 0 {
+		if cap(w.B) > maxReplyBuf {
+			w.B = nil // a burst of replies need not keep its buffer
+		}
+		if c.closing {
+			l.close(c)
+			return
+		}
+		if c.wait == nil && (len(c.cmds) > 0 || len(c.pending) > 0) {
+			l.serve(c) // parsing stopped for a full output buffer
+			return
+		}
+	}
+	l.setInterest(c)
+}
+
+// setInterest asks epoll for input while c may buffer more, and for
+// writability while it has output the socket did not take.
+func (l *evloop) setInterest(c *lconn) {
+	if c.closed {
+		return
+	}
+	want := uint32(syscall.EPOLLRDHUP)
+	if !c.closing && len(c.pending) < maxPending {
+		want |= syscall.EPOLLIN
+	}
+	if len(c.sess.w.B) > 0 && !c.dirty {
+		want |= epollOut
+	}
+	if want == c.interest {
+		return
+	}
+	c.interest = want
+	ev := syscall.EpollEvent{Events: want, Fd: int32(c.fd)}
+	if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_MOD, c.fd, &ev); err != nil {
+		l.close(c)
+	}
+}
+
+// close closes c and ends its session (releasing its bound holds and its
+// wait). Idempotent.
+func (l *evloop) close(c *lconn) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, c.fd, nil)
+	syscall.Close(c.fd)
+	if l.conns[c.fd] == c {
+		delete(l.conns, c.fd)
+	}
+	c.pending, c.cmds = nil, nil
+	l.srv.endSession(c.sess)
+}
+
+// startWait parks c on its queued LOCK; its later commands wait in cmds
+// and pending.
+func (c *lconn) startWait(pw *pendingWait) {
+	c.wait = pw
+	c.waitSeq++
+	c.sess.setWaiting(pw.name)
+	if pw.timeout > 0 {
+		seq := c.waitSeq
+		c.timer = time.AfterFunc(pw.timeout, func() {
+			c.loop.post(loopMsg{c: c, kind: msgTimeout, seq: seq})
+		})
+	}
+}
+
+// endWait resumes c after its LOCK's reply was written.
+func (c *lconn) endWait() {
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
+	c.wait = nil
+	c.sess.setWaiting("")
+	c.loop.serve(c)
+}
+
+// acceptLoop accepts connections on ln (through Go's poller) and hands
+// them to the loops in turn, until the server shuts down.
+func (s *Server) acceptLoop(ln net.Listener, loops []*evloop) {
+	// A listener's RawConn cannot wait for readability: poll a duplicate
+	// of its socket as a file instead, closed at shutdown.
+	f, err := pollableDup(ln)
+	if err != nil {
+		s.log.Error("listener", "addr", ln.Addr().String(), "err", err)
+		return
+	}
+	defer f.Close()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-s.shutdown:
+			f.Close() // ends the accept below
+		case <-done:
+		}
+	}()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		s.log.Error("listener", "addr", ln.Addr().String(), "err", err)
+		return
+	}
+	laddr := ln.Addr()
+	next := 0
+	backoff := 5 * time.Millisecond
+	for {
+		var fd int
+		var sa syscall.Sockaddr
+		var aerr error
+		err := rc.Read(func(lfd uintptr) bool {
+			fd, sa, aerr = syscall.Accept4(int(lfd), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+			return aerr != syscall.EAGAIN
+		})
+		if err != nil {
+			return // shutting down
+		}
+		switch {
+		case aerr == syscall.ECONNABORTED || aerr == syscall.EINTR:
+			continue
+		case aerr != nil:
+			// Out of file descriptors, most likely: wait for some to
+			// close rather than spin.
+			s.log.Error("accept", "err", aerr, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-s.shutdown:
+				return
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		s.serveFD(fd, sa, laddr, loops[next])
+		next = (next + 1) % len(loops)
+	}
+}
+
+// pollableDup returns a non-blocking duplicate of ln's socket as a file
+// that Go's poller waits on.
+func pollableDup(ln net.Listener) (*os.File, error) {
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("not a socket listener")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	dup, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) {
+		dup, derr = syscall.Dup(int(fd))
+	}); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, derr
+	}
+	syscall.CloseOnExec(dup)
+	if err := syscall.SetNonblock(dup, true); err != nil {
+		syscall.Close(dup)
+		return nil, err
+	}
+	return os.NewFile(uintptr(dup), ln.Addr().String()), nil
+}
+
+// serveFD admits an accepted connection and gives it to loop l.
+func (s *Server) serveFD(fd int, sa syscall.Sockaddr, laddr net.Addr, l *evloop) {
+	raddr, local := sockAddrs(fd, sa, laddr)
+	if raddr.Network() == "tcp" {
+		s.tuneTCP(fd)
+	}
+	c := &lconn{loop: l, fd: fd}
+	sess, refusal := s.admit(raddr, local, func(sess *session) { sess.lc = c })
+	if sess == nil {
+		if refusal != "" {
+			syscall.Write(fd, []byte(refusal)) // non-blocking: best effort
+		}
+		syscall.Close(fd)
+		return
+	}
+	c.sess = sess
+	c.rd = redcon.NewReader(c)
+	c.scan = frameScanner{maxArgs: int64(s.cfg.MaxArgs), maxBulk: int64(s.cfg.MaxBulk), maxRequest: requestBulks * int64(s.cfg.MaxBulk)}
+	l.post(loopMsg{c: c, kind: msgAdd})
+}
+
+// tuneTCP sets what Go sets on the connections it accepts: no Nagle delay
+// and keep-alive probes (--tcp-keepalive; negative: off).
+func (s *Server) tuneTCP(fd int) {
+	syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+	ka := s.cfg.TCPKeepAlive
+	if ka < 0 {
+		return
+	}
+	if ka == 0 {
+		ka = 15 * time.Second // Go's default
+	}
+	secs := max(int(ka/time.Second), 1)
+	syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1)
+	syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, secs)
+	syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, secs)
+}
+
+// sockAddrs returns the remote and local addresses of an accepted socket.
+func sockAddrs(fd int, sa syscall.Sockaddr, laddr net.Addr) (raddr, local net.Addr) {
+	switch a := sa.(type) {
+	case *syscall.SockaddrInet4:
+		raddr = &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port}
+	case *syscall.SockaddrInet6:
+		var zone string
+		if a.ZoneId != 0 {
+			zone = strconv.Itoa(int(a.ZoneId))
+			if ifi, err := net.InterfaceByIndex(int(a.ZoneId)); err == nil {
+				zone = ifi.Name
+			}
+		}
+		raddr = &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port, Zone: zone}
+	default:
+		return &net.UnixAddr{Name: "@", Net: "unix"}, laddr
+	}
+	local = laddr
+	if lsa, err := syscall.Getsockname(fd); err == nil {
+		switch a := lsa.(type) {
+		case *syscall.SockaddrInet4:
+			local = &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port}
+		case *syscall.SockaddrInet6:
+			local = &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+		}
+	}
+	return raddr, local
+}
+
+var _ io.Reader = (*lconn)(nil)
