@@ -135,7 +135,10 @@ type Server struct {
 	listeners []net.Listener
 	loops     []*evloop // the event loops, if they serve
 	closing   bool
-	// gone is signalled (with mu held) whenever a session is forgotten.
+	// ending counts sessions being ended on goroutines of their own.
+	ending int
+	// gone is signalled (with mu held) whenever a session is forgotten
+	// or ending drops.
 	gone *sync.Cond
 
 	// gate is held shared by every command that changes lock state, from
@@ -358,7 +361,13 @@ func (s *Server) Run(ctx context.Context) error {
 		sess.kill()
 	}
 	s.mu.Unlock()
-	s.waitSessionsGone(5 * time.Second)
+	grace := 5 * time.Second
+	if c := s.cfg.Cluster; c != nil {
+		// Ending a session proposes its release, which may take up to a
+		// proposal's timeout when leadership is being lost.
+		grace += max(c.ProposeTimeout, 5*time.Second)
+	}
+	s.waitSessionsGone(grace)
 	s.stopLoops()
 	stopExpiry()
 	s.wg.Wait()
@@ -415,7 +424,8 @@ func (s *Server) enter() bool {
 
 func (s *Server) leave() { s.gate.RUnlock() }
 
-// waitSessionsGone waits until every session has ended or d has passed.
+// waitSessionsGone waits until every session has ended (including those
+// ending on goroutines of their own) or d has passed.
 func (s *Server) waitSessionsGone(d time.Duration) {
 	timer := time.AfterFunc(d, func() {
 		s.mu.Lock()
@@ -425,7 +435,7 @@ func (s *Server) waitSessionsGone(d time.Duration) {
 	defer timer.Stop()
 	deadline := time.Now().Add(d)
 	s.mu.Lock()
-	for len(s.sessions) > 0 && time.Now().Before(deadline) {
+	for (len(s.sessions) > 0 || s.ending > 0) && time.Now().Before(deadline) {
 		s.gone.Wait()
 	}
 	s.mu.Unlock()

@@ -168,7 +168,17 @@ func (s *Server) closed(c redcon.Conn, err error) {
 	}
 	if (s.cfg.Store != nil && s.cfg.Store.Mode() == persist.Always) || s.cfg.Cluster != nil {
 		// Ending may wait for a commit (grants to waiters): not here.
-		go s.endSession(sess)
+		// Run waits for it (waitSessionsGone).
+		s.mu.Lock()
+		s.ending++
+		s.mu.Unlock()
+		go func() {
+			s.endSession(sess)
+			s.mu.Lock()
+			s.ending--
+			s.gone.Broadcast()
+			s.mu.Unlock()
+		}()
 		return
 	}
 	s.endSession(sess)

@@ -1,0 +1,195 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The suite runs on the event loops (plain TCP on Linux). These tests
+// stress what is particular to them, and re-run the transport-sensitive
+// tests on the goroutine-per-connection path (--io goroutine), which TLS,
+// clusters and --fsync always take.
+
+// ioEnv, set in a child test process, makes every server it starts use
+// that --io mode (kong reads RELOCK_IO).
+const ioEnv = "RELOCK_IO"
+
+func TestIO_GoroutineTransportPassesTheTransportTests(t *testing.T) {
+	if os.Getenv(ioEnv) != "" {
+		t.Skip("in the child")
+	}
+	t.Parallel()
+	tests := []string{
+		"TestLock_WaitersGrantedInFIFOOrder",
+		"TestLock_DisconnectedWaiterIsSkipped",
+		"TestLock_WaitTimeoutReturnsNilAndLeavesQueue",
+		"TestLock_BlockedLockBlocksOnlyItsConnection",
+		"TestClientKill_ReleasesVictimHolds",
+		"TestServer_StopsWithBlockedLock",
+		"TestDisconnect_KilledHolderReleasesWithin100ms",
+		"TestDisconnect_KilledWaiterLeavesQueueWithin100ms",
+		"TestLimit_RequestBoundsAreProtocolErrors",
+		"TestConformance_MalformedRequests",
+		"TestIO_DeepPipelineToASlowReaderAnsweredInOrder",
+		"TestIO_HandoffsBetweenConnectionsOfDifferentLoops",
+		"TestIO_UnixSocket",
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run", "^("+strings.Join(tests, "|")+")$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), ioEnv+"=goroutine", binEnv+"="+relockBin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("with --io goroutine: %v\n%s", err, out)
+	}
+	for _, name := range tests {
+		if !strings.Contains(string(out), "--- PASS: "+name+" ") {
+			t.Errorf("%s did not pass with --io goroutine:\n%s", name, out)
+		}
+	}
+}
+
+// A client pipelines far more than the loop buffers (its input stops
+// being read past a bound, its output stops being produced past another)
+// and reads through a small socket buffer, so that the server's writes
+// come back short: every reply still arrives, once, in order.
+func TestIO_DeepPipelineToASlowReaderAnsweredInOrder(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "--event-loops", "2")
+	nc, err := net.DialTimeout("tcp", srv.Addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.(*net.TCPConn).SetReadBuffer(64 << 10) // much smaller ones can stall loopback TCP itself (Redis too)
+	deadline := time.Now().Add(60 * time.Second)
+	nc.SetDeadline(deadline)
+
+	const n = 40000
+	pad := strings.Repeat("x", 100)
+	writeErr := make(chan error, 1)
+	go func() {
+		w := bufio.NewWriterSize(nc, 64<<10)
+		for i := range n {
+			w.Write(encodeCommand("ECHO", strconv.Itoa(i)+pad))
+		}
+		writeErr <- w.Flush()
+	}()
+	r := bufio.NewReader(nc)
+	for i := range n {
+		got, err := readReply(r)
+		if err != nil {
+			t.Fatalf("reply %d of %d: %v", i, n, err)
+		}
+		arg := strconv.Itoa(i) + pad
+		if want := "$" + strconv.Itoa(len(arg)) + "\r\n" + arg + "\r\n"; got != want {
+			t.Fatalf("reply %d = %.40q; want %.40q", i, got, want)
+		}
+	}
+	if err := <-writeErr; err != nil {
+		t.Fatalf("writing the pipeline: %v", err)
+	}
+	// The connection still serves, and the server is intact.
+	c := &rawConn{Conn: nc, r: r}
+	if got := c.do(t, "PING"); got != "+PONG\r\n" {
+		t.Fatalf("PING after the pipeline = %q", got)
+	}
+}
+
+// Connections are spread over the loops in turn; a lock passes between
+// them with every handoff answered (grants cross loops through their
+// inboxes), fences strictly increasing along the handoffs.
+func TestIO_HandoffsBetweenConnectionsOfDifferentLoops(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "--event-loops", "3")
+	const clients, rounds = 6, 40
+	var (
+		mu     sync.Mutex
+		fences []uint64
+	)
+	errs := make(chan error, clients)
+	for range clients {
+		c := dialRaw(t, srv)
+		go func() {
+			errs <- func() error {
+				for range rounds {
+					key, err := roundTrip(c, "LOCK", "relay", "WAIT", "20000")
+					if err != nil || !keyRE.MatchString(key) {
+						return fmt.Errorf("LOCK = %q, %v", key, err)
+					}
+					k := strings.TrimSpace(key[strings.Index(key, "\n")+1:])
+					fence, _ := strconv.ParseUint(k[:strings.IndexByte(k, '-')], 10, 64)
+					// Appended while holding the lock: in grant order.
+					mu.Lock()
+					fences = append(fences, fence)
+					mu.Unlock()
+					if got, err := roundTrip(c, "UNLOCK", "relay", k); err != nil || got != ":1\r\n" {
+						return fmt.Errorf("UNLOCK = %q, %v", got, err)
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(fences) != clients*rounds {
+		t.Fatalf("%d grants; want %d", len(fences), clients*rounds)
+	}
+	for i := 1; i < len(fences); i++ {
+		if fences[i] <= fences[i-1] {
+			t.Fatalf("fence %d = %d after %d: not increasing", i, fences[i], fences[i-1])
+		}
+	}
+}
+
+// roundTrip sends one command on a raw connection and reads its reply.
+func roundTrip(c *rawConn, args ...string) (string, error) {
+	if err := c.send(args...); err != nil {
+		return "", err
+	}
+	return c.read()
+}
+
+// Unix-socket connections are served like TCP ones and named by the
+// socket in CLIENT LIST; a holder's disconnect releases.
+func TestIO_UnixSocket(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "relock.sock")
+	srv := startServer(t, "--unix-socket", path)
+	dial := func() *rawConn {
+		nc, err := net.DialTimeout("unix", path, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		return &rawConn{Conn: nc, r: bufio.NewReader(nc)}
+	}
+	holder := dial()
+	if got := holder.do(t, "LOCK", "u", "TTL", "60000"); !keyRE.MatchString(got) {
+		t.Fatalf("LOCK over the unix socket = %q", got)
+	}
+	list := dial().do(t, "CLIENT", "LIST")
+	if !strings.Contains(list, "addr=/unix:"+path) {
+		t.Errorf("CLIENT LIST does not name the socket %s:\n%s", path, list)
+	}
+	holder.Close()
+	tcp := srv.client(t)
+	eventually(t, 5*time.Second, func() bool {
+		_, held := lockOf(t, tcp, "u")
+		return !held
+	}, "the unix-socket holder's disconnect did not release u")
+}
