@@ -5,8 +5,7 @@ package locktable
 // costs the GC nothing.
 
 // hashName is FNV-1a, deterministic across processes so that replicas
-// agree on shards, with a final mix so that its high bits (the index's) are
-// as good as its low ones (the shard's).
+// agree on shards.
 func hashName[S string | []byte](name S) uint64 {
 	h := uint64(14695981039346656037)
 	for i := 0; i < len(name); i++ {
@@ -16,8 +15,8 @@ func hashName[S string | []byte](name S) uint64 {
 	return h
 }
 
-// indexHash is where the index starts probing for a name of hash h; the
-// shard came from h's low bits.
+// indexHash is where the index starts probing for a name of hash h: mixed,
+// so that its bits do not repeat the low ones that chose the shard.
 func indexHash(h uint64) uint64 {
 	h ^= h >> 29
 	h *= 0xbf58476d1ce4e5b9

@@ -107,8 +107,8 @@ func (t *Table) State(extra []*Session) State {
 // LoadState fills an empty table with st and returns its sessions by ID
 // (conn gives each its Conn). It checks what it loads: a hold or waiter
 // naming a session st does not list, a session listing a hold bound to
-// another, or a lock over its size is an error, and the table is then
-// unusable.
+// another, a lock over its size or listed twice is an error, and the table
+// is then unusable.
 func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Session, error) {
 	for i := range t.shards {
 		if t.shards[i].index.n != 0 {
@@ -132,6 +132,9 @@ func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Sessi
 		sh, hash := t.shardOf(ls.Name)
 		if ls.Size == 0 || len(ls.Holds) > int(ls.Size) || (len(ls.Waiters) > 0 && len(ls.Holds) != int(ls.Size)) {
 			return nil, fmt.Errorf("locktable: lock %q: bad size or queue", ls.Name)
+		}
+		if sh.find(ls.Name, hash) != 0 {
+			return nil, fmt.Errorf("locktable: lock %q twice", ls.Name)
 		}
 		lid := sh.newLock(ls.Name, hash, ls.Size)
 		for _, hs := range ls.Holds {
