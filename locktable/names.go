@@ -1,5 +1,10 @@
 package locktable
 
+import (
+	"encoding/binary"
+	"math"
+)
+
 // Lock names live in a per-shard byte arena, and a per-shard open-addressing
 // index maps them to lock records: neither is a Go object, so a held lock
 // costs the GC nothing.
@@ -46,7 +51,7 @@ func (a *nameArena) alloc(m *offheap, name string) uint32 {
 	c := nameClass(len(name))
 	off := a.free[c-1]
 	if off != 0 {
-		a.free[c-1] = a.load32(off)
+		a.free[c-1] = binary.LittleEndian.Uint32(a.block(off, 4))
 	} else {
 		off = a.bump(m, uint32(c*arenaGrain))
 	}
@@ -61,6 +66,9 @@ func (a *nameArena) bump(m *offheap, n uint32) uint32 {
 		a.top = arenaGrain // offset 0 means "none"
 	}
 	if a.top%arenaChunk+n > arenaChunk {
+		if a.top > math.MaxUint32-2*arenaChunk {
+			panic("locktable: 4 GiB of names in one shard")
+		}
 		a.top = (a.top/arenaChunk + 1) * arenaChunk
 	}
 	for int(a.top/arenaChunk) >= len(a.chunks) {
@@ -77,17 +85,10 @@ func (a *nameArena) block(off uint32, n int) []byte {
 	return a.chunks[off/arenaChunk][pos : pos+n : pos+n]
 }
 
-func (a *nameArena) load32(off uint32) uint32 {
-	b := a.block(off, 4)
-	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
-}
-
 // release puts the block of a name of length n back on its free list.
 func (a *nameArena) release(off uint32, n int) {
 	c := nameClass(n)
-	next := a.free[c-1]
-	b := a.block(off, 4)
-	b[0], b[1], b[2], b[3] = byte(next), byte(next>>8), byte(next>>16), byte(next>>24)
+	binary.LittleEndian.PutUint32(a.block(off, 4), a.free[c-1])
 	a.free[c-1] = off
 }
 

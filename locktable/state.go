@@ -3,6 +3,7 @@ package locktable
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sort"
 )
 
@@ -171,6 +172,10 @@ func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Sessi
 			s.link(t, h)
 		}
 	}
+	// Reading records after t's last use would let t's cleanup unmap them
+	// first, were the caller to drop t (other methods use the shard after
+	// its records, to unlock it).
+	defer runtime.KeepAlive(t)
 	for h, s := range boundTo {
 		if t.hold(h).session == 0 {
 			return nil, fmt.Errorf("locktable: hold %d is bound to session %d, which does not list it", t.hold(h).key.Fence, s.ID)
