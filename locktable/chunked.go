@@ -6,6 +6,13 @@ import (
 	"unsafe"
 )
 
+// heapAlloc returns n zeroed bytes from the Go heap, aligned for any
+// pointer-free record.
+func heapAlloc(n int) []byte {
+	words := make([]uint64, (n+7)/8)
+	return unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), n)
+}
+
 // allocSlice returns n zeroed T from m. T must hold no pointers.
 func allocSlice[T any](m *offheap, n int) []T {
 	var zero T
@@ -52,9 +59,9 @@ func chunkLen(c uint32) int {
 // never move: growing copies no element, and an element's address stays
 // valid as long as the array lives.
 //
-// The chunk directory is replaced, never modified, when a chunk is added,
-// so that at may run concurrently with grow: session lists link holds of
-// every shard, and follow those links without the holds' shard mutex.
+// at may run concurrently with grow (session lists link holds of every
+// shard, and follow those links without the holds' shard mutex): grow
+// publishes each new directory whole, and changes nothing readers see.
 type chunked[T any] struct {
 	dir atomic.Pointer[[][]T]
 	cap uint32 // elements in all chunks
@@ -66,16 +73,15 @@ func (a *chunked[T]) at(i uint32) *T {
 	return &(*a.dir.Load())[c][off]
 }
 
-// grow adds a chunk.
+// grow adds a chunk. The directory grows by append: readers of the old
+// one never look past its length, where append writes in place.
 func (a *chunked[T]) grow(m *offheap) {
-	var old [][]T
+	var dir [][]T
 	if p := a.dir.Load(); p != nil {
-		old = *p
+		dir = *p
 	}
-	dir := make([][]T, len(old)+1)
-	copy(dir, old)
-	n := chunkLen(uint32(len(old)))
-	dir[len(old)] = allocSlice[T](m, n)
+	n := chunkLen(uint32(len(dir)))
+	dir = append(dir, allocSlice[T](m, n))
 	a.dir.Store(&dir)
 	a.cap += uint32(n)
 }

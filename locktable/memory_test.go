@@ -19,7 +19,7 @@ func footprint(tb *Table) int {
 		n += int(sh.locks.cap)*int(unsafe.Sizeof(lockRec{})) +
 			int(sh.holds.cap)*int(unsafe.Sizeof(holdRec{})) +
 			int(sh.expiry.cap)*int(unsafe.Sizeof(heapEntry{})) +
-			len(sh.names.chunks)*arenaChunk + len(sh.index.slots)*4
+			int(sh.names.cap)*arenaGrain + len(sh.index.slots)*4
 		sh.mu.Unlock()
 	}
 	return n

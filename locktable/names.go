@@ -3,6 +3,7 @@ package locktable
 import (
 	"encoding/binary"
 	"math"
+	"unsafe"
 )
 
 // Lock names live in a per-shard byte arena, and a per-shard open-addressing
@@ -29,67 +30,69 @@ func indexHash(h uint64) uint64 {
 }
 
 const (
-	arenaChunk   = 64 << 10 // bytes per arena chunk
-	arenaGrain   = 8        // names take whole multiples of this
-	maxArenaName = 256      // longer names are Go strings in shard.longNames
+	arenaGrain   = 8   // bytes: names take whole grains
+	maxArenaName = 256 // longer names are Go strings in shard.longNames
 )
 
-// nameArena stores names in size classes of arenaGrain bytes, each with a
-// free list, so that freed names are reused by names of about their length.
-// Offsets are global over its chunks; offset 0 is never used (it means
-// "none" in the free lists).
+// grain is the arena's unit of allocation.
+type grain [arenaGrain]byte
+
+// nameArena stores names in blocks of whole grains, with a free list per
+// block size, so that freed names are reused by names of about their
+// length. Blocks never straddle chunks: a chunk's end too short for a name
+// stays unused (less than one name's worth, in chunks of at least 256
+// grains). Offsets count grains; offset 0 is never used (it means "none"
+// in the free lists).
 type nameArena struct {
-	chunks [][]byte
-	top    uint32                            // next unused offset
-	free   [maxArenaName / arenaGrain]uint32 // class c-1: blocks of c grains
+	chunked[grain]
+	top  uint32                            // next unused grain
+	free [maxArenaName / arenaGrain]uint32 // by block size in grains - 1
 }
 
-func nameClass(n int) int { return (n + arenaGrain - 1) / arenaGrain }
+func grains(n int) uint32 { return uint32(n+arenaGrain-1) / arenaGrain }
 
 // alloc stores name and returns its offset. 0 < len(name) ≤ maxArenaName.
 func (a *nameArena) alloc(m *offheap, name string) uint32 {
-	c := nameClass(len(name))
-	off := a.free[c-1]
+	g := grains(len(name))
+	off := a.free[g-1]
 	if off != 0 {
-		a.free[c-1] = binary.LittleEndian.Uint32(a.block(off, 4))
+		a.free[g-1] = binary.LittleEndian.Uint32(a.block(off, 4))
 	} else {
-		off = a.bump(m, uint32(c*arenaGrain))
+		off = a.bump(m, g)
 	}
 	copy(a.block(off, len(name)), name)
 	return off
 }
 
-// bump takes n fresh bytes, starting a chunk when the current one cannot
-// hold them (its rest stays unused: less than one name's worth).
-func (a *nameArena) bump(m *offheap, n uint32) uint32 {
+// bump takes g fresh grains.
+func (a *nameArena) bump(m *offheap, g uint32) uint32 {
 	if a.top == 0 {
-		a.top = arenaGrain // offset 0 means "none"
+		a.top = 1 // offset 0 means "none"
 	}
-	if a.top%arenaChunk+n > arenaChunk {
-		if a.top > math.MaxUint32-2*arenaChunk {
-			panic("locktable: 4 GiB of names in one shard")
-		}
-		a.top = (a.top/arenaChunk + 1) * arenaChunk
+	if c, pos := chunkOf(a.top); int(pos+g) > chunkLen(c) {
+		a.top += uint32(chunkLen(c)) - pos // to the next chunk
 	}
-	for int(a.top/arenaChunk) >= len(a.chunks) {
-		a.chunks = append(a.chunks, allocSlice[byte](m, arenaChunk))
+	if a.top > math.MaxUint32-2*maxArenaName {
+		panic("locktable: 32 GiB of names in one shard")
+	}
+	for a.top+g > a.cap {
+		a.grow(m)
 	}
 	off := a.top
-	a.top += n
+	a.top += g
 	return off
 }
 
 // block returns the n bytes at off.
 func (a *nameArena) block(off uint32, n int) []byte {
-	pos := int(off % arenaChunk)
-	return a.chunks[off/arenaChunk][pos : pos+n : pos+n]
+	return unsafe.Slice(&a.at(off)[0], n)
 }
 
 // release puts the block of a name of length n back on its free list.
 func (a *nameArena) release(off uint32, n int) {
-	c := nameClass(n)
-	binary.LittleEndian.PutUint32(a.block(off, 4), a.free[c-1])
-	a.free[c-1] = off
+	g := grains(n)
+	binary.LittleEndian.PutUint32(a.block(off, 4), a.free[g-1])
+	a.free[g-1] = off
 }
 
 // nameIndex is an open-addressing hash table (linear probing, backward
@@ -100,7 +103,7 @@ type nameIndex struct {
 	n     int
 }
 
-const minIndex = 1024 // slots: one page
+const minIndex = 16 // slots
 
 // lookup returns the lock named name (hash h), or 0; sh has the names.
 func (x *nameIndex) lookup(sh *shard, name string, h uint64) uint32 {

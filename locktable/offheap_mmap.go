@@ -7,6 +7,8 @@ import (
 	"syscall"
 )
 
+var pageSize = syscall.Getpagesize()
+
 // offheap hands out zeroed memory from mmap. Being outside the garbage
 // collected heap, it does not count toward the GC's pacing, which lets the
 // heap grow to twice its live size before collecting: RSS is what the table
@@ -21,7 +23,13 @@ type offheap struct {
 
 func newOffheap() *offheap { return &offheap{live: make(map[*byte][]byte)} }
 
+// alloc returns n zeroed bytes aligned for any record. Blocks under a page
+// come from the Go heap: mapping a page for each would waste most of it, and
+// a small table would cost a system call per block.
 func (m *offheap) alloc(n int) []byte {
+	if n < pageSize {
+		return heapAlloc(n)
+	}
 	b, err := syscall.Mmap(-1, 0, n, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
 	if err != nil {
 		panic("locktable: mmap: " + err.Error())
@@ -32,13 +40,16 @@ func (m *offheap) alloc(n int) []byte {
 	return b
 }
 
-// free unmaps the block that starts at p.
+// free gives back the block that starts at p: unmaps it, unless it came
+// from the Go heap, whose GC frees it.
 func (m *offheap) free(p *byte) {
 	m.mu.Lock()
-	b := m.live[p]
+	b, mapped := m.live[p]
 	delete(m.live, p)
 	m.mu.Unlock()
-	syscall.Munmap(b)
+	if mapped {
+		syscall.Munmap(b)
+	}
 }
 
 // freeAll unmaps everything; the table that used m is unreachable.
