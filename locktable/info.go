@@ -36,7 +36,7 @@ type LockInfo struct {
 
 // Query selects locks for Locks.
 type Query struct {
-	Match func(name string) bool // nil: all
+	Match func(name string) bool // nil: all; it must not keep name
 	After string                 // only names greater than After
 	Count int                    // at most Count locks (≤ 0: no bound)
 }
