@@ -159,7 +159,7 @@ func TestDeterminism_ShardCountDoesNotChangeOutcome(t *testing.T) {
 
 // shardIndex returns the index of name's shard in tb.
 func shardIndex(tb *Table, name string) int {
-	sh := tb.shardOf(name)
+	sh, _ := tb.shardOf(name)
 	for i := range tb.shards {
 		if &tb.shards[i] == sh {
 			return i

@@ -14,4 +14,13 @@
 // lock happens in one critical section of the lock's shard. A [Session]'s
 // own mutex is only ever taken while its caller holds a shard mutex or no
 // mutex at all (lock order: shard, then session), never the other way round.
+//
+// Memory: a held lock is a few pointer-free records — lock, hold, name in an
+// arena, index slot, deadline-heap entry, about 130 bytes — in chunks that
+// on Linux come from mmap (all but a shard's first few small ones), outside
+// the Go heap, so the GC neither scans them nor lets its pacing double them
+// in RSS. Records refer to each other by
+// uint32 ids; what only some locks need (owners, waiters, names over 256
+// bytes) lives in Go maps by id. Freed records, names and index space are
+// reused, not returned to the system (but for the index, which shrinks).
 package locktable

@@ -191,7 +191,7 @@ func (f *fixture) wantEmpty() {
 	for i := range f.tb.shards {
 		sh := &f.tb.shards[i]
 		sh.mu.Lock()
-		n, h := len(sh.locks), len(sh.expiry)
+		n, h := sh.index.n, int(sh.expiry.n)
 		sh.mu.Unlock()
 		if n != 0 || h != 0 {
 			f.t.Fatalf("shard %d has %d locks and %d heap entries; want none", i, n, h)

@@ -1,28 +1,53 @@
 package locktable
 
-// Hold is one granted acquisition of a lock. All fields are guarded by the
-// mutex of the shard the hold belongs to (sh, which never changes), except
-// sprev/snext.
-type Hold struct {
-	// 112 bytes: with the lock (80), its name, its map slot and heap
-	// slot, about 264 bytes of live heap per held lock.
-	sh    *shard
-	lock  *lock // nil once released
-	key   Key
-	owner string
-	count uint32 // re-entries + 1
-	// heapIdx is the index in the shard's deadline heap; -1: not there.
-	heapIdx int32
-	session *Session // nil when detached or orphaned
-	// sprev/snext link the hold into session's list; guarded by session.mu.
-	sprev, snext *Hold
-	granted      int64 // time of grant
-	ttl          int64 // TTL duration in ns; 0: none
-	deadline     int64 // expiry time; 0: none
-	detached     bool
-	// orphan: bound to a connection that no longer exists (restored after a
-	// restart); the first RENEW by key adopts it.
-	orphan bool
+// hid names a hold table-wide: its shard's index in the high bits
+// (Table.localBits and up), its record's id in that shard below. 0: none.
+// Session lists link holds of every shard through hids.
+type hid uint32
+
+// holdRec is one granted acquisition of a lock: a pointer-free record in
+// its shard's off-heap store (see records). Its fields are guarded by the
+// shard's mutex, except sprev/snext. A record is free when lock is 0.
+type holdRec struct {
+	// 64 bytes: with its lock's record (20), name (the length rounded up
+	// to 8), index slot (4 at 1/2 to 3/4 load) and heap entry (16), about
+	// 130 bytes per held lock, none of it on the Go heap.
+	key     Key
+	granted int64 // time of grant
+	ttl     int64 // TTL duration in ns; 0: none
+	count   uint32
+	// heapPos is 1 + the index in the shard's deadline heap, which holds
+	// the deadline; 0: no deadline.
+	heapPos uint32
+	lock    uint32 // its lock's record; 0: this record is free
+	next    uint32 // the lock's next hold in grant order; 0: last
+	// session is the slot (Table.sessions) of the session the hold is
+	// bound to; 0: detached or orphaned.
+	session uint32
+	// sprev/snext link the hold into its session's list; guarded by the
+	// session's mutex.
+	sprev, snext hid
+	flags        holdFlags
+}
+
+type holdFlags uint8
+
+const (
+	detached holdFlags = 1 << iota
+	// orphan: bound to a connection that no longer exists (restored after
+	// a restart); the first RENEW by key adopts it.
+	orphan
+	owned // has an owner, in shard.owners
+)
+
+func (h *holdRec) is(f holdFlags) bool { return h.flags&f != 0 }
+
+func (h *holdRec) set(f holdFlags, on bool) {
+	if on {
+		h.flags |= f
+	} else {
+		h.flags &^= f
+	}
 }
 
 // Reason says why a hold was released.

@@ -4,6 +4,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unsafe"
 )
 
 // HoldInfo describes a hold without its key.
@@ -35,7 +36,7 @@ type LockInfo struct {
 
 // Query selects locks for Locks.
 type Query struct {
-	Match func(name string) bool // nil: all
+	Match func(name string) bool // nil: all; it must not keep name
 	After string                 // only names greater than After
 	Count int                    // at most Count locks (≤ 0: no bound)
 }
@@ -47,11 +48,14 @@ func (t *Table) Locks(q Query, now int64) []LockInfo {
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
-		for name := range sh.locks {
+		sh.index.each(func(lid uint32) {
+			// A view of the arena, copied only if selected.
+			b := sh.nameBytes(lid)
+			name := unsafe.String(unsafe.SliceData(b), len(b))
 			if name > q.After && (q.Match == nil || q.Match(name)) {
-				names = append(names, name)
+				names = append(names, strings.Clone(name))
 			}
-		}
+		})
 		sh.mu.Unlock()
 	}
 	sort.Strings(names)
@@ -69,31 +73,35 @@ func (t *Table) Locks(q Query, now int64) []LockInfo {
 
 // Lock describes the lock name, if it exists.
 func (t *Table) Lock(name string, now int64) (LockInfo, bool) {
-	sh := t.shardOf(name)
+	sh, hash := t.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	l := sh.locks[name]
-	if l == nil {
+	lid := sh.find(name, hash)
+	if lid == 0 {
 		return LockInfo{}, false
 	}
-	li := LockInfo{Name: l.name, Size: l.size, Holds: make([]HoldInfo, 0, len(l.holds))}
-	for _, h := range l.holds {
+	l := sh.lock(lid)
+	li := LockInfo{Name: name, Size: l.size, Holds: make([]HoldInfo, 0, l.nholds)}
+	for id := l.first; id != 0; id = sh.hold(id).next {
+		h := sh.hold(id)
 		hi := HoldInfo{
-			Fence: h.key.Fence, Owner: h.owner, SessionID: -1, TTL: -1,
-			Age: now - h.granted, Detached: h.detached, Orphan: h.orphan, Count: h.count,
+			Fence: h.key.Fence, Owner: sh.owner(id), SessionID: -1, TTL: -1,
+			Age: now - h.granted, Detached: h.is(detached), Orphan: h.is(orphan), Count: h.count,
 		}
-		if h.session != nil {
-			hi.SessionID = int64(h.session.ID)
+		if h.session != 0 {
+			hi.SessionID = int64(t.sessions.get(h.session).ID)
 		}
-		if h.deadline != 0 {
-			hi.TTL = max(h.deadline-now, 0)
+		if d := sh.deadline(id); d != 0 {
+			hi.TTL = max(d-now, 0)
 		}
 		li.Holds = append(li.Holds, hi)
 	}
-	for w := l.waiters.head; w != nil; w = w.next {
-		li.Waiters = append(li.Waiters, WaiterInfo{
-			SessionID: int64(w.session.ID), Owner: w.req.Owner, Waited: now - w.enqueued,
-		})
+	if q := sh.queues[lid]; q != nil {
+		for w := q.head; w != nil; w = w.next {
+			li.Waiters = append(li.Waiters, WaiterInfo{
+				SessionID: int64(w.session.ID), Owner: w.req.Owner, Waited: now - w.enqueued,
+			})
+		}
 	}
 	return li, true
 }
@@ -104,31 +112,35 @@ func (t *Table) Lock(name string, now int64) (LockInfo, bool) {
 func (t *Table) Dump(now int64) string {
 	var b strings.Builder
 	for _, li := range t.Locks(Query{}, now) {
-		sh := t.shardOf(li.Name)
+		sh, hash := t.shardOf(li.Name)
 		sh.mu.Lock()
-		l := sh.locks[li.Name]
-		if l == nil { // deleted since Locks listed it
+		lid := sh.find(li.Name, hash)
+		if lid == 0 { // deleted since Locks listed it
 			sh.mu.Unlock()
 			continue
 		}
-		b.WriteString(l.name)
+		l := sh.lock(lid)
+		b.WriteString(li.Name)
 		b.WriteString(" size=")
 		b.WriteString(strconv.FormatInt(int64(l.size), 10))
-		for _, h := range l.holds {
+		for id := l.first; id != 0; id = sh.hold(id).next {
+			h := sh.hold(id)
 			b.WriteString(" hold{")
 			b.WriteString(h.key.String())
-			b.WriteString(" owner=" + h.owner + " count=" + strconv.FormatInt(int64(h.count), 10) +
-				" deadline=" + strconv.FormatInt(h.deadline, 10) + " ttl=" + strconv.FormatInt(h.ttl, 10))
-			if h.session != nil {
-				b.WriteString(" session=" + strconv.FormatInt(int64(h.session.ID), 10))
+			b.WriteString(" owner=" + sh.owner(id) + " count=" + strconv.FormatInt(int64(h.count), 10) +
+				" deadline=" + strconv.FormatInt(sh.deadline(id), 10) + " ttl=" + strconv.FormatInt(h.ttl, 10))
+			if h.session != 0 {
+				b.WriteString(" session=" + strconv.FormatInt(int64(t.sessions.get(h.session).ID), 10))
 			}
-			if h.detached {
+			if h.is(detached) {
 				b.WriteString(" detached")
 			}
 			b.WriteString("}")
 		}
-		for w := l.waiters.head; w != nil; w = w.next {
-			b.WriteString(" wait{session=" + strconv.FormatInt(int64(w.session.ID), 10) + " owner=" + w.req.Owner + "}")
+		if q := sh.queues[lid]; q != nil {
+			for w := q.head; w != nil; w = w.next {
+				b.WriteString(" wait{session=" + strconv.FormatInt(int64(w.session.ID), 10) + " owner=" + w.req.Owner + "}")
+			}
 		}
 		b.WriteString("\n")
 		sh.mu.Unlock()

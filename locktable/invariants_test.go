@@ -3,29 +3,36 @@ package locktable
 import (
 	"fmt"
 	"testing"
+	"unsafe"
 )
 
 // checkInvariants walks every shard of tb (each under its mutex) and fails
 // the test if the table's internal structures disagree with each other or
 // with the package's promises:
 //
-//   - a lock in the map has holds or waiters, its name and shard are its own,
-//     it holds at most size holds, and it has waiters only when full;
-//   - every hold points back at its lock and shard, has count ≥ 1, and its
+//   - a lock in the index has holds or waiters, is found by its name, hashes
+//     to its shard, holds at most size holds (as many as its count says), and
+//     has waiters only when full; the index counts its locks; every lock
+//     record not in the index is free, and so is every hold record no lock
+//     lists, and the free lists hold exactly those;
+//   - every hold points back at its lock, has count ≥ 1, and its
 //     fence lies in [FenceStart, LastFence]; fences rise along a lock's holds
 //     (grant order); fences, and so keys, are unique across the table;
 //   - a bound hold (neither detached nor orphaned) belongs to an open session
 //     and sits in that session's list; a detached hold has a TTL and no
 //     session;
 //   - a hold has a deadline iff it has a TTL (an orphan always has one, its
-//     restore grace), and then it is in the shard's heap at its heapIdx;
+//     restore grace), and then it is in the shard's heap at its heapPos;
 //     the heap has nothing else and keeps its order;
 //   - the shard's hold and waiter counters match what is there;
 //   - a waiter is queued on its own lock, its session is open and waits
 //     for exactly it, and the queue's links and length agree;
 //   - every session seen (through holds and waiters, plus the ones passed
 //     in) counts as bound exactly the holds linked to it, all live; a closed
-//     session has no holds and no wait.
+//     session has no holds, no wait and no slot, and a session's slot names
+//     it;
+//   - owners and long names are kept exactly for the holds and locks that
+//     have them; a queue is kept exactly for each lock with waiters.
 //
 // Call it only while no other goroutine uses tb.
 func checkInvariants(t testing.TB, tb *Table, sessions ...*Session) {
@@ -58,31 +65,52 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 	for i := range tb.shards {
 		sh := &tb.shards[i]
 		sh.mu.Lock()
-		holds, waiters, withDeadline := 0, 0, 0
-		for name, l := range sh.locks {
-			if l.name != name {
-				fail("shard %d: lock %q filed under %q", i, l.name, name)
+		holds, waiters, withDeadline, locks, owners, longNames := 0, 0, 0, 0, 0, 0
+		liveLocks := make(map[uint32]bool)
+		liveHolds := make(map[uint32]bool)
+		sh.index.each(func(lid uint32) {
+			locks++
+			l := sh.lock(lid)
+			name := sh.name(lid)
+			if liveLocks[lid] {
+				fail("shard %d: lock %q twice in the index", i, name)
 			}
-			if l.shard != sh || tb.shardOf(name) != sh {
-				fail("lock %q: in shard %d, but its shard pointer or hash says otherwise", name, i)
+			liveLocks[lid] = true
+			if h := hashName(name); sh.find(name, h) != lid {
+				fail("shard %d: lock %q not found by its name", i, name)
 			}
-			if len(l.holds) == 0 && l.waiters.n == 0 {
-				fail("lock %q: empty but still in the map", name)
+			if got, _ := tb.shardOf(name); got != sh {
+				fail("lock %q: in shard %d, but its hash says otherwise", name, i)
+			}
+			if len(name) > maxArenaName {
+				longNames++
+			}
+			q := sh.queues[lid]
+			if l.first == 0 && q == nil {
+				fail("lock %q: empty but still in the index", name)
 			}
 			if l.size == 0 {
 				fail("lock %q: size 0", name)
 			}
-			if len(l.holds) > int(l.size) {
-				fail("lock %q: %d holds > size %d", name, len(l.holds), l.size)
-			}
-			if l.waiters.n > 0 && len(l.holds) != int(l.size) {
-				fail("lock %q: %d waiters with only %d of %d holds", name, l.waiters.n, len(l.holds), l.size)
-			}
+			n := 0
 			var prevFence uint64
-			for _, h := range l.holds {
+			for id := l.first; id != 0; id = sh.hold(id).next {
+				n++
+				if n > int(l.size)+1 {
+					fail("lock %q: hold list longer than its size (cycle?)", name)
+					break
+				}
 				holds++
-				if h.lock != l || h.sh != sh {
-					fail("lock %q: hold %v points at another lock or shard", name, h.key)
+				liveHolds[id] = true
+				h := sh.hold(id)
+				if h.lock != lid {
+					fail("lock %q: hold %v points at another lock", name, h.key)
+				}
+				if h.is(owned) {
+					owners++
+					if sh.owners[id] == "" {
+						fail("lock %q: hold %v has an empty owner", name, h.key)
+					}
 				}
 				if h.count < 1 {
 					fail("lock %q: hold %v has count %d", name, h.key, h.count)
@@ -98,37 +126,40 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 					fail("lock %q: fence %d after %d: holds not in grant order", name, h.key.Fence, prevFence)
 				}
 				prevFence = h.key.Fence
+				deadline := sh.deadline(id)
 				switch {
-				case h.orphan && h.deadline <= 0:
+				case h.is(orphan) && deadline <= 0:
 					// Restore gives every orphan a grace deadline.
 					fail("lock %q: orphaned hold %v without deadline", name, h.key)
-				case !h.orphan && (h.ttl > 0) != (h.deadline > 0):
-					fail("lock %q: hold %v has ttl %d but deadline %d", name, h.key, h.ttl, h.deadline)
+				case !h.is(orphan) && (h.ttl > 0) != (deadline > 0):
+					fail("lock %q: hold %v has ttl %d but deadline %d", name, h.key, h.ttl, deadline)
 				}
-				if h.deadline > 0 {
+				if h.heapPos != 0 {
 					withDeadline++
-					if h.heapIdx < 0 || int(h.heapIdx) >= len(sh.expiry) || sh.expiry[h.heapIdx] != h {
-						fail("lock %q: hold %v with deadline not at its heap index %d", name, h.key, h.heapIdx)
+					if h.heapPos > sh.expiry.n || sh.expiry.at(h.heapPos-1).hold != id {
+						fail("lock %q: hold %v not at its heap position %d", name, h.key, h.heapPos)
 					}
-				} else if h.heapIdx != -1 {
-					fail("lock %q: hold %v without deadline has heap index %d", name, h.key, h.heapIdx)
 				}
 				switch {
-				case h.detached:
-					if h.session != nil {
-						fail("lock %q: detached hold %v bound to session %d", name, h.key, h.session.ID)
+				case h.is(detached):
+					if h.session != 0 {
+						fail("lock %q: detached hold %v bound to slot %d", name, h.key, h.session)
 					}
 					if h.ttl == 0 {
 						fail("lock %q: detached hold %v without TTL", name, h.key)
 					}
-				case h.orphan:
-					if h.session != nil {
-						fail("lock %q: orphaned hold %v bound to session %d", name, h.key, h.session.ID)
+				case h.is(orphan):
+					if h.session != 0 {
+						fail("lock %q: orphaned hold %v bound to slot %d", name, h.key, h.session)
 					}
 				default:
-					s := h.session
-					if s == nil {
+					if h.session == 0 {
 						fail("lock %q: bound hold %v has no session", name, h.key)
+						break
+					}
+					s := tb.sessions.get(h.session)
+					if s == nil {
+						fail("lock %q: bound hold %v names empty slot %d", name, h.key, h.session)
 						break
 					}
 					seen[s] = true
@@ -137,25 +168,42 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 					if s.closed {
 						fail("lock %q: hold %v bound to closed session %d", name, h.key, s.ID)
 					}
-					if h.sprev == nil && s.head != h {
+					if s.slot != h.session {
+						fail("lock %q: hold %v names slot %d, its session has %d", name, h.key, h.session, s.slot)
+					}
+					if h.sprev == 0 && s.head != sh.base|hid(id) {
 						fail("lock %q: hold %v not in session %d's list", name, h.key, s.ID)
 					}
 					s.mu.Unlock()
 				}
 			}
-
-			n := 0
+			if n != int(l.nholds) {
+				fail("lock %q: %d holds, count says %d", name, n, l.nholds)
+			}
+			if n > int(l.size) {
+				fail("lock %q: %d holds > size %d", name, n, l.size)
+			}
+			if q != nil && n != int(l.size) {
+				fail("lock %q: %d waiters with only %d of %d holds", name, q.n, n, l.size)
+			}
+			if q == nil {
+				return
+			}
+			if q.n == 0 {
+				fail("lock %q: empty wait queue kept", name)
+			}
+			n = 0
 			var prev *waiter
-			for w := l.waiters.head; w != nil; w = w.next {
+			for w := q.head; w != nil; w = w.next {
 				n++
-				if n > l.waiters.n+1 {
-					fail("lock %q: wait queue longer than its count %d (cycle?)", name, l.waiters.n)
+				if n > q.n+1 {
+					fail("lock %q: wait queue longer than its count %d (cycle?)", name, q.n)
 					break
 				}
 				if w.prev != prev {
 					fail("lock %q: waiter %d has a wrong prev link", name, n)
 				}
-				if w.lock != l || !w.queued {
+				if w.sh != sh || w.lock != lid || !w.queued {
 					fail("lock %q: waiter %d belongs elsewhere or is not marked queued", name, n)
 				}
 				s := w.session
@@ -170,32 +218,46 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 				s.mu.Unlock()
 				prev = w
 			}
-			if l.waiters.tail != prev {
+			if q.tail != prev {
 				fail("lock %q: wait queue tail is not its last waiter", name)
 			}
-			if n != l.waiters.n {
-				fail("lock %q: wait queue has %d waiters, count says %d", name, n, l.waiters.n)
+			if n != q.n {
+				fail("lock %q: wait queue has %d waiters, count says %d", name, n, q.n)
 			}
 			waiters += n
-		}
+		})
 
-		if sh.holds != holds {
-			fail("shard %d: hold counter %d, actual %d", i, sh.holds, holds)
+		if sh.index.n != locks {
+			fail("shard %d: index counts %d locks, has %d", i, sh.index.n, locks)
+		}
+		if sh.nholds != holds {
+			fail("shard %d: hold counter %d, actual %d", i, sh.nholds, holds)
 		}
 		if sh.waiters != waiters {
 			fail("shard %d: waiter counter %d, actual %d", i, sh.waiters, waiters)
 		}
-		if len(sh.expiry) != withDeadline {
-			fail("shard %d: heap has %d entries, %d live holds have a deadline", i, len(sh.expiry), withDeadline)
+		if len(sh.owners) != owners || len(sh.longNames) != longNames {
+			fail("shard %d: %d owners and %d long names kept, %d and %d in use", i, len(sh.owners), len(sh.longNames), owners, longNames)
 		}
-		for j, h := range sh.expiry {
-			if int(h.heapIdx) != j {
-				fail("shard %d: heap[%d] says it is at %d", i, j, h.heapIdx)
+		for lid := range sh.queues {
+			if !liveLocks[lid] {
+				fail("shard %d: queue kept for lock record %d, not a lock", i, lid)
 			}
-			if h.lock == nil {
+		}
+		checkFree(fail, fmt.Sprintf("shard %d locks", i), &sh.locks, liveLocks, func(l *lockRec) bool { return l.size != 0 })
+		checkFree(fail, fmt.Sprintf("shard %d holds", i), &sh.holds, liveHolds, func(h *holdRec) bool { return h.lock != 0 })
+		if int(sh.expiry.n) != withDeadline {
+			fail("shard %d: heap has %d entries, %d live holds have a deadline", i, sh.expiry.n, withDeadline)
+		}
+		for j := uint32(0); j < sh.expiry.n; j++ {
+			id := sh.expiry.at(j).hold
+			if sh.hold(id).heapPos != j+1 {
+				fail("shard %d: heap[%d] says it is at %d", i, j, sh.hold(id).heapPos-1)
+			}
+			if !liveHolds[id] {
 				fail("shard %d: heap[%d] is a released hold", i, j)
 			}
-			if j > 0 && sh.expiry.less(j, (j-1)/2) {
+			if j > 0 && sh.heapLess(j, (j-1)/2) {
 				fail("shard %d: heap order broken at %d", i, j)
 			}
 		}
@@ -205,15 +267,18 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 	for s := range seen {
 		s.mu.Lock()
 		n := 0
-		for h := s.head; h != nil; h = h.snext {
+		for h := s.head; h != 0; h = tb.hold(h).snext {
 			n++
 			if n > s.bound+1 {
 				fail("session %d: hold list longer than bound %d (cycle?)", s.ID, s.bound)
 				break
 			}
-			if h.session != s || h.lock == nil || h.detached {
-				fail("session %d: list has hold %v that is not a live bound hold of it", s.ID, h.key)
+			if r := tb.hold(h); r.session != s.slot || r.lock == 0 || r.is(detached) {
+				fail("session %d: list has hold %v that is not a live bound hold of it", s.ID, r.key)
 			}
+		}
+		if s.slot != 0 && tb.sessions.get(s.slot) != s {
+			fail("session %d: its slot %d names another session", s.ID, s.slot)
 		}
 		if n != s.bound {
 			fail("session %d: list has %d holds, bound says %d", s.ID, n, s.bound)
@@ -221,8 +286,8 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 		if s.bound != linked[s] {
 			fail("session %d: bound %d, but %d live holds are bound to it", s.ID, s.bound, linked[s])
 		}
-		if s.closed && (s.bound != 0 || s.waiting != nil) {
-			fail("session %d: closed with %d holds, waiting=%v", s.ID, s.bound, s.waiting != nil)
+		if s.closed && (s.bound != 0 || s.waiting != nil || s.slot != 0) {
+			fail("session %d: closed with %d holds, waiting=%v, slot %d", s.ID, s.bound, s.waiting != nil, s.slot)
 		}
 		if w := s.waiting; w != nil && (!w.queued || w.session != s) {
 			fail("session %d: waits on a request that is not queued for it", s.ID)
@@ -230,4 +295,26 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 		s.mu.Unlock()
 	}
 	return errs
+}
+
+// checkFree fails unless the records of r below its high-water mark are
+// live (by live) exactly when listed in want, and its free list holds
+// exactly the others, each once.
+func checkFree[T any](fail func(string, ...any), what string, r *records[T], want map[uint32]bool, live func(*T) bool) {
+	free := make(map[uint32]bool)
+	for id := r.free; id != 0; id = *(*uint32)(unsafe.Pointer(r.at(id))) {
+		if free[id] || want[id] {
+			fail("%s: record %d on the free list twice or while in use", what, id)
+			return
+		}
+		free[id] = true
+	}
+	for id := uint32(1); id < r.used; id++ {
+		if live(r.at(id)) != want[id] && !free[id] {
+			fail("%s: record %d is live=%v, in use=%v", what, id, live(r.at(id)), want[id])
+		}
+		if !want[id] && !free[id] {
+			fail("%s: record %d neither in use nor free (leaked)", what, id)
+		}
+	}
 }

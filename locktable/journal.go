@@ -30,11 +30,12 @@ type Change struct {
 // journal appends are made in the same critical section as the change, so
 // each shard's journal is in the order its changes happened. Caller holds
 // sh.mu.
-func (sh *shard) journalPut(h *Hold) {
+// name is hold id's lock name, or "" to read it from the arena.
+func (sh *shard) journalPut(id uint32, name string) {
 	if !sh.journaling {
 		return
 	}
-	sh.journal = append(sh.journal, Change{Record: h.record()})
+	sh.journal = append(sh.journal, Change{Record: sh.record(id, name)})
 }
 
 func (sh *shard) journalDelete(name string, fence uint64) {
@@ -44,11 +45,25 @@ func (sh *shard) journalDelete(name string, fence uint64) {
 	sh.journal = append(sh.journal, Change{Delete: true, Record: HoldRecord{Name: name, Key: Key{Fence: fence}}})
 }
 
-func (h *Hold) record() HoldRecord {
-	return HoldRecord{
-		Name: h.lock.name, Size: h.lock.size, Key: h.key, Owner: h.owner, Count: h.count,
-		TTL: h.ttl, Deadline: h.deadline, Granted: h.granted, Detached: h.detached, Bound: !h.detached,
+// record returns hold id's record; name is its lock's name, or "" to read
+// it from the arena.
+func (sh *shard) record(id uint32, name string) HoldRecord {
+	h := sh.hold(id)
+	if name == "" {
+		name = sh.name(h.lock)
 	}
+	return HoldRecord{
+		Name: name, Size: sh.lock(h.lock).size, Key: h.key, Owner: sh.owner(id), Count: h.count,
+		TTL: h.ttl, Deadline: sh.deadline(id), Granted: h.granted, Detached: h.is(detached), Bound: !h.is(detached),
+	}
+}
+
+// owner returns hold id's owner ("": none).
+func (sh *shard) owner(id uint32) string {
+	if sh.hold(id).is(owned) {
+		return sh.owners[id]
+	}
+	return ""
 }
 
 // SetJournaling turns the change journal on or off. Off discards what is
@@ -88,11 +103,12 @@ func (t *Table) Snapshot() []HoldRecord {
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
-		for _, l := range sh.locks {
-			for _, h := range l.holds {
-				out = append(out, h.record())
+		sh.index.each(func(lid uint32) {
+			name := sh.name(lid)
+			for id := sh.lock(lid).first; id != 0; id = sh.hold(id).next {
+				out = append(out, sh.record(id, name))
 			}
-		}
+		})
 		sh.mu.Unlock()
 	}
 	// Stable: a lock's holds were appended together, in grant order.
@@ -121,29 +137,48 @@ func (t *Table) Restore(recs []HoldRecord, now, grace int64) (restored, dropped 
 			dropped++
 			continue
 		}
-		sh := t.shardOf(r.Name)
-		sh.mu.Lock()
-		l := sh.locks[r.Name]
-		if l == nil {
-			l = &lock{name: r.Name, shard: sh, size: r.Size}
-			sh.locks[r.Name] = l
-		}
-		if l.size != r.Size || len(l.holds) >= int(l.size) {
-			sh.mu.Unlock()
+		if t.restore(r, deadline) {
+			restored++
+		} else {
 			dropped++
-			continue
 		}
-		h := &Hold{
-			sh: sh, lock: l, key: r.Key, owner: r.Owner, count: r.Count, detached: r.Detached,
-			orphan: r.Bound, granted: r.Granted, ttl: r.TTL, deadline: deadline, heapIdx: -1,
-		}
-		l.holds = append(l.holds, h)
-		sh.holds++
-		if deadline != 0 {
-			sh.expiry.set(h)
-		}
-		sh.mu.Unlock()
-		restored++
 	}
 	return restored, dropped
+}
+
+// restore adds the hold of r with the given deadline (0: none), unless it
+// contradicts the holds restored before it.
+func (t *Table) restore(r HoldRecord, deadline int64) bool {
+	sh, hash := t.shardOf(r.Name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	lid := sh.find(r.Name, hash)
+	if lid == 0 {
+		lid = sh.newLock(r.Name, hash, r.Size)
+	}
+	if l := sh.lock(lid); l.size != r.Size || l.nholds >= l.size {
+		return false
+	}
+	sh.loadHold(lid, HoldState{HoldRecord: r, Orphan: r.Bound}, deadline)
+	return true
+}
+
+// loadHold adds a hold as saved, with the given deadline (0: none), to
+// lock lid, after its other holds; it is bound to no session. Caller holds
+// sh.mu.
+func (sh *shard) loadHold(lid uint32, hs HoldState, deadline int64) uint32 {
+	id := sh.holds.alloc(sh.mem)
+	h := sh.hold(id)
+	h.key, h.count, h.granted, h.ttl, h.lock = hs.Key, hs.Count, hs.Granted, hs.TTL, lid
+	h.set(detached, hs.Detached)
+	h.set(orphan, hs.Orphan)
+	if hs.Owner != "" {
+		h.set(owned, true)
+		sh.owners[id] = hs.Owner
+	}
+	sh.appendHold(lid, id)
+	if deadline != 0 {
+		sh.setDeadline(id, deadline)
+	}
+	return id
 }

@@ -1,13 +1,16 @@
 package locktable
 
-// lock is one named lock. It exists while it has holds or waiters; all its
-// fields are guarded by its shard's mutex.
-type lock struct {
-	name    string
-	shard   *shard // never changes
+import "unsafe"
+
+// lockRec is one named lock: a pointer-free record in its shard's off-heap
+// store. It exists while it has holds or waiters; its fields are guarded by
+// its shard's mutex. A record is free when size is 0.
+type lockRec struct {
+	nameOff uint32 // in the shard's arena, if nameLen ≤ maxArenaName
+	nameLen uint32
 	size    uint32
-	holds   []*Hold // in grant order
-	waiters waitQueue
+	first   uint32 // first hold in grant order, linked through next; 0: none
+	nholds  uint32
 }
 
 // Request is one acquisition request (LOCK or TRYLOCK).
@@ -30,6 +33,58 @@ const (
 	Busy                       // no capacity and wait was false
 )
 
+func (sh *shard) lock(id uint32) *lockRec { return sh.locks.at(id) }
+
+func (sh *shard) hold(id uint32) *holdRec { return sh.holds.at(id) }
+
+// nameBytes returns lock id's name, in the arena: read it under sh.mu and
+// do not keep it.
+func (sh *shard) nameBytes(id uint32) []byte {
+	l := sh.lock(id)
+	if l.nameLen > maxArenaName {
+		s := sh.longNames[id]
+		return unsafe.Slice(unsafe.StringData(s), len(s))
+	}
+	return sh.names.block(l.nameOff, int(l.nameLen))
+}
+
+// name returns lock id's name as a string of its own.
+func (sh *shard) name(id uint32) string { return string(sh.nameBytes(id)) }
+
+// find returns the lock named name (hash h), or 0.
+func (sh *shard) find(name string, h uint64) uint32 { return sh.index.lookup(sh, name, h) }
+
+// newLock creates the lock name (hash h), which does not exist.
+func (sh *shard) newLock(name string, h uint64, size uint32) uint32 {
+	id := sh.locks.alloc(sh.mem)
+	l := sh.lock(id)
+	l.size = size
+	l.nameLen = uint32(len(name))
+	if len(name) > maxArenaName {
+		sh.longNames[id] = name
+	} else {
+		l.nameOff = sh.names.alloc(sh.mem, name)
+	}
+	sh.index.insert(sh.mem, id, h, sh)
+	return id
+}
+
+// dropIfEmpty deletes lock id when it has neither holds nor waiters, so
+// that its memory is reused. Caller holds sh.mu.
+func (sh *shard) dropIfEmpty(id uint32) {
+	l := sh.lock(id)
+	if l.size == 0 || l.first != 0 || sh.queues[id] != nil {
+		return
+	}
+	sh.index.remove(sh.mem, sh.index.slotOf(id, hashName(sh.nameBytes(id))), sh)
+	if l.nameLen > maxArenaName {
+		delete(sh.longNames, id)
+	} else {
+		sh.names.release(l.nameOff, int(l.nameLen))
+	}
+	sh.locks.release(id)
+}
+
 // Acquire asks for req.Name on behalf of s. With capacity (or a hold with
 // the same non-empty owner, which is re-entered) it grants at once and
 // returns the key. Otherwise, if wait, s is queued behind earlier waiters
@@ -44,10 +99,10 @@ func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait boo
 	if req.Detach && req.TTL == 0 {
 		return Key{}, 0, ErrDetachNeedsTTL
 	}
-	sh := t.shardOf(req.Name)
+	sh, hash := t.shardOf(req.Name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	sh.expireLock(t, ev, req.Name, now)
+	lid := sh.expireLock(t, ev, sh.find(req.Name, hash), req.Name, now)
 
 	// A closed session takes nothing, not even a re-entry. s.mu is taken
 	// after expireLock, whose releases lock the sessions they unbind.
@@ -57,27 +112,25 @@ func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait boo
 		return Key{}, 0, ErrSessionClosed
 	}
 
-	l := sh.locks[req.Name]
-	if l != nil {
+	var l *lockRec
+	if lid != 0 {
+		l = sh.lock(lid)
 		if l.size != req.Size {
 			return Key{}, 0, &SizeMismatchError{Have: l.size, Want: req.Size}
 		}
-		if req.Owner != "" {
-			for _, h := range l.holds {
-				if h.owner == req.Owner {
-					if h.detached != req.Detach {
-						return Key{}, 0, ErrDetachMismatch
-					}
-					h.count++
-					sh.restartTTL(h, req.TTL, now)
-					sh.journalPut(h)
-					return h.key, Granted, nil
-				}
+		if id := sh.ownedHold(lid, req.Owner); id != 0 {
+			h := sh.hold(id)
+			if h.is(detached) != req.Detach {
+				return Key{}, 0, ErrDetachMismatch
 			}
+			h.count++
+			sh.restartTTL(id, req.TTL, now)
+			sh.journalPut(id, req.Name)
+			return h.key, Granted, nil
 		}
 	}
 
-	canGrant := l == nil || (len(l.holds) < int(l.size) && l.waiters.n == 0)
+	canGrant := lid == 0 || (l.nholds < l.size && sh.queues[lid] == nil)
 	if !canGrant && !wait {
 		return Key{}, Busy, nil
 	}
@@ -93,138 +146,177 @@ func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait boo
 			return Key{}, 0, ErrTooManyHolds
 		}
 	}
-	if !canGrant && t.cfg.MaxWaiters > 0 && l.waiters.n >= t.cfg.MaxWaiters {
+	if q := sh.queues[lid]; !canGrant && t.cfg.MaxWaiters > 0 && q != nil && q.n >= t.cfg.MaxWaiters {
 		return Key{}, 0, ErrTooManyWaiters
 	}
-	if l == nil {
-		l = &lock{name: req.Name, shard: sh, size: req.Size}
-		sh.locks[req.Name] = l
+	if lid == 0 {
+		lid = sh.newLock(req.Name, hash, req.Size)
 	}
 	if canGrant {
-		h := sh.newHold(t, l, req, now)
-		if !h.detached {
-			s.link(h)
+		id := sh.newHold(t, lid, req, now)
+		if !req.Detach {
+			s.link(t, sh.base|hid(id))
 		}
-		return h.key, Granted, nil
+		return sh.hold(id).key, Granted, nil
 	}
-	w := &waiter{lock: l, session: s, req: req, enqueued: now}
-	l.waiters.push(w)
-	sh.waiters++
-	s.waiting = w
+	sh.enqueue(lid, &waiter{sh: sh, lock: lid, session: s, req: req, enqueued: now})
 	return Key{}, Queued, nil
 }
 
-// newHold grants req on l. Caller holds sh.mu and checked capacity.
-func (sh *shard) newHold(t *Table, l *lock, req Request, now int64) *Hold {
-	h := &Hold{
-		sh:       sh,
-		lock:     l,
-		key:      Key{Fence: t.nextFence(), Rand: req.Rand},
-		owner:    req.Owner,
-		count:    1,
-		detached: req.Detach,
-		granted:  now,
-		heapIdx:  -1,
+// ownedHold returns the hold of lock lid whose owner is owner, or 0 (also
+// for an empty owner, which re-enters nothing).
+func (sh *shard) ownedHold(lid uint32, owner string) uint32 {
+	if owner == "" {
+		return 0
 	}
-	l.holds = append(l.holds, h)
-	sh.holds++
-	sh.restartTTL(h, req.TTL, now)
-	sh.journalPut(h)
-	return h
+	for id := sh.lock(lid).first; id != 0; id = sh.hold(id).next {
+		if sh.hold(id).is(owned) && sh.owners[id] == owner {
+			return id
+		}
+	}
+	return 0
 }
 
-// restartTTL sets h's TTL duration to ttl if ttl > 0 and restarts its
-// deadline from now. A hold without a TTL keeps none. Caller holds sh.mu.
-func (sh *shard) restartTTL(h *Hold, ttl int64, now int64) {
+// newHold grants req on lock lid. Caller holds sh.mu and checked capacity.
+func (sh *shard) newHold(t *Table, lid uint32, req Request, now int64) uint32 {
+	id := sh.holds.alloc(sh.mem)
+	h := sh.hold(id)
+	h.key = Key{Fence: t.nextFence(), Rand: req.Rand}
+	h.count = 1
+	h.granted = now
+	h.lock = lid
+	h.set(detached, req.Detach)
+	if req.Owner != "" {
+		h.set(owned, true)
+		sh.owners[id] = req.Owner
+	}
+	sh.appendHold(lid, id)
+	sh.restartTTL(id, req.TTL, now)
+	sh.journalPut(id, req.Name)
+	return id
+}
+
+// appendHold adds hold id, the newest, to lock lid's holds.
+func (sh *shard) appendHold(lid, id uint32) {
+	l := sh.lock(lid)
+	if l.first == 0 {
+		l.first = id
+	} else {
+		last := l.first
+		for sh.hold(last).next != 0 {
+			last = sh.hold(last).next
+		}
+		sh.hold(last).next = id
+	}
+	l.nholds++
+	sh.nholds++
+}
+
+// removeHold takes hold id out of its lock's holds.
+func (sh *shard) removeHold(id uint32) {
+	h := sh.hold(id)
+	l := sh.lock(h.lock)
+	if l.first == id {
+		l.first = h.next
+	} else {
+		prev := l.first
+		for sh.hold(prev).next != id {
+			prev = sh.hold(prev).next
+		}
+		sh.hold(prev).next = h.next
+	}
+	h.next = 0
+	l.nholds--
+	sh.nholds--
+}
+
+// restartTTL sets hold id's TTL duration to ttl if ttl > 0 and restarts
+// its deadline from now. A hold without a TTL keeps none. Caller holds
+// sh.mu.
+func (sh *shard) restartTTL(id uint32, ttl int64, now int64) {
+	h := sh.hold(id)
 	if ttl > 0 {
 		h.ttl = ttl
 	}
 	if h.ttl == 0 {
 		return
 	}
-	h.deadline = now + h.ttl
-	sh.expiry.set(h)
+	sh.setDeadline(id, now+h.ttl)
 }
 
-// findHold returns the live hold of name with key k, or nil. Caller holds
-// sh.mu and has run expireLock.
-func (sh *shard) findHold(name string, k Key) *Hold {
-	l := sh.locks[name]
-	if l == nil {
-		return nil
+// findHold returns the live hold of lock lid with key k, or 0. Caller
+// holds sh.mu and has run expireLock.
+func (sh *shard) findHold(lid uint32, k Key) uint32 {
+	if lid == 0 {
+		return 0
 	}
-	for _, h := range l.holds {
-		if h.key == k {
-			return h
+	for id := sh.lock(lid).first; id != 0; id = sh.hold(id).next {
+		if sh.hold(id).key == k {
+			return id
 		}
 	}
-	return nil
+	return 0
 }
 
-// release ends h with the given reason, whatever its count, and grants
-// waiters the capacity it frees. Caller holds sh.mu.
-func (sh *shard) release(t *Table, ev *Events, h *Hold, why Reason, now int64) {
-	l := h.lock
-	for i, x := range l.holds {
-		if x == h {
-			copy(l.holds[i:], l.holds[i+1:])
-			l.holds[len(l.holds)-1] = nil
-			l.holds = l.holds[:len(l.holds)-1]
-			break
-		}
+// release ends hold id with the given reason, whatever its count, and
+// grants waiters the capacity it frees. name is its lock's name, or "" to
+// read it from the arena. Caller holds sh.mu.
+func (sh *shard) release(t *Table, ev *Events, id uint32, name string, why Reason, now int64) {
+	h := sh.hold(id)
+	lid := h.lock
+	if name == "" {
+		name = sh.name(lid)
 	}
-	sh.holds--
-	sh.expiry.remove(h)
+	sh.removeHold(id)
+	sh.clearDeadline(id)
 	var sid uint64
-	if s := h.session; s != nil {
+	if h.session != 0 {
+		s := t.sessions.get(h.session)
 		sid = s.ID
-		s.unlink(h)
-		h.session = nil
+		s.unlink(t, sh.base|hid(id))
+		h.session = 0
 	}
-	h.lock = nil
-	sh.journalDelete(l.name, h.key.Fence)
+	var owner string
+	if h.is(owned) {
+		owner = sh.owners[id]
+		delete(sh.owners, id)
+	}
+	sh.journalDelete(name, h.key.Fence)
 	ev.Releases = append(ev.Releases, Release{
-		Name: l.name, Fence: h.key.Fence, Owner: h.owner, SessionID: sid,
+		Name: name, Fence: h.key.Fence, Owner: owner, SessionID: sid,
 		Reason: why, Held: now - h.granted,
 	})
-	sh.grantWaiters(t, ev, l, now)
-	sh.dropIfEmpty(l)
-}
-
-// dropIfEmpty deletes l from the shard when it has neither holds nor
-// waiters, so that its memory returns. Caller holds sh.mu.
-func (sh *shard) dropIfEmpty(l *lock) {
-	if len(l.holds) == 0 && l.waiters.n == 0 && sh.locks[l.name] == l {
-		delete(sh.locks, l.name)
-	}
+	sh.holds.release(id)
+	sh.grantWaiters(t, ev, lid, name, now)
+	sh.dropIfEmpty(lid)
 }
 
 // Unlock counts down the hold of name with key k and releases it when the
 // count reaches zero. ErrNotHeld if k does not hold name.
 func (t *Table) Unlock(ev *Events, name string, k Key, now int64) error {
-	return t.withHold(ev, name, k, now, func(sh *shard, h *Hold) {
-		if h.count > 1 {
+	return t.withHold(ev, name, k, now, func(sh *shard, id uint32) {
+		if h := sh.hold(id); h.count > 1 {
 			h.count--
-			sh.journalPut(h)
+			sh.journalPut(id, name)
 			return
 		}
-		sh.release(t, ev, h, ReasonUnlock, now)
+		sh.release(t, ev, id, name, ReasonUnlock, now)
 	})
 }
 
 // withHold runs fn on the hold of name with key k in the critical section
 // of its shard, after expiring that lock's due holds. ErrNotHeld if k does
 // not hold name (then fn does not run).
-func (t *Table) withHold(ev *Events, name string, k Key, now int64, fn func(sh *shard, h *Hold)) error {
-	sh := t.shardOf(name)
+func (t *Table) withHold(ev *Events, name string, k Key, now int64, fn func(sh *shard, id uint32)) error {
+	sh, hash := t.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	sh.expireLock(t, ev, name, now)
-	h := sh.findHold(name, k)
-	if h == nil {
+	lid := sh.expireLock(t, ev, sh.find(name, hash), name, now)
+	id := sh.findHold(lid, k)
+	if id == 0 {
 		return ErrNotHeld
 	}
-	fn(sh, h)
+	fn(sh, id)
 	return nil
 }
 
@@ -238,21 +330,21 @@ func (t *Table) Renew(ev *Events, s *Session, name string, k Key, ttl int64, now
 		return 0, ErrBadRequest
 	}
 	var set int64
-	err := t.withHold(ev, name, k, now, func(sh *shard, h *Hold) {
-		if h.orphan && s != nil {
+	err := t.withHold(ev, name, k, now, func(sh *shard, id uint32) {
+		h := sh.hold(id)
+		if h.is(orphan) && s != nil {
 			s.mu.Lock()
 			if !s.closed {
-				h.orphan = false
-				s.link(h)
+				h.set(orphan, false)
+				s.link(t, sh.base|hid(id))
 				if h.ttl == 0 {
-					h.deadline = 0
-					sh.expiry.remove(h)
+					sh.clearDeadline(id)
 				}
 			}
 			s.mu.Unlock()
 		}
-		sh.restartTTL(h, ttl, now)
-		sh.journalPut(h)
+		sh.restartTTL(id, ttl, now)
+		sh.journalPut(id, name)
 		set = h.ttl
 	})
 	return set, err
@@ -262,10 +354,10 @@ func (t *Table) Renew(ev *Events, s *Session, name string, k Key, ttl int64, now
 // (-1: no TTL), or ErrNotHeld.
 func (t *Table) Check(ev *Events, name string, k Key, now int64) (int64, error) {
 	var left int64
-	err := t.withHold(ev, name, k, now, func(sh *shard, h *Hold) {
+	err := t.withHold(ev, name, k, now, func(sh *shard, id uint32) {
 		left = -1
-		if h.deadline != 0 {
-			left = h.deadline - now
+		if d := sh.deadline(id); d != 0 {
+			left = d - now
 		}
 	})
 	return left, err
@@ -274,22 +366,24 @@ func (t *Table) Check(ev *Events, name string, k Key, now int64) (int64, error) 
 // ForceUnlock releases every hold of name (a re-entered hold counts once)
 // and grants waiters. It returns the number of holds released.
 func (t *Table) ForceUnlock(ev *Events, name string, now int64) int {
-	sh := t.shardOf(name)
+	sh, hash := t.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	sh.expireLock(t, ev, name, now)
-	l := sh.locks[name]
-	if l == nil {
+	lid := sh.expireLock(t, ev, sh.find(name, hash), name, now)
+	if lid == 0 {
 		return 0
 	}
-	n := len(l.holds)
-	victims := append([]*Hold(nil), l.holds...)
-	for _, h := range victims {
-		// Each release grants the capacity it frees to the next waiter;
-		// holds granted that way are not among the victims.
-		if h.lock != nil {
-			sh.release(t, ev, h, ReasonForced, now)
-		}
+	// Each release grants the capacity it frees to the next waiter; holds
+	// granted that way are not among the victims, which are the holds
+	// before the first release, all released here in grant order.
+	l := sh.lock(lid)
+	n := int(l.nholds)
+	victims := make([]uint32, 0, n)
+	for id := l.first; id != 0; id = sh.hold(id).next {
+		victims = append(victims, id)
+	}
+	for _, id := range victims {
+		sh.release(t, ev, id, name, ReasonForced, now)
 	}
 	return n
 }

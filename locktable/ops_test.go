@@ -229,8 +229,8 @@ func nextDeadline(tb *Table) int64 {
 	for i := range tb.shards {
 		sh := &tb.shards[i]
 		sh.mu.Lock()
-		if len(sh.expiry) > 0 {
-			if d := sh.expiry[0].deadline; next == 0 || d < next {
+		if sh.expiry.n > 0 {
+			if d := sh.expiry.at(0).deadline; next == 0 || d < next {
 				next = d
 			}
 		}

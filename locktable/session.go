@@ -13,8 +13,11 @@ type Session struct {
 	Conn any
 
 	// mu guards the fields below. Taken after a shard mutex, never before.
-	mu      sync.Mutex
-	head    *Hold   // bound holds, an intrusive list through Hold.snext/sprev
+	mu sync.Mutex
+	// slot numbers the session in its table's sessions (0: none yet), for
+	// the records of the holds bound to it; it stays until CloseSession.
+	slot    uint32
+	head    hid     // bound holds, an intrusive list through holdRec.snext/sprev
 	bound   int     // number of bound holds
 	waiting *waiter // the queued request, if any
 	closed  bool
@@ -41,34 +44,39 @@ func (s *Session) Waiting() bool {
 	return s.waiting != nil
 }
 
-// link binds h to s. Caller holds h's shard mutex and s.mu.
-func (s *Session) link(h *Hold) {
-	h.session = s
-	h.sprev = nil
-	h.snext = s.head
-	if s.head != nil {
-		s.head.sprev = h
+// link binds hold h to s. Caller holds h's shard mutex and s.mu.
+func (s *Session) link(t *Table, h hid) {
+	if s.slot == 0 {
+		s.slot = t.sessions.add(s)
+	}
+	r := t.hold(h)
+	r.session = s.slot
+	r.sprev = 0
+	r.snext = s.head
+	if s.head != 0 {
+		t.hold(s.head).sprev = h
 	}
 	s.head = h
 	s.bound++
 }
 
-// unlink removes h from s's list if it is still there. Caller holds h's
-// shard mutex and not s.mu.
-func (s *Session) unlink(h *Hold) {
+// unlink removes hold h from s's list if it is still there. Caller holds
+// h's shard mutex and not s.mu.
+func (s *Session) unlink(t *Table, h hid) {
 	s.mu.Lock()
-	if h.sprev != nil || s.head == h {
-		if h.sprev != nil {
-			h.sprev.snext = h.snext
+	r := t.hold(h)
+	if r.sprev != 0 || s.head == h {
+		if r.sprev != 0 {
+			t.hold(r.sprev).snext = r.snext
 		} else {
-			s.head = h.snext
+			s.head = r.snext
 		}
-		if h.snext != nil {
-			h.snext.sprev = h.sprev
+		if r.snext != 0 {
+			t.hold(r.snext).sprev = r.sprev
 		}
 		s.bound--
 	}
-	h.snext, h.sprev = nil, nil
+	r.snext, r.sprev = 0, 0
 	s.mu.Unlock()
 }
 
@@ -77,30 +85,32 @@ func (s *Session) unlink(h *Hold) {
 // granting waiters as capacity frees. Detached holds are untouched.
 // Closing a closed session does nothing.
 func (t *Table) CloseSession(ev *Events, s *Session, now int64) {
-	t.endSession(s, func(sh *shard, h *Hold) {
-		sh.release(t, ev, h, ReasonDisconnect, now)
+	t.endSession(s, func(sh *shard, id uint32) {
+		sh.release(t, ev, id, "", ReasonDisconnect, now)
 	})
 }
 
 // endSession marks s closed, takes its queued request out of the queue and
 // runs each on every hold still bound to s (newest first), in the
-// critical section of the hold's shard. A closed session is left alone.
-func (t *Table) endSession(s *Session, each func(sh *shard, h *Hold)) {
+// critical section of the hold's shard, then gives back s's slot. A closed
+// session is left alone.
+func (t *Table) endSession(s *Session, each func(sh *shard, id uint32)) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return
 	}
-	var holds []*Hold
+	var holds []hid
 	s.closed = true
 	w := s.waiting
-	for h := s.head; h != nil; h = h.snext {
+	for h := s.head; h != 0; h = t.hold(h).snext {
 		holds = append(holds, h)
 	}
+	slot := s.slot
 	s.mu.Unlock()
 
 	if w != nil {
-		sh := w.lock.shard
+		sh := w.sh
 		sh.mu.Lock()
 		// The waiter may have been granted or cancelled meanwhile;
 		// cancelWaiter checks that it is still queued.
@@ -108,11 +118,20 @@ func (t *Table) endSession(s *Session, each func(sh *shard, h *Hold)) {
 		sh.mu.Unlock()
 	}
 	for _, h := range holds {
-		sh := h.sh
+		sh, id := t.holdAt(h)
 		sh.mu.Lock()
-		if h.lock != nil && h.session == s { // not released meanwhile
-			each(sh, h)
+		// Not released meanwhile: a record freed since is free or, reused,
+		// bound to another session (s, closed, binds nothing new).
+		if r := sh.hold(id); r.lock != 0 && r.session == slot {
+			each(sh, id)
 		}
 		sh.mu.Unlock()
+	}
+	// Every hold that named the slot is gone, and s binds no more.
+	if slot != 0 {
+		s.mu.Lock()
+		s.slot = 0
+		s.mu.Unlock()
+		t.sessions.remove(slot)
 	}
 }

@@ -3,6 +3,7 @@ package locktable
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sort"
 )
 
@@ -66,30 +67,35 @@ func (t *Table) State(extra []*Session) State {
 		sessions[s.ID] = s
 	}
 	for i := range t.shards {
-		for _, l := range t.shards[i].locks {
-			ls := LockState{Name: l.name, Size: l.size}
-			for _, h := range l.holds {
-				hs := HoldState{HoldRecord: h.record(), Orphan: h.orphan}
-				if h.session != nil {
-					hs.SessionID = h.session.ID
-					sessions[h.session.ID] = h.session
+		sh := &t.shards[i]
+		sh.index.each(func(lid uint32) {
+			ls := LockState{Name: sh.name(lid), Size: sh.lock(lid).size}
+			for id := sh.lock(lid).first; id != 0; id = sh.hold(id).next {
+				h := sh.hold(id)
+				hs := HoldState{HoldRecord: sh.record(id, ls.Name), Orphan: h.is(orphan)}
+				if h.session != 0 {
+					s := t.sessions.get(h.session)
+					hs.SessionID = s.ID
+					sessions[s.ID] = s
 				}
 				ls.Holds = append(ls.Holds, hs)
 			}
-			for w := l.waiters.head; w != nil; w = w.next {
-				ls.Waiters = append(ls.Waiters, WaiterState{SessionID: w.session.ID, Request: w.req, Enqueued: w.enqueued})
-				sessions[w.session.ID] = w.session
+			if q := sh.queues[lid]; q != nil {
+				for w := q.head; w != nil; w = w.next {
+					ls.Waiters = append(ls.Waiters, WaiterState{SessionID: w.session.ID, Request: w.req, Enqueued: w.enqueued})
+					sessions[w.session.ID] = w.session
+				}
 			}
 			st.Locks = append(st.Locks, ls)
-		}
+		})
 	}
 	sort.Slice(st.Locks, func(i, j int) bool { return st.Locks[i].Name < st.Locks[j].Name })
 	for id, s := range sessions {
 		s.mu.Lock()
 		if !s.closed {
 			ss := SessionState{ID: id}
-			for h := s.head; h != nil; h = h.snext {
-				ss.Fences = append(ss.Fences, h.key.Fence)
+			for h := s.head; h != 0; h = t.hold(h).snext {
+				ss.Fences = append(ss.Fences, t.hold(h).key.Fence)
 			}
 			st.Sessions = append(st.Sessions, ss)
 		}
@@ -102,11 +108,11 @@ func (t *Table) State(extra []*Session) State {
 // LoadState fills an empty table with st and returns its sessions by ID
 // (conn gives each its Conn). It checks what it loads: a hold or waiter
 // naming a session st does not list, a session listing a hold bound to
-// another, or a lock over its size is an error, and the table is then
-// unusable.
+// another, a lock over its size or listed twice is an error, and the table
+// is then unusable.
 func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Session, error) {
 	for i := range t.shards {
-		if len(t.shards[i].locks) != 0 {
+		if t.shards[i].index.n != 0 {
 			return nil, errors.New("locktable: LoadState needs an empty table")
 		}
 	}
@@ -118,46 +124,40 @@ func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Sessi
 		}
 		sessions[ss.ID] = t.NewSession(ss.ID, c)
 	}
-	byFence := map[uint64]*Hold{}
+	// boundTo is the session each bound hold names, until the sessions'
+	// lists link them.
+	boundTo := map[hid]*Session{}
+	byFence := map[uint64]hid{}
 	t.fence.Store(st.Fence)
 	for _, ls := range st.Locks {
-		sh := t.shardOf(ls.Name)
+		sh, hash := t.shardOf(ls.Name)
 		if ls.Size == 0 || len(ls.Holds) > int(ls.Size) || (len(ls.Waiters) > 0 && len(ls.Holds) != int(ls.Size)) {
 			return nil, fmt.Errorf("locktable: lock %q: bad size or queue", ls.Name)
 		}
-		l := &lock{name: ls.Name, shard: sh, size: ls.Size}
-		sh.locks[ls.Name] = l
+		if sh.find(ls.Name, hash) != 0 {
+			return nil, fmt.Errorf("locktable: lock %q twice", ls.Name)
+		}
+		lid := sh.newLock(ls.Name, hash, ls.Size)
 		for _, hs := range ls.Holds {
-			h := &Hold{
-				sh: sh, lock: l, key: hs.Key, owner: hs.Owner, count: hs.Count, detached: hs.Detached,
-				orphan: hs.Orphan, granted: hs.Granted, ttl: hs.TTL, deadline: hs.Deadline, heapIdx: -1,
-			}
+			h := sh.base | hid(sh.loadHold(lid, hs, hs.Deadline))
 			if hs.SessionID != 0 {
 				s := sessions[hs.SessionID]
 				if s == nil {
 					return nil, fmt.Errorf("locktable: hold %d names unknown session %d", hs.Key.Fence, hs.SessionID)
 				}
-				h.session = s
+				boundTo[h] = s
 			}
-			if byFence[h.key.Fence] != nil {
-				return nil, fmt.Errorf("locktable: fence %d twice", h.key.Fence)
+			if _, dup := byFence[hs.Key.Fence]; dup {
+				return nil, fmt.Errorf("locktable: fence %d twice", hs.Key.Fence)
 			}
-			byFence[h.key.Fence] = h
-			l.holds = append(l.holds, h)
-			sh.holds++
-			if h.deadline != 0 {
-				sh.expiry.set(h)
-			}
+			byFence[hs.Key.Fence] = h
 		}
 		for _, ws := range ls.Waiters {
 			s := sessions[ws.SessionID]
 			if s == nil || s.waiting != nil {
 				return nil, fmt.Errorf("locktable: waiter names unknown or busy session %d", ws.SessionID)
 			}
-			w := &waiter{lock: l, session: s, req: ws.Request, enqueued: ws.Enqueued}
-			l.waiters.push(w)
-			sh.waiters++
-			s.waiting = w
+			sh.enqueue(lid, &waiter{sh: sh, lock: lid, session: s, req: ws.Request, enqueued: ws.Enqueued})
 		}
 	}
 	// Rebuild each session's list in its saved order (newest first), by
@@ -165,16 +165,20 @@ func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Sessi
 	for _, ss := range st.Sessions {
 		s := sessions[ss.ID]
 		for i := len(ss.Fences) - 1; i >= 0; i-- {
-			h := byFence[ss.Fences[i]]
-			if h == nil || h.session != s {
+			h, ok := byFence[ss.Fences[i]]
+			if !ok || boundTo[h] != s || t.hold(h).session != 0 {
 				return nil, fmt.Errorf("locktable: session %d lists hold %d it does not have", ss.ID, ss.Fences[i])
 			}
-			s.link(h)
+			s.link(t, h)
 		}
 	}
-	for _, h := range byFence {
-		if h.session != nil && !(h.sprev != nil || h.session.head == h) {
-			return nil, fmt.Errorf("locktable: hold %d is bound to session %d, which does not list it", h.key.Fence, h.session.ID)
+	// Reading records after t's last use would let t's cleanup unmap them
+	// first, were the caller to drop t (other methods use the shard after
+	// its records, to unlock it).
+	defer runtime.KeepAlive(t)
+	for h, s := range boundTo {
+		if t.hold(h).session == 0 {
+			return nil, fmt.Errorf("locktable: hold %d is bound to session %d, which does not list it", t.hold(h).key.Fence, s.ID)
 		}
 	}
 	return sessions, nil
@@ -186,14 +190,14 @@ func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Sessi
 // if sooner), to be adopted by the first Renew with their key, and s is
 // closed. Waiters are not granted anything by this.
 func (t *Table) OrphanSession(ev *Events, s *Session, now, grace int64) {
-	t.endSession(s, func(sh *shard, h *Hold) {
-		s.unlink(h)
-		h.session = nil
-		h.orphan = true
-		if d := now + grace; h.deadline == 0 || d < h.deadline {
-			h.deadline = d
-			sh.expiry.set(h)
+	t.endSession(s, func(sh *shard, id uint32) {
+		s.unlink(t, sh.base|hid(id))
+		h := sh.hold(id)
+		h.session = 0
+		h.set(orphan, true)
+		if d := now + grace; sh.deadline(id) == 0 || d < sh.deadline(id) {
+			sh.setDeadline(id, d)
 		}
-		sh.journalPut(h)
+		sh.journalPut(id, "")
 	})
 }

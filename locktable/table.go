@@ -1,6 +1,8 @@
 package locktable
 
 import (
+	"math/bits"
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -8,7 +10,8 @@ import (
 // Config fixes a Table's shape and limits. The zero value is usable: one
 // shard, no limits, fences starting at 1.
 type Config struct {
-	// Shards is the number of shards, rounded up to a power of two (≥ 1).
+	// Shards is the number of shards, rounded up to a power of two (≥ 1)
+	// and at most maxShards.
 	Shards int
 	// FenceStart is the first fence the table issues; later ones are larger.
 	// Callers seed it with max(persisted high-water + 1, unix time in µs).
@@ -20,43 +23,75 @@ type Config struct {
 	MaxHoldsPerSession int
 }
 
+// maxShards leaves 20 bits of a hid to the holds of each shard: a million
+// live holds per shard, at most, and more with fewer shards.
+const maxShards = 1 << 12
+
 // Table is the set of all locks. See the package doc for its contract.
 type Table struct {
 	cfg    Config
 	shards []shard
 	mask   uint64
+	// localBits is the width of the per-shard part of a hid.
+	localBits uint
+	sessions  sessionSlots
+	mem       *offheap
 	// fence is the last fence issued; grants take fence.Add(1).
 	fence atomic.Uint64
 }
 
-// shard is one partition of the lock namespace.
+// shard is one partition of the lock namespace. Locks and holds are
+// pointer-free records in off-heap stores, found by name through index;
+// what few locks and holds need beyond a record (owners, waiters, very long
+// names) lives in maps keyed by record id.
 type shard struct {
 	// mu guards every field below and every lock, hold and waiter that
 	// belongs to this shard.
-	mu      sync.Mutex
-	locks   map[string]*lock
-	expiry  deadlineHeap
-	holds   int // live holds (a re-entered hold counts once)
-	waiters int
+	mu     sync.Mutex
+	base   hid // this shard's index, shifted into a hid's shard bits
+	mem    *offheap
+	index  nameIndex
+	names  nameArena
+	locks  records[lockRec]
+	holds  records[holdRec]
+	expiry deadlineHeap
+	// owners are the owners of holds with one, by hold id.
+	owners map[uint32]string
+	// queues are the wait queues of locks with waiters, by lock id.
+	queues map[uint32]*waitQueue
+	// longNames are names longer than maxArenaName, by lock id.
+	longNames map[uint32]string
+	nholds    int // live holds (a re-entered hold counts once)
+	waiters   int
 	// journaling: record changes in journal for a durable store.
 	journaling bool
 	journal    []Change
-	_          [40]byte // keep neighbouring shards' mutexes off one cache line
+	_          [64]byte // keep neighbouring shards' mutexes off one cache line
 }
 
 // New returns an empty Table.
 func New(cfg Config) *Table {
 	n := 1
-	for n < cfg.Shards {
+	for n < cfg.Shards && n < maxShards {
 		n <<= 1
 	}
 	if cfg.FenceStart == 0 {
 		cfg.FenceStart = 1
 	}
-	t := &Table{cfg: cfg, shards: make([]shard, n), mask: uint64(n - 1)}
+	t := &Table{cfg: cfg, shards: make([]shard, n), mask: uint64(n - 1), mem: newOffheap()}
+	t.localBits = 32 - uint(bits.TrailingZeros(uint(n)))
 	for i := range t.shards {
-		t.shards[i].locks = make(map[string]*lock)
+		sh := &t.shards[i]
+		sh.base = hid(i) << t.localBits
+		sh.mem = t.mem
+		sh.holds.limit = 1<<t.localBits - 1
+		sh.owners = make(map[uint32]string)
+		sh.queues = make(map[uint32]*waitQueue)
+		sh.longNames = make(map[uint32]string)
 	}
+	// The shards' records live as long as the shards: every access to them
+	// goes through a *shard, which keeps the shards' array reachable.
+	runtime.AddCleanup(&t.shards[0], (*offheap).freeAll, t.mem)
 	t.fence.Store(cfg.FenceStart - 1)
 	return t
 }
@@ -80,15 +115,22 @@ func (t *Table) AdvanceFence(f uint64) {
 
 func (t *Table) nextFence() uint64 { return t.fence.Add(1) }
 
-// shardOf returns the shard of a lock name (FNV-1a, deterministic across
-// processes so that replicas agree).
-func (t *Table) shardOf(name string) *shard {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(name); i++ {
-		h ^= uint64(name[i])
-		h *= 1099511628211
-	}
-	return &t.shards[h&t.mask]
+// shardOf returns the shard of a lock name and the name's hash.
+func (t *Table) shardOf(name string) (*shard, uint64) {
+	h := hashName(name)
+	return &t.shards[h&t.mask], h
+}
+
+// holdAt returns the shard and record id of hold h.
+func (t *Table) holdAt(h hid) (*shard, uint32) {
+	return &t.shards[h>>t.localBits], uint32(h) & (1<<t.localBits - 1)
+}
+
+// hold returns the record of hold h. Its fields are guarded by its shard's
+// mutex but sprev/snext, which the session's guards.
+func (t *Table) hold(h hid) *holdRec {
+	sh, id := t.holdAt(h)
+	return sh.hold(id)
 }
 
 // Stats are point-in-time counts.
@@ -105,10 +147,59 @@ func (t *Table) Stats() Stats {
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
-		st.Locks += len(sh.locks)
-		st.Holds += sh.holds
+		st.Locks += sh.index.n
+		st.Holds += sh.nholds
 		st.Waiters += sh.waiters
 		sh.mu.Unlock()
 	}
 	return st
+}
+
+// sessionSlots numbers the sessions that have bound holds, so that a hold
+// record can name its session with a uint32. A session takes a slot when
+// it binds its first hold and gives it back when it closes.
+//
+// Lookups take no lock: slots only ever grow by appending in place or by
+// publishing a copy, and a slot is read only by who learnt its number from
+// a hold bound to the session, which happens after the slot was filled and
+// before it is emptied.
+type sessionSlots struct {
+	mu   sync.Mutex
+	dir  atomic.Pointer[[]*Session] // slot 0 is never used
+	free []uint32
+}
+
+func (x *sessionSlots) get(slot uint32) *Session { return (*x.dir.Load())[slot] }
+
+func (x *sessionSlots) add(s *Session) uint32 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var dir []*Session
+	if p := x.dir.Load(); p != nil {
+		dir = *p
+	}
+	if k := len(x.free); k > 0 {
+		slot := x.free[k-1]
+		x.free = x.free[:k-1]
+		dir[slot] = s
+		return slot
+	}
+	if len(dir) == cap(dir) {
+		grown := make([]*Session, len(dir), max(16, 2*cap(dir)))
+		copy(grown, dir)
+		dir = grown
+	}
+	if len(dir) == 0 {
+		dir = append(dir, nil)
+	}
+	dir = append(dir, s)
+	x.dir.Store(&dir)
+	return uint32(len(dir) - 1)
+}
+
+func (x *sessionSlots) remove(slot uint32) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	(*x.dir.Load())[slot] = nil
+	x.free = append(x.free, slot)
 }

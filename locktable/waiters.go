@@ -1,9 +1,11 @@
 package locktable
 
 // waiter is one queued request. It belongs to exactly one lock (which never
-// changes) and one session; its fields are guarded by the lock's shard mutex.
+// changes, and lives while the waiter is queued) and one session; its
+// fields are guarded by the lock's shard mutex.
 type waiter struct {
-	lock       *lock
+	sh         *shard
+	lock       uint32 // the lock's record in sh
 	session    *Session
 	req        Request
 	enqueued   int64
@@ -48,21 +50,43 @@ func (q *waitQueue) remove(w *waiter) {
 	q.n--
 }
 
+// enqueue queues w on lock lid, as its session's wait. Caller holds sh.mu
+// and the session's mutex.
+func (sh *shard) enqueue(lid uint32, w *waiter) {
+	q := sh.queues[lid]
+	if q == nil {
+		q = &waitQueue{}
+		sh.queues[lid] = q
+	}
+	q.push(w)
+	sh.waiters++
+	w.session.waiting = w
+}
+
+// dequeue takes w, which is queued, out of its lock's queue, and the
+// queue out of sh.queues once empty. Caller holds sh.mu.
+func (sh *shard) dequeue(w *waiter) {
+	q := sh.queues[w.lock]
+	q.remove(w)
+	if q.n == 0 {
+		delete(sh.queues, w.lock)
+	}
+	sh.waiters--
+}
+
 // cancelWaiter removes w from its queue if it is still queued and clears the
 // session's wait. It reports whether w was queued. Caller holds sh.mu.
 func (sh *shard) cancelWaiter(w *waiter) bool {
 	if !w.queued {
 		return false
 	}
-	l := w.lock
-	l.waiters.remove(w)
-	sh.waiters--
+	sh.dequeue(w)
 	w.session.mu.Lock()
 	if w.session.waiting == w {
 		w.session.waiting = nil
 	}
 	w.session.mu.Unlock()
-	sh.dropIfEmpty(l)
+	sh.dropIfEmpty(w.lock)
 	return true
 }
 
@@ -76,20 +100,24 @@ func (t *Table) CancelWait(s *Session) bool {
 	if w == nil {
 		return false
 	}
-	sh := w.lock.shard
+	sh := w.sh
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	return sh.cancelWaiter(w)
 }
 
-// grantWaiters grants queued requests of l in FIFO order while it has
-// capacity. A waiter whose session has closed is dropped, never granted.
-// Caller holds sh.mu.
-func (sh *shard) grantWaiters(t *Table, ev *Events, l *lock, now int64) {
-	for len(l.holds) < int(l.size) && l.waiters.head != nil {
-		w := l.waiters.head
-		l.waiters.remove(w)
-		sh.waiters--
+// grantWaiters grants queued requests of lock lid (named name) in FIFO
+// order while it has capacity. A waiter whose session has closed is
+// dropped, never granted. Caller holds sh.mu.
+func (sh *shard) grantWaiters(t *Table, ev *Events, lid uint32, name string, now int64) {
+	l := sh.lock(lid)
+	for l.nholds < l.size {
+		q := sh.queues[lid]
+		if q == nil {
+			return
+		}
+		w := q.head
+		sh.dequeue(w)
 		s := w.session
 		s.mu.Lock()
 		if s.waiting == w {
@@ -99,11 +127,12 @@ func (sh *shard) grantWaiters(t *Table, ev *Events, l *lock, now int64) {
 			s.mu.Unlock()
 			continue
 		}
-		h := sh.newHold(t, l, w.req, now)
-		if !h.detached {
-			s.link(h)
+		id := sh.newHold(t, lid, w.req, now)
+		if !w.req.Detach {
+			s.link(t, sh.base|hid(id))
 		}
 		s.mu.Unlock()
-		ev.Grants = append(ev.Grants, Grant{Session: s, Name: l.name, Key: h.key, TTL: h.ttl, Deadline: h.deadline})
+		h := sh.hold(id)
+		ev.Grants = append(ev.Grants, Grant{Session: s, Name: name, Key: h.key, TTL: h.ttl, Deadline: sh.deadline(id)})
 	}
 }
