@@ -4,7 +4,6 @@ package commands
 
 import (
 	"errors"
-	"io"
 	"net"
 	"os"
 	"runtime"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/relock/relock/locktable"
 	"github.com/relock/relock/persist"
-	"github.com/tidwall/redcon"
 )
 
 // The event loop: plain TCP and unix-socket connections are served the way
@@ -81,10 +79,14 @@ type lconn struct {
 	fd   int
 	sess *session
 
-	pending []byte // read but not yet parsed
-	rd      *redcon.Reader
-	cmds    []redcon.Command // parsed, not yet run (behind a blocked LOCK)
-	scan    frameScanner
+	// src is the input read but not yet run: a tail of buf, or during
+	// read of the loop's read buffer (borrowed: most reads hold whole
+	// requests, which then are never copied).
+	src      []byte
+	buf      []byte
+	borrowed bool
+	args     [][]byte // reused by parseRequest
+	scan     frameScanner
 
 	wait    *pendingWait // the LOCK waiting for its grant, if any
 	waitSeq uint32
@@ -94,23 +96,6 @@ type lconn struct {
 	dirty    bool   // in loop.dirty
 	closing  bool   // close once the output is written (QUIT, protocol error)
 	closed   bool
-}
-
-// errNoInput: the connection's pending input is used up (not an error of
-// the connection; it ends a parse round).
-var errNoInput = errors.New("no input")
-
-// Read feeds redcon's parser from the pending input.
-func (c *lconn) Read(p []byte) (int, error) {
-	if len(c.pending) == 0 {
-		return 0, errNoInput
-	}
-	n := copy(p, c.pending)
-	c.pending = c.pending[n:]
-	if len(c.pending) == 0 {
-		c.pending = c.pending[:0:0]
-	}
-	return n, nil
 }
 
 // useLoops reports whether connections are served by event loops: on
@@ -378,35 +363,58 @@ func (l *evloop) read(c *lconn) {
 		l.markDirty(c)
 		return
 	}
-	c.pending = append(c.pending, b...)
+	if len(c.src) == 0 {
+		c.src, c.borrowed = b, true
+	} else {
+		n := copy(c.buf, c.src) // src is a tail of buf
+		c.buf = append(c.buf[:n], b...)
+		c.src = c.buf
+	}
 	l.serve(c)
+	if c.borrowed {
+		c.borrowed = false
+		if len(c.src) > 0 && !c.closed {
+			c.buf = append(c.buf[:0], c.src...)
+			c.src = c.buf
+		} else {
+			c.src = nil
+		}
+	}
 }
 
 // serve runs c's complete commands until it has none left, its LOCK
 // waits, its output is full or it is closing.
 func (l *evloop) serve(c *lconn) {
 	sess := c.sess
-	for !c.closed && !c.closing && c.wait == nil && len(sess.w.B) < maxReplyBuf {
-		if len(c.cmds) == 0 {
-			cmds, err := c.rd.ReadCommands()
-			if err != nil {
-				if err != errNoInput {
-					// A protocol error: tell the client and close, as
-					// redcon (and Redis) do.
-					sess.w.Error("ERR " + err.Error())
-					c.closing = true
-				}
-				break
-			}
-			c.cmds = cmds
+	for !c.closed && !c.closing && c.wait == nil && len(sess.w.B) < maxReplyBuf && len(c.src) > 0 {
+		args, n, err := parseRequest(c.src, c.args)
+		if err != nil {
+			// A protocol error: tell the client and close, as redcon
+			// (and Redis) do.
+			sess.w.Error("ERR " + err.Error())
+			c.closing = true
+			break
 		}
-		cmd := c.cmds[0]
-		c.cmds = c.cmds[1:]
-		wait := sess.exec(cmd.Args)
+		if n == 0 {
+			break // the rest has not arrived
+		}
+		c.src = c.src[n:]
+		if len(args) == 0 {
+			continue // a blank inline line
+		}
+		c.args = args
+		wait := sess.exec(args)
+		clear(args) // let go of the input
 		if sess.quit {
 			c.closing = true
 		} else if wait != nil {
 			c.startWait(wait)
+		}
+	}
+	if len(c.src) == 0 && !c.borrowed {
+		c.src = nil
+		if cap(c.buf) > readChunk {
+			c.buf = nil // a burst need not keep its buffer
 		}
 	}
 	if len(sess.w.B) > 0 || c.closing {
@@ -464,7 +472,7 @@ func (l *evloop) write(c *lconn) {
 			l.close(c)
 			return
 		}
-		if c.wait == nil && (len(c.cmds) > 0 || len(c.pending) > 0) {
+		if c.wait == nil && len(c.src) > 0 {
 			l.serve(c) // parsing stopped for a full output buffer
 			return
 		}
@@ -479,7 +487,7 @@ func (l *evloop) setInterest(c *lconn) {
 		return
 	}
 	want := uint32(syscall.EPOLLRDHUP)
-	if !c.closing && len(c.pending) < maxPending {
+	if !c.closing && len(c.src) < maxPending {
 		want |= syscall.EPOLLIN
 	}
 	if len(c.sess.w.B) > 0 && !c.dirty {
@@ -510,12 +518,11 @@ func (l *evloop) close(c *lconn) {
 	if l.conns[c.fd] == c {
 		delete(l.conns, c.fd)
 	}
-	c.pending, c.cmds = nil, nil
+	c.src, c.buf = nil, nil
 	l.srv.endSession(c.sess)
 }
 
-// startWait parks c on its queued LOCK; its later commands wait in cmds
-// and pending.
+// startWait parks c on its queued LOCK; its later commands wait in src.
 func (c *lconn) startWait(pw *pendingWait) {
 	c.wait = pw
 	c.waitSeq++
@@ -643,7 +650,6 @@ func (s *Server) serveFD(fd int, sa syscall.Sockaddr, laddr net.Addr, l *evloop)
 		return
 	}
 	c.sess = sess
-	c.rd = redcon.NewReader(c)
 	c.scan = frameScanner{maxArgs: int64(s.cfg.MaxArgs), maxBulk: int64(s.cfg.MaxBulk), maxRequest: requestBulks * int64(s.cfg.MaxBulk)}
 	l.post(loopMsg{c: c, kind: msgAdd})
 }
@@ -693,5 +699,3 @@ func sockAddrs(fd int, sa syscall.Sockaddr, laddr net.Addr) (raddr, local net.Ad
 	}
 	return raddr, local
 }
-
-var _ io.Reader = (*lconn)(nil)
