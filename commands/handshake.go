@@ -41,7 +41,7 @@ func (sess *session) cmdReset(args [][]byte) *pendingWait {
 	srv := sess.srv
 	sess.ev.Reset()
 	srv.closeSession(&sess.ev, sess, sess.lt, srv.now())
-	srv.commit(&sess.ev, true)
+	sess.commit(&sess.ev, true)
 	sess.mu.Lock()
 	if !sess.ended { // a killed session stays closed
 		sess.lt = srv.table.NewSession(sess.id, sess)

@@ -65,7 +65,7 @@ func (sess *session) acquire(args [][]byte, allowed resp.Opt, wait bool) *pendin
 	now := srv.now()
 	sess.ev.Reset()
 	key, outcome, err := srv.acquire(&sess.ev, sess, req, now, wait)
-	cerr := srv.commit(&sess.ev, err == nil && outcome == locktable.Granted)
+	cerr := sess.commit(&sess.ev, err == nil && outcome == locktable.Granted)
 	if err != nil {
 		sess.tableError(err, req.Name)
 		return nil
@@ -105,7 +105,7 @@ func (sess *session) cmdUnlock(args [][]byte) *pendingWait {
 	}
 	sess.ev.Reset()
 	err := srv.unlock(&sess.ev, string(args[1]), key, srv.now())
-	if sess.settled(err, srv.commit(&sess.ev, err == nil)) {
+	if sess.settled(err, sess.commit(&sess.ev, err == nil)) {
 		sess.w.Int(1)
 	}
 	return nil
@@ -133,7 +133,7 @@ func (sess *session) cmdRenew(args [][]byte) *pendingWait {
 	now := srv.now()
 	sess.ev.Reset()
 	set, err := srv.renew(&sess.ev, sess, string(args[1]), key, int64(ttl), now)
-	if !sess.settled(err, srv.commit(&sess.ev, err == nil)) {
+	if !sess.settled(err, sess.commit(&sess.ev, err == nil)) {
 		return nil
 	}
 	if set == 0 {
@@ -154,7 +154,7 @@ func (sess *session) cmdCheck(args [][]byte) *pendingWait {
 	}
 	sess.ev.Reset()
 	left, err := srv.check(&sess.ev, string(args[1]), key, srv.now())
-	srv.commit(&sess.ev, false)
+	sess.commit(&sess.ev, false)
 	if err != nil {
 		sess.tableError(err, "")
 		return nil
@@ -181,7 +181,7 @@ func (sess *session) cmdForceUnlock(args [][]byte) *pendingWait {
 		sess.tableError(err, "")
 		return nil
 	}
-	if cerr := srv.commit(&sess.ev, n > 0); cerr != nil {
+	if cerr := sess.commit(&sess.ev, n > 0); cerr != nil {
 		sess.persistError(cerr)
 		return nil
 	}

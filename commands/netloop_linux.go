@@ -64,7 +64,17 @@ type evloop struct {
 	events []syscall.EpollEvent
 	rbuf   []byte
 	dirty  []*lconn // connections with output to write at the end of the round
+	resume []*lconn // connections whose output drained with input left to run
 	done   bool
+
+	// With --fsync always, commands do not wait for their commit: the
+	// round's changes are committed once (Store.Sync: one fdatasync for
+	// every loop committing at the time), before any reply of the round
+	// is written and before the round's grants reach their waiters; the
+	// way Redis handles appendfsync always.
+	deferCommits bool
+	needSync     bool
+	grants       []locktable.Grant // held back until the commit
 
 	mu       sync.Mutex
 	inbox    []loopMsg
@@ -94,17 +104,19 @@ type lconn struct {
 
 	interest uint32 // the epoll events asked for
 	dirty    bool   // in loop.dirty
+	resuming bool   // in loop.resume
+	granted  bool   // has a grant in its output: written first
+	syncDep  bool   // its output acknowledges changes not yet committed
 	closing  bool   // close once the output is written (QUIT, protocol error)
 	closed   bool
 }
 
 // useLoops reports whether connections are served by event loops: on
-// Linux, unless the server speaks TLS, is in a Raft cluster or commits each
-// change before its reply, or the operator asked for goroutines.
+// Linux, unless the server speaks TLS or is in a Raft cluster (whose
+// proposals would block the loop), or the operator asked for goroutines.
 func (s *Server) useLoops() bool {
 	switch {
-	case s.cfg.IO == "goroutine", s.cfg.TLS != nil, s.cfg.Cluster != nil,
-		s.cfg.Store != nil && s.cfg.Store.Mode() == persist.Always:
+	case s.cfg.IO == "goroutine", s.cfg.TLS != nil, s.cfg.Cluster != nil:
 		return false
 	}
 	return true
@@ -176,6 +188,8 @@ func newLoop(s *Server) (*evloop, error) {
 		conns:  make(map[int]*lconn),
 		events: make([]syscall.EpollEvent, loopEvents),
 		rbuf:   make([]byte, readChunk),
+
+		deferCommits: s.cfg.Store != nil && s.cfg.Store.Mode() == persist.Always,
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.wakefd)}
 	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, l.wakefd, &ev); err != nil {
@@ -222,7 +236,7 @@ func (l *evloop) run() {
 	for !l.done {
 		l.mu.Lock()
 		timeout := 0
-		if len(l.inbox) == 0 {
+		if len(l.inbox) == 0 && len(l.resume) == 0 {
 			l.sleeping = true
 			timeout = -1
 		}
@@ -248,7 +262,9 @@ func (l *evloop) run() {
 				l.ready(c, e.Events)
 			}
 		}
+		l.resumeAll()
 		l.drainInbox()
+		l.commit()
 		l.flush()
 		if now := time.Now(); now.Sub(yielded) >= yieldEvery {
 			// A busy loop never parks: let timers and the accept
@@ -256,6 +272,65 @@ func (l *evloop) run() {
 			runtime.Gosched()
 			yielded = now
 		}
+	}
+}
+
+// resumeAll runs the input of connections whose output drained.
+func (l *evloop) resumeAll() {
+	for i := 0; i < len(l.resume); i++ {
+		c := l.resume[i]
+		l.resume[i] = nil
+		c.resuming = false
+		if !c.closed {
+			l.serve(c)
+		}
+	}
+	l.resume = l.resume[:0]
+}
+
+// deferCommit takes the commit of a command of c (see session.commit):
+// releases are accounted now, grants wait for the round's commit, and so
+// does c's reply if sync.
+func (l *evloop) deferCommit(c *lconn, ev *locktable.Events, sync bool) {
+	if !sync && len(ev.Grants) == 0 {
+		l.srv.deliver(ev)
+		return
+	}
+	l.needSync = true
+	if sync {
+		c.syncDep = true
+	}
+	l.srv.accountReleases(ev.Releases)
+	l.grants = append(l.grants, ev.Grants...)
+}
+
+// commit makes the round's changes durable, then delivers their grants.
+// Replies the grants produce here (waiters of this loop) may change more,
+// hence the loop. If the commit fails, the connections whose replies
+// would acknowledge what it did not make durable are closed unanswered:
+// their bound holds are released, and nothing undurable is acknowledged.
+func (l *evloop) commit() {
+	for l.needSync {
+		l.needSync = false
+		if err := l.srv.cfg.Store.SyncHere(); err != nil {
+			if err != persist.ErrClosed {
+				l.srv.log.Error("commit failed; closing the connections it would have answered", "err", err)
+			}
+			for _, c := range l.dirty {
+				if c.syncDep {
+					l.close(c)
+				}
+			}
+		}
+		for _, c := range l.dirty {
+			c.syncDep = false
+		}
+		gs := l.grants
+		l.grants = nil
+		l.srv.deliverGrants(gs)
+		clear(gs)
+		l.grants = gs[:0]
+		l.drainInbox()
 	}
 }
 
@@ -308,6 +383,7 @@ func (l *evloop) handle(m *loopMsg) {
 		}
 		l.srv.grantReply(c.sess, c.wait, m.grant)
 		c.endWait()
+		c.granted = true
 	case msgTimeout:
 		if c.closed || c.wait == nil || m.seq != c.waitSeq {
 			return
@@ -432,12 +508,18 @@ func (l *evloop) markDirty(c *lconn) {
 
 // flush writes the output of every connection that has some.
 func (l *evloop) flush() {
-	// Writing can run more of a connection's commands (see write), which
-	// can add connections: hence the index.
-	for i := 0; i < len(l.dirty); i++ {
-		c := l.dirty[i]
+	// Grants first: the waiter's next request (its UNLOCK, in a handoff
+	// chain) is what the other connections wait for.
+	for _, c := range l.dirty {
+		if c.granted && !c.closed {
+			c.granted = false
+			l.write(c)
+		}
+	}
+	for i, c := range l.dirty {
 		l.dirty[i] = nil
 		c.dirty = false
+		c.granted = false
 		if !c.closed {
 			l.write(c)
 		}
@@ -472,9 +554,12 @@ func (l *evloop) write(c *lconn) {
 			l.close(c)
 			return
 		}
-		if c.wait == nil && len(c.src) > 0 {
-			l.serve(c) // parsing stopped for a full output buffer
-			return
+		if c.wait == nil && len(c.src) > 0 && !c.resuming {
+			// Parsing stopped for a full output buffer: run the rest
+			// next round (not here: a reply written now would not wait
+			// for its commit).
+			c.resuming = true
+			l.resume = append(l.resume, c)
 		}
 	}
 	l.setInterest(c)

@@ -456,6 +456,18 @@ func (s *Server) commit(ev *locktable.Events, sync bool) error {
 	return err
 }
 
+// commit is Server.commit for a command of sess. On an event loop with
+// --fsync always it does not wait: the loop commits once for all the
+// commands of its round before it writes any of their replies, and
+// delivers their grants after that commit (netloop_linux.go).
+func (sess *session) commit(ev *locktable.Events, sync bool) error {
+	if lc := sess.lc; lc != nil && lc.loop.deferCommits {
+		lc.loop.deferCommit(lc, ev, sync)
+		return nil
+	}
+	return sess.srv.commit(ev, sync)
+}
+
 func closeAll(lns []net.Listener) {
 	for _, ln := range lns {
 		ln.Close()
@@ -466,8 +478,14 @@ func closeAll(lns []net.Listener) {
 // It never blocks: a session waits for at most one grant, into a channel
 // with room for one.
 func (s *Server) deliver(ev *locktable.Events) {
-	for i := range ev.Releases {
-		r := &ev.Releases[i]
+	s.accountReleases(ev.Releases)
+	s.deliverGrants(ev.Grants)
+}
+
+// accountReleases counts and logs releases.
+func (s *Server) accountReleases(rs []locktable.Release) {
+	for i := range rs {
+		r := &rs[i]
 		s.stats.releases[r.Reason].Add(1)
 		s.metrics.holdTime.Observe(seconds(r.Held))
 		if r.Reason != locktable.ReasonUnlock {
@@ -478,7 +496,11 @@ func (s *Server) deliver(ev *locktable.Events) {
 			s.log.Debug("released", "lock", r.Name, "fence", r.Fence, "client", r.SessionID, "reason", "unlock")
 		}
 	}
-	for _, g := range ev.Grants {
+}
+
+// deliverGrants hands grants to their waiting sessions. It never blocks.
+func (s *Server) deliverGrants(gs []locktable.Grant) {
+	for _, g := range gs {
 		if g.Deadline != 0 {
 			s.expiry.schedule(g.Deadline)
 		}

@@ -31,7 +31,10 @@ type committer struct {
 	quit   chan struct{}
 	exited chan struct{}
 
-	// Owned by the loop goroutine.
+	// roundMu serializes commit rounds: the loop's, and SyncHere's on
+	// its callers' goroutines. It guards the fields below.
+	roundMu     sync.Mutex
+	finished    bool // stop ran its final round: nothing more is written
 	buf         []locktable.Change
 	lastFence   uint64
 	needRewrite bool // a round failed: the next one rewrites everything
@@ -94,13 +97,39 @@ func (c *committer) loop() {
 }
 
 // commitRound takes the pending round, drains the journal and commits it.
-func (c *committer) commitRound() {
+func (c *committer) commitRound() error {
+	c.roundMu.Lock()
+	defer c.roundMu.Unlock()
 	c.mu.Lock()
 	r := c.next
 	c.next = newRound()
 	c.mu.Unlock()
-	r.err = c.write()
+	if c.finished {
+		r.err = ErrClosed
+	} else {
+		r.err = c.write()
+	}
 	close(r.done)
+	return r.err
+}
+
+// SyncHere is Sync committing on the caller's goroutine instead of the
+// commit loop's, for a caller that commits for many requests at once and
+// must not park (an event loop: one fdatasync per round of requests, as
+// Redis does for appendfsync always). Other goroutines' Syncs pending
+// meanwhile are answered by the same round.
+func (s *Store) SyncHere() error {
+	if s.mode != Always {
+		return s.Sync()
+	}
+	c := &s.c
+	c.mu.Lock()
+	stopped := c.stopped
+	c.mu.Unlock()
+	if stopped {
+		return ErrClosed
+	}
+	return c.commitRound()
 }
 
 func (c *committer) write() error {
@@ -168,6 +197,9 @@ func (c *committer) stop() error {
 	c.mu.Unlock()
 	close(c.quit)
 	<-c.exited
+	c.roundMu.Lock()
+	c.finished = true
+	c.roundMu.Unlock()
 	// The loop's last round was final or a later one; either way every
 	// change journaled before stop is committed.
 	select {

@@ -239,3 +239,55 @@ func TestSync_ErrClosedDoesNotMeanAbsent(t *testing.T) {
 		})
 	}
 }
+
+// SyncHere (an event loop's commit) and Sync (the commit loop's) may run
+// at once: each returns only once every change journaled before it is in
+// the file, and after Close SyncHere refuses with ErrClosed.
+func TestSyncHere_MixedWithSyncCommitsEveryCallersChange(t *testing.T) {
+	const workers, rounds = 16, 20
+	dir := t.TempDir()
+	s := mustOpen(t, dir, Always)
+	tb := mustAttach(t, s, t0)
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			errs <- func() error {
+				sync, how := s.Sync, "Sync"
+				if w%2 == 0 {
+					sync, how = s.SyncHere, "SyncHere"
+				}
+				sess := tb.NewSession(uint64(w+1), nil)
+				var ev locktable.Events
+				for i := range rounds {
+					req := locktable.Request{Name: fmt.Sprintf("h%02d-%02d", w, i), Rand: uint64(w*rounds + i + 1)}
+					ev.Reset()
+					k, _, err := tb.Acquire(&ev, sess, req, t0, false)
+					if err != nil {
+						return err
+					}
+					if err := sync(); err != nil {
+						return fmt.Errorf("%s: %v", how, err)
+					}
+					if !storedFence(t, s, k.Fence) {
+						return fmt.Errorf("%s returned before the grant of %s was committed", how, req.Name)
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := tb.Snapshot()
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := s.SyncHere(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("SyncHere after Close = %v; want ErrClosed", err)
+	}
+	got, _ := loadDir(t, dir)
+	wantRecords(t, "file after Close", got, want)
+}
