@@ -89,15 +89,16 @@ func (c *committer) loop() {
 		case <-c.kick:
 		case <-tick:
 		case <-c.quit:
-			c.commitRound()
+			c.commitRound(false)
 			return
 		}
-		c.commitRound()
+		c.commitRound(false)
 	}
 }
 
 // commitRound takes the pending round, drains the journal and commits it.
-func (c *committer) commitRound() error {
+// held: see wal.sync.
+func (c *committer) commitRound(held bool) error {
 	c.roundMu.Lock()
 	defer c.roundMu.Unlock()
 	c.mu.Lock()
@@ -107,7 +108,7 @@ func (c *committer) commitRound() error {
 	if c.finished {
 		r.err = ErrClosed
 	} else {
-		r.err = c.write()
+		r.err = c.write(held)
 	}
 	close(r.done)
 	return r.err
@@ -129,10 +130,10 @@ func (s *Store) SyncHere() error {
 	if stopped {
 		return ErrClosed
 	}
-	return c.commitRound()
+	return c.commitRound(true)
 }
 
-func (c *committer) write() error {
+func (c *committer) write(held bool) error {
 	s := c.s
 	c.buf = s.table.DrainJournal(c.buf[:0])
 	// Read after the drain: at least every drained fence.
@@ -157,7 +158,7 @@ func (c *committer) write() error {
 			s.fault("before-fsync")
 		}
 		if err == nil {
-			err = s.wal.sync()
+			err = s.wal.sync(held)
 		}
 		if err == nil && s.wal.size >= checkpointSize {
 			err = s.checkpoint()
