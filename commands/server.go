@@ -73,8 +73,8 @@ func (c *Config) setDefaults() error {
 	if c.Shards <= 0 {
 		c.Shards = runtime.GOMAXPROCS(0) * 4
 	}
-	if c.Shards&(c.Shards-1) != 0 {
-		return fmt.Errorf("shards must be a power of two, got %d", c.Shards)
+	if c.Shards&(c.Shards-1) != 0 || c.Shards > 4096 {
+		return fmt.Errorf("shards must be a power of two up to 4096, got %d", c.Shards)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
