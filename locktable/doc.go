@@ -7,8 +7,8 @@
 // monotonic scale) and the random part of each key into every operation, and
 // gets back what happened (grants to waiters, releases) as values in an
 // [Events] buffer. Given the same calls with the same arguments, a Table
-// reaches the same state and returns the same results; a future Raft FSM
-// relies on this.
+// reaches the same state and returns the same results; the Raft FSM
+// (package replica) relies on this.
 //
 // Concurrency: a Table is safe for concurrent use. Every check-and-act on a
 // lock happens in one critical section of the lock's shard. A [Session]'s
@@ -19,8 +19,7 @@
 // arena, index slot, deadline-heap entry, about 130 bytes — in chunks that
 // on Linux come from mmap (all but a shard's first few small ones), outside
 // the Go heap, so the GC neither scans them nor lets its pacing double them
-// in RSS. Records refer to each other by
-// uint32 ids; what only some locks need (owners, waiters, names over 256
+// in RSS. Records refer to each other by uint32 ids; what only some locks need (owners, waiters, names over 256
 // bytes) lives in Go maps by id. Freed records, names and index space are
 // reused, not returned to the system (but for the index, which shrinks).
 package locktable
