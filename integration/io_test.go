@@ -193,3 +193,59 @@ func TestIO_UnixSocket(t *testing.T) {
 		return !held
 	}, "the unix-socket holder's disconnect did not release u")
 }
+
+// A commit that fails is never acknowledged. The third commit is made to
+// fail (RELOCK_FAILPOINT=before-fsync:3:error): on the event loop, whose
+// replies for the round are already composed, the connection waiting on it
+// is closed unanswered and its hold released; on the goroutine path its
+// LOCK gets -ERR and is undone. Either way the server goes on, the lock is
+// free, and the holds acknowledged before are kept.
+func TestCommit_FailedCommitIsNeverAcknowledged(t *testing.T) {
+	t.Parallel()
+	for _, io := range []string{"auto", "goroutine"} {
+		t.Run(io, func(t *testing.T) {
+			t.Parallel()
+			srv := startServerEnv(t, []string{"RELOCK_FAILPOINT=before-fsync:3:error"},
+				"--data-dir", t.TempDir(), "--fsync", "always", "--io", io)
+			c1, c2, c3 := dialRaw(t, srv), dialRaw(t, srv), dialRaw(t, srv)
+			for i, c := range []*rawConn{c1, c2} {
+				if got := c.do(t, "LOCK", "f"+strconv.Itoa(i+1)); !keyRE.MatchString(got) {
+					t.Fatalf("LOCK f%d = %q", i+1, got)
+				}
+			}
+			// The third commit fails.
+			if err := c3.send("LOCK", "f3"); err != nil {
+				t.Fatal(err)
+			}
+			got, err := c3.read()
+			switch io {
+			case "auto":
+				if err == nil {
+					t.Fatalf("LOCK whose commit failed was answered %q; want the connection closed", got)
+				}
+			case "goroutine":
+				if err != nil || !strings.HasPrefix(got, "-ERR persistence failed") {
+					t.Fatalf("LOCK whose commit failed = %q, %v; want -ERR persistence failed", got, err)
+				}
+			}
+			admin := srv.client(t)
+			if n := infoField(t, admin, "commit_errors"); n != "1" {
+				t.Errorf("commit_errors = %s; want 1", n)
+			}
+			eventually(t, 5*time.Second, func() bool {
+				_, held := lockOf(t, admin, "f3")
+				return !held
+			}, "f3, whose grant was never acknowledged, is still held")
+			for _, name := range []string{"f1", "f2"} {
+				if _, held := lockOf(t, admin, name); !held {
+					t.Errorf("%s, acknowledged before the failure, is not held", name)
+				}
+			}
+			// The next commits succeed (the store rewrites its state).
+			c4 := dialRaw(t, srv)
+			if got := c4.do(t, "LOCK", "f3"); !keyRE.MatchString(got) {
+				t.Fatalf("LOCK f3 after the failure = %q", got)
+			}
+		})
+	}
+}

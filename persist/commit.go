@@ -154,8 +154,8 @@ func (c *committer) write(held bool) error {
 		var n int
 		n, err = s.wal.append(c.buf, fence)
 		written = int64(n)
-		if s.fault != nil {
-			s.fault("before-fsync")
+		if s.fault != nil && err == nil {
+			err = s.fault("before-fsync")
 		}
 		if err == nil {
 			err = s.wal.sync(held)

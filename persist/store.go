@@ -61,10 +61,11 @@ type Options struct {
 	// OpenTimeout bounds the wait for the file lock another process holds.
 	OpenTimeout time.Duration
 	// Fault, if set, is called at named points of a commit ("before-fsync":
-	// the changes are written into the transaction, not yet committed;
-	// "after-fsync": committed and synced) so that tests can crash the
-	// process there.
-	Fault func(point string)
+	// the changes are written to the log, not yet synced; "after-fsync":
+	// committed and synced) so that tests can crash the process there, or
+	// fail the commit: an error at before-fsync fails it as a failed
+	// fdatasync would.
+	Fault func(point string) error
 }
 
 // Store is the bbolt store of one lock table.
@@ -72,7 +73,7 @@ type Store struct {
 	db    *bolt.DB
 	mode  Mode
 	table *locktable.Table
-	fault func(string)
+	fault func(string) error
 	path  string
 
 	c   committer

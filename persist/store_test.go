@@ -393,7 +393,7 @@ func TestStore_EverySecCommitsWithinASecond(t *testing.T) {
 func TestStore_FaultPointsBracketTheFsync(t *testing.T) {
 	dir := t.TempDir()
 	var points []string // appended by the commit loop, read after Sync
-	s, err := Open(Options{Dir: dir, Mode: Always, OpenTimeout: time.Second, Fault: func(p string) { points = append(points, p) }})
+	s, err := Open(Options{Dir: dir, Mode: Always, OpenTimeout: time.Second, Fault: func(p string) error { points = append(points, p); return nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -192,23 +192,29 @@ func (c *serverCmd) Run() error {
 
 // failpoint returns the persistence fault hook for crash tests, or nil.
 // RELOCK_FAILPOINT=point:n kills the process with SIGKILL the n-th time a
-// commit reaches point (before-fsync, after-fsync).
-func failpoint(log *slog.Logger) func(string) {
+// commit reaches point (before-fsync, after-fsync);
+// RELOCK_FAILPOINT=before-fsync:n:error fails that commit instead.
+func failpoint(log *slog.Logger) func(string) error {
 	spec := os.Getenv("RELOCK_FAILPOINT")
 	if spec == "" {
 		return nil
 	}
 	point, nstr, _ := strings.Cut(spec, ":")
+	nstr, action, _ := strings.Cut(nstr, ":")
 	n, err := strconv.Atoi(nstr)
 	if err != nil || n < 1 {
 		n = 1
 	}
-	log.Warn("failpoint armed", "point", point, "at", n)
+	log.Warn("failpoint armed", "point", point, "at", n, "action", action)
 	var hits atomic.Int64
-	return func(p string) {
-		if p == point && hits.Add(1) == int64(n) {
-			syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {} // never reached
+	return func(p string) error {
+		if p != point || hits.Add(1) != int64(n) {
+			return nil
 		}
+		if action == "error" {
+			return errors.New("failpoint: injected commit failure")
+		}
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {} // never reached
 	}
 }
