@@ -111,6 +111,11 @@ type lconn struct {
 	waitSeq uint32
 	timer   *time.Timer
 
+	// fdMu makes closing fd (the loop) and shutting it down (kill, from
+	// any goroutine) exclusive, so that kill never touches a number the
+	// kernel has handed to a newer connection. closed is written under it.
+	fdMu sync.Mutex
+
 	interest uint32 // the epoll events asked for
 	dirty    bool   // in loop.dirty
 	resuming bool   // in loop.resume
@@ -390,9 +395,7 @@ func (l *evloop) handle(m *loopMsg) {
 		ev := syscall.EpollEvent{Events: c.interest, Fd: int32(c.fd)}
 		if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
 			l.srv.log.Error("epoll_ctl add", "err", err)
-			syscall.Close(c.fd)
-			c.closed = true
-			l.srv.endSession(c.sess)
+			l.close(c)
 			return
 		}
 		l.conns[c.fd] = c
@@ -622,17 +625,31 @@ func (l *evloop) close(c *lconn) {
 	if c.closed {
 		return
 	}
+	c.fdMu.Lock()
 	c.closed = true
+	syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, c.fd, nil)
+	syscall.Close(c.fd)
+	c.fdMu.Unlock()
 	if c.timer != nil {
 		c.timer.Stop()
 	}
-	syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, c.fd, nil)
-	syscall.Close(c.fd)
 	if l.conns[c.fd] == c {
 		delete(l.conns, c.fd)
 	}
 	c.src, c.buf = nil, nil
 	l.srv.endSession(c.sess)
+}
+
+// kill closes c from any goroutine: its socket is shut down at once (the
+// client sees the close before kill returns, as with a goroutine's
+// net.Conn.Close), and the loop then closes it and ends its session.
+func (c *lconn) kill() {
+	c.fdMu.Lock()
+	if !c.closed {
+		syscall.Shutdown(c.fd, syscall.SHUT_RDWR)
+	}
+	c.fdMu.Unlock()
+	c.loop.post(loopMsg{c: c, kind: msgKill})
 }
 
 // startWait parks c on its queued LOCK; its later commands wait in src.

@@ -28,6 +28,8 @@ const (
 
 func (l *evloop) post(loopMsg) {}
 
+func (c *lconn) kill() {}
+
 func (s *Server) startLoops([]net.Listener) (bool, error) { return false, nil }
 
 func (s *Server) stopLoops() {}

@@ -289,7 +289,7 @@ func (sess *session) setProto(p int) {
 // goroutine sees the close and ends the session.
 func (sess *session) kill() {
 	if sess.lc != nil {
-		sess.lc.loop.post(loopMsg{c: sess.lc, kind: msgKill})
+		sess.lc.kill()
 		return
 	}
 	sess.netConn.Close()
