@@ -24,8 +24,9 @@ import (
 // goroutine per connection also pays a read that finds nothing and a trip
 // through the scheduler to park and wake (SPEC §6: per-request I/O decides
 // the race). Commands, replies and the lock table are the same as on the
-// redcon path, which still serves TLS, Raft clusters and --fsync always
-// (whose commits would block the loop; see useLoops).
+// redcon path, which still serves TLS and Raft clusters (see useLoops).
+// With --fsync always a loop commits once per round, before it writes the
+// round's replies (see commit).
 
 const (
 	loopEvents    = 256      // readiness events taken per round
@@ -77,10 +78,10 @@ type evloop struct {
 	lastGrant time.Time
 
 	// With --fsync always, commands do not wait for their commit: the
-	// round's changes are committed once (Store.Sync: one fdatasync for
-	// every loop committing at the time), before any reply of the round
-	// is written and before the round's grants reach their waiters; the
-	// way Redis handles appendfsync always.
+	// round's changes are committed once (Store.SyncHere: one fdatasync
+	// on the loop's thread), before any reply of the round is written and
+	// before the round's grants reach their waiters: the way Redis
+	// handles appendfsync always.
 	deferCommits bool
 	needSync     bool
 	grants       []locktable.Grant // held back until the commit

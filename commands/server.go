@@ -40,7 +40,7 @@ type Config struct {
 	Shards       int           // 0: GOMAXPROCS×4
 	// IO picks how connections are served: "goroutine" (one per
 	// connection, through redcon) or "" / "auto": event loops where they
-	// can serve (Linux, no TLS, no cluster, no --fsync always).
+	// can serve (Linux, no TLS, no Raft cluster).
 	IO     string
 	Loops  int // event loops; 0: GOMAXPROCS
 	Logger *slog.Logger
