@@ -113,7 +113,7 @@ func FuzzParseRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte, split uint8) {
 		// The server bounds requests as it reads them, before parsing
 		// (redcon would loop over a multibulk of 10^15 arguments).
-		scan := frameScanner{maxArgs: defaultMaxArgs, maxBulk: defaultMaxBulk, maxRequest: requestBulks * defaultMaxBulk}
+		scan := newFrameScanner(defaultMaxArgs, defaultMaxBulk)
 		if scan.feed(in) != "" {
 			t.Skip()
 		}

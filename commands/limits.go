@@ -39,7 +39,7 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &limitedConn{Conn: c, scan: frameScanner{maxArgs: l.maxArgs, maxBulk: l.maxBulk, maxRequest: requestBulks * l.maxBulk},
+	return &limitedConn{Conn: c, scan: newFrameScanner(l.maxArgs, l.maxBulk),
 		handshakeTimeout: l.handshakeTimeout}, nil
 }
 
@@ -99,6 +99,12 @@ type frameScanner struct {
 	inline int64  // bytes of the current inline line
 	seps   int64  // separators in the current inline line
 	sepSum int64  // sum of their offsets in the line
+}
+
+// newFrameScanner bounds requests to maxArgs arguments of at most maxBulk
+// bytes, and requestBulks × maxBulk bytes in all.
+func newFrameScanner(maxArgs, maxBulk int64) frameScanner {
+	return frameScanner{maxArgs: maxArgs, maxBulk: maxBulk, maxRequest: requestBulks * maxBulk}
 }
 
 const (

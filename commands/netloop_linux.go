@@ -293,19 +293,14 @@ func (l *evloop) run() {
 // wait is epoll_wait, polling first for up to spinFor while a handoff
 // chain may be running.
 func (l *evloop) wait(timeout int) (int, error) {
-	if timeout == 0 || time.Since(l.lastGrant) > handoffWindow {
-		return syscall.EpollWait(l.epfd, l.events, timeout)
-	}
-	start := time.Now()
-	for {
-		n, err := syscall.EpollWait(l.epfd, l.events, 0)
-		if n != 0 || err != nil || time.Since(start) >= spinFor {
-			if n == 0 && err == nil {
-				return syscall.EpollWait(l.epfd, l.events, timeout)
+	if timeout != 0 && time.Since(l.lastGrant) <= handoffWindow {
+		for start := time.Now(); time.Since(start) < spinFor; {
+			if n, err := syscall.EpollWait(l.epfd, l.events, 0); n != 0 || err != nil {
+				return n, err
 			}
-			return n, err
 		}
 	}
+	return syscall.EpollWait(l.epfd, l.events, timeout)
 }
 
 // resumeAll runs the input of connections whose output drained.
@@ -405,11 +400,7 @@ func (l *evloop) handle(m *loopMsg) {
 			return // ending the session released the hold
 		}
 		if c.wait == nil {
-			// Cannot happen: a session waits for one grant at a time.
-			l.srv.log.Error("grant without a waiting LOCK; releasing", "lock", m.grant.Name, "client", c.sess.id)
-			var ev locktable.Events
-			l.srv.unlock(&ev, m.grant.Name, m.grant.Key, l.srv.now())
-			l.srv.deliver(&ev)
+			l.srv.dropGrant(m.grant, c.sess.id, "grant without a waiting LOCK")
 			return
 		}
 		l.srv.grantReply(c.sess, c.wait, m.grant)
@@ -420,12 +411,9 @@ func (l *evloop) handle(m *loopMsg) {
 		if c.closed || c.wait == nil || m.seq != c.waitSeq {
 			return
 		}
-		if !l.srv.cancelWait(c.sess) {
-			return // granted meanwhile: the grant is in the inbox
-		}
-		l.srv.stats.waitTimeouts.Add(1)
-		c.sess.w.Null()
-		c.endWait()
+		if l.srv.timeOut(c.sess) {
+			c.endWait()
+		} // else granted meanwhile: the grant is in the inbox
 	case msgKill:
 		l.close(c)
 	case msgStop:
@@ -641,6 +629,21 @@ func (l *evloop) close(c *lconn) {
 	l.srv.endSession(c.sess)
 }
 
+// commitLater leaves the commit of a command of c to the end of the round
+// (see evloop.deferCommit) when the loop defers commits; false: commit now.
+func (c *lconn) commitLater(ev *locktable.Events, sync bool) bool {
+	if !c.loop.deferCommits {
+		return false
+	}
+	c.loop.deferCommit(c, ev, sync)
+	return true
+}
+
+// grant hands c the grant of its queued LOCK, from any goroutine.
+func (c *lconn) grant(g locktable.Grant) {
+	c.loop.post(loopMsg{c: c, kind: msgGrant, grant: g})
+}
+
 // kill closes c from any goroutine: its socket is shut down at once (the
 // client sees the close before kill returns, as with a goroutine's
 // net.Conn.Close), and the loop then closes it and ends its session.
@@ -781,7 +784,7 @@ func (s *Server) serveFD(fd int, sa syscall.Sockaddr, laddr net.Addr, l *evloop)
 		return
 	}
 	c.sess = sess
-	c.scan = frameScanner{maxArgs: int64(s.cfg.MaxArgs), maxBulk: int64(s.cfg.MaxBulk), maxRequest: requestBulks * int64(s.cfg.MaxBulk)}
+	c.scan = newFrameScanner(int64(s.cfg.MaxArgs), int64(s.cfg.MaxBulk))
 	l.post(loopMsg{c: c, kind: msgAdd})
 }
 

@@ -13,20 +13,11 @@ import (
 
 type evloop struct{}
 
-type lconn struct{ loop *evloop }
+type lconn struct{}
 
-type loopMsg struct {
-	c     *lconn
-	kind  uint8
-	grant locktable.Grant
-}
+func (c *lconn) commitLater(*locktable.Events, bool) bool { return false }
 
-const (
-	msgGrant = iota + 2
-	msgKill  = iota + 3
-)
-
-func (l *evloop) post(loopMsg) {}
+func (c *lconn) grant(locktable.Grant) {}
 
 func (c *lconn) kill() {}
 

@@ -461,8 +461,7 @@ func (s *Server) commit(ev *locktable.Events, sync bool) error {
 // commands of its round before it writes any of their replies, and
 // delivers their grants after that commit (netloop_linux.go).
 func (sess *session) commit(ev *locktable.Events, sync bool) error {
-	if lc := sess.lc; lc != nil && lc.loop.deferCommits {
-		lc.loop.deferCommit(lc, ev, sync)
+	if sess.lc != nil && sess.lc.commitLater(ev, sync) {
 		return nil
 	}
 	return sess.srv.commit(ev, sync)
@@ -514,17 +513,22 @@ func (s *Server) deliverGrants(gs []locktable.Grant) {
 			}
 		}
 		if sess.lc != nil {
-			sess.lc.loop.post(loopMsg{c: sess.lc, kind: msgGrant, grant: g})
+			sess.lc.grant(g)
 			continue
 		}
 		select {
 		case sess.grant <- g:
 		default:
-			// Cannot happen: one wait per session. Never drop a hold silently.
-			s.log.Error("grant channel full; releasing", "lock", g.Name, "client", sess.id)
-			var ev2 locktable.Events
-			s.unlock(&ev2, g.Name, g.Key, s.now())
-			s.deliver(&ev2)
+			s.dropGrant(g, sess.id, "grant channel full")
 		}
 	}
+}
+
+// dropGrant releases a grant its session cannot take (it waits for one at
+// a time, so this cannot happen): never drop a hold silently.
+func (s *Server) dropGrant(g locktable.Grant, client uint64, why string) {
+	s.log.Error(why+"; releasing", "lock", g.Name, "client", client)
+	var ev locktable.Events
+	s.unlock(&ev, g.Name, g.Key, s.now())
+	s.deliver(&ev)
 }

@@ -109,9 +109,7 @@ func (s *Server) awaitGrant(sess *session, pw *pendingWait, cmds <-chan redcon.C
 		case g := <-sess.grant:
 			return s.replyGrant(sess, pw, g)
 		case <-timeout:
-			if s.cancelWait(sess) {
-				s.stats.waitTimeouts.Add(1)
-				sess.w.Null()
+			if s.timeOut(sess) {
 				return s.flushReply(sess)
 			}
 			// Granted in the meantime: the grant is on its way.
@@ -127,6 +125,18 @@ func (s *Server) awaitGrant(sess *session, pw *pendingWait, cmds <-chan redcon.C
 			return false
 		}
 	}
+}
+
+// timeOut ends a LOCK whose WAIT ran out: it leaves the queue and its
+// reply is a null. False: it was granted meanwhile, and the grant is on
+// its way.
+func (s *Server) timeOut(sess *session) bool {
+	if !s.cancelWait(sess) {
+		return false
+	}
+	s.stats.waitTimeouts.Add(1)
+	sess.w.Null()
+	return true
 }
 
 func (s *Server) replyGrant(sess *session, pw *pendingWait, g locktable.Grant) bool {

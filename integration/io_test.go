@@ -170,19 +170,11 @@ func TestIO_UnixSocket(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "relock.sock")
 	srv := startServer(t, "--unix-socket", path)
-	dial := func() *rawConn {
-		nc, err := net.DialTimeout("unix", path, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { nc.Close() })
-		return &rawConn{Conn: nc, r: bufio.NewReader(nc)}
-	}
-	holder := dial()
+	holder := dialRawAt(t, "unix", path)
 	if got := holder.do(t, "LOCK", "u", "TTL", "60000"); !keyRE.MatchString(got) {
 		t.Fatalf("LOCK over the unix socket = %q", got)
 	}
-	list := dial().do(t, "CLIENT", "LIST")
+	list := dialRawAt(t, "unix", path).do(t, "CLIENT", "LIST")
 	if !strings.Contains(list, "addr=/unix:"+path) {
 		t.Errorf("CLIENT LIST does not name the socket %s:\n%s", path, list)
 	}

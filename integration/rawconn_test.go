@@ -26,9 +26,16 @@ const replyTimeout = 5 * time.Second
 // dialRaw opens a raw connection to srv, closed when the test ends.
 func dialRaw(t testing.TB, srv *server) *rawConn {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", srv.Addr, 5*time.Second)
+	return dialRawAt(t, "tcp", srv.Addr)
+}
+
+// dialRawAt opens a raw connection to a network address ("tcp" or
+// "unix"), closed when the test ends.
+func dialRawAt(t testing.TB, network, addr string) *rawConn {
+	t.Helper()
+	nc, err := net.DialTimeout(network, addr, 5*time.Second)
 	if err != nil {
-		t.Fatalf("dial %s: %v", srv.Addr, err)
+		t.Fatalf("dial %s: %v", addr, err)
 	}
 	t.Cleanup(func() { nc.Close() })
 	return &rawConn{Conn: nc, r: bufio.NewReader(nc)}
