@@ -53,7 +53,11 @@ func (e *expirer) run(ctx context.Context, s *Server) {
 		e.next.Store(0)
 		now := s.now()
 		next := s.expire(&ev, now)
-		s.commit(&ev, false)
+		if len(ev.Releases) > 0 || len(ev.Grants) > 0 {
+			// Expiries are committed at once, on their own: nobody
+			// else may be about to commit.
+			s.commit(&ev, true)
+		}
 		e.next.CompareAndSwap(0, next)
 		wait := time.Hour
 		if next != 0 {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/relock/relock/locktable"
 	"github.com/relock/relock/resp"
 )
 
@@ -402,9 +403,8 @@ func (sess *session) clientList(args [][]byte) {
 // clientKill: CLIENT KILL ip:port | KILL ID id | KILL ADDR ip:port. Killing
 // a client closes its connection, which releases its non-detached holds.
 func (sess *session) clientKill(args [][]byte) {
-	srv := sess.srv
 	if len(args) == 1 { // old form: reply OK or an error
-		if n := srv.killWhere(func(c *session) bool { return c.addr == string(args[0]) }); n == 0 {
+		if n := sess.killWhere(func(c *session) bool { return c.addr == string(args[0]) }); n == 0 {
 			sess.fail("ERR No such client")
 			return
 		}
@@ -442,7 +442,7 @@ func (sess *session) clientKill(args [][]byte) {
 			return
 		}
 	}
-	n := srv.killWhere(func(c *session) bool {
+	n := sess.killWhere(func(c *session) bool {
 		for _, f := range filters {
 			if !f(c) {
 				return false
@@ -454,7 +454,9 @@ func (sess *session) clientKill(args [][]byte) {
 }
 
 // killWhere kills every session matching pred and returns how many.
-func (s *Server) killWhere(pred func(*session) bool) int {
+// Their releases are committed with the caller's (killer's) reply.
+func (sess *session) killWhere(pred func(*session) bool) int {
+	s := sess.srv
 	var victims []*session
 	for _, c := range s.sessionsSorted() {
 		if pred(c) {
@@ -466,7 +468,7 @@ func (s *Server) killWhere(pred func(*session) bool) int {
 		c.kill()
 		// Release its holds now rather than when its goroutine notices:
 		// the reply to CLIENT KILL then means "released".
-		s.endSession(c)
+		s.endSessionBy(c, func(ev *locktable.Events) { sess.commit(ev, false) })
 	}
 	return len(victims)
 }

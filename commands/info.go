@@ -303,7 +303,10 @@ func (sess *session) cmdCluster(args [][]byte) *pendingWait {
 
 // cmdDBSize: DBSIZE — the number of locks.
 func (sess *session) cmdDBSize(args [][]byte) *pendingWait {
-	sess.w.Int(int64(sess.srv.tbl().Stats().Locks))
+	n := sess.srv.tbl().Stats().Locks
+	if sess.revealed() {
+		sess.w.Int(int64(n))
+	}
 	return nil
 }
 

@@ -65,7 +65,12 @@ func (sess *session) acquire(args [][]byte, allowed resp.Opt, wait bool) *pendin
 	now := srv.now()
 	sess.ev.Reset()
 	key, outcome, err := srv.acquire(&sess.ev, sess, req, now, wait)
-	cerr := sess.commit(&sess.ev, err == nil && outcome == locktable.Granted)
+	var cerr error
+	if err == nil && outcome == locktable.Granted {
+		cerr = sess.commitGrant(&sess.ev, req.Name, key)
+	} else {
+		cerr = sess.commit(&sess.ev, false)
+	}
 	if err != nil {
 		sess.tableError(err, req.Name)
 		return nil

@@ -31,8 +31,25 @@ func (sess *session) cmdLocks(args [][]byte) *pendingWait {
 		q.Match = func(name string) bool { return u.mayLock(name) && (match == nil || match(name)) }
 	}
 	locks := srv.tbl().Locks(q, srv.now())
+	if !sess.revealed() {
+		return nil
+	}
 	sess.writeLocks(locks)
 	return nil
+}
+
+// revealed commits, before a reply that shows the lock table's state, any
+// change the reply may reveal that is not yet committed (--fsync always:
+// a release by disconnect or expiry), so that no crash undoes it. On an
+// event loop the round's commit does it. False: the commit failed and the
+// error reply is written.
+func (sess *session) revealed() bool {
+	sess.ev.Reset()
+	if err := sess.commit(&sess.ev, false); err != nil {
+		sess.persistError(err)
+		return false
+	}
+	return true
 }
 
 func (sess *session) writeLocks(locks []locktable.LockInfo) {

@@ -316,50 +316,82 @@ func (l *evloop) resumeAll() {
 	l.resume = l.resume[:0]
 }
 
-// deferCommit takes the commit of a command of c (see session.commit):
-// releases are accounted now, grants wait for the round's commit, and so
-// does c's reply if sync.
+// deferCommit takes the commit of a command of c (see session.commit), or
+// of a session ending on this loop (c nil): releases are accounted now;
+// grants, releases and c's reply if sync wait for the round's commit.
 func (l *evloop) deferCommit(c *lconn, ev *locktable.Events, sync bool) {
-	if !sync && len(ev.Grants) == 0 {
-		l.srv.deliver(ev)
+	if !sync && len(ev.Grants) == 0 && len(ev.Releases) == 0 {
 		return
 	}
 	l.needSync = true
-	if sync {
+	if sync && c != nil {
 		c.syncDep = true
 	}
 	l.srv.accountReleases(ev.Releases)
 	l.grants = append(l.grants, ev.Grants...)
 }
 
-// commit makes the round's changes durable, then delivers their grants.
+// commit makes the round's changes durable before any reply of the round
+// is written, then delivers their grants. A reply may also reveal a change
+// another goroutine made and has not yet committed (a release by
+// disconnect or expiry that a CHECK shows): then the round commits too.
 // Replies the grants produce here (waiters of this loop) may change more,
-// hence the loop. If the commit fails, the connections whose replies
-// would acknowledge what it did not make durable are closed unanswered:
-// their bound holds are released, and nothing undurable is acknowledged.
+// hence the loop. If a commit fails, nothing it did not make durable is
+// acknowledged: the connections whose replies depend on it are closed
+// unanswered (their bound holds released with them, the holds granted to
+// them this round undone: a detached one would outlive them), and the
+// round's grants to waiters are undone (undoGrants).
 func (l *evloop) commit() {
+	if !l.deferCommits {
+		return
+	}
+	st := l.srv.cfg.Store
+	if !l.needSync && len(l.dirty) > 0 && st.Pending() {
+		l.needSync = true
+	}
 	for l.needSync {
 		l.needSync = false
-		if err := l.srv.cfg.Store.SyncHere(); err != nil {
+		gs := l.grants
+		l.grants = nil
+		if err := st.SyncHere(); err != nil {
 			if err != persist.ErrClosed {
 				l.srv.log.Error("commit failed; closing the connections it would have answered", "err", err)
 			}
 			for _, c := range l.dirty {
-				if c.syncDep {
+				if c.syncDep && !c.closed {
+					l.undoUncommitted(c)
 					l.close(c)
 				}
 			}
+			l.srv.undoGrants(gs, l.commitLater)
+		} else {
+			l.srv.deliverGrants(gs)
 		}
 		for _, c := range l.dirty {
 			c.syncDep = false
+			c.sess.uncommitted = c.sess.uncommitted[:0]
 		}
-		gs := l.grants
-		l.grants = nil
-		l.srv.deliverGrants(gs)
 		clear(gs)
-		l.grants = gs[:0]
+		if l.grants == nil {
+			l.grants = gs[:0]
+		}
 		l.drainInbox()
 	}
+}
+
+// commitLater leaves the commit of ev to the round (see deferCommit).
+func (l *evloop) commitLater(ev *locktable.Events) { l.deferCommit(nil, ev, false) }
+
+// undoUncommitted releases the holds granted at once to c's commands this
+// round, whose commit failed.
+func (l *evloop) undoUncommitted(c *lconn) {
+	srv := l.srv
+	var ev locktable.Events
+	for _, h := range c.sess.uncommitted {
+		srv.unlock(&ev, h.name, h.key, srv.now())
+	}
+	c.sess.uncommitted = c.sess.uncommitted[:0]
+	l.commitLater(&ev)
 }
 
 // drainInbox runs the posted messages, including those posted while it
@@ -397,10 +429,12 @@ func (l *evloop) handle(m *loopMsg) {
 		l.conns[c.fd] = c
 	case msgGrant:
 		if c.closed {
-			return // ending the session released the hold
+			l.srv.releaseUndelivered(m.grant, l.commitLater)
+			return
 		}
 		if c.wait == nil {
-			l.srv.dropGrant(m.grant, c.sess.id, "grant without a waiting LOCK")
+			l.srv.log.Error("grant without a waiting LOCK; releasing", "lock", m.grant.Name, "client", c.sess.id)
+			l.srv.releaseUndelivered(m.grant, l.commitLater)
 			return
 		}
 		l.srv.grantReply(c.sess, c.wait, m.grant)
@@ -626,7 +660,7 @@ func (l *evloop) close(c *lconn) {
 		delete(l.conns, c.fd)
 	}
 	c.src, c.buf = nil, nil
-	l.srv.endSession(c.sess)
+	l.srv.endSessionBy(c.sess, l.commitLater)
 }
 
 // commitLater leaves the commit of a command of c to the end of the round
@@ -774,8 +808,10 @@ func (s *Server) serveFD(fd int, sa syscall.Sockaddr, laddr net.Addr, l *evloop)
 	if raddr.Network() == "tcp" {
 		s.tuneTCP(fd)
 	}
-	c := &lconn{loop: l, fd: fd}
-	sess, refusal := s.admit(raddr, local, func(sess *session) { sess.lc = c })
+	c := &lconn{loop: l, fd: fd, scan: newFrameScanner(int64(s.cfg.MaxArgs), int64(s.cfg.MaxBulk))}
+	// c.sess is set before the session is registered: a CLIENT KILL may
+	// reach the loop as soon as it is.
+	sess, refusal := s.admit(raddr, local, func(sess *session) { sess.lc, c.sess = c, sess })
 	if sess == nil {
 		if refusal != "" {
 			syscall.Write(fd, []byte(refusal)) // non-blocking: best effort
@@ -783,8 +819,6 @@ func (s *Server) serveFD(fd int, sa syscall.Sockaddr, laddr net.Addr, l *evloop)
 		syscall.Close(fd)
 		return
 	}
-	c.sess = sess
-	c.scan = newFrameScanner(int64(s.cfg.MaxArgs), int64(s.cfg.MaxBulk))
 	l.post(loopMsg{c: c, kind: msgAdd})
 }
 

@@ -442,18 +442,51 @@ func (s *Server) waitSessionsGone(d time.Duration) {
 }
 
 // commit makes the changes of an operation durable as the fsync policy
-// says, then hands its grants to their waiters. With sync false only
-// grants to waiters wait for the commit (their replies acknowledge a
-// grant); the caller's own reply does not need it.
+// says, then hands its grants to their waiters. With sync false only what
+// others may see waits for the commit: grants to waiters (their replies
+// acknowledge a grant) and, with --fsync always, any change not yet
+// committed (Store.Pending), so that the caller's reply never reveals what
+// a crash could undo — a release by disconnect, expiry or kill included.
+// If the commit fails, the grants are undone instead of delivered (see
+// undoGrants) and the error is returned: the caller must not acknowledge
+// its change.
 func (s *Server) commit(ev *locktable.Events, sync bool) error {
 	var err error
-	if st := s.cfg.Store; st != nil && (sync || len(ev.Grants) > 0) {
+	if st := s.cfg.Store; st != nil && (sync || len(ev.Grants) > 0 || st.Pending()) {
 		if err = st.Sync(); err != nil && err != persist.ErrClosed {
 			s.log.Error("commit failed", "err", err)
 		}
 	}
-	s.deliver(ev)
-	return err
+	s.accountReleases(ev.Releases)
+	if err != nil {
+		s.undoGrants(ev.Grants, s.commitQuietly)
+		return err
+	}
+	s.deliverGrants(ev.Grants)
+	return nil
+}
+
+// commitQuietly is commit for changes no reply of the caller depends on.
+func (s *Server) commitQuietly(ev *locktable.Events) { s.commit(ev, false) }
+
+// undoGrants takes back grants whose commit failed: a waiter must never
+// receive a key that is not on disk. Each hold is released by its key
+// (detached ones too), and its waiter's connection is closed unanswered,
+// as a loop closes the connections a failed commit would have answered.
+// The releases may grant the next waiters: commit takes those changes.
+func (s *Server) undoGrants(gs []locktable.Grant, commit func(*locktable.Events)) {
+	if len(gs) == 0 {
+		return
+	}
+	var ev locktable.Events
+	for _, g := range gs {
+		s.log.Warn("grant not committed; releasing it and closing its connection", "lock", g.Name, "client", g.Session.ID)
+		s.unlock(&ev, g.Name, g.Key, s.now())
+		if sess := s.sessionOf(g.Session); sess != nil {
+			sess.kill()
+		}
+	}
+	commit(&ev)
 }
 
 // commit is Server.commit for a command of sess. On an event loop with
@@ -465,6 +498,24 @@ func (sess *session) commit(ev *locktable.Events, sync bool) error {
 		return nil
 	}
 	return sess.srv.commit(ev, sync)
+}
+
+// commitGrant is commit for an acquire that was granted at once (key, of
+// lock name): if its commit is left to the loop's round, the hold is
+// remembered so that a failed commit can undo it (a detached hold
+// outlives the connection the loop then closes).
+func (sess *session) commitGrant(ev *locktable.Events, name string, key locktable.Key) error {
+	if sess.lc != nil && sess.lc.commitLater(ev, true) {
+		sess.uncommitted = append(sess.uncommitted, heldRef{name: name, key: key})
+		return nil
+	}
+	return sess.srv.commit(ev, true)
+}
+
+// heldRef names one hold.
+type heldRef struct {
+	name string
+	key  locktable.Key
 }
 
 func closeAll(lns []net.Listener) {
@@ -503,32 +554,59 @@ func (s *Server) deliverGrants(gs []locktable.Grant) {
 		if g.Deadline != 0 {
 			s.expiry.schedule(g.Deadline)
 		}
-		sess, _ := g.Session.Conn.(*session)
-		if sess == nil { // a replicated session: find its connection here
-			s.mu.Lock()
-			sess = s.sessions[g.Session.ID]
-			s.mu.Unlock()
-			if sess == nil {
-				continue // not connected to this node
-			}
+		sess := s.sessionOf(g.Session)
+		if sess == nil {
+			continue // a replicated session not connected to this node
 		}
 		if sess.lc != nil {
 			sess.lc.grant(g)
 			continue
 		}
-		select {
-		case sess.grant <- g:
-		default:
+		sess.mu.Lock()
+		ended := sess.ended
+		sent := false
+		if !ended {
+			select {
+			case sess.grant <- g:
+				sent = true
+			default:
+			}
+		}
+		sess.mu.Unlock()
+		switch {
+		case ended:
+			s.releaseUndelivered(g, s.commitQuietly) // its connection is gone
+		case !sent:
 			s.dropGrant(g, sess.id, "grant channel full")
 		}
 	}
+}
+
+// sessionOf returns the connection of a table session, or nil if it is
+// not connected to this node.
+func (s *Server) sessionOf(ls *locktable.Session) *session {
+	if sess, _ := ls.Conn.(*session); sess != nil {
+		return sess
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions[ls.ID] // a replicated session: find its connection here
 }
 
 // dropGrant releases a grant its session cannot take (it waits for one at
 // a time, so this cannot happen): never drop a hold silently.
 func (s *Server) dropGrant(g locktable.Grant, client uint64, why string) {
 	s.log.Error(why+"; releasing", "lock", g.Name, "client", client)
+	s.releaseUndelivered(g, s.commitQuietly)
+}
+
+// releaseUndelivered releases the hold of a grant that never reached its
+// connection (it closed meanwhile). Ending the session released it if it
+// was bound; a detached hold must not outlive its grant.
+// commit takes the release.
+func (s *Server) releaseUndelivered(g locktable.Grant, commit func(*locktable.Events)) {
 	var ev locktable.Events
-	s.unlock(&ev, g.Name, g.Key, s.now())
-	s.deliver(&ev)
+	if s.unlock(&ev, g.Name, g.Key, s.now()) == nil {
+		commit(&ev)
+	}
 }

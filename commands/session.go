@@ -29,11 +29,15 @@ type session struct {
 
 	// Owned by the connection's serving goroutine (redcon's, then the
 	// detached loop): no lock needed.
-	w       resp.Writer
-	ev      locktable.Events
-	lt      *locktable.Session
-	quit    bool // close after flushing the reply
-	tlsSeen bool // the TLS client certificate was looked at (--tls-auth-cn)
+	w    resp.Writer
+	ev   locktable.Events
+	lt   *locktable.Session
+	quit bool // close after flushing the reply
+	// uncommitted are the holds granted at once to this connection's
+	// commands of the loop's current round, until the round's commit
+	// (see commitGrant).
+	uncommitted []heldRef
+	tlsSeen     bool // the TLS client certificate was looked at (--tls-auth-cn)
 	// clusterOpen: the session has been opened in the Raft FSM.
 	clusterOpen atomic.Bool
 
@@ -186,7 +190,11 @@ func (s *Server) closed(c redcon.Conn, err error) {
 
 // endSession releases the session's bound holds, drops its wait and
 // forgets it. It is idempotent and may run on any goroutine.
-func (s *Server) endSession(sess *session) {
+func (s *Server) endSession(sess *session) { s.endSessionBy(sess, s.commitQuietly) }
+
+// endSessionBy is endSession with the releases' commit left to commit (an
+// event loop defers it to its round).
+func (s *Server) endSessionBy(sess *session, commit func(*locktable.Events)) {
 	sess.mu.Lock()
 	sess.ended = true
 	lt := sess.lt
@@ -196,7 +204,15 @@ func (s *Server) endSession(sess *session) {
 	}
 	var ev locktable.Events
 	s.closeSession(&ev, sess, lt, s.now()) // idempotent
-	s.commit(&ev, false)
+	commit(&ev)
+	if sess.grant != nil {
+		// A grant sent before ended was set is not taken by anyone now.
+		select {
+		case g := <-sess.grant:
+			s.releaseUndelivered(g, commit)
+		default:
+		}
+	}
 	s.mu.Lock()
 	delete(s.sessions, sess.id)
 	s.gone.Broadcast()

@@ -36,6 +36,7 @@ func (sh *shard) journalPut(id uint32, name string) {
 		return
 	}
 	sh.journal = append(sh.journal, Change{Record: sh.record(id, name)})
+	sh.journaled.Add(1)
 }
 
 func (sh *shard) journalDelete(name string, fence uint64) {
@@ -43,7 +44,16 @@ func (sh *shard) journalDelete(name string, fence uint64) {
 		return
 	}
 	sh.journal = append(sh.journal, Change{Delete: true, Record: HoldRecord{Name: name, Key: Key{Fence: fence}}})
+	sh.journaled.Add(1)
 }
+
+// JournalSeq returns how many changes have been journaled since the table
+// was made. A change is counted in the critical section that journals it,
+// so a DrainJournal that starts after JournalSeq returned n drains every
+// change up to n: a store that read n before draining and then committed
+// what it drained has made the first n changes durable, and a reply that
+// depends on the table's state as of now is safe to send once that is so.
+func (t *Table) JournalSeq() uint64 { return t.journaled.Load() }
 
 // record returns hold id's record; name is its lock's name, or "" to read
 // it from the arena.

@@ -38,6 +38,8 @@ type Table struct {
 	mem       *offheap
 	// fence is the last fence issued; grants take fence.Add(1).
 	fence atomic.Uint64
+	// journaled counts the changes ever journaled (see JournalSeq).
+	journaled atomic.Uint64
 }
 
 // shard is one partition of the lock namespace. Locks and holds are
@@ -66,7 +68,8 @@ type shard struct {
 	// journaling: record changes in journal for a durable store.
 	journaling bool
 	journal    []Change
-	_          [64]byte // keep neighbouring shards' mutexes off one cache line
+	journaled  *atomic.Uint64 // the table's count of journaled changes
+	_          [64]byte       // keep neighbouring shards' mutexes off one cache line
 }
 
 // New returns an empty Table.
@@ -85,6 +88,7 @@ func New(cfg Config) *Table {
 		sh.base = hid(i) << t.localBits
 		sh.mem = t.mem
 		sh.holds.limit = 1<<t.localBits - 1
+		sh.journaled = &t.journaled
 		sh.owners = make(map[uint32]string)
 		sh.queues = make(map[uint32]*waitQueue)
 		sh.longNames = make(map[uint32]string)

@@ -114,6 +114,14 @@ func (c *committer) commitRound(held bool) error {
 	return r.err
 }
 
+// Pending reports whether, in mode Always, the table has changes that are
+// not yet committed: a reply that depends on the table's state must wait
+// for a commit (Sync or SyncHere) first, so that no crash undoes what it
+// revealed. Always false in other modes and once Close has begun.
+func (s *Store) Pending() bool {
+	return s.mode == Always && !s.closing.Load() && s.table != nil && s.table.JournalSeq() > s.durable.Load()
+}
+
 // SyncHere is Sync committing on the caller's goroutine instead of the
 // commit loop's, for a caller that commits for many requests at once and
 // must not park (an event loop: one fdatasync per round of requests, as
@@ -135,10 +143,13 @@ func (s *Store) SyncHere() error {
 
 func (c *committer) write(held bool) error {
 	s := c.s
+	// Read before the drain: every change up to seq is drained below.
+	seq := s.table.JournalSeq()
 	c.buf = s.table.DrainJournal(c.buf[:0])
 	// Read after the drain: at least every drained fence.
 	fence := s.table.LastFence()
 	if len(c.buf) == 0 && fence == c.lastFence && !c.needRewrite {
+		s.durable.Store(seq)
 		return nil
 	}
 	var written int64
@@ -176,6 +187,7 @@ func (c *committer) write(held bool) error {
 	}
 	c.needRewrite = false
 	c.lastFence = fence
+	s.durable.Store(seq)
 	s.commitNs.Add(int64(time.Since(began)))
 	s.commits.Add(1)
 	s.bytes.Add(written)

@@ -85,6 +85,9 @@ type Store struct {
 	// acknowledge changes in every mode, since the final state may miss
 	// them (mode Always: see committer.stopped).
 	closing atomic.Bool
+	// durable is the table's JournalSeq up to which every change is
+	// committed (see Pending).
+	durable atomic.Uint64
 
 	// Figures for INFO.
 	commits    atomic.Int64
