@@ -3,6 +3,7 @@ package commands
 import (
 	"crypto/tls"
 	"net"
+	"runtime"
 	"strings"
 	"time"
 
@@ -60,57 +61,130 @@ func (sess *session) cmdReset(args [][]byte) *pendingWait {
 // Without configured users, as in Redis: AUTH password is an error, and
 // AUTH default <anything> succeeds.
 func (sess *session) cmdAuth(args [][]byte) *pendingWait {
+	reply := func(msg string) {
+		if msg != "" {
+			sess.fail(msg)
+			return
+		}
+		sess.w.OK()
+	}
 	switch len(args) {
 	case 2:
 		if !sess.srv.authRequired() {
 			sess.fail("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
 			return nil
 		}
-		if msg := sess.authenticate("default", string(args[1])); msg != "" {
-			sess.fail(msg)
-			return nil
-		}
-		sess.w.OK()
+		return sess.authenticate("default", string(args[1]), reply)
 	case 3:
-		if msg := sess.authenticate(string(args[1]), string(args[2])); msg != "" {
-			sess.fail(msg)
-			return nil
-		}
-		sess.w.OK()
+		return sess.authenticate(string(args[1]), string(args[2]), reply)
 	default:
 		sess.fail(resp.ErrSyntax)
 	}
 	return nil
 }
 
-// authenticate checks a user/password pair and logs the connection in as
-// that user; it returns the error reply, or "" on success. A failure
-// changes nothing (an authenticated connection stays logged in as before,
-// as in Redis). Without configured users only "default" exists, with no
-// password (Redis's nopass).
-func (sess *session) authenticate(user, pass string) string {
+// authenticate checks a user/password pair, logs the connection in as
+// that user if it matches, and then calls done with the error reply ("" on
+// success) on the connection's own thread. A failure changes nothing (an
+// authenticated connection stays logged in as before, as in Redis).
+// Without configured users only "default" exists, with no password
+// (Redis's nopass).
+//
+// A password hash costs tens of milliseconds to check (bcrypt, argon2id),
+// so the check never runs on an event loop's thread: it runs on a
+// goroutine of its own and the connection waits for it as a blocked LOCK
+// waits for its grant (the returned wait; nil when done already ran).
+// At most maxChecks checks run at once, server-wide, and after a
+// connection's first failures each further failure is answered later
+// (authDelay), so that a flood of wrong passwords neither stalls other
+// connections nor tries passwords quickly.
+func (sess *session) authenticate(user, pass string, done func(msg string)) *pendingWait {
 	srv := sess.srv
 	if !srv.authRequired() {
 		if user != "default" {
 			srv.stats.authFailures.Add(1)
-			return resp.ErrWrongPass
+			done(resp.ErrWrongPass)
+			return nil
 		}
 		sess.authed.Store(true)
-		return ""
+		done("")
+		return nil
 	}
-	u := srv.lookupUser(user)
+	pc := &passwordCheck{user: user, pass: pass, fails: sess.authFails}
+	pc.done = func() {
+		if pc.ok {
+			sess.authFails = 0
+			sess.login(pc.user)
+			done("")
+			return
+		}
+		sess.authFails++
+		srv.stats.authFailures.Add(1)
+		srv.log.Warn("authentication failed", "user", user, "addr", sess.addr)
+		done(resp.ErrWrongPass)
+	}
+	if sess.lc == nil {
+		// The connection's own goroutine: check here.
+		srv.checkPassword(pc)
+		pc.done()
+		return nil
+	}
+	return &pendingWait{check: pc, since: time.Now()}
+}
+
+// passwordCheck is an AUTH (or HELLO ... AUTH) waiting for its password
+// check.
+type passwordCheck struct {
+	user, pass string
+	fails      int    // the connection's failed attempts before this one
+	ok         bool   // the result: written by the check, read by done
+	done       func() // finishes the command on the connection's thread
+}
+
+// maxChecks bounds the password checks that run at once, server-wide:
+// half the CPUs (at least one), so that a flood of AUTHs cannot take
+// every core from the connections being served.
+var maxChecks = max(runtime.GOMAXPROCS(0)/2, 1)
+
+// authDelay is how long the answer to a failed AUTH waits, given the
+// connection's failures before it: none for the first few (typos), then
+// doubling from 100 ms up to 3 s.
+func authDelay(fails int) time.Duration {
+	const free = 5
+	if fails < free {
+		return 0
+	}
+	return min(100*time.Millisecond<<min(fails-free, 5), 3*time.Second)
+}
+
+// checkPassword runs pc's check, waiting for a free checker first, then
+// delays a failure as authDelay says (both cut short at shutdown). It
+// may run on any goroutine but an event loop's.
+func (s *Server) checkPassword(pc *passwordCheck) {
+	select {
+	case s.checks <- struct{}{}:
+	case <-s.shutdown:
+		return // pc.ok stays false
+	}
+	u := s.lookupUser(pc.user)
 	if u == nil {
 		// Spend what a real check costs, so that timing does not tell
 		// which user names exist.
-		dummyUser().checkPassword(pass)
+		dummyUser().checkPassword(pc.pass)
 	}
-	if u == nil || !u.checkPassword(pass) {
-		srv.stats.authFailures.Add(1)
-		srv.log.Warn("authentication failed", "user", user, "addr", sess.addr)
-		return resp.ErrWrongPass
+	pc.ok = u != nil && u.checkPassword(pc.pass)
+	if pc.ok {
+		pc.user = u.Name
 	}
-	sess.login(u.Name)
-	return ""
+	<-s.checks
+	if d := authDelay(pc.fails); !pc.ok && d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-s.shutdown:
+		}
+	}
 }
 
 // login makes the connection act as user name.
@@ -216,16 +290,26 @@ func (sess *session) cmdHello(args [][]byte) *pendingWait {
 		}
 	}
 	if hasAuth {
-		if msg := sess.authenticate(user, pass); msg != "" {
-			sess.fail(msg)
-			return nil
-		}
-	} else if !sess.authed.Load() {
+		return sess.authenticate(user, pass, func(msg string) {
+			if msg != "" {
+				sess.fail(msg)
+				return
+			}
+			sess.hello(proto, hasName, name)
+		})
+	}
+	if !sess.authed.Load() {
 		sess.fail(resp.ErrNoAuth)
 		return nil
 	}
+	sess.hello(proto, hasName, name)
+	return nil
+}
+
+// hello finishes a HELLO once its AUTH (if any) succeeded.
+func (sess *session) hello(proto int, hasName bool, name string) {
 	if hasName && !sess.setName(name) {
-		return nil
+		return
 	}
 	sess.setProto(proto)
 	w := &sess.w
@@ -244,7 +328,6 @@ func (sess *session) cmdHello(args [][]byte) *pendingWait {
 	w.BulkString("master")
 	w.BulkString("modules")
 	w.Array(0)
-	return nil
 }
 
 // cmdSelect: SELECT index — only database 0 exists.

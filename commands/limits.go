@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,6 +23,22 @@ const (
 	// max-arg-bytes (64 MiB) is not what one request may make redcon buffer.
 	requestBulks = 16
 )
+
+// Before a connection authenticates (when authentication is required) it
+// may only send AUTH, HELLO, PING, QUIT and RESET: small requests. As
+// Redis bounds unauthenticated requests, so does relock: one request of
+// an unauthenticated connection may be at most preAuthRequest bytes (its
+// buffered input no more), and its unsent output at most preAuthOutput
+// bytes before its requests stop being run. 150 idle attackers then cost
+// a few MiB, not hundreds.
+const (
+	preAuthRequest = 16 << 10
+	preAuthOutput  = 16 << 10
+)
+
+// errPreAuthTooLarge is the protocol error of an unauthenticated request
+// over preAuthRequest.
+const errPreAuthTooLarge = "unauthenticated request too large (authenticate first)"
 
 var errRequestTooLarge = errors.New("request too large")
 
@@ -48,7 +65,10 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 // request exceeds the bounds, after telling the client why.
 type limitedConn struct {
 	net.Conn
-	scan             frameScanner
+	scan frameScanner
+	// authed is the session's (set once accepted): while it is false, a
+	// request may be at most preAuthRequest bytes.
+	authed           *atomic.Bool
 	handshakeTimeout time.Duration
 	handshook        bool // owned by the reading goroutine
 }
@@ -68,7 +88,7 @@ func (c *limitedConn) Read(p []byte) (int, error) {
 	}
 	n, err := c.Conn.Read(p)
 	if n > 0 {
-		if msg := c.scan.feed(p[:n]); msg != "" {
+		if msg := c.scan.feedAs(p[:n], c.authed == nil || c.authed.Load()); msg != "" {
 			// A client that does not read cannot hold this goroutine.
 			c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 			c.Conn.Write([]byte("-ERR Protocol error: " + msg + "\r\n"))
@@ -197,6 +217,32 @@ func (f *frameScanner) feed(b []byte) string {
 		}
 	}
 	return ""
+}
+
+// feedAs is feed for a connection that has authenticated or not: an
+// unauthenticated one's request may be at most preAuthRequest bytes.
+// Requests are checked as they are read, so those pipelined right behind
+// an AUTH are held to the bound too.
+func (f *frameScanner) feedAs(b []byte, authed bool) string {
+	if msg := f.feed(b); msg != "" {
+		return msg
+	}
+	if !authed && f.current() > preAuthRequest {
+		return errPreAuthTooLarge
+	}
+	return ""
+}
+
+// current returns the bytes of the request being read so far (a bulk's
+// body counted whole from its header on): 0 between requests.
+func (f *frameScanner) current() int64 {
+	switch f.state {
+	case stStart:
+		return 0
+	case stInline:
+		return f.inline
+	}
+	return f.req
 }
 
 // inlineByte accounts one byte (not the final LF) of an inline line. For

@@ -29,10 +29,11 @@ import (
 // round's replies (see commit).
 
 const (
-	loopEvents    = 256      // readiness events taken per round
-	readChunk     = 64 << 10 // bytes read per readable connection per round
-	maxPending    = 1 << 20  // unparsed input a connection may have before reading stops
-	maxReplyBuf   = 1 << 20  // unsent output a connection may have before parsing stops
+	loopEvents  = 256      // readiness events taken per round
+	readChunk   = 64 << 10 // bytes read per readable connection per round
+	maxPending  = 1 << 20  // complete requests a connection may have buffered before reading stops
+	maxReplyBuf = 1 << 20  // unsent output a connection may have before parsing stops
+	// (unauthenticated connections: preAuthRequest and preAuthOutput)
 	yieldEvery    = time.Millisecond
 	spinFor       = 150 * time.Microsecond
 	handoffWindow = time.Millisecond
@@ -53,6 +54,7 @@ const (
 	msgAdd     = iota + 1 // start serving c
 	msgGrant              // c's queued LOCK was granted
 	msgTimeout            // c's LOCK WAIT ran out
+	msgChecked            // c's password check is done
 	msgKill               // close c
 	msgStop               // close every connection and return
 )
@@ -123,6 +125,7 @@ type lconn struct {
 	granted  bool   // has a grant in its output: written first
 	syncDep  bool   // its output acknowledges changes not yet committed
 	closing  bool   // close once the output is written (QUIT, protocol error)
+	partial  bool   // src ends in a request not yet whole: read on, whatever its size
 	closed   bool
 }
 
@@ -448,6 +451,12 @@ func (l *evloop) handle(m *loopMsg) {
 		if l.srv.timeOut(c.sess) {
 			c.endWait()
 		} // else granted meanwhile: the grant is in the inbox
+	case msgChecked:
+		if c.closed || c.wait == nil || m.seq != c.waitSeq {
+			return
+		}
+		c.wait.check.done()
+		c.endWait()
 	case msgKill:
 		l.close(c)
 	case msgStop:
@@ -478,7 +487,13 @@ func (l *evloop) ready(c *lconn, events uint32) {
 // read takes what c has sent (one read per round, as Redis does) and runs
 // the commands that are complete.
 func (l *evloop) read(c *lconn) {
-	n, err := syscall.Read(c.fd, l.rbuf)
+	authed := c.sess.authed.Load()
+	room := l.rbuf
+	if !authed {
+		// Read no more than an unauthenticated request may be.
+		room = room[:max(preAuthRequest+1-len(c.src), 1)]
+	}
+	n, err := syscall.Read(c.fd, room)
 	if err == syscall.EAGAIN || err == syscall.EINTR {
 		return
 	}
@@ -487,7 +502,7 @@ func (l *evloop) read(c *lconn) {
 		return
 	}
 	b := l.rbuf[:n]
-	if msg := c.scan.feed(b); msg != "" {
+	if msg := c.scan.feedAs(b, authed); msg != "" {
 		c.sess.w.Error("ERR Protocol error: " + msg)
 		c.closing = true
 		l.markDirty(c)
@@ -516,7 +531,8 @@ func (l *evloop) read(c *lconn) {
 // waits, its output is full or it is closing.
 func (l *evloop) serve(c *lconn) {
 	sess := c.sess
-	for !c.closed && !c.closing && c.wait == nil && len(sess.w.B) < maxReplyBuf && len(c.src) > 0 {
+	c.partial = false
+	for !c.closed && !c.closing && c.wait == nil && len(sess.w.B) < c.outputBound() && len(c.src) > 0 {
 		args, n, err := parseRequest(c.src, c.args)
 		if err != nil {
 			// A protocol error: tell the client and close, as redcon
@@ -526,7 +542,8 @@ func (l *evloop) serve(c *lconn) {
 			break
 		}
 		if n == 0 {
-			break // the rest has not arrived
+			c.partial = true // the rest has not arrived
+			break
 		}
 		c.src = c.src[n:]
 		if len(args) == 0 {
@@ -626,7 +643,9 @@ func (l *evloop) setInterest(c *lconn) {
 		return
 	}
 	want := uint32(syscall.EPOLLRDHUP)
-	if !c.closing && len(c.src) < maxPending {
+	if !c.closing && (len(c.src) < c.inputBound() || c.partial) {
+		// A request not yet whole is read on whatever its size: the
+		// frame scanner bounds it by the configured limits.
 		want |= syscall.EPOLLIN
 	}
 	if len(c.sess.w.B) > 0 && !c.dirty {
@@ -640,6 +659,24 @@ func (l *evloop) setInterest(c *lconn) {
 	if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_MOD, c.fd, &ev); err != nil {
 		l.close(c)
 	}
+}
+
+// inputBound is how much input of whole requests c may have buffered
+// before reading stops until they have run.
+func (c *lconn) inputBound() int {
+	if c.sess.authed.Load() {
+		return maxPending
+	}
+	return preAuthRequest
+}
+
+// outputBound is how much unsent output c may have before its requests
+// stop being run until the client reads.
+func (c *lconn) outputBound() int {
+	if c.sess.authed.Load() {
+		return maxReplyBuf
+	}
+	return preAuthOutput
 }
 
 // close closes c and ends its session (releasing its bound holds and its
@@ -690,10 +727,21 @@ func (c *lconn) kill() {
 	c.loop.post(loopMsg{c: c, kind: msgKill})
 }
 
-// startWait parks c on its queued LOCK; its later commands wait in src.
+// startWait parks c on its queued LOCK or its password check; its later
+// commands wait in src.
 func (c *lconn) startWait(pw *pendingWait) {
 	c.wait = pw
 	c.waitSeq++
+	if pc := pw.check; pc != nil {
+		seq, srv := c.waitSeq, c.loop.srv
+		srv.wg.Add(1)
+		go func() {
+			defer srv.wg.Done()
+			srv.checkPassword(pc)
+			c.loop.post(loopMsg{c: c, kind: msgChecked, seq: seq})
+		}()
+		return
+	}
 	c.sess.setWaiting(pw.name)
 	if pw.timeout > 0 {
 		seq := c.waitSeq

@@ -156,8 +156,10 @@ type Server struct {
 	// connection loops, the expiry loop.
 	wg sync.WaitGroup
 
-	stats   stats
-	users   users
+	stats stats
+	users users
+	// checks holds a token for each password check running (maxChecks).
+	checks  chan struct{}
 	metrics *metrics
 	debug   bool // the logger is enabled at debug level (checked once)
 
@@ -199,6 +201,7 @@ func New(cfg Config) (*Server, error) {
 		}),
 		sessions: make(map[uint64]*session),
 		shutdown: make(chan struct{}),
+		checks:   make(chan struct{}, maxChecks),
 		ready:    make(chan struct{}),
 	}
 	s.gone = sync.NewCond(&s.mu)

@@ -38,6 +38,8 @@ type session struct {
 	// (see commitGrant).
 	uncommitted []heldRef
 	tlsSeen     bool // the TLS client certificate was looked at (--tls-auth-cn)
+	// authFails counts failed AUTHs since the last success (authDelay).
+	authFails int
 	// clusterOpen: the session has been opened in the Raft FSM.
 	clusterOpen atomic.Bool
 
@@ -85,6 +87,9 @@ func (s *Server) accept(c redcon.Conn) bool {
 			nc.Write([]byte(refusal))
 		}
 		return false
+	}
+	if lc, ok := nc.(*limitedConn); ok {
+		lc.authed = &sess.authed
 	}
 	c.SetContext(sess)
 	return true

@@ -7,11 +7,14 @@ import (
 	"github.com/tidwall/redcon"
 )
 
-// pendingWait is a LOCK queued in the lock table, waiting for its grant.
+// pendingWait is a command whose reply waits for something outside its
+// connection: a LOCK queued in the lock table, waiting for its grant, or
+// an AUTH waiting for its password check (check set).
 type pendingWait struct {
 	name    string
 	timeout time.Duration // 0: no limit
 	since   time.Time     // when it was queued
+	check   *passwordCheck
 }
 
 // maxQueued bounds the commands a client may pipeline behind a blocked
