@@ -44,8 +44,15 @@ type testCluster struct {
 // ports and directories, at most 3 times.
 func startCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
+	return startClusterWith(t, n, nil)
+}
+
+// startClusterWith is startCluster with extra server flags for each node
+// (extra may be nil).
+func startClusterWith(t *testing.T, n int, extra func(nd *clusterNode) []string) *testCluster {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
-		c, err := tryStartCluster(t, n)
+		c, err := tryStartCluster(t, n, extra)
 		if err == nil {
 			t.Cleanup(c.stopAll)
 			return c
@@ -59,7 +66,7 @@ func startCluster(t *testing.T, n int) *testCluster {
 	}
 }
 
-func tryStartCluster(t *testing.T, n int) (*testCluster, error) {
+func tryStartCluster(t *testing.T, n int, extra func(nd *clusterNode) []string) (*testCluster, error) {
 	addrs := freeAddrs(t, 2*n)
 	c := &testCluster{t: t}
 	var peers []string
@@ -75,6 +82,9 @@ func tryStartCluster(t *testing.T, n int) (*testCluster, error) {
 			"--node-id", nd.id, "--raft-listen", nd.raftAddr,
 			"--raft-dir", filepath.Join(dir, nd.id),
 			"--raft-peers", strings.Join(peers, ","), "--bootstrap",
+		}
+		if extra != nil {
+			nd.args = append(nd.args, extra(nd)...)
 		}
 	}
 	for i, nd := range c.nodes {

@@ -10,43 +10,47 @@ import (
 	"github.com/relock/relock/locktable"
 )
 
-// testCluster is n in-process Raft nodes on in-memory transports, all
-// connected to each other.
+// testCluster is n in-process Raft nodes, all connected to each other:
+// on in-memory transports (newTestCluster) or on real ones over loopback
+// (startTestCluster, used by the TLS tests).
 type testCluster struct {
 	t     *testing.T
 	nodes []*Node
-	trans []*raft.InmemTransport
+	addrs []raft.ServerAddress
 	down  map[int]bool
 }
 
 func newTestCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, down: map[int]bool{}}
-	var servers []raft.Server
+	var trans []raft.Transport
+	var mem []*raft.InmemTransport
 	for i := 0; i < n; i++ {
-		addr, tr := raft.NewInmemTransport(raft.ServerAddress(fmt.Sprintf("node%d", i)))
-		c.trans = append(c.trans, tr)
-		servers = append(servers, raft.Server{ID: raft.ServerID(addr), Address: addr})
+		_, tr := raft.NewInmemTransport(raft.ServerAddress(fmt.Sprintf("node%d", i)))
+		mem = append(mem, tr)
+		trans = append(trans, tr)
 	}
-	for i := range c.trans {
-		for j := range c.trans {
+	for i := range mem {
+		for j := range mem {
 			if i != j {
-				c.trans[i].Connect(c.trans[j].LocalAddr(), c.trans[j])
+				mem[i].Connect(mem[j].LocalAddr(), mem[j])
 			}
 		}
 	}
-	for i := 0; i < n; i++ {
-		node, err := NewNode(NodeConfig{
-			ID: servers[i].ID, Transport: c.trans[i],
-			Logs: raft.NewInmemStore(), Stable: raft.NewInmemStore(), Snapshots: raft.NewInmemSnapshotStore(),
-			Table:            locktable.Config{Shards: 1 << i, FenceStart: 1000},
-			Bootstrap:        servers,
-			HeartbeatTimeout: 50 * time.Millisecond, ElectionTimeout: 50 * time.Millisecond, LeaderLeaseTimeout: 50 * time.Millisecond,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.nodes = append(c.nodes, node)
+	return startTestCluster(t, trans, 50*time.Millisecond)
+}
+
+// startTestCluster bootstraps a cluster of one node per transport (node i
+// with 2^i shards, its ID its transport's address; timeout is the
+// heartbeat, election and lease timeout) and shuts the live ones down when
+// the test ends (which closes their transports).
+func startTestCluster(t *testing.T, trans []raft.Transport, timeout time.Duration) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, down: map[int]bool{}}
+	var servers []raft.Server
+	for _, tr := range trans {
+		addr := tr.LocalAddr()
+		c.addrs = append(c.addrs, addr)
+		servers = append(servers, raft.Server{ID: raft.ServerID(addr), Address: addr})
 	}
 	t.Cleanup(func() {
 		for i, n := range c.nodes {
@@ -55,6 +59,19 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 			}
 		}
 	})
+	for i := range trans {
+		node, err := NewNode(NodeConfig{
+			ID: servers[i].ID, Transport: trans[i],
+			Logs: raft.NewInmemStore(), Stable: raft.NewInmemStore(), Snapshots: raft.NewInmemSnapshotStore(),
+			Table:            locktable.Config{Shards: 1 << i, FenceStart: 1000},
+			Bootstrap:        servers,
+			HeartbeatTimeout: timeout, ElectionTimeout: timeout, LeaderLeaseTimeout: timeout,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.nodes = append(c.nodes, node)
+	}
 	return c
 }
 

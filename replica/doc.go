@@ -11,6 +11,11 @@
 // byte on snapshots. Snapshots hold the whole table (locktable.State):
 // sessions, holds with their bindings, waiters in queue order, the fence.
 //
+// Node runs one member on a caller-given transport; in production that is
+// raft's network transport over TLSStreamLayer (tls.go): mutual TLS on
+// every Raft connection, members identified by one CA, since whoever can
+// append to the log can release every lock.
+//
 // It may import locktable and hashicorp/raft; it knows nothing of RESP or
 // connections. Wiring it into the server (leader-only lock commands,
 // -MOVED redirects, failover adoption) is the commands layer's job.

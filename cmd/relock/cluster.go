@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,6 +29,44 @@ type clusterFlags struct {
 	Bootstrap  bool     `help:"Form a new cluster from --raft-peers (on first start; ignored once the log exists)."`
 	Advertise  string   `help:"Client address of this node that followers name in -MOVED (default: --listen)." placeholder:"HOST:PORT"`
 	Join       string   `help:"Join a running cluster through any member's client address(es), comma-separated (instead of --bootstrap)." placeholder:"ADDR"`
+
+	RaftTLSCert  string `name:"raft-tls-cert" help:"Certificate (PEM) this node presents on every Raft connection; signed by --raft-tls-ca, valid for TLS server and client auth." placeholder:"FILE"`
+	RaftTLSKey   string `name:"raft-tls-key" help:"Private key of --raft-tls-cert (PEM)." placeholder:"FILE"`
+	RaftTLSCA    string `name:"raft-tls-ca" help:"CA (PEM) that signs every member's --raft-tls-cert; with it every Raft connection is mutual TLS and anything else is dropped." placeholder:"FILE"`
+	RaftInsecure bool   `help:"Allow a non-loopback --raft-listen without --raft-tls-* (whoever reaches it can release every lock)."`
+}
+
+// raftTLS loads the Raft transport's mutual TLS, or returns nil without
+// --raft-tls-*. Protected mode: a --raft-listen that other machines can
+// reach needs it, unless --raft-insecure.
+func (f *clusterFlags) raftTLS() (*replica.PeerTLS, error) {
+	if f.RaftTLSCert == "" && f.RaftTLSKey == "" && f.RaftTLSCA == "" {
+		if !f.RaftInsecure && !isLoopback(f.RaftListen) {
+			return nil, fmt.Errorf("protected mode: refusing --raft-listen %s without mutual TLS: "+
+				"anyone who can reach the Raft port can append to the log and release every lock; "+
+				"set --raft-tls-cert, --raft-tls-key and --raft-tls-ca, "+
+				"listen on a loopback address, or pass --raft-insecure if the network is trusted", f.RaftListen)
+		}
+		return nil, nil
+	}
+	if f.RaftTLSCert == "" || f.RaftTLSKey == "" || f.RaftTLSCA == "" {
+		return nil, errors.New("--raft-tls-cert, --raft-tls-key and --raft-tls-ca go together")
+	}
+	return replica.LoadPeerTLS(f.RaftTLSCert, f.RaftTLSKey, f.RaftTLSCA)
+}
+
+// isLoopback reports whether a listen address can only be reached from
+// this machine (as the client port's protected mode decides).
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // join asks the cluster (through the members at f.Join, with cf's
@@ -60,6 +99,10 @@ func (f *clusterFlags) startNode(listen string, shards int, log *slog.Logger) (*
 	if f.NodeID == "" || f.RaftListen == "" || f.RaftDir == "" {
 		return nil, nil, errors.New("clustering needs --node-id, --raft-listen and --raft-dir together")
 	}
+	peerTLS, err := f.raftTLS()
+	if err != nil {
+		return nil, nil, err
+	}
 	if err := os.MkdirAll(f.RaftDir, 0o700); err != nil {
 		return nil, nil, err
 	}
@@ -81,9 +124,18 @@ func (f *clusterFlags) startNode(listen string, shards int, log *slog.Logger) (*
 	if !log.Enabled(context.Background(), slog.LevelDebug) {
 		raftLog = io.Discard
 	}
-	trans, err := raft.NewTCPTransport(f.RaftListen, nil, 3, 10*time.Second, raftLog)
-	if err != nil {
-		return nil, nil, fmt.Errorf("raft listen %s: %w", f.RaftListen, err)
+	var trans *raft.NetworkTransport
+	if peerTLS != nil {
+		layer, err := replica.ListenTLS(f.RaftListen, nil, peerTLS, log)
+		if err != nil {
+			return nil, nil, fmt.Errorf("raft listen %s: %w", f.RaftListen, err)
+		}
+		trans = raft.NewNetworkTransport(layer, 3, 10*time.Second, raftLog)
+	} else {
+		trans, err = raft.NewTCPTransport(f.RaftListen, nil, 3, 10*time.Second, raftLog)
+		if err != nil {
+			return nil, nil, fmt.Errorf("raft listen %s: %w", f.RaftListen, err)
+		}
 	}
 	store, err := raftboltdb.New(raftboltdb.Options{
 		Path:        filepath.Join(f.RaftDir, "raft.db"),
@@ -119,7 +171,7 @@ func (f *clusterFlags) startNode(listen string, shards int, log *slog.Logger) (*
 	if advertise == "" {
 		advertise = listen
 	}
-	log.Info("raft node started", "node", f.NodeID, "raft", f.RaftListen, "advertise", advertise, "peers", len(servers))
+	log.Info("raft node started", "node", f.NodeID, "raft", f.RaftListen, "raft_tls", peerTLS != nil, "advertise", advertise, "peers", len(servers))
 	stop := func() {
 		if err := node.Shutdown(); err != nil {
 			log.Error("raft shutdown", "err", err)
