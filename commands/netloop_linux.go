@@ -326,6 +326,10 @@ func (l *evloop) deferCommit(c *lconn, ev *locktable.Events, sync bool) {
 	if !sync && len(ev.Grants) == 0 && len(ev.Releases) == 0 {
 		return
 	}
+	if !l.deferCommits {
+		l.srv.commit(ev, sync) // nothing to wait for: --fsync everysec or no, or no store
+		return
+	}
 	l.needSync = true
 	if sync && c != nil {
 		c.syncDep = true
