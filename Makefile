@@ -1,11 +1,13 @@
 # relock — see README.md. `make run` starts a server; `make test` runs
-# every test (installing the tools they need when run as root).
+# every test (installing the tools they need when run as root); `make
+# chaos` runs the long kill -9 campaign (CHAOS_ROUNDS kills, default 25).
 
 GO      ?= go
 BIN     := bin/relock
 FUZZTIME ?= 30s
+CHAOS_ROUNDS ?= 25
 
-.PHONY: all build run test test-race integration unit fuzz lint fmt vet bench deps clean
+.PHONY: all build run test test-race integration chaos unit fuzz lint fmt vet bench deps clean
 
 all: build
 
@@ -27,6 +29,11 @@ unit:
 
 integration: deps
 	$(GO) test -race -count=1 -timeout 8m ./integration/
+
+# The kill -9 campaign (integration/chaos_test.go) with CHAOS_ROUNDS kills
+# instead of the 3 `make test` runs; RELOCK_CHAOS_SEED=n repeats a run.
+chaos: deps
+	RELOCK_CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(GO) test -race -count=1 -timeout 20m -v -run '^TestChaos' ./integration/
 
 # Every fuzz target for FUZZTIME each (seed corpora also run in `make test`).
 fuzz:

@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/HdrHistogram/hdrhistogram-go v1.2.0
 	github.com/alecthomas/kong v1.17.0
+	github.com/anishathalye/porcupine v1.3.1
 	github.com/hashicorp/raft v1.7.3
 	github.com/lmittmann/tint v1.2.1
 	github.com/prometheus/client_golang v1.22.0

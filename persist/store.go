@@ -66,6 +66,10 @@ type Options struct {
 	// fail the commit: an error at before-fsync fails it as a failed
 	// fdatasync would.
 	Fault func(point string) error
+
+	// fsync replaces fsyncFile for the log's truncations and the data
+	// dir's entries (tests observe them).
+	fsync func(*os.File) error
 }
 
 // Store is the bbolt store of one lock table.
@@ -108,11 +112,16 @@ func Open(o Options) (*Store, error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	if o.fsync == nil {
+		o.fsync = fsyncFile
+	}
 	path := filepath.Join(o.Dir, "relock.db")
 	var sizeAtOpen int64
-	if fi, err := os.Stat(path); err == nil {
+	fi, err := os.Stat(path)
+	if err == nil {
 		sizeAtOpen = fi.Size()
 	}
+	createdDB := errors.Is(err, os.ErrNotExist)
 	db, err := openBolt(path, o.OpenTimeout)
 	if err != nil {
 		return nil, err
@@ -124,9 +133,20 @@ func Open(o Options) (*Store, error) {
 	}
 	// The log is opened after bbolt, whose file lock keeps a second
 	// server away from both.
-	if s.wal, err = openWAL(o.Dir); err != nil {
+	var createdWAL bool
+	if s.wal, createdWAL, err = openWAL(o.Dir, o.fsync); err != nil {
 		db.Close()
 		return nil, err
+	}
+	// A new file's entry in the directory is not durable until the
+	// directory is synced: without it a crash could lose the whole log
+	// (or bbolt's file) after its records were acknowledged.
+	if createdDB || createdWAL {
+		if err := syncDir(o.Dir, o.fsync); err != nil {
+			s.wal.close()
+			db.Close()
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -244,13 +264,24 @@ func (s *Store) Load() (recs []locktable.HoldRecord, highWater uint64, err error
 
 // Attach binds the store to the table it persists: it rewrites the stored
 // holds with the table's snapshot (after Restore, that drops what expired
-// while the server was down) and starts journaling unless the mode is No.
-// Call it before serving clients, then Start.
+// while the server was down and gives orphans their deadlines), empties
+// the write-ahead log, whose records that snapshot supersedes, and starts
+// journaling unless the mode is No. Call it before serving clients.
+//
+// The log is emptied only after bbolt holds the snapshot, and durably. A
+// crash between the two leaves the old log over the new snapshot: the next
+// start restores what this one did, and no client was served in between.
 func (s *Store) Attach(t *locktable.Table) error {
 	s.table = t
 	fence := t.LastFence()
 	if err := s.rewrite(t.Snapshot(), fence); err != nil {
 		return err
+	}
+	// Replayed over the snapshot at the next start, the old records
+	// would revive what restore dropped, or what ends before that start,
+	// with a fresh grace.
+	if err := s.wal.reset(); err != nil {
+		return fmt.Errorf("empty the log after restore: %w", err)
 	}
 	s.c.lastFence = fence // stored: a round with no change writes nothing
 	if s.mode != No {

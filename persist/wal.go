@@ -16,7 +16,9 @@ import (
 // and makes it durable with a single fdatasync (bbolt's own commit needs
 // two: data pages, then the meta page), so that `--fsync always` costs one
 // sync per group commit. A checkpoint applies what the log holds to bbolt
-// and empties the log; restore reads bbolt, then replays the log.
+// and empties the log; restore reads bbolt, then replays the log, and once
+// the restored table is written to bbolt (Attach) empties it too. The log
+// is emptied with an fsync, and creating it syncs the directory.
 //
 // Record: 4 bytes little-endian payload length, 4 bytes CRC-32C of the
 // payload, payload. Payload: uvarint fence high-water, uvarint change
@@ -50,15 +52,42 @@ type wal struct {
 	fence   uint64 // largest high-water in the log
 	buf     []byte // the record being written, reused
 	enc     []byte // one hold record's encoding, reused
+	// fsync makes a file's content and size durable (reset's truncation,
+	// the directory entry): fsyncFile, or a test's observer.
+	fsync func(*os.File) error
 }
 
-func openWAL(dir string) (*wal, error) {
-	path := dir + string(os.PathSeparator) + walName
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+// fsyncFile is the fsync(2) of f: its data and its metadata (size).
+func fsyncFile(f *os.File) error { return f.Sync() }
+
+// syncDir makes the entries of dir (a file created in it) durable.
+func syncDir(dir string, fsync func(*os.File) error) error {
+	d, err := os.Open(dir)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return err
 	}
-	return &wal{f: f, path: path, pending: map[uint64]*locktable.HoldRecord{}}, nil
+	err = fsync(d)
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// openWAL opens dir's log, creating it if needed. It reports whether it
+// created the file: the caller syncs the directory before relying on it.
+func openWAL(dir string, fsync func(*os.File) error) (w *wal, created bool, err error) {
+	path := dir + string(os.PathSeparator) + walName
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if created = err == nil; errors.Is(err, os.ErrExist) {
+		f, err = os.OpenFile(path, os.O_RDWR, 0o600)
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("open %s: %w", path, err)
+	}
+	return &wal{f: f, path: path, pending: map[uint64]*locktable.HoldRecord{}, fsync: fsync}, created, nil
 }
 
 // replay reads the log into w.pending (in order, later changes winning)
@@ -236,10 +265,16 @@ func (w *wal) sync(held bool) error {
 	}
 }
 
-// reset empties the log after its content is in bbolt.
+// reset empties the log once its content is in bbolt, durably: when it
+// returns nil, a crash cannot bring the old records back to be replayed
+// over a newer bbolt. On error the log may still hold them (the caller
+// must not consider it empty).
 func (w *wal) reset() error {
 	if err := w.f.Truncate(0); err != nil {
-		return err
+		return fmt.Errorf("truncate %s: %w", w.path, err)
+	}
+	if err := w.fsync(w.f); err != nil {
+		return fmt.Errorf("sync %s: %w", w.path, err)
 	}
 	if _, err := w.f.Seek(0, io.SeekStart); err != nil {
 		return err
