@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin/relock
 FUZZTIME ?= 30s
 
-.PHONY: all build run test test-race integration unit fuzz lint fmt vet bench deps clean
+.PHONY: all build run test test-race integration unit fuzz lint fmt vet bench bench-stall deps clean
 
 all: build
 
@@ -55,6 +55,13 @@ deps:
 clean:
 	rm -rf bin
 
-# relock vs Redis side by side (SPEC §6); writes bench/results.md and .json.
+# relock vs Redis side by side (SPEC §6); writes bench/results.md and .json,
+# then runs the stall scenario below.
 bench:
 	bench/run.sh
+
+# Only the stall scenario (SPEC §6, last bullet; about a minute, no Redis):
+# a bystander's PING latency under each attack; writes
+# bench/results-stall.md and .json.
+bench-stall:
+	bench/run.sh stall
