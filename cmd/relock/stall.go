@@ -261,11 +261,19 @@ func (r *benchRun) stallPhase(phase string, attack func(ctx context.Context) ben
 	if c.ServerLog != "" {
 		res.LogGrowth = fileSize(c.ServerLog) - log0
 		if res.LogGrowth > 0 {
-			res.AttackResult += fmt.Sprintf("; server log +%.1f MiB", float64(res.LogGrowth)/(1<<20))
+			res.AttackResult += "; server log +" + byteSize(res.LogGrowth)
 		}
 	}
 	r.progressLine(res)
 	return res
+}
+
+// byteSize formats n bytes for people.
+func byteSize(n int64) string {
+	if n < 1<<20 {
+		return fmt.Sprintf("%.1f KiB", float64(n)/1024)
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 }
 
 // isTimeout reports whether err is a network timeout.
