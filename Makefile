@@ -7,7 +7,7 @@ BIN     := bin/relock
 FUZZTIME ?= 30s
 CHAOS_ROUNDS ?= 25
 
-.PHONY: all build run test test-race integration chaos unit fuzz lint fmt vet bench deps clean
+.PHONY: all build run test test-race integration chaos unit fuzz lint fmt vet bench bench-stall deps clean
 
 all: build
 
@@ -62,6 +62,13 @@ deps:
 clean:
 	rm -rf bin
 
-# relock vs Redis side by side (SPEC §6); writes bench/results.md and .json.
+# relock vs Redis side by side (SPEC §6); writes bench/results.md and .json,
+# then runs the stall scenario below.
 bench:
 	bench/run.sh
+
+# Only the stall scenario (SPEC §6, last bullet; about a minute, no Redis):
+# a bystander's PING latency under each attack; writes
+# bench/results-stall.md and .json.
+bench-stall:
+	bench/run.sh stall

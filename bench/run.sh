@@ -3,19 +3,32 @@
 # Starts redis-server (Debian package) and relock on loopback ports, pins
 # the servers to core 0 and the load generator (`relock bench`) to core 1
 # when there are two or more cores, runs the matrix of SPEC §6, and writes
-# bench/results.md and bench/results.json. Bounded: about 4 minutes.
+# bench/results.md and bench/results.json; then the stall scenario (relock
+# only), into bench/results-stall.md and .json. Bounded: about 5 minutes.
+#
+# `bench/run.sh stall` (`make bench-stall`) runs only the stall scenario
+# (about a minute; needs no Redis): each attack of SPEC §6's last bullet on
+# a fresh relock while another connection PINGs every millisecond.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+ONLY=${1:-all}
+case $ONLY in all | stall) ;; *) echo "usage: bench/run.sh [stall]" >&2; exit 2 ;; esac
 DUR=${BENCH_DURATION:-5s}
 LOCKS=${BENCH_LOCKS:-1000000}
+STALL_DUR=${BENCH_STALL_DURATION:-3s}
+STALL_LOCKS=${BENCH_STALL_LOCKS:-1000000}
+STALL_EXPIRING=${BENCH_STALL_EXPIRING:-300000}
 REDIS_PORT=${BENCH_REDIS_PORT:-16379}
 RELOCK_PORT=${BENCH_RELOCK_PORT:-16380}
 TMP=bench/tmp
 OUT=$TMP/results.jsonl
+STALL_OUT=$TMP/stall.jsonl
 
-scripts/deps.sh
-command -v redis-server >/dev/null || { echo "bench: redis-server is required" >&2; exit 1; }
+if [ "$ONLY" = all ]; then
+	scripts/deps.sh
+	command -v redis-server >/dev/null || { echo "bench: redis-server is required" >&2; exit 1; }
+fi
 go build -o bin/relock ./cmd/relock
 rm -rf "$TMP"; mkdir -p "$TMP/redis" "$TMP/relock"
 
@@ -28,9 +41,15 @@ pids=()
 cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-wait_port() { # wait until a server answers PING (bounded: 10 s)
+wait_port() { # wait until a server answers PING, if only with NOAUTH (bounded: 10 s)
+	local line
 	for _ in $(seq 1 200); do
-		redis-cli -p "$1" PING >/dev/null 2>&1 && return 0
+		if exec 3<>"/dev/tcp/127.0.0.1/$1"; then
+			printf 'PING\r\n' >&3
+			line=""; read -r -t 1 line <&3 || true
+			exec 3<&- 3>&-
+			[[ $line == +PONG* || $line == -NOAUTH* ]] && return 0
+		fi 2>/dev/null
 		sleep 0.05
 	done
 	echo "bench: server on port $1 did not start" >&2; exit 1
@@ -44,6 +63,7 @@ start_relock() {
 	pids+=($!); RELOCK_PID=$!; wait_port "$RELOCK_PORT"
 }
 stop_all() { kill "$REDIS_PID" "$RELOCK_PID" 2>/dev/null || true; wait "$REDIS_PID" "$RELOCK_PID" 2>/dev/null || true; }
+stop_relock() { kill "$RELOCK_PID" 2>/dev/null || true; wait "$RELOCK_PID" 2>/dev/null || true; }
 run() { # label target port args...
 	local label=$1 target=$2 port=$3; shift 3
 	echo "bench: $label ($target)" >&2
@@ -55,26 +75,69 @@ both() { # label args...
 	run "$label" relock "$RELOCK_PORT" "$@"
 }
 
-# In memory: cycles, the PING ceiling, contention.
-start_redis --appendonly no
-start_relock
-for c in 1 16 64 256; do both "cycle c=$c" --mode cycle -c "$c" -d "$DUR"; done
-for c in 1 16 64 256; do run "ping c=$c" relock "$RELOCK_PORT" --mode ping -c "$c" -d "$DUR"; done
-for c in 16 64; do both "contend c=$c" --mode contend -c "$c" -d "$DUR"; done
-stop_all
+side_by_side() {
+	# In memory: cycles, the PING ceiling, contention.
+	start_redis --appendonly no
+	start_relock
+	for c in 1 16 64 256; do both "cycle c=$c" --mode cycle -c "$c" -d "$DUR"; done
+	for c in 1 16 64 256; do run "ping c=$c" relock "$RELOCK_PORT" --mode ping -c "$c" -d "$DUR"; done
+	for c in 16 64; do both "contend c=$c" --mode contend -c "$c" -d "$DUR"; done
+	stop_all
 
-# Memory per held lock, each on a fresh server.
-start_redis --appendonly no
-start_relock
-both "hold $LOCKS" --mode hold --locks "$LOCKS" -c 8 --ttl 1h
-stop_all
+	# Memory per held lock, each on a fresh server.
+	start_redis --appendonly no
+	start_relock
+	both "hold $LOCKS" --mode hold --locks "$LOCKS" -c 8 --ttl 1h
+	stop_all
 
-# Durability: every grant on disk before its reply.
-start_redis --appendonly yes --appendfsync always
-start_relock --data-dir "$TMP/relock" --fsync always
-for c in 1 16 64; do both "fsync-always cycle c=$c" --mode cycle -c "$c" -d "$DUR"; done
-stop_all
+	# Durability: every grant on disk before its reply.
+	start_redis --appendonly yes --appendfsync always
+	start_relock --data-dir "$TMP/relock" --fsync always
+	for c in 1 16 64; do both "fsync-always cycle c=$c" --mode cycle -c "$c" -d "$DUR"; done
+	stop_all
 
-go run ./bench/report -in "$OUT" -md bench/results.md -json bench/results.json \
-	-redis-version "$(redis-server --version)"
-echo "bench: wrote bench/results.md and bench/results.json" >&2
+	go run ./bench/report -in "$OUT" -md bench/results.md -json bench/results.json \
+		-redis-version "$(redis-server --version)"
+	echo "bench: wrote bench/results.md and bench/results.json" >&2
+}
+
+# No operation stalls others (SPEC §6, last bullet): each attack on a fresh
+# relock, measured by a bystander connection sending one PING every 1 ms
+# (pipelined, so a stall delays every PING that falls in it). Every attack
+# runs for STALL_DUR, and the round trip in flight then finishes (at most
+# 60 s) before its server is stopped.
+stall() { # label args...
+	local label=$1; shift
+	echo "bench: $label (relock)" >&2
+	"${CLI[@]}" bin/relock bench -q --json --label "$label" --addr "127.0.0.1:$RELOCK_PORT" \
+		-d "$STALL_DUR" --server-log "$TMP/relock.log" "$@" >>"$STALL_OUT"
+}
+stall_scenario() {
+	start_relock
+	stall "stall: $STALL_LOCKS held, LOCKS pages" --mode stall-locks --locks "$STALL_LOCKS" -c 8 --ttl 1h -P 20
+	stop_relock
+	start_relock
+	stall "stall: mass expiry" --mode stall-expiry --locks "$STALL_EXPIRING" -c 8 --ttl 4s
+	stop_relock
+	start_relock --shards 4096
+	stall "stall: mass expiry, --shards 4096" --mode stall-expiry --locks "$STALL_EXPIRING" -c 8 --ttl 4s
+	stop_relock
+	start_relock --requirepass benchpass
+	stall "stall: AUTH flood, --requirepass" --mode stall-auth --password benchpass -c 4 -P 40
+	stop_relock
+	# bcrypt cost 10: a few attempts are enough (each costs ~0.1–0.2 s of CPU here).
+	start_relock --users-file bench/stall-users.yaml
+	stall "stall: AUTH flood, bcrypt users-file" --mode stall-auth --password benchpass -c 2 -P 5
+	stop_relock
+	start_relock --requirepass benchpass
+	stall "stall: pre-auth partial requests" --mode stall-preauth --password benchpass -c 150
+	stop_relock
+	start_relock --requirepass benchpass
+	stall "stall: pre-auth unread replies" --mode stall-unread --password benchpass -c 150
+	stop_relock
+	go run ./bench/report -stall -in "$STALL_OUT" -md bench/results-stall.md -json bench/results-stall.json
+	echo "bench: wrote bench/results-stall.md and bench/results-stall.json" >&2
+}
+
+if [ "$ONLY" = all ]; then side_by_side; fi
+stall_scenario

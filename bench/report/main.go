@@ -1,6 +1,8 @@
 // Command report turns the JSON lines of `relock bench --json` written by
 // bench/run.sh into bench/results.md (a table per scenario: Redis, relock,
-// ratio, target) and bench/results.json.
+// ratio, target) and bench/results.json; with -stall, the stall scenario's
+// lines into bench/results-stall.md and .json (relock only: a bystander's
+// PING latency under each attack).
 package main
 
 import (
@@ -47,7 +49,12 @@ func main() {
 	md := flag.String("md", "bench/results.md", "Markdown output")
 	js := flag.String("json", "bench/results.json", "JSON output")
 	redisVersion := flag.String("redis-version", "", "redis-server --version")
+	stall := flag.Bool("stall", false, "the input is the stall scenario's (relock bench --mode stall-*)")
 	flag.Parse()
+	if *stall {
+		stallReport(*in, *md, *js)
+		return
+	}
 
 	f, err := os.Open(*in)
 	if err != nil {

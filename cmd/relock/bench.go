@@ -26,12 +26,14 @@ import (
 type benchCmd struct {
 	clientFlags `embed:""`
 	Target      string        `help:"Which server protocol to drive: relock (LOCK/UNLOCK) or redis (SET NX PX + EVALSHA)." enum:"relock,redis" default:"relock"`
-	Mode        string        `help:"cycle: each connection locks and unlocks its own name; contend: all connections on one name; hold: take --locks locks and report server memory per lock; pipeline: --pipeline TRYLOCKs then UNLOCKs per round trip; ping: PING+PING cycles, the I/O ceiling." enum:"cycle,contend,hold,pipeline,ping" default:"cycle"`
-	Connections int           `short:"c" help:"Concurrent connections." default:"16"`
-	Duration    time.Duration `short:"d" help:"How long to run (cycle, contend, pipeline)." default:"5s"`
-	TTL         time.Duration `help:"Lock TTL (Redis needs one; 0 for relock: none)." default:"10s"`
-	Locks       int           `help:"Locks to hold in hold mode." default:"100000"`
-	Pipeline    int           `short:"P" help:"Pipeline depth in pipeline mode." default:"16"`
+	Mode        string        `help:"cycle: each connection locks and unlocks its own name; contend: all connections on one name; hold: take --locks locks and report server memory per lock; pipeline: --pipeline TRYLOCKs then UNLOCKs per round trip; ping: PING+PING cycles, the I/O ceiling. stall-locks, stall-expiry, stall-auth, stall-preauth, stall-unread (relock, loopback only): an attack while another connection PINGs every --interval (see README, Benchmarks)." enum:"cycle,contend,hold,pipeline,ping,stall-locks,stall-expiry,stall-auth,stall-preauth,stall-unread" default:"cycle"`
+	Connections int           `short:"c" help:"Concurrent connections (stall-locks, stall-expiry: taking the locks; stall-auth, stall-preauth, stall-unread: attacking)." default:"16"`
+	Duration    time.Duration `short:"d" help:"How long to run (cycle, contend, pipeline; each stall attack)." default:"5s"`
+	TTL         time.Duration `help:"Lock TTL (Redis needs one; 0 for relock: none). stall-expiry: when, from its start, every hold expires." default:"10s"`
+	Locks       int           `help:"Locks to hold in hold, stall-locks and stall-expiry modes." default:"100000"`
+	Pipeline    int           `short:"P" help:"Pipeline depth: TRYLOCKs per round trip (pipeline), LOCKS pages (stall-locks), wrong AUTHs per connection (stall-auth)." default:"16"`
+	Interval    time.Duration `help:"Stall modes: the bystander sends one PING per interval." default:"1ms"`
+	ServerLog   string        `help:"Stall modes: the server's log file, to report how much each attack made it grow." placeholder:"FILE"`
 	Poll        time.Duration `help:"Redis contend mode: sleep between failed SET NX attempts." default:"0s"`
 	Label       string        `help:"Label for the JSON result."`
 	JSON        bool          `help:"Print the result as one JSON line instead of the summary."`
@@ -60,6 +62,15 @@ type benchResult struct {
 	UsedPerLock  float64 `json:"used_memory_bytes_per_lock,omitempty"`
 	Errors       int64   `json:"errors"`
 	FirstError   string  `json:"first_error,omitempty"`
+
+	// The stall modes: one result per phase, with the bystander's PINGs.
+	Phase        string     `json:"phase,omitempty"`
+	Attack       string     `json:"attack,omitempty"`        // what the phase did
+	AttackResult string     `json:"attack_result,omitempty"` // its own figures, in words
+	Ping         *pingStats `json:"ping,omitempty"`
+	DrainMs      float64    `json:"drain_ms,omitempty"`         // stall-expiry: deadline to DBSIZE 0
+	RSSGrowth    int64      `json:"rss_growth_bytes,omitempty"` // stall-preauth, stall-unread
+	LogGrowth    int64      `json:"log_growth_bytes,omitempty"` // with --server-log
 }
 
 // maxBenchIterations bounds every load loop by count as well as by time.
@@ -125,6 +136,25 @@ func (c *benchCmd) Run() error {
 		if r.sha, err = admin.ScriptLoad(ctx, unlockScript).Result(); err != nil {
 			return fmt.Errorf("SCRIPT LOAD: %w", err)
 		}
+	}
+	if isStallMode(c.Mode) {
+		if c.Target != "relock" {
+			return errors.New("the stall modes drive relock only")
+		}
+		results, err := r.stall(pid, admin)
+		for _, res := range results {
+			res.Label, res.Target, res.Mode, res.Connections = c.Label, c.Target, c.Mode, c.Connections
+			res.Errors = r.errs.Load()
+			res.FirstError = r.err1
+			if c.JSON {
+				if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+					return err
+				}
+			} else {
+				printSummary(os.Stdout, &res)
+			}
+		}
+		return err
 	}
 	var res benchResult
 	switch c.Mode {
@@ -436,6 +466,23 @@ func (r *benchRun) progress(start time.Time) func() {
 }
 
 func printSummary(w io.Writer, r *benchResult) {
+	if r.Ping != nil {
+		fmt.Fprintf(w, "====== %s %s: %s ======\n", r.Target, r.Mode, r.Phase)
+		fmt.Fprintf(w, "  attack: %s\n  result: %s\n", r.Attack, r.AttackResult)
+		p := r.Ping
+		fmt.Fprintf(w, "  bystander PING every %.0f µs, %d PINGs (ms): p50 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n",
+			p.IntervalUs, p.Count, p.P50us/1000, p.P99us/1000, p.P999us/1000, p.MaxUs/1000)
+		if p.Unanswered > 0 {
+			fmt.Fprintf(w, "  %d PINGs had no reply until %v after the attack: counted with the time they waited\n", p.Unanswered, stallDrainTimeout)
+		}
+		if p.Errors > 0 {
+			fmt.Fprintf(w, "  PING errors: %d (first: %s)\n", p.Errors, p.FirstError)
+		}
+		if r.Errors > 0 {
+			fmt.Fprintf(w, "  errors: %d (first: %s)\n", r.Errors, r.FirstError)
+		}
+		return
+	}
 	unit := map[string]string{"cycle": "cycles", "contend": "handoffs", "hold": "locks", "pipeline": "cycles", "ping": "cycles"}[r.Mode]
 	fmt.Fprintf(w, "====== %s %s, %d connections ======\n", r.Target, r.Mode, r.Connections)
 	fmt.Fprintf(w, "  %d %s in %.2f s: %.0f %s/s\n", r.Ops, unit, r.Seconds, r.OpsPerSec, unit)
