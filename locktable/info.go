@@ -83,15 +83,17 @@ func (t *Table) LocksPage(q Query, now int64) Page {
 		}
 		sh.mu.Unlock()
 	}
+	var last string // the last name examined
 	for examined := 0; len(next) > 0; examined++ {
 		if q.Count > 0 && len(page.Locks) == q.Count {
 			break
 		}
-		cur := next.pop()
 		if q.Budget > 0 && examined == q.Budget {
-			page.Resume = cur.name
+			page.Resume = last
 			break
 		}
+		cur := next.pop()
+		last = cur.name
 		sh := cur.sh
 		sh.mu.Lock()
 		if lid := sh.find(cur.name, hashName(cur.name)); lid != 0 && (q.Match == nil || q.Match(cur.name)) {
