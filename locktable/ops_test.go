@@ -256,9 +256,9 @@ type opGen struct {
 
 func newOpGen(rng *rand.Rand, sessions int) *opGen {
 	g := &opGen{
-		rng:   rng,
-		n:     sessions,
-		keys:  make(map[string][]Key),
+		rng:  rng,
+		n:    sessions,
+		keys: make(map[string][]Key),
 		// Prefixes of each other, for LOCKS pages with a Prefix.
 		names: []string{"a", "b", "c", "d", "a:1", "a:2", "b:"},
 		sizes: map[string]uint32{"a": 1, "b": 2, "c": 3, "d": 0, "a:1": 1, "a:2": 2, "b:": 1},
