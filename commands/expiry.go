@@ -52,12 +52,15 @@ func (e *expirer) run(ctx context.Context, s *Server) {
 		// scan then always pokes, and the loop runs once more.
 		e.next.Store(0)
 		now := s.now()
-		next := s.expire(&ev, now)
+		next, more := s.expire(&ev, now)
 		s.commit(&ev, false)
 		e.next.CompareAndSwap(0, next)
 		wait := time.Hour
 		if next != 0 {
 			wait = time.Duration(next - now)
+		}
+		if more {
+			wait = 0 // the next batch, once the timer's channel lets others run
 		}
 		timer.Reset(wait)
 	}

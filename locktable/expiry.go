@@ -95,7 +95,7 @@ func (sh *shard) setDeadline(id uint32, d int64) {
 	// A new earliest hold must not be later than the shard's place in the
 	// schedule. Deadlines mostly grow with time, so this is rare.
 	if h.heapPos == 1 {
-		if k := (dueKey{d, h.key.Fence}); sh.dueAt == 0 || k.less(sh.due) {
+		if k := (dueKey{d, h.key.Fence}); !sh.scheduled || k.less(sh.due) {
 			sh.sched.lower(sh, k)
 		}
 	}
@@ -235,9 +235,11 @@ func (a dueKey) less(b dueKey) bool {
 //
 // A shard is in the schedule whenever its deadline heap is not empty.
 type schedule struct {
-	// mu guards heap and every shard's due and dueAt; these two are
-	// written only by a holder of both mu and the shard's own mutex, so
-	// either suffices to read them. Lock order: shard, then mu.
+	// mu guards heap and every shard's due, scheduled and dueAt. A
+	// shard's due and scheduled are written only by a holder of both mu
+	// and the shard's own mutex, so either suffices to read them; dueAt
+	// (the position) moves as other shards do, under mu alone. Lock order:
+	// shard, then mu.
 	mu   sync.Mutex
 	heap []*shard
 }
@@ -264,7 +266,8 @@ func (q *schedule) lower(sh *shard, k dueKey) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	sh.due = k
-	if sh.dueAt == 0 {
+	if !sh.scheduled {
+		sh.scheduled = true
 		q.heap = append(q.heap, sh)
 		sh.dueAt = uint32(len(q.heap))
 	}
@@ -290,6 +293,7 @@ func (q *schedule) remove(sh *shard) {
 	q.heap = q.heap[:last]
 	sh.dueAt = 0
 	sh.due = dueKey{}
+	sh.scheduled = false
 	if i != last {
 		q.down(i)
 		q.up(i)

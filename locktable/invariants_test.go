@@ -372,6 +372,9 @@ func checkSchedule(fail func(string, ...any), i int, tb *Table, sh *shard) {
 	q := &tb.sched
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if sh.scheduled != (sh.dueAt != 0) {
+		fail("shard %d: scheduled=%v at position %d", i, sh.scheduled, sh.dueAt)
+	}
 	if sh.dueAt != 0 {
 		if int(sh.dueAt) > len(q.heap) || q.heap[sh.dueAt-1] != sh {
 			fail("shard %d: not at its schedule position %d", i, sh.dueAt)

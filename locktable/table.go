@@ -77,10 +77,11 @@ type shard struct {
 	locks  records[lockRec]
 	holds  records[holdRec]
 	expiry deadlineHeap
-	// due and dueAt place the shard in the table's expiry schedule; see
-	// schedule for who may read and write them.
-	due   dueKey
-	dueAt uint32
+	// due, scheduled and dueAt place the shard in the table's expiry
+	// schedule; see schedule for who may read and write them.
+	due       dueKey
+	scheduled bool
+	dueAt     uint32
 	// buckets counts the live holds of each of the shard's buckets, by
 	// bucket >> Table.shardBits.
 	buckets []uint32
