@@ -225,19 +225,27 @@ func (s *Server) cancelWait(sess *session) bool {
 	return r.Bool
 }
 
-// expire releases due holds; only the leader does it in a cluster.
-func (s *Server) expire(ev *locktable.Events, now int64) int64 {
+// expireBatch bounds the holds one expiry pass releases, so that a mass
+// expiry (a restart's orphans at the end of --restore-grace) is committed
+// and delivered in parts, and, in a cluster, no one log entry holds the
+// FSM for long.
+const expireBatch = 1024
+
+// expire releases due holds, at most expireBatch of them; only the leader
+// does it in a cluster. It returns the earliest deadline left and whether
+// due holds remain (then the caller comes back at once).
+func (s *Server) expire(ev *locktable.Events, now int64) (next int64, more bool) {
 	if s.cfg.Cluster == nil {
-		return s.table.Expire(ev, now)
+		return s.table.ExpireBatch(ev, now, expireBatch)
 	}
 	if !s.isLeader() || s.isClosing() {
-		return 0 // a stopping leader grants nothing more; the next one expires
+		return 0, false // a stopping leader grants nothing more; the next one expires
 	}
-	r, err := s.propose(ev, nil, replica.Op{Kind: replica.OpExpire, Now: now})
+	r, err := s.propose(ev, nil, replica.Op{Kind: replica.OpExpire, Now: now, Max: expireBatch})
 	if err != nil {
-		return 0
+		return 0, false
 	}
-	return r.Int
+	return r.Int, r.Bool
 }
 
 // watchLeadership runs in a cluster until ctx ends: on becoming leader it

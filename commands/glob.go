@@ -103,3 +103,27 @@ func matchClass(p string, c byte) (int, bool) {
 	}
 	return i + 1, match != neg
 }
+
+// globPrefix returns a literal prefix of every string pattern matches, so
+// that LOCKS can seek to it (locktable.Query.Prefix) rather than examine
+// every name: the pattern's bytes up to its first '*', '?' or '[', with
+// backslash escapes resolved. A shorter prefix than the longest is never
+// wrong, only slower.
+func globPrefix(pattern string) string {
+	var b []byte
+	for i := 0; i < len(pattern); i++ {
+		switch c := pattern[i]; c {
+		case '*', '?', '[':
+			return string(b)
+		case '\\':
+			if i+1 == len(pattern) {
+				return string(b) // a trailing '\' matches itself; stop short anyway
+			}
+			i++
+			b = append(b, pattern[i])
+		default:
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}

@@ -64,3 +64,29 @@ func isASCII(s string) bool {
 	}
 	return true
 }
+
+func TestGlobPrefix_EveryMatchStartsWithIt(t *testing.T) {
+	tests := []struct{ pattern, want string }{
+		{"*", ""},
+		{"billing:*", "billing:"},
+		{"billing:?x", "billing:"},
+		{"a[bc]*", "a"},
+		{`a\*b*`, "a*b"},
+		{`a\`, "a"},
+		{"exact", "exact"},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		if got := globPrefix(tt.pattern); got != tt.want {
+			t.Errorf("globPrefix(%q) = %q, want %q", tt.pattern, got, tt.want)
+		}
+	}
+	// Whatever matches a pattern starts with its prefix.
+	for _, tt := range tests {
+		for _, s := range []string{"billing:1x", "abc", "a*bz", `a\`, "exact", "", "zzz"} {
+			if globMatch(tt.pattern, s) && !strings.HasPrefix(s, globPrefix(tt.pattern)) {
+				t.Errorf("globMatch(%q, %q) but %q lacks the prefix %q", tt.pattern, s, s, globPrefix(tt.pattern))
+			}
+		}
+	}
+}

@@ -286,6 +286,10 @@ func (sess *session) tableError(err error, name string) {
 		sess.fail(resp.ErrDetachTTL)
 	case errors.Is(err, locktable.ErrTooManyWaiters):
 		sess.fail(resp.Limit("too many waiters on this lock (max-waiters " + itoa(int64(sess.srv.cfg.MaxWaiters)) + ")"))
+	case errors.Is(err, locktable.ErrTableFull):
+		sess.fail(resp.Limit("too many live holds on lock names that hash like this one; use other names"))
+	case errors.Is(err, locktable.ErrTooManyReentries):
+		sess.fail(resp.Limit("hold re-entered too many times"))
 	case errors.Is(err, locktable.ErrTooManyHolds):
 		sess.fail(resp.Limit("too many holds and waits on this connection (max-holds-per-client " + itoa(int64(sess.srv.cfg.MaxHolds)) + ")"))
 	default:

@@ -23,6 +23,8 @@ func (sess *session) cmdLocks(args [][]byte) *pendingWait {
 		pattern := string(opts.Match)
 		if pattern != "*" {
 			q.Match = func(name string) bool { return globMatch(pattern, name) }
+			// Seek to the pattern's literal prefix and stop past it.
+			q.Prefix = globPrefix(pattern)
 		}
 	}
 	// A user sees only the locks it may touch.

@@ -111,7 +111,9 @@ func (r *records[T]) alloc(m *offheap) uint32 {
 		r.used = 1
 	}
 	if r.limit != 0 && r.used > r.limit {
-		panic("locktable: too many live holds in one shard")
+		// Unreachable: the bucket limits (Table.bucketFull) keep every
+		// shard's live holds below its limit.
+		panic("locktable: internal error: record ids exhausted")
 	}
 	if r.used >= r.cap {
 		r.grow(m)

@@ -25,6 +25,16 @@ var (
 	ErrAlreadyWaiting = errors.New("locktable: session is already waiting")
 	// ErrSessionClosed: the session was closed; it can take nothing.
 	ErrSessionClosed = errors.New("locktable: session is closed")
+	// ErrTableFull: granting would take the table past a capacity limit: the
+	// names that share this name's hash bucket (the low 12 bits of its hash)
+	// have maxBucketHolds (about a million) live holds. Nothing changed. The
+	// limit depends only on the table's state and the name, never on the
+	// shard count, so every replica refuses alike; it keeps a shard within
+	// the ids its holds can have, whatever names an attacker picks.
+	ErrTableFull = errors.New("locktable: too many live holds on names that hash like this one")
+	// ErrTooManyReentries: the hold has been re-entered 2^32-1 times and
+	// cannot count one more. Nothing changed.
+	ErrTooManyReentries = errors.New("locktable: hold re-entered too many times")
 	// ErrBadRequest: a request outside the table's contract (empty name,
 	// size 0 after defaults, negative TTL).
 	ErrBadRequest = errors.New("locktable: invalid request")

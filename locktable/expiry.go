@@ -1,5 +1,7 @@
 package locktable
 
+import "sync"
+
 // heapEntry is a hold in its shard's deadline heap. The deadline lives
 // here rather than in the hold so that holds without one do not pay for it.
 type heapEntry struct {
@@ -71,7 +73,7 @@ func (sh *shard) heapDown(i uint32) bool {
 }
 
 // setDeadline gives hold id the deadline d > 0, inserting it into the heap
-// or moving it there.
+// or moving it there. Caller holds sh.mu.
 func (sh *shard) setDeadline(id uint32, d int64) {
 	h := sh.hold(id)
 	if h.heapPos == 0 {
@@ -83,12 +85,19 @@ func (sh *shard) setDeadline(id uint32, d int64) {
 		q.n++
 		h.heapPos = q.n
 		sh.heapUp(q.n - 1)
-		return
+	} else {
+		i := h.heapPos - 1
+		sh.expiry.at(i).deadline = d
+		if !sh.heapDown(i) {
+			sh.heapUp(i)
+		}
 	}
-	i := h.heapPos - 1
-	sh.expiry.at(i).deadline = d
-	if !sh.heapDown(i) {
-		sh.heapUp(i)
+	// A new earliest hold must not be later than the shard's place in the
+	// schedule. Deadlines mostly grow with time, so this is rare.
+	if h.heapPos == 1 {
+		if k := (dueKey{d, h.key.Fence}); !sh.scheduled || k.less(sh.due) {
+			sh.sched.lower(sh, k)
+		}
 	}
 }
 
@@ -135,52 +144,197 @@ func (sh *shard) expireLock(t *Table, ev *Events, lid uint32, name string, now i
 	return 0
 }
 
-// Expire releases every hold whose deadline is at or before now, earliest
-// (deadline, fence) first across the whole table, granting waiters, and
-// returns the earliest deadline still pending (0: none). It holds every
-// shard mutex (taken in index order; nothing else holds two) so that the
-// order, and so the fences of the grants it makes, do not depend on the
-// number of shards. Callers drive it from one timer; the table has none.
+// Expire releases every hold whose deadline is at or before now and
+// returns the earliest deadline still pending (0: none); it is ExpireBatch
+// without a bound.
 func (t *Table) Expire(ev *Events, now int64) int64 {
-	for i := range t.shards {
-		t.shards[i].mu.Lock()
-	}
-	defer func() {
-		for i := range t.shards {
-			t.shards[i].mu.Unlock()
-		}
-	}()
+	next, _ := t.ExpireBatch(ev, now, 0)
+	return next
+}
+
+// ExpireBatch releases the holds whose deadline is at or before now,
+// earliest (deadline, fence) first across the whole table, granting
+// waiters, until it has released max of them (max ≤ 0: no bound). It
+// returns the earliest deadline of the holds left (0: none) and whether
+// some of them are due (then next ≤ now): the caller, having delivered
+// this batch's events and served other work, calls again. Callers drive it
+// from one timer; the table has none.
+//
+// Each release costs O(log holds) in its shard and O(log shards) in the
+// table's schedule, and takes one shard mutex at a time, so a mass expiry
+// neither stalls operations on other shards nor costs more with more
+// shards. The order, and so the fences of the grants it makes, do not
+// depend on the shard count; with no concurrent operations (the Raft FSM),
+// a batch's releases and result are a function of the table's state.
+func (t *Table) ExpireBatch(ev *Events, now int64, max int) (next int64, more bool) {
+	released := 0
 	for {
-		var due *shard
-		var dueID uint32
-		for i := range t.shards {
-			sh := &t.shards[i]
-			if sh.expiry.n == 0 {
-				continue
-			}
-			top := sh.expiry.at(0)
-			if top.deadline > now {
-				continue
-			}
-			if due == nil || earlier(sh, top.hold, due, dueID) {
-				due, dueID = sh, top.hold
-			}
+		sh := t.sched.first()
+		if sh == nil {
+			return 0, false
 		}
-		if due == nil {
+		sh.mu.Lock()
+		top, ok := sh.earliest()
+		t.sched.mu.Lock()
+		switch {
+		case t.sched.top() != sh:
+			// Another shard's place was lowered meanwhile.
+		case !ok:
+			t.sched.remove(sh)
+		case top != sh.due:
+			// Its earliest hold was released or moved since: the shard's
+			// place was a lower bound; make it exact and look again.
+			t.sched.raise(sh, top)
+		default:
+			// sh's earliest hold is the table's earliest.
+			t.sched.mu.Unlock()
+			if top.deadline > now || (max > 0 && released == max) {
+				sh.mu.Unlock()
+				return top.deadline, top.deadline <= now
+			}
+			sh.release(t, ev, sh.expiry.at(0).hold, "", ReasonExpired, now)
+			released++
+			sh.mu.Unlock()
+			continue
+		}
+		t.sched.mu.Unlock()
+		sh.mu.Unlock()
+	}
+}
+
+// earliest returns the (deadline, fence) of the shard's earliest hold, if
+// it has a hold with a deadline. Caller holds sh.mu.
+func (sh *shard) earliest() (dueKey, bool) {
+	if sh.expiry.n == 0 {
+		return dueKey{}, false
+	}
+	top := sh.expiry.at(0)
+	return dueKey{top.deadline, sh.hold(top.hold).key.Fence}, true
+}
+
+// dueKey orders holds for expiry: by deadline, then fence.
+type dueKey struct {
+	deadline int64
+	fence    uint64
+}
+
+func (a dueKey) less(b dueKey) bool {
+	return a.deadline < b.deadline || (a.deadline == b.deadline && a.fence < b.fence)
+}
+
+// schedule is a binary min-heap of the shards that have (or recently had)
+// holds with deadlines, by shard.due, so that ExpireBatch finds the
+// table's earliest hold in O(log shards) without taking every shard mutex.
+//
+// A shard's due is a lower bound of its earliest hold: setDeadline lowers
+// it when a hold becomes earlier than it, and only ExpireBatch raises it,
+// to the exact value, or takes the shard out of the schedule when it has
+// no deadline left. Releases and later deadlines leave it alone, so the
+// hot path touches the schedule only when a deadline becomes a shard's
+// earliest and earlier than any it had.
+//
+// A shard is in the schedule whenever its deadline heap is not empty.
+type schedule struct {
+	// mu guards heap and every shard's due, scheduled and dueAt. A
+	// shard's due and scheduled are written only by a holder of both mu
+	// and the shard's own mutex, so either suffices to read them; dueAt
+	// (the position) moves as other shards do, under mu alone. Lock order:
+	// shard, then mu.
+	mu   sync.Mutex
+	heap []*shard
+}
+
+// first returns the shard at the top of the schedule, or nil.
+func (q *schedule) first() *shard {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.top()
+}
+
+// top returns the shard at the top of the schedule, or nil. Caller holds
+// q.mu.
+func (q *schedule) top() *shard {
+	if len(q.heap) == 0 {
+		return nil
+	}
+	return q.heap[0]
+}
+
+// lower gives sh the place k, earlier than its current one (if any).
+// Caller holds sh.mu and not q.mu.
+func (q *schedule) lower(sh *shard, k dueKey) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	sh.due = k
+	if !sh.scheduled {
+		sh.scheduled = true
+		q.heap = append(q.heap, sh)
+		sh.dueAt = uint32(len(q.heap))
+	}
+	q.up(int(sh.dueAt - 1))
+}
+
+// raise gives sh the place k, later than its current one. Caller holds
+// sh.mu and q.mu.
+func (q *schedule) raise(sh *shard, k dueKey) {
+	sh.due = k
+	i := int(sh.dueAt - 1)
+	q.down(i)
+	q.up(i) // were k earlier after all, it stays a heap
+}
+
+// remove takes sh out of the schedule. Caller holds sh.mu and q.mu.
+func (q *schedule) remove(sh *shard) {
+	i, last := int(sh.dueAt-1), len(q.heap)-1
+	if i != last {
+		q.swap(i, last)
+	}
+	q.heap[last] = nil
+	q.heap = q.heap[:last]
+	sh.dueAt = 0
+	sh.due = dueKey{}
+	sh.scheduled = false
+	if i != last {
+		q.down(i)
+		q.up(i)
+	}
+}
+
+func (q *schedule) less(i, j int) bool { return q.heap[i].due.less(q.heap[j].due) }
+
+func (q *schedule) swap(i, j int) {
+	q.heap[i], q.heap[j] = q.heap[j], q.heap[i]
+	q.heap[i].dueAt = uint32(i + 1)
+	q.heap[j].dueAt = uint32(j + 1)
+}
+
+func (q *schedule) up(j int) {
+	for j > 0 {
+		i := (j - 1) / 2
+		if !q.less(j, i) {
 			break
 		}
-		due.release(t, ev, dueID, "", ReasonExpired, now)
+		q.swap(i, j)
+		j = i
 	}
-	var next int64
-	for i := range t.shards {
-		sh := &t.shards[i]
-		if sh.expiry.n > 0 {
-			if d := sh.expiry.at(0).deadline; next == 0 || d < next {
-				next = d
-			}
+}
+
+func (q *schedule) down(i int) {
+	n := len(q.heap)
+	for {
+		j := 2*i + 1
+		if j >= n {
+			return
 		}
+		if r := j + 1; r < n && q.less(r, j) {
+			j = r
+		}
+		if !q.less(j, i) {
+			return
+		}
+		q.swap(i, j)
+		i = j
 	}
-	return next
 }
 
 // earlier orders hold a of shard sa and hold b of shard sb by (deadline,

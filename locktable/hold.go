@@ -10,8 +10,9 @@ type hid uint32
 // shard's mutex, except sprev/snext. A record is free when lock is 0.
 type holdRec struct {
 	// 64 bytes: with its lock's record (20), name (the length rounded up
-	// to 8), index slot (4 at 1/2 to 3/4 load) and heap entry (16), about
-	// 130 bytes per held lock, none of it on the Go heap.
+	// to 8), index slot (4 at 1/2 to 3/4 load), name-order slot (4 in a
+	// B-tree leaf about 2/3 full) and heap entry (16), about 140 bytes per
+	// held lock, none of it on the Go heap.
 	key     Key
 	granted int64 // time of grant
 	ttl     int64 // TTL duration in ns; 0: none
@@ -28,6 +29,9 @@ type holdRec struct {
 	// session's mutex.
 	sprev, snext hid
 	flags        holdFlags
+	// bucket is the hold's bucket in its shard (Table.bucketOf), whose
+	// count it is in; it fits in what was padding.
+	bucket uint16
 }
 
 type holdFlags uint8

@@ -1,10 +1,8 @@
 package locktable
 
 import (
-	"sort"
 	"strconv"
 	"strings"
-	"unsafe"
 )
 
 // HoldInfo describes a hold without its key.
@@ -34,41 +32,141 @@ type LockInfo struct {
 	Waiters []WaiterInfo
 }
 
-// Query selects locks for Locks.
+// Query selects locks for Locks and LocksPage.
 type Query struct {
-	Match func(name string) bool // nil: all; it must not keep name
-	After string                 // only names greater than After
-	Count int                    // at most Count locks (≤ 0: no bound)
+	Match  func(name string) bool // nil: all; it must not keep name
+	Prefix string                 // only names that start with Prefix
+	After  string                 // only names greater than After
+	Count  int                    // at most Count locks (≤ 0: no bound)
+	// Budget bounds the names LocksPage examines (≤ 0: no bound): every
+	// name greater than After that starts with Prefix counts, whether
+	// Match takes it or not. Locks ignores it.
+	Budget int
 }
 
-// Locks returns the locks selected by q, sorted by name. Each lock is read
-// consistently; the list is not a snapshot across shards.
+// Page is one page of locks.
+type Page struct {
+	Locks []LockInfo
+	// Resume is set when the page ended because it had examined
+	// Query.Budget names before it found Count locks, and more names
+	// remain: every name up to Resume has been examined, and a query
+	// alike but with After = Resume goes on where this one stopped. It is
+	// "" when the page is complete: Count locks, or no more to find.
+	Resume string
+}
+
+// Locks returns the locks selected by q, sorted by name: LocksPage
+// without a budget.
 func (t *Table) Locks(q Query, now int64) []LockInfo {
-	var names []string
+	q.Budget = 0
+	return t.LocksPage(q, now).Locks
+}
+
+// LocksPage returns the locks selected by q, sorted by name, examining at
+// most q.Budget names (see Page.Resume). Each lock is read consistently;
+// the page is not a snapshot across shards.
+//
+// It merges the shards' name orders: it seeks every shard once (O(shards ×
+// log locks), one shard mutex at a time), then reads the names in order,
+// each costing O(log locks + log shards), and only the names past After
+// with the Prefix: a page costs nothing for the locks before or after it.
+// Without a Prefix, a Match that takes few names makes a page read many;
+// Budget bounds that.
+func (t *Table) LocksPage(q Query, now int64) Page {
+	var page Page
+	var next nameCursors
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
-		sh.index.each(func(lid uint32) {
-			// A view of the arena, copied only if selected.
-			b := sh.nameBytes(lid)
-			name := unsafe.String(unsafe.SliceData(b), len(b))
-			if name > q.After && (q.Match == nil || q.Match(name)) {
-				names = append(names, strings.Clone(name))
-			}
-		})
+		if name, ok := sh.nextName(q.Prefix, q.After); ok {
+			next.push(nameCursor{sh, name})
+		}
 		sh.mu.Unlock()
 	}
-	sort.Strings(names)
-	if q.Count > 0 && len(names) > q.Count {
-		names = names[:q.Count]
-	}
-	out := make([]LockInfo, 0, len(names))
-	for _, name := range names {
-		if li, ok := t.Lock(name, now); ok {
-			out = append(out, li)
+	var last string // the last name examined
+	for examined := 0; len(next) > 0; examined++ {
+		if q.Count > 0 && len(page.Locks) == q.Count {
+			break
 		}
+		if q.Budget > 0 && examined == q.Budget {
+			page.Resume = last
+			break
+		}
+		cur := next.pop()
+		last = cur.name
+		sh := cur.sh
+		sh.mu.Lock()
+		if lid := sh.find(cur.name, hashName(cur.name)); lid != 0 && (q.Match == nil || q.Match(cur.name)) {
+			page.Locks = append(page.Locks, sh.info(t, lid, cur.name, now))
+		}
+		if name, ok := sh.nextName(q.Prefix, cur.name); ok {
+			next.push(nameCursor{sh, name})
+		}
+		sh.mu.Unlock()
 	}
-	return out
+	return page
+}
+
+// nextName returns the least name in sh greater than after that starts
+// with prefix, if there is one. Caller holds sh.mu.
+func (sh *shard) nextName(prefix, after string) (string, bool) {
+	var id uint32
+	if prefix > after {
+		id = sh.order.seek(sh, prefix, true)
+	} else {
+		id = sh.order.seek(sh, after, false)
+	}
+	if id == 0 || !hasPrefix(sh, id, prefix) {
+		return "", false
+	}
+	return sh.name(id), true
+}
+
+// nameCursor is a shard's least name not yet examined by a LocksPage.
+type nameCursor struct {
+	sh   *shard
+	name string
+}
+
+// nameCursors is a binary min-heap of cursors by name.
+type nameCursors []nameCursor
+
+func (c *nameCursors) push(x nameCursor) {
+	*c = append(*c, x)
+	h := *c
+	for j := len(h) - 1; j > 0; {
+		i := (j - 1) / 2
+		if h[i].name <= h[j].name {
+			break
+		}
+		h[i], h[j] = h[j], h[i]
+		j = i
+	}
+}
+
+func (c *nameCursors) pop() nameCursor {
+	h := *c
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h[last] = nameCursor{}
+	h = h[:last]
+	for i := 0; ; {
+		j := 2*i + 1
+		if j >= len(h) {
+			break
+		}
+		if r := j + 1; r < len(h) && h[r].name < h[j].name {
+			j = r
+		}
+		if h[i].name <= h[j].name {
+			break
+		}
+		h[i], h[j] = h[j], h[i]
+		i = j
+	}
+	*c = h
+	return top
 }
 
 // Lock describes the lock name, if it exists.
@@ -80,6 +178,11 @@ func (t *Table) Lock(name string, now int64) (LockInfo, bool) {
 	if lid == 0 {
 		return LockInfo{}, false
 	}
+	return sh.info(t, lid, name, now), true
+}
+
+// info describes lock lid, named name. Caller holds sh.mu.
+func (sh *shard) info(t *Table, lid uint32, name string, now int64) LockInfo {
 	l := sh.lock(lid)
 	li := LockInfo{Name: name, Size: l.size, Holds: make([]HoldInfo, 0, l.nholds)}
 	for id := l.first; id != 0; id = sh.hold(id).next {
@@ -103,7 +206,7 @@ func (t *Table) Lock(name string, now int64) (LockInfo, bool) {
 			})
 		}
 	}
-	return li, true
+	return li
 }
 
 // Dump renders the whole table state, keys included, in a canonical text

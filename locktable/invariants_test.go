@@ -32,7 +32,13 @@ import (
 //     session has no holds, no wait and no slot, and a session's slot names
 //     it;
 //   - owners and long names are kept exactly for the holds and locks that
-//     have them; a queue is kept exactly for each lock with waiters.
+//     have them; a queue is kept exactly for each lock with waiters;
+//   - the name order (a B-tree) lists exactly the index's locks, in strictly
+//     increasing name order, with every leaf at one depth and every node
+//     but the root at least half full; its free lists hold the other nodes;
+//   - every hold counts in its name's bucket, and no bucket is over its cap;
+//   - a shard with deadlines is in the expiry schedule, at a place no later
+//     than its earliest hold, and the schedule keeps its heap order.
 //
 // Call it only while no other goroutine uses tb.
 func checkInvariants(t testing.TB, tb *Table, sessions ...*Session) {
@@ -68,6 +74,7 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 		holds, waiters, withDeadline, locks, owners, longNames := 0, 0, 0, 0, 0, 0
 		liveLocks := make(map[uint32]bool)
 		liveHolds := make(map[uint32]bool)
+		buckets := make([]uint32, len(sh.buckets))
 		sh.index.each(func(lid uint32) {
 			locks++
 			l := sh.lock(lid)
@@ -82,8 +89,10 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 			if got, _ := tb.shardOf(name); got != sh {
 				fail("lock %q: in shard %d, but its hash says otherwise", name, i)
 			}
-			if len(name) > maxArenaName {
+			if l.nameOff == 0 {
 				longNames++
+			} else if len(name) > maxArenaName {
+				fail("lock %q: a long name in the arena", name)
 			}
 			q := sh.queues[lid]
 			if l.first == 0 && q == nil {
@@ -105,6 +114,11 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 				h := sh.hold(id)
 				if h.lock != lid {
 					fail("lock %q: hold %v points at another lock", name, h.key)
+				}
+				if b := tb.bucketOf(hashName(name)); h.bucket != b {
+					fail("lock %q: hold %v counts in bucket %d, its name's is %d", name, h.key, h.bucket, b)
+				} else {
+					buckets[b]++
 				}
 				if h.is(owned) {
 					owners++
@@ -230,6 +244,13 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 		if sh.index.n != locks {
 			fail("shard %d: index counts %d locks, has %d", i, sh.index.n, locks)
 		}
+		for b, n := range buckets {
+			if sh.buckets[b] != n || n > tb.bucketCap {
+				fail("shard %d: bucket %d counts %d holds, has %d (cap %d)", i, b, sh.buckets[b], n, tb.bucketCap)
+			}
+		}
+		checkOrder(fail, i, sh, liveLocks)
+		checkSchedule(fail, i, tb, sh)
 		if sh.nholds != holds {
 			fail("shard %d: hold counter %d, actual %d", i, sh.nholds, holds)
 		}
@@ -295,6 +316,76 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 		s.mu.Unlock()
 	}
 	return errs
+}
+
+// checkOrder checks shard i's name order against its live locks.
+func checkOrder(fail func(string, ...any), i int, sh *shard, live map[uint32]bool) {
+	o := &sh.order
+	var ids []uint32
+	leaves, inner := map[uint32]bool{}, map[uint32]bool{}
+	var walk func(x uint32, h int, root bool)
+	walk = func(x uint32, h int, root bool) {
+		if len(ids) > len(live)+1 {
+			return // a cycle, or keys not in the index: reported below
+		}
+		xk := o.node(x, h)
+		if xk.n > btMaxKeys || xk.n == 0 || (!root && xk.n < btMinKeys) {
+			fail("shard %d: order node %d (height %d) has %d keys", i, x, h, xk.n)
+			return
+		}
+		if h == 0 {
+			leaves[x] = true
+			ids = append(ids, xk.keys[:xk.n]...)
+			return
+		}
+		inner[x] = true
+		in := o.inner.at(x)
+		for k := range int(xk.n) + 1 {
+			walk(in.kids[k], h-1, false)
+			if k < int(xk.n) {
+				ids = append(ids, xk.keys[k])
+			}
+		}
+	}
+	if o.root != 0 {
+		walk(o.root, o.height, true)
+	}
+	if len(ids) != len(live) {
+		fail("shard %d: order lists %d locks, the index %d", i, len(ids), len(live))
+	}
+	for k, id := range ids {
+		if !live[id] {
+			fail("shard %d: order lists lock record %d, not a lock", i, id)
+			return
+		}
+		if k > 0 && keyName(sh, ids[k-1]) >= keyName(sh, id) {
+			fail("shard %d: order has %q before %q", i, keyName(sh, ids[k-1]), keyName(sh, id))
+		}
+	}
+	checkFree(fail, fmt.Sprintf("shard %d order leaves", i), &o.leaves, leaves, func(l *btLeaf) bool { return l.n != 0 })
+	checkFree(fail, fmt.Sprintf("shard %d order nodes", i), &o.inner, inner, func(l *btInner) bool { return l.n != 0 })
+}
+
+// checkSchedule checks shard i's place in tb's expiry schedule. Caller
+// holds sh.mu.
+func checkSchedule(fail func(string, ...any), i int, tb *Table, sh *shard) {
+	q := &tb.sched
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if sh.scheduled != (sh.dueAt != 0) {
+		fail("shard %d: scheduled=%v at position %d", i, sh.scheduled, sh.dueAt)
+	}
+	if sh.dueAt != 0 {
+		if int(sh.dueAt) > len(q.heap) || q.heap[sh.dueAt-1] != sh {
+			fail("shard %d: not at its schedule position %d", i, sh.dueAt)
+		}
+		if j := int(sh.dueAt - 1); j > 0 && q.less(j, (j-1)/2) {
+			fail("shard %d: schedule order broken at %d", i, j)
+		}
+	}
+	if top, ok := sh.earliest(); ok && (sh.dueAt == 0 || top.less(sh.due)) {
+		fail("shard %d: earliest hold %+v, scheduled at %+v (in schedule: %v)", i, top, sh.due, sh.dueAt != 0)
+	}
 }
 
 // checkFree fails unless the records of r below its high-water mark are

@@ -163,21 +163,25 @@ func (t *Table) restore(r HoldRecord, deadline int64) bool {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	lid := sh.find(r.Name, hash)
+	bucket := t.bucketOf(hash)
+	if t.bucketFull(sh, bucket) {
+		return false
+	}
 	if lid == 0 {
 		lid = sh.newLock(r.Name, hash, r.Size)
 	}
 	if l := sh.lock(lid); l.size != r.Size || l.nholds >= l.size {
 		return false
 	}
-	sh.loadHold(lid, HoldState{HoldRecord: r, Orphan: r.Bound}, deadline)
+	sh.loadHold(lid, bucket, HoldState{HoldRecord: r, Orphan: r.Bound}, deadline)
 	return true
 }
 
 // loadHold adds a hold as saved, with the given deadline (0: none), to
-// lock lid, after its other holds; it is bound to no session. Caller holds
-// sh.mu.
-func (sh *shard) loadHold(lid uint32, hs HoldState, deadline int64) uint32 {
-	id := sh.holds.alloc(sh.mem)
+// lock lid of bucket b, after its other holds; it is bound to no session.
+// Caller holds sh.mu and checked that the bucket has room.
+func (sh *shard) loadHold(lid uint32, b uint16, hs HoldState, deadline int64) uint32 {
+	id := sh.allocHold(b)
 	h := sh.hold(id)
 	h.key, h.count, h.granted, h.ttl, h.lock = hs.Key, hs.Count, hs.Granted, hs.TTL, lid
 	h.set(detached, hs.Detached)

@@ -1,12 +1,17 @@
 package locktable
 
-import "unsafe"
+import (
+	"math"
+	"unsafe"
+)
 
 // lockRec is one named lock: a pointer-free record in its shard's off-heap
 // store. It exists while it has holds or waiters; its fields are guarded by
 // its shard's mutex. A record is free when size is 0.
 type lockRec struct {
-	nameOff uint32 // in the shard's arena, if nameLen ≤ maxArenaName
+	// nameOff is the name's offset in the shard's arena; 0: the name is in
+	// shard.longNames (longer than maxArenaName, or the arena was full).
+	nameOff uint32
 	nameLen uint32
 	size    uint32
 	first   uint32 // first hold in grant order, linked through next; 0: none
@@ -41,7 +46,7 @@ func (sh *shard) hold(id uint32) *holdRec { return sh.holds.at(id) }
 // do not keep it.
 func (sh *shard) nameBytes(id uint32) []byte {
 	l := sh.lock(id)
-	if l.nameLen > maxArenaName {
+	if l.nameOff == 0 {
 		s := sh.longNames[id]
 		return unsafe.Slice(unsafe.StringData(s), len(s))
 	}
@@ -54,18 +59,21 @@ func (sh *shard) name(id uint32) string { return string(sh.nameBytes(id)) }
 // find returns the lock named name (hash h), or 0.
 func (sh *shard) find(name string, h uint64) uint32 { return sh.index.lookup(sh, name, h) }
 
-// newLock creates the lock name (hash h), which does not exist.
+// newLock creates the lock name (hash h), which does not exist. A shard
+// has fewer locks than holds (a lock without holds has no waiters either),
+// so the bucket limits bound lock ids too.
 func (sh *shard) newLock(name string, h uint64, size uint32) uint32 {
 	id := sh.locks.alloc(sh.mem)
 	l := sh.lock(id)
 	l.size = size
 	l.nameLen = uint32(len(name))
-	if len(name) > maxArenaName {
+	if len(name) > maxArenaName || !sh.names.fits(len(name)) {
 		sh.longNames[id] = name
 	} else {
 		l.nameOff = sh.names.alloc(sh.mem, name)
 	}
 	sh.index.insert(sh.mem, id, h, sh)
+	sh.order.insert(sh, id)
 	return id
 }
 
@@ -77,7 +85,8 @@ func (sh *shard) dropIfEmpty(id uint32) {
 		return
 	}
 	sh.index.remove(sh.mem, sh.index.slotOf(id, hashName(sh.nameBytes(id))), sh)
-	if l.nameLen > maxArenaName {
+	sh.order.delete(sh, id)
+	if l.nameOff == 0 {
 		delete(sh.longNames, id)
 	} else {
 		sh.names.release(l.nameOff, int(l.nameLen))
@@ -123,6 +132,9 @@ func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait boo
 			if h.is(detached) != req.Detach {
 				return Key{}, 0, ErrDetachMismatch
 			}
+			if h.count == math.MaxUint32 {
+				return Key{}, 0, ErrTooManyReentries
+			}
 			h.count++
 			sh.restartTTL(id, req.TTL, now)
 			sh.journalPut(id, req.Name)
@@ -149,17 +161,21 @@ func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait boo
 	if q := sh.queues[lid]; !canGrant && t.cfg.MaxWaiters > 0 && q != nil && q.n >= t.cfg.MaxWaiters {
 		return Key{}, 0, ErrTooManyWaiters
 	}
+	bucket := t.bucketOf(hash)
+	if canGrant && t.bucketFull(sh, bucket) {
+		return Key{}, 0, ErrTableFull
+	}
 	if lid == 0 {
 		lid = sh.newLock(req.Name, hash, req.Size)
 	}
 	if canGrant {
-		id := sh.newHold(t, lid, req, now)
+		id := sh.newHold(t, lid, bucket, req, now)
 		if !req.Detach {
 			s.link(t, sh.base|hid(id))
 		}
 		return sh.hold(id).key, Granted, nil
 	}
-	sh.enqueue(lid, &waiter{sh: sh, lock: lid, session: s, req: req, enqueued: now})
+	sh.enqueue(lid, &waiter{sh: sh, lock: lid, bucket: bucket, session: s, req: req, enqueued: now})
 	return Key{}, Queued, nil
 }
 
@@ -177,9 +193,10 @@ func (sh *shard) ownedHold(lid uint32, owner string) uint32 {
 	return 0
 }
 
-// newHold grants req on lock lid. Caller holds sh.mu and checked capacity.
-func (sh *shard) newHold(t *Table, lid uint32, req Request, now int64) uint32 {
-	id := sh.holds.alloc(sh.mem)
+// newHold grants req on lock lid, of bucket b. Caller holds sh.mu and
+// checked capacity, the lock's and the bucket's.
+func (sh *shard) newHold(t *Table, lid uint32, b uint16, req Request, now int64) uint32 {
+	id := sh.allocHold(b)
 	h := sh.hold(id)
 	h.key = Key{Fence: t.nextFence(), Rand: req.Rand}
 	h.count = 1
@@ -193,6 +210,15 @@ func (sh *shard) newHold(t *Table, lid uint32, req Request, now int64) uint32 {
 	sh.appendHold(lid, id)
 	sh.restartTTL(id, req.TTL, now)
 	sh.journalPut(id, req.Name)
+	return id
+}
+
+// allocHold returns a zeroed hold record counted in bucket b, which has
+// room (Table.bucketFull). Caller holds sh.mu.
+func (sh *shard) allocHold(b uint16) uint32 {
+	id := sh.holds.alloc(sh.mem)
+	sh.hold(id).bucket = b
+	sh.buckets[b]++
 	return id
 }
 
@@ -286,6 +312,7 @@ func (sh *shard) release(t *Table, ev *Events, id uint32, name string, why Reaso
 		Name: name, Fence: h.key.Fence, Owner: owner, SessionID: sid,
 		Reason: why, Held: now - h.granted,
 	})
+	sh.buckets[h.bucket]--
 	sh.holds.release(id)
 	sh.grantWaiters(t, ev, lid, name, now)
 	sh.dropIfEmpty(lid)

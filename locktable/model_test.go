@@ -19,9 +19,11 @@ var modelSeed = flag.Uint64("model.seed", 0, "run TestModel_RandomOpsMatchRefere
 // package's doc comments describe it, plus what the table does where they
 // are silent: error precedence, release order on close (newest hold first),
 // and expiry: an operation first expires the due holds of its own lock, and
-// Expire releases every due hold of the table in (deadline, fence) order —
-// so that nothing depends on the shard count
-// (TestDeterminism_ShardCountDoesNotChangeOutcome).
+// ExpireBatch releases the due holds of the table in (deadline, fence)
+// order, up to its bound — so that nothing depends on the shard count
+// (TestDeterminism_ShardCountDoesNotChangeOutcome). Holds are bounded per
+// bucket of the names' hashes (ErrTableFull), and LOCKS pages are the
+// sorted names past After with the Prefix, examined one by one.
 
 type mSession struct {
 	id      uint64
@@ -173,9 +175,9 @@ func (m *model) release(h *mHold, why Reason) {
 }
 
 // expireWhere releases the due holds that pick selects, earliest deadline
-// first (ties: lowest fence).
-func (m *model) expireWhere(pick func(l *mLock) bool) {
-	for {
+// first (ties: lowest fence), at most max of them (0: no bound).
+func (m *model) expireWhere(pick func(l *mLock) bool, max int) {
+	for released := 0; max == 0 || released < max; released++ {
 		var due *mHold
 		for _, l := range m.locks {
 			if !pick(l) {
@@ -200,7 +202,7 @@ func (m *model) expireWhere(pick func(l *mLock) bool) {
 
 // expireLock releases the due holds of one lock.
 func (m *model) expireLock(name string) {
-	m.expireWhere(func(l *mLock) bool { return l.name == name })
+	m.expireWhere(func(l *mLock) bool { return l.name == name }, 0)
 }
 
 func (m *model) acquire(s *mSession, req Request, wait bool) (Key, Outcome, error) {
@@ -254,6 +256,9 @@ func (m *model) acquire(s *mSession, req Request, wait bool) (Key, Outcome, erro
 	}
 	if !free && m.cfg.MaxWaiters > 0 && len(l.waiters) >= m.cfg.MaxWaiters {
 		return Key{}, 0, ErrTooManyWaiters
+	}
+	if free && m.bucketHolds(req.Name) >= m.bucketCap() {
+		return Key{}, 0, ErrTableFull
 	}
 	if l == nil {
 		l = &mLock{name: req.Name, size: req.Size}
@@ -357,8 +362,8 @@ func (m *model) closeSession(s *mSession) {
 	}
 }
 
-func (m *model) expire() int64 {
-	m.expireWhere(func(*mLock) bool { return true })
+func (m *model) expire(max int) (int64, bool) {
+	m.expireWhere(func(*mLock) bool { return true }, max)
 	var next int64
 	for _, l := range m.locks {
 		for _, h := range l.holds {
@@ -367,7 +372,55 @@ func (m *model) expire() int64 {
 			}
 		}
 	}
-	return next
+	return next, next != 0 && next <= m.now
+}
+
+// bucket returns the bucket of a name: the low bits of its hash.
+func bucket(name string) uint64 { return hashName(name) & (maxShards - 1) }
+
+// bucketHolds counts the live holds of the names in name's bucket.
+func (m *model) bucketHolds(name string) int {
+	n := 0
+	for _, l := range m.locks {
+		if bucket(l.name) == bucket(name) {
+			n += len(l.holds)
+		}
+	}
+	return n
+}
+
+func (m *model) bucketCap() int {
+	if m.cfg.bucketCap != 0 {
+		return int(m.cfg.bucketCap)
+	}
+	return maxBucketHolds
+}
+
+// page lists the model the way Table.LocksPage(q, now) should: the sorted
+// names past After with the Prefix, examined in order until Count locks
+// match or Budget names were examined.
+func (m *model) page(q Query) Page {
+	var p Page
+	examined := 0
+	var last string
+	for _, li := range m.lockInfos() {
+		if li.Name <= q.After || !strings.HasPrefix(li.Name, q.Prefix) {
+			continue
+		}
+		if q.Count > 0 && len(p.Locks) == q.Count {
+			break
+		}
+		if q.Budget > 0 && examined == q.Budget {
+			p.Resume = last
+			break
+		}
+		if q.Match == nil || q.Match(li.Name) {
+			p.Locks = append(p.Locks, li)
+		}
+		examined++
+		last = li.Name
+	}
+	return p
 }
 
 // apply runs o on the model and returns what the table should.
@@ -395,7 +448,7 @@ func (m *model) apply(o op) result {
 		m.closeSession(s)
 		m.addSession()
 	case opExpire:
-		res.n = m.expire()
+		res.n, res.more = m.expire(o.max)
 	case opAdvance:
 		m.now += o.dt
 	}
@@ -509,6 +562,28 @@ var modelConfigs = []Config{
 	{Shards: 2, MaxWaiters: 2},
 	{Shards: 1, MaxHoldsPerSession: 2, FenceStart: 1_000},
 	{Shards: 4, MaxWaiters: 1, MaxHoldsPerSession: 1},
+	{Shards: 2, bucketCap: 2},
+}
+
+// randomQuery returns a LOCKS query over the generator's names: any of
+// After, Prefix, Count, Budget and a Match that takes some names.
+func randomQuery(rng *rand.Rand) Query {
+	var q Query
+	pick := func(opts ...string) string { return opts[rng.IntN(len(opts))] }
+	q.After = pick("", "", "a", "a:1", "b", "b:", "c", "0", "z")
+	q.Prefix = pick("", "", "", "a", "a:", "b", "b:", "c", "x")
+	q.Count = rng.IntN(4)
+	q.Budget = rng.IntN(4)
+	if rng.IntN(3) == 0 {
+		q.Match = func(name string) bool { return !strings.Contains(name, ":") }
+	}
+	return q
+}
+
+func samePages(a, b Page) bool { return a.Resume == b.Resume && sameLockInfos(a.Locks, b.Locks) }
+
+func formatQuery(q Query) string {
+	return fmt.Sprintf("{After: %q, Prefix: %q, Count: %d, Budget: %d, Match: %v}", q.After, q.Prefix, q.Count, q.Budget, q.Match != nil)
 }
 
 // logEntry is one step of a run, formatted only when a run fails.
@@ -537,6 +612,7 @@ func runModel(seed uint64, steps int, verbose bool) (failure, oplog string) {
 	const sessions = 5
 	cfg := modelConfigs[seed%uint64(len(modelConfigs))]
 	rng := rand.New(rand.NewPCG(seed, 0x6c6f636b7461626c))
+	qrng := rand.New(rand.NewPCG(seed, 0x7061676573)) // LOCKS queries
 	r := newRunner(cfg, sessions)
 	m := newModel(cfg, r.tb, sessions)
 	gen := newOpGen(rng, sessions)
@@ -568,6 +644,12 @@ func runModel(seed uint64, steps int, verbose bool) (failure, oplog string) {
 		}
 		if got, want := r.tb.Locks(Query{}, r.now), m.lockInfos(); !sameLockInfos(got, want) {
 			return fail("Locks differs from the model", fmt.Sprintf("%+v", got), fmt.Sprintf("%+v", want))
+		}
+		for range 2 {
+			q := randomQuery(qrng)
+			if got, want := r.tb.LocksPage(q, r.now), m.page(q); !samePages(got, want) {
+				return fail("LocksPage"+formatQuery(q)+" differs from the model", fmt.Sprintf("%+v", got), fmt.Sprintf("%+v", want))
+			}
 		}
 		if got, want := r.sessionStates(), m.sessionStates(); !slices.Equal(got, want) {
 			return fail("sessions differ from the model", got, want)

@@ -47,11 +47,30 @@ type nameArena struct {
 	chunked[grain]
 	top  uint32                            // next unused grain
 	free [maxArenaName / arenaGrain]uint32 // by block size in grains - 1
+	// limit is how far top may go (0: maxArenaGrains); tests lower it.
+	limit uint32
+}
+
+// maxArenaGrains is the most grains an arena's uint32 offsets can reach:
+// 32 GiB. A shard whose arena is full keeps further names in longNames.
+const maxArenaGrains = math.MaxUint32
+
+// fits reports whether a name of n bytes (0 < n ≤ maxArenaName) can be
+// stored without taking the arena past its limit.
+func (a *nameArena) fits(n int) bool {
+	g := grains(n)
+	limit := a.limit
+	if limit == 0 {
+		limit = maxArenaGrains
+	}
+	// The block may skip up to g-1 grains at a chunk's end, and grain 0.
+	return a.free[g-1] != 0 || uint64(a.top)+2*uint64(g)+1 <= uint64(limit)
 }
 
 func grains(n int) uint32 { return uint32(n+arenaGrain-1) / arenaGrain }
 
-// alloc stores name and returns its offset. 0 < len(name) ≤ maxArenaName.
+// alloc stores name and returns its offset. 0 < len(name) ≤ maxArenaName,
+// and the name fits.
 func (a *nameArena) alloc(m *offheap, name string) uint32 {
 	g := grains(len(name))
 	off := a.free[g-1]
@@ -71,9 +90,6 @@ func (a *nameArena) bump(m *offheap, g uint32) uint32 {
 	}
 	if c, pos := chunkOf(a.top); int(pos+g) > chunkLen(c) {
 		a.top += uint32(chunkLen(c)) - pos // to the next chunk
-	}
-	if a.top > math.MaxUint32-2*maxArenaName {
-		panic("locktable: 32 GiB of names in one shard")
 	}
 	for a.top+g > a.cap {
 		a.grow(m)

@@ -36,6 +36,7 @@ type op struct {
 	key  Key
 	ttl  int64
 	dt   int64 // opAdvance: how far the clock moves
+	max  int   // opExpire: the batch bound (0: none)
 }
 
 func (o op) String() string {
@@ -62,7 +63,7 @@ func (o op) String() string {
 	case opCloseSession:
 		return "CloseSession(" + sess + ")"
 	case opExpire:
-		return "Expire()"
+		return fmt.Sprintf("ExpireBatch(max=%d)", o.max)
 	case opAdvance:
 		return fmt.Sprintf("Advance(%d)", o.dt)
 	}
@@ -85,13 +86,14 @@ type result struct {
 	out      Outcome
 	err      error
 	n        int64 // Renew's TTL, Check's remaining time, ForceUnlock's count, Expire's next deadline, CancelWait's 0/1
+	more     bool  // ExpireBatch: due holds remain
 	grants   []grantRec
 	releases []Release
 }
 
 func (a result) equal(b result) bool {
 	sameErr := (a.err == nil) == (b.err == nil) && (a.err == nil || a.err.Error() == b.err.Error())
-	return a.key == b.key && a.out == b.out && sameErr && a.n == b.n &&
+	return a.key == b.key && a.out == b.out && sameErr && a.n == b.n && a.more == b.more &&
 		slices.Equal(a.grants, b.grants) && slices.Equal(a.releases, b.releases)
 }
 
@@ -105,8 +107,10 @@ func (r result) format(kind opKind) string {
 		b.WriteString(errName(r.err))
 	case opRenew, opCheck:
 		fmt.Fprintf(&b, "%d %s", r.n, errName(r.err))
-	case opForceUnlock, opCancelWait, opExpire:
+	case opForceUnlock, opCancelWait:
 		fmt.Fprint(&b, r.n)
+	case opExpire:
+		fmt.Fprint(&b, r.n, " more=", r.more)
 	}
 	for _, g := range r.grants {
 		fmt.Fprintf(&b, " grant{s%d %q %v ttl=%d deadline=%d}", g.SessionID, g.Name, g.Key, g.TTL, g.Deadline)
@@ -195,7 +199,7 @@ func (r *runner) apply(o op) result {
 		r.tb.CloseSession(&r.ev, s, r.now)
 		r.addSession()
 	case opExpire:
-		res.n = r.tb.Expire(&r.ev, r.now)
+		res.n, res.more = r.tb.ExpireBatch(&r.ev, r.now, o.max)
 	case opAdvance:
 		r.now += o.dt
 	}
@@ -252,11 +256,12 @@ type opGen struct {
 
 func newOpGen(rng *rand.Rand, sessions int) *opGen {
 	g := &opGen{
-		rng:   rng,
-		n:     sessions,
-		keys:  make(map[string][]Key),
-		names: []string{"a", "b", "c", "d"},
-		sizes: map[string]uint32{"a": 1, "b": 2, "c": 3, "d": 0},
+		rng:  rng,
+		n:    sessions,
+		keys: make(map[string][]Key),
+		// Prefixes of each other, for LOCKS pages with a Prefix.
+		names: []string{"a", "b", "c", "d", "a:1", "a:2", "b:"},
+		sizes: map[string]uint32{"a": 1, "b": 2, "c": 3, "d": 0, "a:1": 1, "a:2": 2, "b:": 1},
 	}
 	for i := range sessions {
 		g.slots = append(g.slots, i)
@@ -366,7 +371,7 @@ func (g *opGen) next(now, deadline int64) op {
 		g.n++
 		return o
 	case n < 87:
-		return op{kind: opExpire}
+		return op{kind: opExpire, max: []int{0, 0, 1, 2}[g.rng.IntN(4)]}
 	default:
 		dt := []int64{0, 1, 1, 2, 3, 5, 8, 13}[g.rng.IntN(8)]
 		if deadline > now && g.rng.IntN(3) == 0 {

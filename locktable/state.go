@@ -131,15 +131,19 @@ func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Sessi
 	t.fence.Store(st.Fence)
 	for _, ls := range st.Locks {
 		sh, hash := t.shardOf(ls.Name)
-		if ls.Size == 0 || len(ls.Holds) > int(ls.Size) || (len(ls.Waiters) > 0 && len(ls.Holds) != int(ls.Size)) {
-			return nil, fmt.Errorf("locktable: lock %q: bad size or queue", ls.Name)
+		if ls.Name == "" || ls.Size == 0 || len(ls.Holds) == 0 || len(ls.Holds) > int(ls.Size) || (len(ls.Waiters) > 0 && len(ls.Holds) != int(ls.Size)) {
+			return nil, fmt.Errorf("locktable: lock %q: bad size, holds or queue", ls.Name)
 		}
 		if sh.find(ls.Name, hash) != 0 {
 			return nil, fmt.Errorf("locktable: lock %q twice", ls.Name)
 		}
+		bucket := t.bucketOf(hash)
+		if sh.buckets[bucket]+uint32(len(ls.Holds)) > t.bucketCap {
+			return nil, fmt.Errorf("locktable: lock %q: %w", ls.Name, ErrTableFull)
+		}
 		lid := sh.newLock(ls.Name, hash, ls.Size)
 		for _, hs := range ls.Holds {
-			h := sh.base | hid(sh.loadHold(lid, hs, hs.Deadline))
+			h := sh.base | hid(sh.loadHold(lid, bucket, hs, hs.Deadline))
 			if hs.SessionID != 0 {
 				s := sessions[hs.SessionID]
 				if s == nil {
@@ -157,7 +161,7 @@ func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Sessi
 			if s == nil || s.waiting != nil {
 				return nil, fmt.Errorf("locktable: waiter names unknown or busy session %d", ws.SessionID)
 			}
-			sh.enqueue(lid, &waiter{sh: sh, lock: lid, session: s, req: ws.Request, enqueued: ws.Enqueued})
+			sh.enqueue(lid, &waiter{sh: sh, lock: lid, bucket: bucket, session: s, req: ws.Request, enqueued: ws.Enqueued})
 		}
 	}
 	// Rebuild each session's list in its saved order (newest first), by

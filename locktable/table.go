@@ -21,11 +21,25 @@ type Config struct {
 	// MaxHoldsPerSession bounds a session's bound holds plus its wait
 	// (0: no bound). Re-entries and detached holds do not count.
 	MaxHoldsPerSession int
+
+	// bucketCap replaces maxBucketHolds (0: keep it), for tests.
+	bucketCap uint32
 }
 
-// maxShards leaves 20 bits of a hid to the holds of each shard: a million
-// live holds per shard, at most, and more with fewer shards.
-const maxShards = 1 << 12
+// A name's bucket is the low bucketBits bits of its hash. A shard is the
+// union of 2^bucketBits / shards buckets, whatever the shard count, since
+// shards are chosen by the hash's low bits too.
+const (
+	bucketBits = 12
+	// maxShards leaves 20 bits of a hid to the holds of each shard.
+	maxShards = 1 << bucketBits
+	// maxBucketHolds bounds the live holds of each bucket (ErrTableFull),
+	// which keeps every shard, at any shard count, within the 2^32/shards
+	// - 1 holds its hids can name: refusing by bucket rather than by shard
+	// makes the refusal independent of the shard count, as replicas with
+	// different shard counts must agree.
+	maxBucketHolds = 1<<(32-bucketBits) - 1
+)
 
 // Table is the set of all locks. See the package doc for its contract.
 type Table struct {
@@ -34,7 +48,12 @@ type Table struct {
 	mask   uint64
 	// localBits is the width of the per-shard part of a hid.
 	localBits uint
+	// shardBits is log2(len(shards)): a bucket's index within its shard is
+	// the bucket >> shardBits.
+	shardBits uint
+	bucketCap uint32
 	sessions  sessionSlots
+	sched     schedule
 	mem       *offheap
 	// fence is the last fence issued; grants take fence.Add(1).
 	fence atomic.Uint64
@@ -50,13 +69,24 @@ type shard struct {
 	// mu guards every field below and every lock, hold and waiter that
 	// belongs to this shard.
 	mu     sync.Mutex
-	base   hid // this shard's index, shifted into a hid's shard bits
+	idx    uint32 // this shard's index in Table.shards
+	base   hid    // idx, shifted into a hid's shard bits
 	mem    *offheap
+	sched  *schedule
 	index  nameIndex
+	order  nameOrder
 	names  nameArena
 	locks  records[lockRec]
 	holds  records[holdRec]
 	expiry deadlineHeap
+	// due, scheduled and dueAt place the shard in the table's expiry
+	// schedule; see schedule for who may read and write them.
+	due       dueKey
+	scheduled bool
+	dueAt     uint32
+	// buckets counts the live holds of each of the shard's buckets, by
+	// bucket >> Table.shardBits.
+	buckets []uint32
 	// owners are the owners of holds with one, by hold id.
 	owners map[uint32]string
 	// queues are the wait queues of locks with waiters, by lock id.
@@ -82,13 +112,22 @@ func New(cfg Config) *Table {
 		cfg.FenceStart = 1
 	}
 	t := &Table{cfg: cfg, shards: make([]shard, n), mask: uint64(n - 1), mem: newOffheap()}
-	t.localBits = 32 - uint(bits.TrailingZeros(uint(n)))
+	t.shardBits = uint(bits.TrailingZeros(uint(n)))
+	t.localBits = 32 - t.shardBits
+	t.bucketCap = maxBucketHolds
+	if cfg.bucketCap != 0 {
+		t.bucketCap = cfg.bucketCap
+	}
+	t.sched.heap = make([]*shard, 0, n)
 	for i := range t.shards {
 		sh := &t.shards[i]
+		sh.idx = uint32(i)
 		sh.base = hid(i) << t.localBits
 		sh.mem = t.mem
+		sh.sched = &t.sched
 		sh.holds.limit = 1<<t.localBits - 1
 		sh.journaled = &t.journaled
+		sh.buckets = make([]uint32, maxShards/n)
 		sh.owners = make(map[uint32]string)
 		sh.queues = make(map[uint32]*waitQueue)
 		sh.longNames = make(map[uint32]string)
@@ -124,6 +163,16 @@ func (t *Table) shardOf(name string) (*shard, uint64) {
 	h := hashName(name)
 	return &t.shards[h&t.mask], h
 }
+
+// bucketOf returns the index, within its shard, of the bucket of a name
+// whose hash is h.
+func (t *Table) bucketOf(h uint64) uint16 {
+	return uint16(h&(maxShards-1)) >> t.shardBits
+}
+
+// bucketFull reports whether bucket b of sh has no room for another hold.
+// Caller holds sh.mu.
+func (t *Table) bucketFull(sh *shard, b uint16) bool { return sh.buckets[b] >= t.bucketCap }
 
 // holdAt returns the shard and record id of hold h.
 func (t *Table) holdAt(h hid) (*shard, uint32) {

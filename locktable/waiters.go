@@ -6,6 +6,7 @@ package locktable
 type waiter struct {
 	sh         *shard
 	lock       uint32 // the lock's record in sh
+	bucket     uint16 // the lock's bucket (Table.bucketOf)
 	session    *Session
 	req        Request
 	enqueued   int64
@@ -127,7 +128,10 @@ func (sh *shard) grantWaiters(t *Table, ev *Events, lid uint32, name string, now
 			s.mu.Unlock()
 			continue
 		}
-		id := sh.newHold(t, lid, w.req, now)
+		// The hold just released freed a place in this bucket, and a
+		// release grants at most one waiter per hold it ends (a queue
+		// exists only while the lock is full): never ErrTableFull here.
+		id := sh.newHold(t, lid, w.bucket, w.req, now)
 		if !w.req.Detach {
 			s.link(t, sh.base|hid(id))
 		}

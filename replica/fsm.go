@@ -136,7 +136,7 @@ func (f *FSM) ApplyOp(op Op) *Result {
 			r.Bool = t.CancelWait(s)
 		}
 	case OpExpire:
-		r.Int = t.Expire(&r.Events, op.Now)
+		r.Int, r.Bool = t.ExpireBatch(&r.Events, op.Now, op.Max)
 	case OpFailover:
 		f.leader, f.leaderAddr = op.Leader, op.LeaderAddr
 		// Fences keep increasing across leaders anyway (the counter is

@@ -85,7 +85,7 @@ func (g *opGen) next() Op {
 		g.open = append(g.open[:i], g.open[i+1:]...)
 		return Op{Kind: OpClose, Now: g.now, Session: id}
 	case n < 99:
-		return Op{Kind: OpExpire, Now: g.now}
+		return Op{Kind: OpExpire, Now: g.now, Max: []int{0, 1, 2}[g.rng.IntN(3)]} // batches are part of the entry
 	default:
 		g.open = nil
 		return Op{Kind: OpFailover, Now: g.now, Grace: 30_000_000}

@@ -35,6 +35,10 @@ type Op struct {
 	Key     locktable.Key     `json:"key,omitzero"`
 	TTL     int64             `json:"ttl,omitempty"`
 	Grace   int64             `json:"grace,omitempty"`
+	// Max bounds the holds an expire op releases (0: no bound, as in
+	// entries written before it existed): part of the entry, so that every
+	// replica releases the same batch.
+	Max int `json:"max,omitempty"`
 	// Leader and LeaderAddr (failover): the new leader's Raft ID and the
 	// address its clients use, for followers' -MOVED replies.
 	Leader     string `json:"leader,omitempty"`
@@ -60,7 +64,7 @@ type Result struct {
 	Key     locktable.Key
 	Outcome locktable.Outcome
 	Int     int64 // Renew: TTL now set; Check: time left; Force: holds released
-	Bool    bool  // Cancel: whether the request was still queued
+	Bool    bool  // Cancel: whether the request was still queued; Expire: whether due holds remain
 	Err     error
 	Events  locktable.Events
 }
