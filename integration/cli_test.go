@@ -65,6 +65,21 @@ func TestCLI_VersionFlagNamesBuild(t *testing.T) {
 	if !strings.HasPrefix(stdout, "relock ") || !strings.Contains(stdout, runtime.Version()) || strings.Count(stdout, "\n") != 1 {
 		t.Errorf("relock --version printed %q; want one line: relock VERSION (…, %s, …)", stdout, runtime.Version())
 	}
+	// INFO and HELLO report the same version (without its "v"; a
+	// development build is 0.0.0-devel).
+	v := strings.Fields(stdout)[1]
+	want := strings.TrimPrefix(v, "v")
+	if v == "devel" {
+		want = "0.0.0-devel"
+	}
+	srv := startServer(t)
+	info, err := srv.client(t).Info(ctxFor(t, 5*time.Second), "server").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(info, "relock_version:"+want+"\r\n") {
+		t.Errorf("INFO server does not say relock_version:%s (relock --version: %q):\n%s", want, stdout, info)
+	}
 }
 
 func TestCLI_BadFlagIsOneLineAndAHintOnStderr(t *testing.T) {

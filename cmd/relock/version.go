@@ -7,10 +7,13 @@ import (
 	"strings"
 )
 
-// version is relock's release version. Release builds stamp it (make
-// release: -ldflags "-X main.version=v0.1.0"); otherwise it comes from the
-// build info: the module version of `go install …@v0.1.0`, or "devel".
-var version string
+// version and commit are stamped by release builds (make release:
+// -ldflags "-X main.version=v0.1.0 -X main.commit=…"). Otherwise the
+// version comes from the build info (the module version of `go install
+// …@v0.1.0`, else "devel") and the commit from its vcs.revision, which the
+// go command records when it builds in a git checkout (not a linked git
+// worktree, where .git is a file: hence main.commit).
+var version, commit string
 
 // buildVersion is what one binary knows about where it came from.
 type buildVersion struct {
@@ -37,6 +40,9 @@ func readBuildVersion() buildVersion {
 				v.Modified = s.Value == "true"
 			}
 		}
+	}
+	if v.Commit == "" {
+		v.Commit = commit
 	}
 	if v.Version == "" {
 		v.Version = "devel"
