@@ -14,6 +14,21 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/relock
 
+# A release binary: static, stripped, version stamped (relock --version,
+# INFO's relock_version), e.g. bin/relock-v0.1.0-linux-amd64. VERSION is
+# the tag at HEAD (git describe), v0.0.0-dev between tags, and COMMIT the
+# commit built. GOOS=darwin GOARCH=arm64 make release cross-builds.
+.PHONY: release
+VERSION ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null || echo v0.0.0-dev)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+GOOS    ?= $(shell $(GO) env GOOS)
+GOARCH  ?= $(shell $(GO) env GOARCH)
+release:
+	CGO_ENABLED=0 GOOS=$(GOOS) GOARCH=$(GOARCH) $(GO) build -trimpath -buildvcs=auto \
+		-ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)" \
+		-o bin/relock-$(VERSION)-$(GOOS)-$(GOARCH) ./cmd/relock
+	@echo bin/relock-$(VERSION)-$(GOOS)-$(GOARCH)
+
 run: build
 	./$(BIN) server $(ARGS)
 

@@ -131,7 +131,7 @@ func New(opt Options) (*Client, error) {
 	for _, a := range list {
 		network, addr := splitAddr(a)
 		if addr == "" {
-			return nil, fmt.Errorf("relock: empty address %q", a)
+			return nil, fmt.Errorf("empty address %q", a)
 		}
 		ep := endpoint{network, addr}
 		if !slices.Contains(addrs, ep) {
@@ -407,7 +407,7 @@ func msDuration(ms int64) time.Duration {
 // the Client was closed under it.
 func (c *Client) ctxError(ctx context.Context, op, name string, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
-		return fmt.Errorf("relock: %s %s: %w", op, quote(name), cerr)
+		return fmt.Errorf("%s %s: %w", op, quote(name), cerr)
 	}
 	if c.isClosed() {
 		return ErrClosed
@@ -415,5 +415,5 @@ func (c *Client) ctxError(ctx context.Context, op, name string, err error) error
 	if errors.Is(err, redis.ErrClosed) {
 		return ErrClosed
 	}
-	return fmt.Errorf("relock: %s %s: %w", op, quote(name), err)
+	return fmt.Errorf("%s %s: %w", op, quote(name), err)
 }

@@ -14,7 +14,7 @@ import (
 )
 
 // ErrNoLeader: the election has no leader now.
-var ErrNoLeader = errors.New("relock: no leader")
+var ErrNoLeader = errors.New("no leader")
 
 // DefaultElectionTTL is the TTL of a leadership when the Election's options
 // name none: a leader that hangs loses it within this time, a leader that

@@ -13,17 +13,17 @@ import (
 var (
 	// ErrNotHeld: the key does not hold the lock (never did, expired,
 	// released, or force-unlocked). The server's NOTHELD.
-	ErrNotHeld = errors.New("relock: the key does not hold the lock")
+	ErrNotHeld = errors.New("the key does not hold the lock")
 	// ErrSizeMismatch: the lock exists with another size than requested.
 	// The server's SIZEMISMATCH.
-	ErrSizeMismatch = errors.New("relock: the lock exists with another size")
+	ErrSizeMismatch = errors.New("the lock exists with another size")
 	// ErrLimit: a server limit was hit (max-ttl, max-waiters,
 	// max-holds-per-client, max-name-len, max-clients). The server's LIMIT.
-	ErrLimit = errors.New("relock: server limit reached")
+	ErrLimit = errors.New("server limit reached")
 	// ErrWaitTimeout: the lock was not granted. Lock returns it when its
 	// Wait option (or the server's --default-wait) ran out; TryLock returns
 	// it when the lock has no free capacity. The lock result is then nil.
-	ErrWaitTimeout = errors.New("relock: lock not granted within the wait")
+	ErrWaitTimeout = errors.New("lock not granted within the wait")
 	// ErrLost: a lock this client held is no longer held although it was
 	// not unlocked through it: the server answered NOTHELD to a renewal
 	// (expiry, FORCEUNLOCK), the connection the hold was bound to closed
@@ -31,25 +31,25 @@ var (
 	// in time), renewals kept failing until the TTL deadline passed, or
 	// the Client was closed. Lock.Err returns a *LostError that matches ErrLost and
 	// its cause.
-	ErrLost = errors.New("relock: lock lost")
+	ErrLost = errors.New("lock lost")
 	// ErrClosed: the Client was closed.
-	ErrClosed = errors.New("relock: client closed")
+	ErrClosed = errors.New("client closed")
 	// ErrReleased is the cause (context.Cause) of a Lock's Context after
 	// the lock was unlocked through it.
-	ErrReleased = errors.New("relock: lock released")
+	ErrReleased = errors.New("lock released")
 	// ErrConnClosed is the cause of a loss when the connection the hold was
 	// bound to closed (server stopped, network failure, CLIENT KILL): the
 	// server releases such a hold at once. In cluster mode it is the cause
 	// when no leader re-attached the hold before its deadline; a hold the
 	// server released shows as ErrNotHeld there.
-	ErrConnClosed = errors.New("relock: lock connection closed")
+	ErrConnClosed = errors.New("lock connection closed")
 	// ErrExpired is the cause of a loss when the hold's TTL deadline passed
 	// without a successful renewal.
-	ErrExpired = errors.New("relock: TTL deadline passed without renewal")
+	ErrExpired = errors.New("TTL deadline passed without renewal")
 	// ErrClusterDown: a cluster had no leader (an election) for longer
 	// than the call could wait (Options.FailoverTimeout, its ctx). The
 	// server's CLUSTERDOWN.
-	ErrClusterDown = errors.New("relock: the cluster has no leader")
+	ErrClusterDown = errors.New("the cluster has no leader")
 )
 
 // ServerError is an error reply from the server, e.g.
@@ -69,9 +69,9 @@ func (e *ServerError) Code() string {
 
 func (e *ServerError) Error() string {
 	if e.Name == "" {
-		return "relock: " + e.Op + ": " + e.Reply
+		return e.Op + ": " + e.Reply
 	}
-	return "relock: " + e.Op + " " + quote(e.Name) + ": " + e.Reply
+	return e.Op + " " + quote(e.Name) + ": " + e.Reply
 }
 
 // Unwrap returns the sentinel error for the reply's code, if there is one.
@@ -98,7 +98,7 @@ type LostError struct {
 }
 
 func (e *LostError) Error() string {
-	return "relock: lock " + quote(e.Name) + " lost: " + strings.TrimPrefix(e.Cause.Error(), "relock: ")
+	return "lock " + quote(e.Name) + " lost: " + e.Cause.Error()
 }
 
 // Unwrap returns ErrLost and the cause, so that errors.Is matches both.

@@ -140,7 +140,7 @@ func ExampleSemaphore() {
 	a.Unlock(ctx)
 	b.Unlock(ctx)
 	// Output:
-	// third slot: relock: lock not granted within the wait
+	// third slot: lock not granted within the wait
 }
 
 // The primary/secondary failover pattern: each instance campaigns; the

@@ -22,7 +22,7 @@ import (
 // errNotAttached: RENEW succeeded but the hold is still bound to another
 // connection — the new leader has not orphaned its predecessor's holds
 // yet, or the old connection's close is not applied yet. Retried.
-var errNotAttached = errors.New("relock: the hold is not bound to the new connection yet")
+var errNotAttached = errors.New("the hold is not bound to the new connection yet")
 
 // recover re-attaches a bound hold whose connection dropped, retrying with
 // backoff until the hold's TTL deadline (Options.FailoverTimeout from now
@@ -115,7 +115,7 @@ func (h *hold) reattach(ctx context.Context, ttl time.Duration) (got time.Durati
 	if h.state != stateHeld {
 		h.mu.Unlock()
 		lc.close() // released or lost meanwhile: let the server release it
-		return 0, fmt.Errorf("relock: RENEW %s: %w", quote(h.name), ErrNotHeld), true
+		return 0, fmt.Errorf("RENEW %s: %w", quote(h.name), ErrNotHeld), true
 	}
 	old := h.lc
 	h.lc, h.dead = lc, lc.current().dead
@@ -138,7 +138,7 @@ func (h *hold) boundTo(lc *lockConn, id int64, timeout time.Duration) error {
 	for _, v := range list {
 		li, err := parseLockInfo(v)
 		if err != nil {
-			return fmt.Errorf("relock: LOCKS: %w", err)
+			return fmt.Errorf("LOCKS: %w", err)
 		}
 		if li.Name != h.name {
 			continue

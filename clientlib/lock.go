@@ -92,13 +92,13 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 	}
 	switch {
 	case name == "":
-		return nil, fmt.Errorf("relock: %s: empty lock name", op)
+		return nil, fmt.Errorf("%s: empty lock name", op)
 	case cfg.ttl < 0:
-		return nil, fmt.Errorf("relock: %s %s: negative TTL", op, quote(name))
+		return nil, fmt.Errorf("%s %s: negative TTL", op, quote(name))
 	case cfg.size < 0:
-		return nil, fmt.Errorf("relock: %s %s: negative size", op, quote(name))
+		return nil, fmt.Errorf("%s %s: negative size", op, quote(name))
 	case cfg.hasWait && cfg.wait < 0:
-		return nil, fmt.Errorf("relock: %s %s: negative wait", op, quote(name))
+		return nil, fmt.Errorf("%s %s: negative wait", op, quote(name))
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, c.ctxError(ctx, op, name, err)
@@ -172,7 +172,7 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 	fence, ferr := parseFence(key)
 	if !ok || ferr != nil {
 		lc.close()
-		return nil, fmt.Errorf("relock: %s %s: unexpected reply %v", op, quote(name), res)
+		return nil, fmt.Errorf("%s %s: unexpected reply %v", op, quote(name), res)
 	}
 	h := &hold{
 		c:          c,
@@ -383,7 +383,7 @@ func (l *Lock) Unlock(ctx context.Context) error {
 		if err := l.Err(); err != nil {
 			return err
 		}
-		return fmt.Errorf("relock: unlock %s: already unlocked: %w", quote(h.name), ErrNotHeld)
+		return fmt.Errorf("unlock %s: already unlocked: %w", quote(h.name), ErrNotHeld)
 	}
 	h.opMu.Lock()
 	defer h.opMu.Unlock()
@@ -419,7 +419,10 @@ func (l *Lock) Unlock(ctx context.Context) error {
 		} else if !h.detached && !h.reattaches() {
 			h.lose(connClosed(err))
 		}
-		return fmt.Errorf("relock: UNLOCK %s: %w", quote(h.name), err)
+		if isReply(err) {
+			return err // a *ServerError names UNLOCK and the lock itself
+		}
+		return fmt.Errorf("UNLOCK %s: %w", quote(h.name), err)
 	}
 }
 
@@ -432,7 +435,7 @@ func (l *Lock) Renew(ctx context.Context, ttl time.Duration) error {
 		return err
 	}
 	if ttl < 0 {
-		return fmt.Errorf("relock: RENEW %s: negative TTL", quote(l.h.name))
+		return fmt.Errorf("RENEW %s: negative TTL", quote(l.h.name))
 	}
 	if err := l.usable(); err != nil {
 		return err
@@ -469,7 +472,7 @@ func (l *Lock) usable() error {
 		return err
 	}
 	if l.released.Load() {
-		return fmt.Errorf("relock: lock %s was unlocked: %w", quote(l.h.name), ErrNotHeld)
+		return fmt.Errorf("lock %s was unlocked: %w", quote(l.h.name), ErrNotHeld)
 	}
 	return nil
 }

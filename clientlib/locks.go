@@ -71,13 +71,13 @@ func (c *Client) Locks(ctx context.Context, q LocksQuery) ([]LockInfo, error) {
 	}
 	res, ok := v.([]any)
 	if !ok {
-		return nil, fmt.Errorf("relock: LOCKS: unexpected reply %T", v)
+		return nil, fmt.Errorf("LOCKS: unexpected reply %T", v)
 	}
 	out := make([]LockInfo, 0, len(res))
 	for _, r := range res {
 		li, err := parseLockInfo(r)
 		if err != nil {
-			return nil, fmt.Errorf("relock: LOCKS: %w", err)
+			return nil, fmt.Errorf("LOCKS: %w", err)
 		}
 		out = append(out, li)
 	}

@@ -83,7 +83,7 @@ func (m *Mutex) UnlockContext(ctx context.Context) error {
 	m.held = nil
 	m.mu.Unlock()
 	if l == nil {
-		return fmt.Errorf("relock: unlock of unlocked Mutex: %w", ErrNotHeld)
+		return fmt.Errorf("unlock of unlocked Mutex: %w", ErrNotHeld)
 	}
 	err := l.Unlock(ctx)
 	<-m.turn

@@ -58,7 +58,7 @@ func (s *Semaphore) Holders(ctx context.Context) (held, waiting int, err error) 
 
 func (s *Semaphore) check() error {
 	if s.size < 1 {
-		return fmt.Errorf("relock: semaphore %s: size %d, want at least 1", quote(s.name), s.size)
+		return fmt.Errorf("semaphore %s: size %d, want at least 1", quote(s.name), s.size)
 	}
 	return nil
 }

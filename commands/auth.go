@@ -60,7 +60,7 @@ func (u *User) Validate() error {
 	case u.PasswordHash == "" && u.plain == nil:
 		// Certificate-only user (--tls-auth-cn): no password login.
 	default:
-		return fmt.Errorf("user %q: password_hash must be bcrypt ($2a$/$2b$) or argon2id ($argon2id$)", u.Name)
+		return fmt.Errorf("user %q: password_hash must be bcrypt ($2a$, $2b$ or $2y$) or argon2id ($argon2id$)", u.Name)
 	}
 	if len(u.Locks) == 0 && !u.Admin {
 		return fmt.Errorf("user %q: no lock patterns (locks: [...]) and not admin", u.Name)

@@ -14,22 +14,22 @@ import (
 )
 
 // clientFlags are the connection flags the tools share (run, locks,
-// unlock), embedded in each tool's command. Environment: RELOCK_ADDR,
-// RELOCK_USER, RELOCK_PASSWORD, RELOCK_TLS, RELOCK_TLS_CA, RELOCK_TLS_CERT,
-// RELOCK_TLS_KEY (kong's DefaultEnvars).
+// unlock, cluster, bench), embedded in each tool's command. Their variables
+// are RELOCK_ADDR, RELOCK_USER, RELOCK_PASSWORD and RELOCK_CLIENT_TLS*: the
+// server's own TLS flags read RELOCK_TLS_* (see envars.go).
 //
 // They are declared on each tool, not on the root: kong refuses a flag that
 // a parent command declares too, and the server has its own --tls-cert and
-// --tls-key (SPEC §3). Written before the tool's name (relock --addr X
+// --tls-key. Written before the tool's name (relock --addr X
 // locks) they are moved after it by hoistClientFlags in main.go.
 type clientFlags struct {
-	Addr     string `help:"Server address for the tools: host:port, or a unix socket path; a comma-separated list for a cluster." default:"127.0.0.1:6380" placeholder:"ADDR"`
-	User     string `help:"User to authenticate as (ACL users)." placeholder:"NAME"`
-	Password string `help:"Password to authenticate with." placeholder:"PASS"`
-	TLS      bool   `name:"tls" help:"Connect with TLS (implied by --tls-ca, --tls-cert)."`
-	TLSCA    string `name:"tls-ca" help:"PEM file of the CA(s) that sign the server's certificate (default: the system's)." placeholder:"FILE"`
-	TLSCert  string `name:"tls-cert" help:"PEM certificate of this client, for mutual TLS." placeholder:"FILE"`
-	TLSKey   string `name:"tls-key" help:"PEM private key of --tls-cert." placeholder:"FILE"`
+	Addr     string `env:"RELOCK_ADDR" help:"Server address for the tools: host:port, or a unix socket path; a comma-separated list for a cluster." default:"127.0.0.1:6380" placeholder:"ADDR"`
+	User     string `env:"RELOCK_USER" help:"User to authenticate as (ACL users)." placeholder:"NAME"`
+	Password string `env:"RELOCK_PASSWORD" help:"Password to authenticate with." placeholder:"PASS"`
+	TLS      bool   `name:"tls" env:"RELOCK_CLIENT_TLS" help:"Connect with TLS (implied by --tls-ca, --tls-cert)."`
+	TLSCA    string `name:"tls-ca" env:"RELOCK_CLIENT_TLS_CA" predictor:"file" help:"PEM file of the CA(s) that sign the server's certificate (default: the system's)." placeholder:"FILE"`
+	TLSCert  string `name:"tls-cert" env:"RELOCK_CLIENT_TLS_CERT" predictor:"file" help:"PEM certificate of this client, for mutual TLS." placeholder:"FILE"`
+	TLSKey   string `name:"tls-key" env:"RELOCK_CLIENT_TLS_KEY" predictor:"file" help:"PEM private key of --tls-cert." placeholder:"FILE"`
 }
 
 // newClient returns a clientlib Client for the flags. go-redis's own log

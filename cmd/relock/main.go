@@ -8,6 +8,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -17,7 +18,9 @@ import (
 
 // cli is the root of relock's command line.
 type cli struct {
-	Version kong.VersionFlag `help:"Print the version and exit."`
+	// env:"-": a RELOCK_VERSION in the environment (set for a container, a
+	// unit, a script) must not turn every command into --version.
+	Version kong.VersionFlag `env:"-" help:"Print the version and exit."`
 
 	Server serverCmd `cmd:"" help:"Run the relock server."`
 	Bench  benchCmd  `cmd:"" help:"Load generator: relock or Redis, side by side."`
@@ -27,7 +30,13 @@ type cli struct {
 	Unlock unlockCmd `cmd:"" help:"Release a lock: every hold (--force), or the hold with a key."`
 
 	Cluster clusterCmd `cmd:"" help:"Raft cluster membership: status, add, remove."`
+
+	Completion completionCmd `cmd:"" help:"Print the shell completion script for bash, zsh or fish."`
 }
+
+// exitUsage is the exit status of a command line relock cannot parse (as
+// in most Unix tools, and Go's flag package).
+const exitUsage = 2
 
 // exitError carries a specific exit code out of a command's Run.
 type exitError struct {
@@ -45,35 +54,77 @@ func (e *exitError) Error() string {
 func (e *exitError) Unwrap() error { return e.err }
 
 func main() {
+	bv := readBuildVersion()
+	commands.Version = bv.Protocol()
 	var root cli
-	parser, err := kong.New(&root,
-		kong.Name("relock"),
-		kong.Description("relock: a distributed lock server that speaks the Redis protocol."),
-		kong.Vars{"version": "relock " + commands.Version},
-		kong.DefaultEnvars("RELOCK"),
-		kong.Configuration(configLoader),
-		kong.UsageOnError(),
-	)
+	parser, err := newParser(&root, bv, os.Stdout, os.Stderr, os.Exit)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "relock:", err)
-		os.Exit(2)
+		os.Exit(exitUsage)
 	}
+	// A shell asking for completions (COMP_LINE set by the script of
+	// `relock completion`) gets them here, and relock exits.
+	completeCommandLine(parser)
 	ctx, err := parser.Parse(hoistClientFlags(os.Args[1:]))
-	parser.FatalIfErrorf(err)
-	if err := ctx.Run(); err != nil {
-		var ee *exitError
-		if errors.As(err, &ee) {
-			if ee.err != nil {
-				fmt.Fprintln(os.Stderr, "relock:", ee.err)
-			}
-			os.Exit(ee.code)
-		}
-		fmt.Fprintln(os.Stderr, "relock:", err)
-		os.Exit(1)
+	if err != nil {
+		os.Exit(reportUsageError(os.Stderr, err))
 	}
+	os.Exit(reportRunError(os.Stderr, ctx.Run()))
 }
 
-// Client flags may stand before a tool's name (SPEC §4): `relock --addr X
+// newParser builds relock's command line: flags, then RELOCK_* environment
+// variables (envars), then the --config file, then defaults. --help and
+// --version write to stdout and call exit(0).
+func newParser(root *cli, bv buildVersion, stdout, stderr io.Writer, exit func(int)) (*kong.Kong, error) {
+	return kong.New(root,
+		kong.Name("relock"),
+		kong.Description("relock: a distributed lock server that speaks the Redis protocol."),
+		kong.Vars{"version": bv.String()},
+		kong.Writers(stdout, stderr),
+		kong.Exit(exit),
+		// toolEnvars names the tools' variables first; DefaultEnvars
+		// gives every other flag RELOCK_<FLAG>.
+		kong.PostBuild(toolEnvars),
+		kong.DefaultEnvars("RELOCK"),
+		kong.ValueFormatter(helpWithDefault),
+		kong.Configuration(configLoader),
+	)
+}
+
+// reportUsageError writes a command line error as one line and a pointer to
+// the help of the command it was meant for, both to stderr, and returns
+// the exit status. (kong's own handling prints the whole usage to stdout.)
+func reportUsageError(stderr io.Writer, err error) int {
+	fmt.Fprintln(stderr, "relock:", err)
+	helpFor := "relock"
+	var perr *kong.ParseError
+	if errors.As(err, &perr) && perr.Context != nil {
+		if cmd := perr.Context.Selected(); cmd != nil {
+			helpFor = cmd.FullPath()
+		}
+	}
+	fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", helpFor)
+	return exitUsage
+}
+
+// reportRunError writes what a command's Run returned to stderr, prefixed
+// "relock:" once, and returns the exit status.
+func reportRunError(stderr io.Writer, err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintln(stderr, "relock:", ee.err)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(stderr, "relock:", err)
+	return 1
+}
+
+// Client flags may stand before a tool's name: `relock --addr X
 // locks` means `relock locks --addr X`. kong allows a flag on one command
 // only, and the server has its own --tls-cert, so the tools' client flags
 // live on each tool; this moves the ones written before the tool's name

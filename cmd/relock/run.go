@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 	"unsafe"
@@ -136,7 +135,7 @@ func (r *runCmd) acquire(c *clientlib.Client, sigs <-chan os.Signal) (*clientlib
 		}
 		return nil, &exitError{r.ConflictExitCode, fmt.Errorf("run: lock %q %s", r.Name, why)}
 	default:
-		return nil, &exitError{exitRunUnavailable, fmt.Errorf("run: cannot take lock %q: %s", r.Name, strings.TrimPrefix(res.err.Error(), "relock: "))}
+		return nil, &exitError{exitRunUnavailable, fmt.Errorf("run: cannot take lock %q: %w", r.Name, res.err)}
 	}
 }
 
@@ -190,7 +189,7 @@ func (r *runCmd) runUnder(l *clientlib.Lock, argv []string, sigs <-chan os.Signa
 				if !interactive {
 					syscall.Kill(-pid, syscall.SIGKILL) // what is left of the group
 				}
-				return &exitError{exitRunLost, fmt.Errorf("run: %s; the command was stopped", strings.TrimPrefix(err.Error(), "relock: "))}
+				return &exitError{exitRunLost, fmt.Errorf("run: %w; the command was stopped", err)}
 			}
 			if err := releaseLock(l); err != nil {
 				fmt.Fprintf(os.Stderr, "relock: run: releasing lock %q: %v\n", l.Name(), err)
@@ -207,7 +206,7 @@ func (r *runCmd) runUnder(l *clientlib.Lock, argv []string, sigs <-chan os.Signa
 			}
 		case <-lost:
 			lost = nil
-			fmt.Fprintf(os.Stderr, "relock: run: %s; sending SIGTERM to the command (SIGKILL in %v)\n", strings.TrimPrefix(l.Err().Error(), "relock: "), r.KillGrace)
+			fmt.Fprintf(os.Stderr, "relock: run: %s; sending SIGTERM to the command (SIGKILL in %v)\n", l.Err(), r.KillGrace)
 			signalCmd(syscall.SIGTERM)
 			t := time.NewTimer(r.KillGrace)
 			defer t.Stop()

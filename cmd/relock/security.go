@@ -1,12 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/relock/relock/commands"
 	"go.yaml.in/yaml/v3"
@@ -28,12 +29,77 @@ type securityFlags struct {
 
 // usersFile is the YAML form of --users-file.
 type usersFile struct {
-	Users []struct {
-		Name         string   `yaml:"name"`
-		PasswordHash string   `yaml:"password_hash"`
-		Locks        []string `yaml:"locks"`
-		Admin        bool     `yaml:"admin"`
-	} `yaml:"users"`
+	Users []usersFileUser `yaml:"users"`
+}
+
+type usersFileUser struct {
+	Name         string   `yaml:"name"`
+	PasswordHash string   `yaml:"password_hash"`
+	Locks        []string `yaml:"locks"`
+	Admin        bool     `yaml:"admin"`
+}
+
+// The keys a users file may use, at the top and in each user.
+var (
+	usersFileKeys = []string{"users"}
+	userKeys      = []string{"name", "password_hash", "locks", "admin"}
+)
+
+// parseUsersFile decodes a users file strictly: a key it does not know is
+// an error naming the key and its line, so that a misspelled password_hash
+// or locks never silently leaves a user without a password or locks.
+func parseUsersFile(raw []byte) (usersFile, error) {
+	var uf usersFile
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return uf, err
+	}
+	if len(doc.Content) == 0 {
+		return uf, nil // empty file
+	}
+	top := doc.Content[0]
+	if top.Kind != yaml.MappingNode {
+		return uf, fmt.Errorf("line %d: want a mapping with a users: list", top.Line)
+	}
+	if err := checkKeys(top, usersFileKeys, "at the top level"); err != nil {
+		return uf, err
+	}
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		list := top.Content[i+1]
+		if list.Kind != yaml.SequenceNode {
+			if list.Tag == "!!null" {
+				continue
+			}
+			return uf, fmt.Errorf("line %d: users: want a list of users", list.Line)
+		}
+		for _, u := range list.Content {
+			if u.Kind != yaml.MappingNode {
+				return uf, fmt.Errorf("line %d: a user is a mapping (name:, password_hash:, locks:, admin:)", u.Line)
+			}
+			if err := checkKeys(u, userKeys, "in a user"); err != nil {
+				return uf, err
+			}
+		}
+	}
+	if err := top.Decode(&uf); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return uf, errors.New(strings.Join(te.Errors, "; ")) // "line 4: cannot unmarshal !!str `x` into bool"
+		}
+		return uf, err
+	}
+	return uf, nil
+}
+
+// checkKeys returns an error for the first key of mapping m not in known.
+func checkKeys(m *yaml.Node, known []string, where string) error {
+	for i := 0; i < len(m.Content); i += 2 {
+		k := m.Content[i]
+		if !slices.Contains(known, k.Value) {
+			return fmt.Errorf("line %d: unknown field %q %s (known: %s)", k.Line, k.Value, where, strings.Join(known, ", "))
+		}
+	}
+	return nil
 }
 
 // loadUsers reads the users in force: the users file's, plus the default
@@ -45,10 +111,8 @@ func (f *securityFlags) loadUsers() ([]commands.User, error) {
 		if err != nil {
 			return nil, fmt.Errorf("users file: %w", err)
 		}
-		var uf usersFile
-		dec := yaml.NewDecoder(bytesReader(raw))
-		dec.KnownFields(true)
-		if err := dec.Decode(&uf); err != nil {
+		uf, err := parseUsersFile(raw)
+		if err != nil {
 			return nil, fmt.Errorf("users file %s: %w", f.UsersFile, err)
 		}
 		if len(uf.Users) == 0 {
@@ -105,5 +169,3 @@ func (f *securityFlags) tlsConfig() (*tls.Config, error) {
 	}
 	return cfg, nil
 }
-
-func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

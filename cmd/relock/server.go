@@ -57,7 +57,8 @@ func (c *serverCmd) Run() error {
 	if err != nil {
 		return err
 	}
-	log.Info("starting relock", "version", commands.Version, "pid", os.Getpid())
+	bv := readBuildVersion()
+	log.Info("starting relock", "version", bv.Version, "commit", bv.Commit, "go", bv.Go, "pid", os.Getpid())
 	var store *persist.Store
 	if c.DataDir != "" {
 		mode, err := persist.ParseMode(c.Fsync)
