@@ -9,7 +9,6 @@ import (
 
 // cmdLocks: LOCKS [MATCH pattern] [COUNT n] [AFTER name]
 func (sess *session) cmdLocks(args [][]byte) *pendingWait {
-	srv := sess.srv
 	opts, err := resp.ScanOptions(args[1:], resp.OptMatch|resp.OptCount|resp.OptAfter)
 	if err != nil {
 		sess.fail(err.Error())
@@ -32,11 +31,36 @@ func (sess *session) cmdLocks(args [][]byte) *pendingWait {
 		match := q.Match
 		q.Match = func(name string) bool { return u.mayLock(name) && (match == nil || match(name)) }
 	}
-	locks := srv.tbl().Locks(q, srv.now())
+	q.Budget = locksBudget
+	return sess.locksPage(q, nil)
+}
+
+// locksBudget is how many names one step of a LOCKS page may examine
+// (about a millisecond): a page whose names mostly do not match (a glob
+// without a literal prefix, a user's permissions) is served in steps.
+const locksBudget = 4096
+
+// locksPage goes on with a LOCKS page, got being the locks found so far.
+// Between steps an event loop serves its other connections (the
+// connection waits, as for a grant); a connection's own goroutine just
+// goes on.
+func (sess *session) locksPage(q locktable.Query, got []locktable.LockInfo) *pendingWait {
+	srv := sess.srv
+	for {
+		p := srv.tbl().LocksPage(q, srv.now())
+		got = append(got, p.Locks...)
+		if p.Resume == "" {
+			break
+		}
+		q.After, q.Count = p.Resume, q.Count-len(p.Locks)
+		if sess.lc != nil {
+			return &pendingWait{since: time.Now(), resume: func() *pendingWait { return sess.locksPage(q, got) }}
+		}
+	}
 	if !sess.revealed() {
 		return nil
 	}
-	sess.writeLocks(locks)
+	sess.writeLocks(got)
 	return nil
 }
 

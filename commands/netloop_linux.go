@@ -70,6 +70,7 @@ type evloop struct {
 	rbuf   []byte
 	dirty  []*lconn // connections with output to write at the end of the round
 	resume []*lconn // connections whose output drained with input left to run
+	later  []*lconn // connections whose command goes on next round (pendingWait.resume)
 	done   bool
 	// lastGrant is when the loop last granted a waiting LOCK. Within
 	// handoffWindow of one, a handoff chain may be running (each grantee's
@@ -254,7 +255,7 @@ func (l *evloop) run() {
 	for !l.done {
 		l.mu.Lock()
 		timeout := 0
-		if len(l.inbox) == 0 && len(l.resume) == 0 {
+		if len(l.inbox) == 0 && len(l.resume) == 0 && len(l.later) == 0 {
 			l.sleeping = true
 			timeout = -1
 		}
@@ -281,6 +282,7 @@ func (l *evloop) run() {
 			}
 		}
 		l.resumeAll()
+		l.runLater()
 		l.drainInbox()
 		l.commit()
 		l.flush()
@@ -317,6 +319,28 @@ func (l *evloop) resumeAll() {
 		}
 	}
 	l.resume = l.resume[:0]
+}
+
+// runLater runs the next step of the commands that let others be served
+// between their steps.
+func (l *evloop) runLater() {
+	later := l.later
+	l.later = nil
+	for i, c := range later {
+		later[i] = nil
+		if c.closed || c.wait == nil || c.wait.resume == nil {
+			continue
+		}
+		if next := c.wait.resume(); next != nil {
+			c.wait = nil
+			c.startWait(next)
+			continue
+		}
+		c.endWait()
+	}
+	if l.later == nil {
+		l.later = later[:0]
+	}
 }
 
 // deferCommit takes the commit of a command of c (see session.commit), or
@@ -736,6 +760,10 @@ func (c *lconn) kill() {
 func (c *lconn) startWait(pw *pendingWait) {
 	c.wait = pw
 	c.waitSeq++
+	if pw.resume != nil {
+		c.loop.later = append(c.loop.later, c)
+		return
+	}
 	if pc := pw.check; pc != nil {
 		seq, srv := c.waitSeq, c.loop.srv
 		srv.wg.Add(1)

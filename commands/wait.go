@@ -8,13 +8,16 @@ import (
 )
 
 // pendingWait is a command whose reply waits for something outside its
-// connection: a LOCK queued in the lock table, waiting for its grant, or
-// an AUTH waiting for its password check (check set).
+// connection: a LOCK queued in the lock table, waiting for its grant; an
+// AUTH waiting for its password check (check set); or a long command
+// that lets the loop serve others between its steps (resume set: it runs
+// the next step and returns what to wait for next, nil when done).
 type pendingWait struct {
 	name    string
 	timeout time.Duration // 0: no limit
 	since   time.Time     // when it was queued
 	check   *passwordCheck
+	resume  func() *pendingWait
 }
 
 // maxQueued bounds the commands a client may pipeline behind a blocked

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,12 +33,19 @@ func stallProbe(t testing.TB, srv *server, pass string, stop <-chan struct{}) (w
 	var mu sync.Mutex
 	var max time.Duration
 	done := make(chan struct{})
+	quit := make(chan struct{})
+	t.Cleanup(func() { // before c is closed: cleanups run last first
+		close(quit)
+		<-done
+	})
 	go func() {
 		defer close(done)
 		deadline := time.Now().Add(60 * time.Second)
 		for i := 0; i < 20000 && time.Now().Before(deadline); i++ {
 			select {
 			case <-stop:
+				return
+			case <-quit:
 				return
 			case <-time.After(time.Millisecond):
 			}
@@ -87,13 +95,6 @@ func TestStall_AUTHFloodDoesNotStallOtherClients(t *testing.T) {
 			srv := startServer(t, "--requirepass", "s3cret", "--event-loops", "1", "--io", io, "--auth-timeout", "5m")
 			stop := make(chan struct{})
 			worst := stallProbe(t, srv, "s3cret", stop)
-			stopped := false
-			defer func() {
-				if !stopped {
-					close(stop)
-					worst()
-				}
-			}()
 			attacker := dialRaw(t, srv)
 			const n = 40
 			var req []byte
@@ -113,7 +114,6 @@ func TestStall_AUTHFloodDoesNotStallOtherClients(t *testing.T) {
 				return n >= 3
 			}, "the wrong AUTHs were not checked")
 			close(stop)
-			stopped = true
 			if w := worst(); w > stallBound {
 				t.Errorf("while 40 wrong AUTHs were checked, another client's PING took %v (want < %v)", w, stallBound)
 			}
@@ -302,5 +302,125 @@ func TestClientKill_ConnectionAcceptedAMomentAgo(t *testing.T) {
 	<-dialed
 	if got := dialRaw(t, srv).do(t, "PING"); got != "+PONG\r\n" {
 		t.Fatalf("PING after the kills = %q", got)
+	}
+}
+
+// fill takes n detached locks named prefix0…prefixN-1 with ttl (ms),
+// pipelined in batches on one connection, and fails unless each is
+// granted.
+func fill(t testing.TB, srv *server, prefix string, n, ttl int) {
+	t.Helper()
+	c := dialRaw(t, srv)
+	const batch = 1000
+	for i := 0; i < n; i += batch {
+		var req []byte
+		m := min(batch, n-i)
+		for j := range m {
+			req = append(req, encodeCommand("LOCK", prefix+strconv.Itoa(i+j), "TTL", strconv.Itoa(ttl), "DETACH")...)
+		}
+		if _, err := c.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		for range m {
+			got, err := readReply(c.r)
+			if err != nil || !keyRE.MatchString(got) {
+				t.Fatalf("LOCK = %q, %v", got, err)
+			}
+		}
+	}
+}
+
+// Paging through many locks costs each page its own size, not the
+// table's: 20 pipelined one-lock pages over 100k locks do not delay
+// another client's PING, and they page correctly.
+func TestStall_LOCKSPagesDoNotStallOtherClients(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "--event-loops", "1")
+	const n = 100_000
+	fill(t, srv, "page:", n, 600_000)
+	names := make([]string, n)
+	for i := range names {
+		names[i] = "page:" + strconv.Itoa(i)
+	}
+	sort.Strings(names)
+	stop := make(chan struct{})
+	worst := stallProbe(t, srv, "", stop)
+	c := dialRaw(t, srv)
+	const pages = 20
+	var req []byte
+	for i := range pages {
+		req = append(req, encodeCommand("LOCKS", "COUNT", "1", "AFTER", "page:"+strconv.Itoa(50_000+i))...)
+	}
+	if _, err := c.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	for i := range pages {
+		got, err := readReply(c.r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := "page:" + strconv.Itoa(50_000+i)
+		want := names[sort.SearchStrings(names, after)+1]
+		if !strings.Contains(got, "\r\n"+want+"\r\n") {
+			t.Fatalf("page %d = %.120q; want the lock %s", i, got, want)
+		}
+	}
+	// A glob with no literal prefix examines every name, in steps.
+	var matching []string
+	for _, name := range names {
+		if strings.HasSuffix(name, "999") {
+			matching = append(matching, name)
+		}
+	}
+	req = nil
+	for range 5 {
+		req = append(req, encodeCommand("LOCKS", "MATCH", "*999", "COUNT", "50")...)
+	}
+	if _, err := c.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		got, err := readReply(c.r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(got, "*50\r\n") || !strings.Contains(got, "\r\n"+matching[0]+"\r\n") ||
+			!strings.Contains(got, "\r\n"+matching[49]+"\r\n") || strings.Contains(got, "\r\n"+matching[50]+"\r\n") {
+			t.Fatalf("LOCKS MATCH *999 COUNT 50 = %.200q; want %s … %s", got, matching[0], matching[49])
+		}
+	}
+	close(stop)
+	if w := worst(); w > stallBound {
+		t.Errorf("while LOCKS pages were served over %d locks, another client's PING took %v (want < %v)", n, w, stallBound)
+	}
+}
+
+// Mass expiry costs each expired hold O(log n), whatever the number of
+// shards, and does not hold the server while it runs: 30k holds expiring
+// together with --shards 4096 do not delay another client's PING.
+func TestStall_MassExpiryDoesNotStallOtherClients(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "--event-loops", "1", "--shards", "4096")
+	const n = 30_000
+	start := time.Now()
+	const ttl = 15_000
+	fill(t, srv, "exp:", n, ttl)
+	if time.Since(start) > ttl*time.Millisecond/2 {
+		t.Fatalf("taking %d locks took %v: too slow to watch them expire", n, time.Since(start))
+	}
+	stop := make(chan struct{})
+	worst := stallProbe(t, srv, "", stop)
+	admin := srv.client(t)
+	eventually(t, 60*time.Second, func() bool {
+		return infoField(t, admin, "locks") == "0"
+	}, "the holds did not expire")
+	close(stop)
+	if time.Since(start) < ttl*time.Millisecond {
+		t.Fatal("the holds expired before their TTL")
+	}
+	if w := worst(); w > stallBound {
+		t.Errorf("while %d holds expired, another client's PING took %v (want < %v)", n, w, stallBound)
 	}
 }
