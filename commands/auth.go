@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"golang.org/x/crypto/argon2"
@@ -105,6 +104,11 @@ func (u *User) mayLock(name string) bool {
 // userDB is the set of users in force; replaced whole on reload.
 type userDB struct {
 	byName map[string]*User
+	// standIn is the user whose password check costs the most: a name
+	// that is not a user is checked against its hash (and refused
+	// whatever the result), so that timing does not tell which names
+	// exist, and an unknown name costs no more than a known one.
+	standIn *User
 }
 
 // users holds the *userDB in force; nil: no authentication.
@@ -125,6 +129,9 @@ func (u *users) set(list []User) error {
 			return fmt.Errorf("user %q defined twice", usr.Name)
 		}
 		db.byName[usr.Name] = &usr
+		if db.standIn == nil || checkCost(&usr) > checkCost(db.standIn) {
+			db.standIn = &usr
+		}
 	}
 	u.p.Store(db)
 	return nil
@@ -150,12 +157,32 @@ func (s *Server) lookupUser(name string) *User {
 	return db.byName[name]
 }
 
-// dummyUser's check costs what a bcrypt check at the default cost does; it
-// stands in for users that do not exist. Made on first use.
-var dummyUser = sync.OnceValue(func() *User {
-	h, _ := bcrypt.GenerateFromPassword([]byte("relock-dummy"), bcrypt.DefaultCost)
-	return &User{Name: "-", PasswordHash: string(h)}
-})
+// checkCost ranks what checking a password of u costs: a plain
+// (--requirepass) compare, then bcrypt by cost, argon2id by its time and
+// memory.
+func checkCost(u *User) uint64 {
+	switch {
+	case strings.HasPrefix(u.PasswordHash, "$argon2id$"):
+		p, _, _, err := parseArgon2(u.PasswordHash)
+		if err == nil {
+			return 1<<32 + uint64(p.t)*uint64(p.m)
+		}
+	case u.PasswordHash != "":
+		if c, err := bcrypt.Cost([]byte(u.PasswordHash)); err == nil {
+			return 1 << uint(c)
+		}
+	}
+	return 0
+}
+
+// standIn returns the user an unknown name is checked against (see
+// userDB.standIn), or nil without users.
+func (s *Server) standIn() *User {
+	if db := s.users.p.Load(); db != nil {
+		return db.standIn
+	}
+	return nil
+}
 
 // Bounds on argon2id parameters from a users file, so that a hash cannot
 // make every AUTH allocate gigabytes or run for seconds.

@@ -4,15 +4,95 @@ import (
 	"errors"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"github.com/relock/relock/locktable"
 	"github.com/relock/relock/replica"
 )
 
-// The engine: every change of lock state goes through these methods. A
-// single server applies it to its table; a clustered one proposes it to
-// Raft (package replica) and gets the same result back once the entry is
-// applied, on every node. Handlers do not know which.
+// engine is where every change of lock state goes. Handlers call it and
+// do not know which one they talk to: the local engine applies a change
+// to the server's own table (persisted by the store's group commit); the
+// Raft engine proposes it to the cluster and returns the result once the
+// entry is applied on this node (package replica). A Raft proposal blocks
+// its caller, so the lifecycle runs the commands that may propose off the
+// connection's owner (engine.blocking; see conn.go's pendingWait.run).
+type engine interface {
+	// table is the table to read (LOCKS, INFO): the FSM's in a cluster (a
+	// snapshot restore replaces it).
+	table() *locktable.Table
+	// leader reports whether this server may change lock state; moved is
+	// the reply that sends a client elsewhere when it may not.
+	leader() bool
+	moved() string
+	// blocking reports whether changes block their caller (Raft).
+	blocking() bool
+	// newSession opens the engine's side of a connection's session (nil
+	// where the engine opens it itself, lazily); bound counts its bound
+	// holds (CLIENT LIST).
+	newSession(sess *session) *locktable.Session
+	bound(sess *session) int
+
+	acquire(ev *locktable.Events, sess *session, req locktable.Request, now int64, wait bool) (locktable.Key, locktable.Outcome, error)
+	unlock(ev *locktable.Events, name string, key locktable.Key, now int64) error
+	renew(ev *locktable.Events, sess *session, name string, key locktable.Key, ttl, now int64) (int64, error)
+	check(ev *locktable.Events, name string, key locktable.Key, now int64) (int64, error)
+	forceUnlock(ev *locktable.Events, name string, now int64) (int, error)
+	// closeSession ends a connection's session (disconnect, RESET, kill).
+	closeSession(ev *locktable.Events, sess *session, now int64)
+	// cancelWait takes the session's queued LOCK out of the queue; false:
+	// it was granted meanwhile (the grant is on its way).
+	cancelWait(sess *session) bool
+	// expire releases at most expireBatch due holds; more: some are left.
+	expire(ev *locktable.Events, now int64) (next int64, more bool)
+}
+
+// expireBatch bounds the holds one expiry step releases, so that a mass
+// expiry never holds the table (or a Raft entry) for long.
+const expireBatch = 1024
+
+// localEngine is a single server's engine: its own table.
+type localEngine struct{ t *locktable.Table }
+
+func (e localEngine) table() *locktable.Table { return e.t }
+func (e localEngine) leader() bool            { return true }
+func (e localEngine) moved() string           { return "" }
+func (e localEngine) blocking() bool          { return false }
+func (e localEngine) newSession(sess *session) *locktable.Session {
+	return e.t.NewSession(sess.id, sess)
+}
+func (e localEngine) bound(sess *session) int {
+	sess.mu.Lock()
+	lt := sess.lt
+	sess.mu.Unlock()
+	if lt == nil {
+		return 0
+	}
+	return lt.Bound()
+}
+func (e localEngine) acquire(ev *locktable.Events, sess *session, req locktable.Request, now int64, wait bool) (locktable.Key, locktable.Outcome, error) {
+	return e.t.Acquire(ev, sess.lt, req, now, wait)
+}
+func (e localEngine) unlock(ev *locktable.Events, name string, key locktable.Key, now int64) error {
+	return e.t.Unlock(ev, name, key, now)
+}
+func (e localEngine) renew(ev *locktable.Events, sess *session, name string, key locktable.Key, ttl, now int64) (int64, error) {
+	return e.t.Renew(ev, sess.lt, name, key, ttl, now)
+}
+func (e localEngine) check(ev *locktable.Events, name string, key locktable.Key, now int64) (int64, error) {
+	return e.t.Check(ev, name, key, now)
+}
+func (e localEngine) forceUnlock(ev *locktable.Events, name string, now int64) (int, error) {
+	return e.t.ForceUnlock(ev, name, now), nil
+}
+func (e localEngine) closeSession(ev *locktable.Events, sess *session, now int64) {
+	sess.mu.Lock()
+	lt := sess.lt
+	sess.mu.Unlock()
+	e.t.CloseSession(ev, lt, now)
+}
+func (e localEngine) cancelWait(sess *session) bool { return e.t.CancelWait(sess.lt) }
+func (e localEngine) expire(ev *locktable.Events, now int64) (int64, bool) {
+	return e.t.ExpireBatch(ev, now, expireBatch)
+}
 
 // Cluster makes a server a member of a Raft cluster.
 type Cluster struct {
@@ -24,42 +104,41 @@ type Cluster struct {
 	ProposeTimeout time.Duration
 }
 
+// raftEngine is a cluster member's engine: every change is a Raft entry.
+type raftEngine struct {
+	s *Server
+	c *Cluster
+}
+
 // errMoved: this node is not the leader.
 var errMoved = errors.New("not the leader")
 
-// tbl returns the table to read: the FSM's in a cluster (a snapshot
-// restore replaces it), the server's own otherwise.
-func (s *Server) tbl() *locktable.Table {
-	if c := s.cfg.Cluster; c != nil {
-		return c.Node.FSM.Table()
-	}
-	return s.table
+func (e raftEngine) table() *locktable.Table { return e.c.Node.FSM.Table() }
+func (e raftEngine) blocking() bool          { return true }
+func (e raftEngine) newSession(*session) *locktable.Session {
+	return nil // opened in the FSM by the session's first proposal
 }
+func (e raftEngine) bound(sess *session) int { return e.c.Node.FSM.Bound(sess.id) }
 
-// isLeader reports whether this server may change lock state.
-//
-// In a cluster that takes being Raft leader and having applied its own
-// takeover entry of the current term: before that, the old leader's
-// sessions are not yet orphaned, and serving would mix them with new ones.
-func (s *Server) isLeader() bool {
-	c := s.cfg.Cluster
-	if c == nil {
-		return true
-	}
-	r := c.Node.Raft
-	if r.State() != raft.Leader {
+// leader reports whether this node may change lock state: Raft leader,
+// and its own takeover entry of the current term applied (before that,
+// the old leader's sessions are not yet orphaned, and serving would mix
+// them with new ones).
+func (e raftEngine) leader() bool {
+	n := e.c.Node
+	if !n.IsLeader() {
 		return false
 	}
-	id, _ := c.Node.FSM.Leader()
-	return id == string(c.Node.ID) && c.Node.FSM.LeaderTerm() == r.CurrentTerm()
+	id, _ := n.FSM.Leader()
+	return id == n.LeaderID() && id != "" && n.FSM.LeaderTerm() == n.Term()
 }
 
-// movedError is the reply that sends a client to the leader.
-func (s *Server) movedError() string {
-	c := s.cfg.Cluster
-	_, id := c.Node.Raft.LeaderWithID()
-	leader, addr := c.Node.FSM.Leader()
-	if id == "" || string(id) != leader || addr == "" || id == c.Node.ID {
+// moved is the reply that sends a client to the leader.
+func (e raftEngine) moved() string {
+	n := e.c.Node
+	id := n.LeaderID()
+	leader, addr := n.FSM.Leader()
+	if id == "" || id != leader || addr == "" || id == string(n.ID) {
 		return "CLUSTERDOWN no leader is known yet; try again"
 	}
 	return "MOVED 0 " + addr
@@ -67,8 +146,8 @@ func (s *Server) movedError() string {
 
 // propose runs op through Raft, stamping the leader's clock, opening the
 // session first if the op needs one, and copies the result's events to ev.
-func (s *Server) propose(ev *locktable.Events, sess *session, op replica.Op) (*replica.Result, error) {
-	c := s.cfg.Cluster
+func (e raftEngine) propose(ev *locktable.Events, sess *session, op replica.Op) (*replica.Result, error) {
+	s, c := e.s, e.c
 	timeout := c.ProposeTimeout
 	if timeout <= 0 {
 		timeout = 5 * time.Second
@@ -115,72 +194,52 @@ func clusterErr(err error) error {
 // change; a later leader may still apply it.
 var errOutcomeUnknown = errors.New("leadership changed while applying the request; its outcome is unknown (a granted lock would be an orphan: give locks a TTL)")
 
-func (s *Server) acquire(ev *locktable.Events, sess *session, req locktable.Request, now int64, wait bool) (locktable.Key, locktable.Outcome, error) {
-	if s.cfg.Cluster == nil {
-		return s.table.Acquire(ev, sess.lt, req, now, wait)
-	}
-	r, err := s.propose(ev, sess, replica.Op{Kind: replica.OpAcquire, Now: now, Session: sess.id, Request: req, Wait: wait})
+func (e raftEngine) acquire(ev *locktable.Events, sess *session, req locktable.Request, now int64, wait bool) (locktable.Key, locktable.Outcome, error) {
+	r, err := e.propose(ev, sess, replica.Op{Kind: replica.OpAcquire, Now: now, Session: sess.id, Request: req, Wait: wait})
 	if err != nil {
 		return locktable.Key{}, 0, err
 	}
 	return r.Key, r.Outcome, nil
 }
 
-func (s *Server) unlock(ev *locktable.Events, name string, key locktable.Key, now int64) error {
-	if s.cfg.Cluster == nil {
-		return s.table.Unlock(ev, name, key, now)
-	}
-	_, err := s.propose(ev, nil, replica.Op{Kind: replica.OpUnlock, Now: now, Name: name, Key: key})
+func (e raftEngine) unlock(ev *locktable.Events, name string, key locktable.Key, now int64) error {
+	_, err := e.propose(ev, nil, replica.Op{Kind: replica.OpUnlock, Now: now, Name: name, Key: key})
 	return err
 }
 
-func (s *Server) renew(ev *locktable.Events, sess *session, name string, key locktable.Key, ttl, now int64) (int64, error) {
-	if s.cfg.Cluster == nil {
-		return s.table.Renew(ev, sess.lt, name, key, ttl, now)
-	}
-	r, err := s.propose(ev, sess, replica.Op{Kind: replica.OpRenew, Now: now, Session: sess.id, Name: name, Key: key, TTL: ttl})
+func (e raftEngine) renew(ev *locktable.Events, sess *session, name string, key locktable.Key, ttl, now int64) (int64, error) {
+	r, err := e.propose(ev, sess, replica.Op{Kind: replica.OpRenew, Now: now, Session: sess.id, Name: name, Key: key, TTL: ttl})
 	if err != nil {
 		return 0, err
 	}
 	return r.Int, nil
 }
 
-func (s *Server) check(ev *locktable.Events, name string, key locktable.Key, now int64) (int64, error) {
-	if s.cfg.Cluster == nil {
-		return s.table.Check(ev, name, key, now)
-	}
-	r, err := s.propose(ev, nil, replica.Op{Kind: replica.OpCheck, Now: now, Name: name, Key: key})
+func (e raftEngine) check(ev *locktable.Events, name string, key locktable.Key, now int64) (int64, error) {
+	r, err := e.propose(ev, nil, replica.Op{Kind: replica.OpCheck, Now: now, Name: name, Key: key})
 	if err != nil {
 		return 0, err
 	}
 	return r.Int, nil
 }
 
-func (s *Server) forceUnlock(ev *locktable.Events, name string, now int64) (int, error) {
-	if s.cfg.Cluster == nil {
-		return s.table.ForceUnlock(ev, name, now), nil
-	}
-	r, err := s.propose(ev, nil, replica.Op{Kind: replica.OpForce, Now: now, Name: name})
+func (e raftEngine) forceUnlock(ev *locktable.Events, name string, now int64) (int, error) {
+	r, err := e.propose(ev, nil, replica.Op{Kind: replica.OpForce, Now: now, Name: name})
 	if err != nil {
 		return 0, err
 	}
 	return int(r.Int), nil
 }
 
-// closeSession ends a connection's session (disconnect, RESET, kill).
-//
-// In a cluster, a connection that ends because this server stops is not a
-// disconnect (as with --data-dir on a single server): its session stays
+// closeSession: a connection that ends because this server stops is not
+// a disconnect (as with --data-dir on a single server): its session stays
 // in the log with its bound holds, only its waiter leaves the queue, and
 // the next leader's failover entry orphans the holds for RENEW to adopt —
 // as after a crash, so that a rolling restart of the leader does not
 // release every lock its clients hold.
-func (s *Server) closeSession(ev *locktable.Events, sess *session, lt *locktable.Session, now int64) {
-	if s.cfg.Cluster == nil {
-		s.table.CloseSession(ev, lt, now)
-		return
-	}
-	if !sess.clusterOpen.Load() || !s.isLeader() {
+func (e raftEngine) closeSession(ev *locktable.Events, sess *session, now int64) {
+	s := e.s
+	if !sess.clusterOpen.Load() || !e.leader() {
 		return // nothing to close here; a new leader orphans it
 	}
 	sess.clusterOpen.Store(false)
@@ -188,8 +247,65 @@ func (s *Server) closeSession(ev *locktable.Events, sess *session, lt *locktable
 	if s.endedByStop(sess) {
 		op.Kind = replica.OpCancel
 	}
-	if _, err := s.propose(ev, nil, op); err != nil && !errors.Is(err, errMoved) {
+	if _, err := e.propose(ev, nil, op); err != nil && !errors.Is(err, errMoved) {
 		s.log.Warn("closing a session in the cluster", "client", sess.id, "err", err)
+	}
+}
+
+func (e raftEngine) cancelWait(sess *session) bool {
+	var ev locktable.Events
+	r, err := e.propose(&ev, nil, replica.Op{Kind: replica.OpCancel, Session: sess.id})
+	if err != nil {
+		// Not the leader any more: the connection is being closed, and
+		// its waiter was dropped by the failover.
+		return true
+	}
+	return r.Bool
+}
+
+// expire: only the leader expires, and not while it stops (a stopping
+// leader grants nothing more; the next one expires).
+func (e raftEngine) expire(ev *locktable.Events, now int64) (int64, bool) {
+	if !e.leader() || e.s.isClosing() {
+		return 0, false
+	}
+	r, err := e.propose(ev, nil, replica.Op{Kind: replica.OpExpire, Now: now, Max: expireBatch})
+	if err != nil {
+		return 0, false
+	}
+	return r.Int, r.Bool
+}
+
+// watchLeadership runs in a cluster until done: on becoming leader it
+// appends the failover entry (the old leader's connections are gone: their
+// bound holds become orphans that RENEW adopts, their waiters leave); on
+// losing leadership it closes every client connection, so that clients
+// reconnect and are sent to the new leader.
+func (e raftEngine) watchLeadership(done <-chan struct{}, grace time.Duration) {
+	s, n := e.s, e.c.Node
+	for {
+		select {
+		case <-done:
+			return
+		case leader := <-n.LeaderChanges():
+			if leader {
+				id := n.LeaderID()
+				var ev locktable.Events
+				_, err := e.propose(&ev, nil, replica.Op{Kind: replica.OpFailover, Grace: int64(grace),
+					Leader: id, LeaderAddr: e.c.Advertise})
+				if err != nil {
+					s.log.Error("taking over as leader", "err", err)
+					continue
+				}
+				s.log.Info("became leader", "node", id)
+				s.expiry.schedule(s.now())
+				continue
+			}
+			s.log.Info("lost leadership; closing client connections")
+			for _, sess := range s.sessionsSorted() {
+				sess.kill()
+			}
+		}
 	}
 }
 
@@ -207,76 +323,4 @@ func (s *Server) isClosing() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.closing
-}
-
-// cancelWait takes the session's queued LOCK out of the queue; false: it
-// was granted meanwhile (the grant is on its way).
-func (s *Server) cancelWait(sess *session) bool {
-	if s.cfg.Cluster == nil {
-		return s.table.CancelWait(sess.lt)
-	}
-	var ev locktable.Events
-	r, err := s.propose(&ev, nil, replica.Op{Kind: replica.OpCancel, Session: sess.id})
-	if err != nil {
-		// Not the leader any more: the connection is being closed, and
-		// its waiter was dropped by the failover.
-		return true
-	}
-	return r.Bool
-}
-
-// expireBatch bounds the holds one expiry pass releases, so that a mass
-// expiry (a restart's orphans at the end of --restore-grace) is committed
-// and delivered in parts, and, in a cluster, no one log entry holds the
-// FSM for long.
-const expireBatch = 1024
-
-// expire releases due holds, at most expireBatch of them; only the leader
-// does it in a cluster. It returns the earliest deadline left and whether
-// due holds remain (then the caller comes back at once).
-func (s *Server) expire(ev *locktable.Events, now int64) (next int64, more bool) {
-	if s.cfg.Cluster == nil {
-		return s.table.ExpireBatch(ev, now, expireBatch)
-	}
-	if !s.isLeader() || s.isClosing() {
-		return 0, false // a stopping leader grants nothing more; the next one expires
-	}
-	r, err := s.propose(ev, nil, replica.Op{Kind: replica.OpExpire, Now: now, Max: expireBatch})
-	if err != nil {
-		return 0, false
-	}
-	return r.Int, r.Bool
-}
-
-// watchLeadership runs in a cluster until ctx ends: on becoming leader it
-// appends the failover entry (the old leader's connections are gone: their
-// bound holds become orphans that RENEW adopts, their waiters leave); on
-// losing leadership it closes every client connection, so that clients
-// reconnect and are sent to the new leader.
-func (s *Server) watchLeadership(done <-chan struct{}, grace time.Duration) {
-	c := s.cfg.Cluster
-	for {
-		select {
-		case <-done:
-			return
-		case leader := <-c.Node.Raft.LeaderCh():
-			if leader {
-				_, id := c.Node.Raft.LeaderWithID()
-				var ev locktable.Events
-				_, err := s.propose(&ev, nil, replica.Op{Kind: replica.OpFailover, Grace: int64(grace),
-					Leader: string(id), LeaderAddr: c.Advertise})
-				if err != nil {
-					s.log.Error("taking over as leader", "err", err)
-					continue
-				}
-				s.log.Info("became leader", "node", string(id))
-				s.expiry.schedule(s.now())
-				continue
-			}
-			s.log.Info("lost leadership; closing client connections")
-			for _, sess := range s.sessionsSorted() {
-				sess.kill()
-			}
-		}
-	}
 }

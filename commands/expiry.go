@@ -52,7 +52,7 @@ func (e *expirer) run(ctx context.Context, s *Server) {
 		// scan then always pokes, and the loop runs once more.
 		e.next.Store(0)
 		now := s.now()
-		next, more := s.expire(&ev, now)
+		next, more := s.eng.expire(&ev, now)
 		if len(ev.Releases) > 0 || len(ev.Grants) > 0 {
 			// Expiries are committed at once, on their own: nobody
 			// else may be about to commit.

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"github.com/relock/relock/locktable"
 	"github.com/relock/relock/resp"
 )
@@ -84,7 +83,7 @@ func (s *Server) infoServer(b *strings.Builder) {
 	field(b, "server_time_usec", time.Now().UnixMicro())
 	field(b, "uptime_in_seconds", int64(up/time.Second))
 	field(b, "uptime_in_days", int64(up/(24*time.Hour)))
-	field(b, "shards", s.tbl().Shards())
+	field(b, "shards", s.eng.table().Shards())
 }
 
 func (s *Server) infoClients(b *strings.Builder) {
@@ -92,7 +91,7 @@ func (s *Server) infoClients(b *strings.Builder) {
 	n := len(s.sessions)
 	s.mu.Unlock()
 	field(b, "connected_clients", n)
-	field(b, "blocked_clients", s.tbl().Stats().Waiters)
+	field(b, "blocked_clients", s.eng.table().Stats().Waiters)
 	field(b, "maxclients", s.cfg.MaxClients)
 }
 
@@ -126,12 +125,12 @@ func (s *Server) infoPersistence(b *strings.Builder) {
 }
 
 func (s *Server) infoLocks(b *strings.Builder) {
-	ts := s.tbl().Stats()
+	ts := s.eng.table().Stats()
 	st := &s.stats
 	field(b, "locks", ts.Locks)
 	field(b, "holds", ts.Holds)
 	field(b, "waiters", ts.Waiters)
-	field(b, "last_fence", s.tbl().LastFence())
+	field(b, "last_fence", s.eng.table().LastFence())
 	field(b, "grants", st.grants.Load())
 	field(b, "grants_after_wait", st.waitGrants.Load())
 	field(b, "wait_timeouts", st.waitTimeouts.Load())
@@ -148,22 +147,20 @@ func (s *Server) infoReplication(b *strings.Builder) {
 		field(b, "connected_slaves", 0)
 		return
 	}
-	r := c.Node.Raft
+	st := c.Node.Status()
 	role := "slave"
-	if r.State() == raft.Leader {
+	if st.State == "leader" {
 		role = "master"
 	}
 	field(b, "role", role)
-	field(b, "raft_state", strings.ToLower(r.State().String()))
-	_, leaderID := r.LeaderWithID()
-	field(b, "raft_leader", string(leaderID))
+	field(b, "raft_state", st.State)
+	field(b, "raft_leader", st.Leader)
 	_, addr := c.Node.FSM.Leader()
 	field(b, "raft_leader_addr", addr)
-	st := r.Stats()
-	field(b, "raft_term", st["term"])
-	field(b, "raft_last_log_index", st["last_log_index"])
+	field(b, "raft_term", st.Term)
+	field(b, "raft_last_log_index", st.LastLogIndex)
 	field(b, "raft_applied_index", c.Node.FSM.Applied()) // what the lock table has applied
-	field(b, "raft_num_peers", st["num_peers"])
+	field(b, "raft_num_peers", st.Peers)
 }
 
 // clusterMembership: CLUSTER ADDNODE id raft-addr | CLUSTER REMOVENODE id
@@ -180,18 +177,18 @@ func (sess *session) clusterMembership(sub string, args [][]byte) {
 		sess.fail("ERR wrong number of arguments for 'cluster|" + sub + "' command")
 		return
 	}
-	if !srv.isLeader() {
-		sess.fail(srv.movedError())
+	if !srv.eng.leader() {
+		sess.fail(srv.eng.moved())
 		return
 	}
-	id := raft.ServerID(args[0])
-	var f raft.IndexFuture
+	id := string(args[0])
+	var err error
 	if sub == "addnode" {
-		f = c.Node.Raft.AddVoter(id, raft.ServerAddress(args[1]), 0, 10*time.Second)
+		err = c.Node.AddVoter(id, string(args[1]), 10*time.Second)
 	} else {
-		f = c.Node.Raft.RemoveServer(id, 0, 10*time.Second)
+		err = c.Node.RemoveMember(id, 10*time.Second)
 	}
-	if err := f.Error(); err != nil {
+	if err != nil {
 		sess.fail("ERR " + sub + ": " + err.Error())
 		return
 	}
@@ -201,12 +198,12 @@ func (sess *session) clusterMembership(sub string, args [][]byte) {
 
 // leaderEndpoint returns the leader's client host and port (from its
 // takeover entry) and Raft ID; ok is false while no leader is known.
-func (s *Server) leaderEndpoint() (host string, port int, id raft.ServerID, ok bool) {
+func (s *Server) leaderEndpoint() (host string, port int, id string, ok bool) {
 	c := s.cfg.Cluster
 	_, addr := c.Node.FSM.Leader()
 	host, ps, err := net.SplitHostPort(addr)
 	port, _ = strconv.Atoi(ps)
-	_, id = c.Node.Raft.LeaderWithID()
+	id = c.Node.LeaderID()
 	return host, port, id, err == nil && id != ""
 }
 
@@ -225,30 +222,34 @@ func (sess *session) cmdCluster(args [][]byte) *pendingWait {
 		sess.w.BulkString(string(c.Node.ID))
 	case "info":
 		state := "ok"
-		if _, id := c.Node.Raft.LeaderWithID(); id == "" {
+		st := c.Node.Status()
+		if st.Leader == "" {
 			state = "fail"
 		}
+		// Known nodes count this one too, as Redis does.
 		sess.w.Verbatim("cluster_state:" + state + "\r\ncluster_slots_assigned:16384\r\ncluster_known_nodes:" +
-			c.Node.Raft.Stats()["num_peers"] + "\r\ncluster_size:1\r\n")
+			strconv.Itoa(st.Peers+1) + "\r\ncluster_size:1\r\n")
 	case "members":
-		cf := c.Node.Raft.GetConfiguration()
-		if err := cf.Error(); err != nil {
+		members, err := c.Node.Members()
+		if err != nil {
 			sess.fail("ERR " + err.Error())
 			return nil
 		}
-		_, leader := c.Node.Raft.LeaderWithID()
-		servers := cf.Configuration().Servers
-		sess.w.Array(len(servers))
-		for _, sv := range servers {
+		sess.w.Array(len(members))
+		for _, m := range members {
+			suffrage := "nonvoter"
+			if m.Voter {
+				suffrage = "voter"
+			}
 			sess.w.Map(4)
 			sess.w.BulkString("id")
-			sess.w.BulkString(string(sv.ID))
+			sess.w.BulkString(m.ID)
 			sess.w.BulkString("raft-addr")
-			sess.w.BulkString(string(sv.Address))
+			sess.w.BulkString(m.RaftAddr)
 			sess.w.BulkString("suffrage")
-			sess.w.BulkString(strings.ToLower(sv.Suffrage.String()))
+			sess.w.BulkString(suffrage)
 			sess.w.BulkString("leader")
-			sess.w.Int(b2i(sv.ID == leader))
+			sess.w.Int(b2i(m.Leader))
 		}
 	case "shards":
 		host, p, id, ok := srv.leaderEndpoint()
@@ -303,7 +304,7 @@ func (sess *session) cmdCluster(args [][]byte) *pendingWait {
 
 // cmdDBSize: DBSIZE — the number of locks.
 func (sess *session) cmdDBSize(args [][]byte) *pendingWait {
-	n := sess.srv.tbl().Stats().Locks
+	n := sess.srv.eng.table().Stats().Locks
 	if sess.revealed() {
 		sess.w.Int(int64(n))
 	}

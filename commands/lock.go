@@ -64,7 +64,7 @@ func (sess *session) acquire(args [][]byte, allowed resp.Opt, wait bool) *pendin
 	}
 	now := srv.now()
 	sess.ev.Reset()
-	key, outcome, err := srv.acquire(&sess.ev, sess, req, now, wait)
+	key, outcome, err := srv.eng.acquire(&sess.ev, sess, req, now, wait)
 	var cerr error
 	if err == nil && outcome == locktable.Granted {
 		cerr = sess.commitGrant(&sess.ev, req.Name, key)
@@ -78,7 +78,7 @@ func (sess *session) acquire(args [][]byte, allowed resp.Opt, wait bool) *pendin
 	if cerr != nil && outcome == locktable.Granted {
 		// Not durable, so not granted: undo it (a re-entry counts down).
 		var ev locktable.Events
-		srv.unlock(&ev, req.Name, key, srv.now())
+		srv.eng.unlock(&ev, req.Name, key, srv.now())
 		srv.commit(&ev, false)
 		sess.persistError(cerr)
 		return nil
@@ -109,7 +109,7 @@ func (sess *session) cmdUnlock(args [][]byte) *pendingWait {
 		return nil
 	}
 	sess.ev.Reset()
-	err := srv.unlock(&sess.ev, string(args[1]), key, srv.now())
+	err := srv.eng.unlock(&sess.ev, string(args[1]), key, srv.now())
 	if sess.settled(err, sess.commit(&sess.ev, err == nil)) {
 		sess.w.Int(1)
 	}
@@ -137,7 +137,7 @@ func (sess *session) cmdRenew(args [][]byte) *pendingWait {
 	}
 	now := srv.now()
 	sess.ev.Reset()
-	set, err := srv.renew(&sess.ev, sess, string(args[1]), key, int64(ttl), now)
+	set, err := srv.eng.renew(&sess.ev, sess, string(args[1]), key, int64(ttl), now)
 	if !sess.settled(err, sess.commit(&sess.ev, err == nil)) {
 		return nil
 	}
@@ -158,7 +158,7 @@ func (sess *session) cmdCheck(args [][]byte) *pendingWait {
 		return nil
 	}
 	sess.ev.Reset()
-	left, err := srv.check(&sess.ev, string(args[1]), key, srv.now())
+	left, err := srv.eng.check(&sess.ev, string(args[1]), key, srv.now())
 	sess.commit(&sess.ev, false)
 	if err != nil {
 		sess.tableError(err, "")
@@ -180,7 +180,7 @@ func (sess *session) cmdForceUnlock(args [][]byte) *pendingWait {
 		return nil
 	}
 	sess.ev.Reset()
-	n, err := srv.forceUnlock(&sess.ev, string(args[1]), srv.now())
+	n, err := srv.eng.forceUnlock(&sess.ev, string(args[1]), srv.now())
 	if err != nil {
 		srv.deliver(&sess.ev)
 		sess.tableError(err, "")
@@ -271,7 +271,7 @@ func (sess *session) tableError(err error, name string) {
 	var sm *locktable.SizeMismatchError
 	switch {
 	case errors.Is(err, errMoved):
-		sess.fail(sess.srv.movedError())
+		sess.fail(sess.srv.eng.moved())
 	case errors.Is(err, errOutcomeUnknown):
 		sess.fail("TRYAGAIN " + err.Error())
 	case errors.Is(err, locktable.ErrSessionClosed):

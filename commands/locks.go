@@ -41,19 +41,18 @@ func (sess *session) cmdLocks(args [][]byte) *pendingWait {
 const locksBudget = 4096
 
 // locksPage goes on with a LOCKS page, got being the locks found so far.
-// Between steps an event loop serves its other connections (the
-// connection waits, as for a grant); a connection's own goroutine just
-// goes on.
+// Between steps the connection's owner serves its other connections (the
+// connection waits, as for a grant).
 func (sess *session) locksPage(q locktable.Query, got []locktable.LockInfo) *pendingWait {
 	srv := sess.srv
 	for {
-		p := srv.tbl().LocksPage(q, srv.now())
+		p := srv.eng.table().LocksPage(q, srv.now())
 		got = append(got, p.Locks...)
 		if p.Resume == "" {
 			break
 		}
 		q.After, q.Count = p.Resume, q.Count-len(p.Locks)
-		if sess.lc != nil {
+		if sess.c != nil {
 			return &pendingWait{since: time.Now(), resume: func() *pendingWait { return sess.locksPage(q, got) }}
 		}
 	}

@@ -70,10 +70,10 @@ func newMetrics(s *Server) *metrics {
 			defer s.mu.Unlock()
 			return float64(len(s.sessions))
 		}),
-		gauge("relock_locks", "Locks with holders or waiters.", func() float64 { return float64(s.tbl().Stats().Locks) }),
-		gauge("relock_holds", "Held locks (a re-entered hold counts once).", func() float64 { return float64(s.tbl().Stats().Holds) }),
-		gauge("relock_waiters", "Queued LOCK requests.", func() float64 { return float64(s.tbl().Stats().Waiters) }),
-		gauge("relock_last_fence", "The largest fence issued.", func() float64 { return float64(s.tbl().LastFence()) }),
+		gauge("relock_locks", "Locks with holders or waiters.", func() float64 { return float64(s.eng.table().Stats().Locks) }),
+		gauge("relock_holds", "Held locks (a re-entered hold counts once).", func() float64 { return float64(s.eng.table().Stats().Holds) }),
+		gauge("relock_waiters", "Queued LOCK requests.", func() float64 { return float64(s.eng.table().Stats().Waiters) }),
+		gauge("relock_last_fence", "The largest fence issued.", func() float64 { return float64(s.eng.table().LastFence()) }),
 		counter("relock_connections_total", "Accepted connections.", nil, func() float64 { return float64(st.connections.Load()) }),
 		counter("relock_rejected_connections_total", "Connections refused by --max-clients.", nil, func() float64 { return float64(st.rejected.Load()) }),
 		counter("relock_grants_total", "Locks granted (re-entries included).", nil, func() float64 { return float64(st.grants.Load()) }),

@@ -2,24 +2,12 @@
 
 package commands
 
-import (
-	"net"
+import "net"
 
-	"github.com/relock/relock/locktable"
-)
-
-// Event loops are Linux-only (epoll); elsewhere redcon serves every
-// connection. These stand-ins keep the shared code compiling.
+// Event loops are Linux-only (epoll); elsewhere every connection is served
+// by a goroutine of its own (goconn.go).
 
 type evloop struct{}
-
-type lconn struct{}
-
-func (c *lconn) commitLater(*locktable.Events, bool) bool { return false }
-
-func (c *lconn) grant(locktable.Grant) {}
-
-func (c *lconn) kill() {}
 
 func (s *Server) startLoops([]net.Listener) (bool, error) { return false, nil }
 

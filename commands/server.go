@@ -18,7 +18,6 @@ import (
 
 	"github.com/relock/relock/locktable"
 	"github.com/relock/relock/persist"
-	"github.com/tidwall/redcon"
 )
 
 // Version is relock's version, reported by INFO and HELLO.
@@ -122,8 +121,11 @@ func isLoopback(addr string) bool {
 
 // Server is a relock server. Create it with New, run it with Run.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
+	cfg Config
+	log *slog.Logger
+	// eng is where changes go (engine.go); table is the local engine's
+	// (nil in a cluster: the FSM has it).
+	eng   engine
 	table *locktable.Table
 	epoch time.Time // when the server was made: start of now()'s clock and of uptime
 
@@ -190,27 +192,33 @@ func New(cfg Config) (*Server, error) {
 	// increasing across restarts even without persisted state.
 	fenceStart := uint64(now.UnixMicro())
 	s := &Server{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		epoch: now,
-		table: locktable.New(locktable.Config{
-			Shards:             cfg.Shards,
-			FenceStart:         fenceStart,
-			MaxWaiters:         cfg.MaxWaiters,
-			MaxHoldsPerSession: cfg.MaxHolds,
-		}),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		epoch:    now,
 		sessions: make(map[uint64]*session),
 		shutdown: make(chan struct{}),
 		checks:   make(chan struct{}, maxChecks),
 		ready:    make(chan struct{}),
 	}
 	s.gone = sync.NewCond(&s.mu)
+	if cfg.Store != nil && cfg.Cluster != nil {
+		return nil, errors.New("--data-dir and a Raft cluster do not go together: the Raft log is the durable state")
+	}
 	if c := cfg.Cluster; c != nil {
+		s.eng = raftEngine{s: s, c: c}
 		// Session ids name sessions in the replicated log: each node
 		// numbers its own in a range of its own.
 		h := fnv.New32a()
 		h.Write([]byte(c.Node.ID))
 		s.nextID.Store(uint64(h.Sum32()&0x7fffffff) << 32)
+	} else {
+		s.table = locktable.New(locktable.Config{
+			Shards:             cfg.Shards,
+			FenceStart:         fenceStart,
+			MaxWaiters:         cfg.MaxWaiters,
+			MaxHoldsPerSession: cfg.MaxHolds,
+		})
+		s.eng = localEngine{s.table}
 	}
 	s.metrics = newMetrics(s)
 	s.debug = s.log.Enabled(context.Background(), slog.LevelDebug)
@@ -218,9 +226,6 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.expiry.init()
-	if cfg.Store != nil && cfg.Cluster != nil {
-		return nil, errors.New("--data-dir and a Raft cluster do not go together: the Raft log is the durable state")
-	}
 	if st := cfg.Store; st != nil {
 		restored, dropped, err := st.RestoreInto(s.table, s.now(), cfg.RestoreGrace)
 		if err != nil {
@@ -302,11 +307,11 @@ func (s *Server) Run(ctx context.Context) error {
 	s.listeners = lns
 	s.mu.Unlock()
 
-	if s.cfg.Cluster != nil {
+	if e, ok := s.eng.(raftEngine); ok {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.watchLeadership(s.shutdown, s.cfg.RestoreGrace)
+			e.watchLeadership(s.shutdown, s.cfg.RestoreGrace)
 		}()
 	}
 	expCtx, stopExpiry := context.WithCancel(context.Background())
@@ -323,9 +328,14 @@ func (s *Server) Run(ctx context.Context) error {
 		s.wg.Wait()
 		return fmt.Errorf("event loop: %w", err)
 	}
-	var servers []*redcon.Server
 	if !looped {
-		servers = s.serveRedcon(lns)
+		for _, ln := range lns {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.acceptGoroutines(ln)
+			}()
+		}
 	}
 	for _, ln := range lns {
 		s.log.Info("listening", "addr", ln.Addr().String(), "network", ln.Addr().Network(), "event_loops", len(s.loops))
@@ -347,16 +357,10 @@ func (s *Server) Run(ctx context.Context) error {
 		if err := st.Close(); err != nil {
 			s.log.Error("final commit", "err", err)
 		} else {
-			s.log.Info("state committed", "holds", s.table.Stats().Holds, "last_fence", s.table.LastFence())
+			s.log.Info("state committed", "holds", s.eng.table().Stats().Holds, "last_fence", s.eng.table().LastFence())
 		}
 	}
-	for _, rs := range servers {
-		rs.Close() // stops accepting; closes the connections redcon serves
-	}
-	// rs.Close does nothing if its Serve has not started yet; closing the
-	// listeners ends every accept loop either way (redcon returns on
-	// net.ErrClosed).
-	closeAll(lns)
+	closeAll(lns) // ends every accept loop
 	close(s.shutdown)
 	// Detached connections are ours to close.
 	s.mu.Lock()
@@ -390,28 +394,6 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("stopped")
 	return nil
-}
-
-// serveRedcon serves every listener with redcon, a goroutine per
-// connection.
-func (s *Server) serveRedcon(lns []net.Listener) []*redcon.Server {
-	servers := make([]*redcon.Server, len(lns))
-	for i := range lns {
-		lns[i] = &limitedListener{Listener: lns[i], maxArgs: int64(s.cfg.MaxArgs), maxBulk: int64(s.cfg.MaxBulk),
-			handshakeTimeout: s.cfg.AuthTimeout}
-	}
-	for i, ln := range lns {
-		rs := redcon.NewServerNetwork(ln.Addr().Network(), ln.Addr().String(), s.handle, s.accept, s.closed)
-		servers[i] = rs
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			if err := rs.Serve(ln); err != nil {
-				s.log.Error("serve", "addr", ln.Addr().String(), "err", err)
-			}
-		}()
-	}
-	return servers
 }
 
 // enter admits a state-changing command unless shutdown has begun; the
@@ -484,7 +466,7 @@ func (s *Server) undoGrants(gs []locktable.Grant, commit func(*locktable.Events)
 	var ev locktable.Events
 	for _, g := range gs {
 		s.log.Warn("grant not committed; releasing it and closing its connection", "lock", g.Name, "client", g.Session.ID)
-		s.unlock(&ev, g.Name, g.Key, s.now())
+		s.eng.unlock(&ev, g.Name, g.Key, s.now())
 		if sess := s.sessionOf(g.Session); sess != nil {
 			sess.kill()
 		}
@@ -497,7 +479,7 @@ func (s *Server) undoGrants(gs []locktable.Grant, commit func(*locktable.Events)
 // commands of its round before it writes any of their replies, and
 // delivers their grants after that commit (netloop_linux.go).
 func (sess *session) commit(ev *locktable.Events, sync bool) error {
-	if sess.lc != nil && sess.lc.commitLater(ev, sync) {
+	if sess.c != nil && sess.c.commitLater(ev, sync) {
 		return nil
 	}
 	return sess.srv.commit(ev, sync)
@@ -508,7 +490,7 @@ func (sess *session) commit(ev *locktable.Events, sync bool) error {
 // remembered so that a failed commit can undo it (a detached hold
 // outlives the connection the loop then closes).
 func (sess *session) commitGrant(ev *locktable.Events, name string, key locktable.Key) error {
-	if sess.lc != nil && sess.lc.commitLater(ev, true) {
+	if sess.c != nil && sess.c.commitLater(ev, true) {
 		sess.uncommitted = append(sess.uncommitted, heldRef{name: name, key: key})
 		return nil
 	}
@@ -528,8 +510,7 @@ func closeAll(lns []net.Listener) {
 }
 
 // deliver hands grants to their waiting sessions and accounts releases.
-// It never blocks: a session waits for at most one grant, into a channel
-// with room for one.
+// It never blocks: a grant is a message posted to the connection's owner.
 func (s *Server) deliver(ev *locktable.Events) {
 	s.accountReleases(ev.Releases)
 	s.deliverGrants(ev.Grants)
@@ -561,27 +542,11 @@ func (s *Server) deliverGrants(gs []locktable.Grant) {
 		if sess == nil {
 			continue // a replicated session not connected to this node
 		}
-		if sess.lc != nil {
-			sess.lc.grant(g)
+		if sess.c == nil {
+			s.releaseUndelivered(g, s.commitQuietly) // no connection (tests)
 			continue
 		}
-		sess.mu.Lock()
-		ended := sess.ended
-		sent := false
-		if !ended {
-			select {
-			case sess.grant <- g:
-				sent = true
-			default:
-			}
-		}
-		sess.mu.Unlock()
-		switch {
-		case ended:
-			s.releaseUndelivered(g, s.commitQuietly) // its connection is gone
-		case !sent:
-			s.dropGrant(g, sess.id, "grant channel full")
-		}
+		sess.c.grant(g)
 	}
 }
 
@@ -596,20 +561,13 @@ func (s *Server) sessionOf(ls *locktable.Session) *session {
 	return s.sessions[ls.ID] // a replicated session: find its connection here
 }
 
-// dropGrant releases a grant its session cannot take (it waits for one at
-// a time, so this cannot happen): never drop a hold silently.
-func (s *Server) dropGrant(g locktable.Grant, client uint64, why string) {
-	s.log.Error(why+"; releasing", "lock", g.Name, "client", client)
-	s.releaseUndelivered(g, s.commitQuietly)
-}
-
 // releaseUndelivered releases the hold of a grant that never reached its
 // connection (it closed meanwhile). Ending the session released it if it
 // was bound; a detached hold must not outlive its grant.
 // commit takes the release.
 func (s *Server) releaseUndelivered(g locktable.Grant, commit func(*locktable.Events)) {
 	var ev locktable.Events
-	if s.unlock(&ev, g.Name, g.Key, s.now()) == nil {
+	if s.eng.unlock(&ev, g.Name, g.Key, s.now()) == nil {
 		commit(&ev)
 	}
 }

@@ -8,27 +8,24 @@ import (
 	"time"
 
 	"github.com/relock/relock/locktable"
-	"github.com/relock/relock/persist"
 	"github.com/relock/relock/resp"
-	"github.com/tidwall/redcon"
 )
 
 // session is one client connection.
 type session struct {
 	srv *Server
 	id  uint64
-	// The transport: either the redcon connection (conn, or the detached
-	// one after detach) and its netConn, or a connection of an event loop
-	// (lc; see netloop_linux.go).
-	conn    redcon.Conn
-	netConn net.Conn // for closing from other goroutines (CLIENT KILL, shutdown)
-	lc      *lconn
+	// c is the connection's lifecycle (conn.go); nil for a session made
+	// without one (tests). netConn is the socket of a goroutine-served
+	// connection (TLS state), else nil.
+	c       *conn
+	netConn net.Conn
 	addr    string
 	laddr   string
 	created time.Time
 
-	// Owned by the connection's serving goroutine (redcon's, then the
-	// detached loop): no lock needed.
+	// Owned by the connection's owner (its event loop or goroutine): no
+	// lock needed.
 	w    resp.Writer
 	ev   locktable.Events
 	lt   *locktable.Session
@@ -56,9 +53,6 @@ type session struct {
 	lastCmd atomic.Int32
 	lastAt  atomic.Int64
 
-	// grant receives the Grant for this session's queued LOCK.
-	grant chan locktable.Grant
-
 	// mu guards the fields below, which CLIENT LIST/INFO read from other
 	// connections.
 	mu      sync.Mutex
@@ -71,28 +65,6 @@ type session struct {
 	ended   bool   // endSession ran: lt is closed for good
 	// lt is written by the serving goroutine only (RESET) and then under
 	// mu; other goroutines read it under mu.
-}
-
-// accept is redcon's accept callback: it creates the session or refuses
-// the connection when max-clients is reached.
-func (s *Server) accept(c redcon.Conn) bool {
-	nc := c.NetConn()
-	sess, refusal := s.admit(nc.RemoteAddr(), nc.LocalAddr(), func(sess *session) {
-		sess.conn, sess.netConn = c, nc
-		sess.grant = make(chan locktable.Grant, 1)
-	})
-	if sess == nil {
-		if refusal != "" {
-			nc.SetWriteDeadline(time.Now().Add(time.Second))
-			nc.Write([]byte(refusal))
-		}
-		return false
-	}
-	if lc, ok := nc.(*limitedConn); ok {
-		lc.authed = &sess.authed
-	}
-	c.SetContext(sess)
-	return true
 }
 
 // refuseMaxClients is the reply to a connection over --max-clients.
@@ -153,44 +125,9 @@ func (s *Server) newSession(raddr, laddr net.Addr, bind func(*session)) *session
 	}
 	sess.lastCmd.Store(-1)
 	sess.lastAt.Store(now.UnixNano())
-	sess.lt = s.table.NewSession(id, sess)
+	sess.lt = s.eng.newSession(sess)
 	s.sessions[id] = sess
 	return sess
-}
-
-// closed is redcon's closed callback. It runs under redcon's server mutex,
-// so it must not block: ending a session only takes shard mutexes briefly
-// and delivers grants without blocking. A detach is not a disconnect.
-func (s *Server) closed(c redcon.Conn, err error) {
-	if err != nil && err.Error() == "detached" {
-		return
-	}
-	sess, ok := c.Context().(*session)
-	if !ok {
-		return
-	}
-	sess.mu.Lock()
-	ended := sess.ended
-	sess.mu.Unlock()
-	if ended {
-		return
-	}
-	if (s.cfg.Store != nil && s.cfg.Store.Mode() == persist.Always) || s.cfg.Cluster != nil {
-		// Ending may wait for a commit (grants to waiters): not here.
-		// Run waits for it (waitSessionsGone).
-		s.mu.Lock()
-		s.ending++
-		s.mu.Unlock()
-		go func() {
-			s.endSession(sess)
-			s.mu.Lock()
-			s.ending--
-			s.gone.Broadcast()
-			s.mu.Unlock()
-		}()
-		return
-	}
-	s.endSession(sess)
 }
 
 // endSession releases the session's bound holds, drops its wait and
@@ -202,48 +139,17 @@ func (s *Server) endSession(sess *session) { s.endSessionBy(sess, s.commitQuietl
 func (s *Server) endSessionBy(sess *session, commit func(*locktable.Events)) {
 	sess.mu.Lock()
 	sess.ended = true
-	lt := sess.lt
 	sess.mu.Unlock()
 	if sess.authTimer != nil {
 		sess.authTimer.Stop()
 	}
 	var ev locktable.Events
-	s.closeSession(&ev, sess, lt, s.now()) // idempotent
+	s.eng.closeSession(&ev, sess, s.now()) // idempotent
 	commit(&ev)
-	if sess.grant != nil {
-		// A grant sent before ended was set is not taken by anyone now.
-		select {
-		case g := <-sess.grant:
-			s.releaseUndelivered(g, commit)
-		default:
-		}
-	}
 	s.mu.Lock()
 	delete(s.sessions, sess.id)
 	s.gone.Broadcast()
 	s.mu.Unlock()
-}
-
-// handle is redcon's command handler: the fast path. A LOCK that must wait
-// detaches the connection to its own loop (wait.go).
-func (s *Server) handle(c redcon.Conn, cmd redcon.Command) {
-	sess := c.Context().(*session)
-	wait := sess.exec(cmd.Args)
-	c.WriteRaw(sess.w.B)
-	sess.w.Reset()
-	if sess.quit {
-		c.Close()
-		return
-	}
-	if wait != nil {
-		dc := c.Detach()
-		sess.conn = dc
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.serveDetached(sess, dc, wait)
-		}()
-	}
 }
 
 // exec runs one command, appending its reply to sess.w. It returns a
@@ -275,10 +181,24 @@ func (sess *session) exec(args [][]byte) *pendingWait {
 		sess.fail(resp.WrongArity(cmd.name))
 		return nil
 	}
-	if cmd.group == "lock" && !srv.isLeader() {
-		sess.fail(srv.movedError())
+	if cmd.group == "lock" && !srv.eng.leader() {
+		sess.fail(srv.eng.moved())
 		return nil
 	}
+	if cmd.blocks && srv.eng.blocking() && sess.c != nil {
+		// Off the owner: the input args point into is reused.
+		own := make([][]byte, len(args))
+		for i, a := range args {
+			own[i] = append([]byte(nil), a...)
+		}
+		return &pendingWait{since: start, run: func() *pendingWait { return sess.run(cmd, own, start) }}
+	}
+	return sess.run(cmd, args, start)
+}
+
+// run runs cmd, admitted by exec.
+func (sess *session) run(cmd *command, args [][]byte, start time.Time) *pendingWait {
+	srv := sess.srv
 	if cmd.mutates {
 		if !srv.enter() {
 			sess.fail("ERR server is shutting down")
@@ -306,14 +226,12 @@ func (sess *session) setProto(p int) {
 	sess.mu.Unlock()
 }
 
-// kill closes the session's connection from any goroutine. Its serving
-// goroutine sees the close and ends the session.
+// kill closes the session's connection from any goroutine. Its owner
+// sees the close and ends the session.
 func (sess *session) kill() {
-	if sess.lc != nil {
-		sess.lc.kill()
-		return
+	if sess.c != nil {
+		sess.c.kill()
 	}
-	sess.netConn.Close()
 }
 
 // clientInfo renders the session as one CLIENT LIST line. Keys are never
@@ -327,7 +245,7 @@ func (sess *session) clientInfo(now time.Time) string {
 		flags = "b"
 	}
 	sess.mu.Lock()
-	lt, user := sess.lt, sess.user
+	user := sess.user
 	sess.mu.Unlock()
 	if user == "" {
 		user = "default"
@@ -358,7 +276,7 @@ func (sess *session) clientInfo(now time.Time) string {
 	b.WriteString(" resp=" + itoa(int64(proto)))
 	b.WriteString(" lib-name=" + lib)
 	b.WriteString(" lib-ver=" + ver)
-	b.WriteString(" holds=" + itoa(int64(lt.Bound())))
+	b.WriteString(" holds=" + itoa(int64(sess.srv.eng.bound(sess))))
 	b.WriteString(" waits=" + itoa(int64(w)))
 	return b.String()
 }

@@ -86,7 +86,7 @@ func TestConformance_RESP2(t *testing.T) {
 		{send: "AUTH", reply: wrongArity("auth")},
 
 		// HELLO: a flat field/value array under RESP2.
-		{send: "HELLO", match: `\*14\r\n\$6\r\nserver\r\n\$6\r\nrelock\r\n\$7\r\nversion\r\n\$\d+\r\n[0-9.]+\r\n` +
+		{send: "HELLO", match: `\*14\r\n\$6\r\nserver\r\n\$6\r\nrelock\r\n\$7\r\nversion\r\n\$\d+\r\n[0-9A-Za-z.+-]+\r\n` +
 			`\$5\r\nproto\r\n:2\r\n\$2\r\nid\r\n:(\d+)\r\n\$4\r\nmode\r\n\$10\r\nstandalone\r\n` +
 			`\$4\r\nrole\r\n\$6\r\nmaster\r\n\$7\r\nmodules\r\n\*0\r\n`, save: "ID"},
 		{send: "HELLO 2 AUTH default x SETNAME conf", match: `\*14\r\n(?s:.*)\$5\r\nproto\r\n:2\r\n\$2\r\nid\r\n:$ID\r\n(?s:.*)`},
@@ -448,7 +448,7 @@ func TestConformance_RESP3(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	runExchanges(t, srv, []exchange{
-		{send: "HELLO 3", match: `%7\r\n\$6\r\nserver\r\n\$6\r\nrelock\r\n\$7\r\nversion\r\n\$\d+\r\n[0-9.]+\r\n` +
+		{send: "HELLO 3", match: `%7\r\n\$6\r\nserver\r\n\$6\r\nrelock\r\n\$7\r\nversion\r\n\$\d+\r\n[0-9A-Za-z.+-]+\r\n` +
 			`\$5\r\nproto\r\n:3\r\n\$2\r\nid\r\n:(\d+)\r\n\$4\r\nmode\r\n\$10\r\nstandalone\r\n` +
 			`\$4\r\nrole\r\n\$6\r\nmaster\r\n\$7\r\nmodules\r\n\*0\r\n`, save: "ID"},
 		{send: "HELLO", match: `%7\r\n(?s:.*)\$5\r\nproto\r\n:3\r\n(?s:.*)`}, // no version: stays RESP3

@@ -78,9 +78,10 @@ func maxDuration(a, b time.Duration) time.Duration {
 }
 
 // stallBound is the slowest PING a test accepts while an attack runs: far
-// above a correct server's few ms (under -race, on a shared 2-core
-// machine), far below the seconds the bugs caused.
-const stallBound = 300 * time.Millisecond
+// above a correct server's few ms (under -race, beside the rest of the
+// suite on a shared 2-core machine), far below the 5 s and more that the
+// bugs caused here.
+const stallBound = time.Second
 
 // Wrong passwords are checked off the event loop: 40 pipelined AUTHs for
 // an unknown user (a bcrypt check each, ~60 ms) on a connection of the
@@ -398,14 +399,15 @@ func TestStall_LOCKSPagesDoNotStallOtherClients(t *testing.T) {
 }
 
 // Mass expiry costs each expired hold O(log n), whatever the number of
-// shards, and does not hold the server while it runs: 30k holds expiring
-// together with --shards 4096 do not delay another client's PING.
+// shards, and does not hold the server while it runs: 10k holds expiring
+// together with --shards 4096 do not delay another client's PING (they
+// stalled it for seconds, cost holds × shards).
 func TestStall_MassExpiryDoesNotStallOtherClients(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, "--event-loops", "1", "--shards", "4096")
-	const n = 30_000
+	const n = 10_000
 	start := time.Now()
-	const ttl = 15_000
+	const ttl = 20_000
 	fill(t, srv, "exp:", n, ttl)
 	if time.Since(start) > ttl*time.Millisecond/2 {
 		t.Fatalf("taking %d locks took %v: too slow to watch them expire", n, time.Since(start))

@@ -1,4 +1,4 @@
-package commands
+package resp
 
 import (
 	"strconv"
@@ -7,13 +7,13 @@ import (
 	"github.com/tidwall/redcon"
 )
 
-// parseRequest parses the first request in b the way redcon does (same
+// ParseRequest parses the first request in b the way redcon does (same
 // syntax, same protocol errors), without allocating for the multibulk
 // requests every client sends: the returned args are slices of b, appended
 // to args[:0]. n is the number of bytes the request took; 0 means b does
 // not hold a whole request yet. A blank inline line takes n bytes and has
 // no args. Inline (telnet-style) requests go through redcon's own parser.
-func parseRequest(b []byte, args [][]byte) (out [][]byte, n int, err error) {
+func ParseRequest(b []byte, args [][]byte) (out [][]byte, n int, err error) {
 	if len(b) == 0 {
 		return args[:0], 0, nil
 	}
@@ -38,7 +38,7 @@ func parseRequest(b []byte, args [][]byte) (out [][]byte, n int, err error) {
 			return args[:0], 0, nil
 		}
 		if b[pos] != '$' {
-			return nil, 0, &protocolError{"expected '$', got '" + string(b[pos]) + "'"}
+			return nil, 0, &ProtocolError{"expected '$', got '" + string(b[pos]) + "'"}
 		}
 		j := indexLF(b, pos+1)
 		if j < 0 {
@@ -80,15 +80,15 @@ func parseInline(b []byte, args [][]byte) ([][]byte, int, error) {
 	return append(args[:0], cmd.Args...), i + 1, nil
 }
 
-// protocolError is a malformed request; its text is what redcon (and
+// ProtocolError is a malformed request; its text is what redcon (and
 // Redis) say, after "ERR ".
-type protocolError struct{ msg string }
+type ProtocolError struct{ msg string }
 
-func (e *protocolError) Error() string { return "Protocol error: " + e.msg }
+func (e *ProtocolError) Error() string { return "Protocol error: " + e.msg }
 
 var (
-	errBadMultiBulkLen = &protocolError{"invalid multibulk length"}
-	errBadBulkLen      = &protocolError{"invalid bulk length"}
+	errBadMultiBulkLen = &ProtocolError{"invalid multibulk length"}
+	errBadBulkLen      = &ProtocolError{"invalid bulk length"}
 )
 
 func indexLF(b []byte, from int) int {
