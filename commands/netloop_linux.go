@@ -72,7 +72,8 @@ func (s *Server) useLoops() bool {
 }
 
 // startLoops starts the event loops and one accept goroutine per
-// listener. It returns false if it cannot (the caller serves with redcon).
+// listener. It returns false if it cannot (the caller serves each
+// connection with a goroutine).
 func (s *Server) startLoops(lns []net.Listener) (bool, error) {
 	if !s.useLoops() {
 		return false, nil

@@ -38,8 +38,8 @@ type Config struct {
 	TCPKeepAlive time.Duration // 0: OS default; negative: off
 	Shards       int           // 0: GOMAXPROCS×4
 	// IO picks how connections are served: "goroutine" (one per
-	// connection, through redcon) or "" / "auto": event loops where they
-	// can serve (Linux, no TLS, no Raft cluster).
+	// connection) or "" / "auto": event loops where they
+	// can serve (Linux, no TLS).
 	IO     string
 	Loops  int // event loops; 0: GOMAXPROCS
 	Logger *slog.Logger

@@ -36,7 +36,7 @@ type serverCmd struct {
 	MaxHoldsPerClient int           `help:"Most bound holds plus waits per connection (0: no limit)." default:"0"`
 	TCPKeepalive      time.Duration `name:"tcp-keepalive" help:"TCP keepalive period (0: OS default)." default:"15s"`
 	Shards            int           `help:"Lock table shards, a power of two (0: GOMAXPROCS×4)." default:"0"`
-	IO                string        `name:"io" help:"How connections are served: auto (event loops on Linux where they can: not with TLS or a Raft cluster) or goroutine (one per connection)." enum:"auto,goroutine" default:"auto"`
+	IO                string        `name:"io" help:"How connections are served: auto (event loops on Linux where they can: not with TLS) or goroutine (one per connection)." enum:"auto,goroutine" default:"auto"`
 	EventLoops        int           `help:"Event loops with --io auto (0: one per core)." default:"0"`
 
 	MetricsListen string `help:"Address for Prometheus /metrics, /healthz and /readyz (empty: off)." placeholder:"HOST:PORT"`
