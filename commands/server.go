@@ -10,6 +10,8 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"runtime"
 	"sync"
@@ -49,6 +51,19 @@ type Config struct {
 	// holds get (--restore-grace).
 	Store        *persist.Store
 	RestoreGrace time.Duration
+
+	// MetricsListen, if set, serves the metrics handler (MetricsHandler)
+	// there, with Go's /debug/pprof/ too if Pprof, for as long as Run.
+	MetricsListen string
+	Pprof         bool
+	// Reload, if set, is received from (a SIGHUP, say) to replace the
+	// users by those ReloadUsers returns, without dropping connections or
+	// holds; a failed reload keeps the users in force.
+	Reload      <-chan os.Signal
+	ReloadUsers func() ([]User, error)
+	// Background tasks run while the server serves (a cluster join, say):
+	// each gets a context cancelled at shutdown, and Run waits for them.
+	Background []func(ctx context.Context)
 
 	// Cluster, if set, replicates the lock table with Raft (see engine.go):
 	// only the leader serves lock commands; followers answer -MOVED.
@@ -321,6 +336,16 @@ func (s *Server) Run(ctx context.Context) error {
 		s.expiry.run(expCtx, s)
 	}()
 
+	var mlns net.Listener
+	if s.cfg.MetricsListen != "" {
+		var err error
+		if mlns, err = net.Listen("tcp", s.cfg.MetricsListen); err != nil {
+			closeAll(lns)
+			stopExpiry()
+			s.wg.Wait()
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+	}
 	looped, err := s.startLoops(lns)
 	if err != nil {
 		closeAll(lns)
@@ -340,9 +365,19 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, ln := range lns {
 		s.log.Info("listening", "addr", ln.Addr().String(), "network", ln.Addr().Network(), "event_loops", len(s.loops))
 	}
+	stopMetrics := s.serveMetrics(mlns)
+	bgCtx, stopBackground := context.WithCancel(ctx)
+	for _, task := range append(s.cfg.Background, s.reloadUsers) {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			task(bgCtx)
+		}()
+	}
 	close(s.ready)
 
 	<-ctx.Done()
+	stopBackground()
 	s.log.Info("shutting down")
 	s.mu.Lock()
 	s.closing = true
@@ -377,6 +412,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.waitSessionsGone(grace)
 	s.stopLoops()
 	stopExpiry()
+	stopMetrics()
 	s.wg.Wait()
 	// Whatever did not end by itself (not expected) ends here, so that no
 	// hold outlives the server.
@@ -394,6 +430,62 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("stopped")
 	return nil
+}
+
+// serveMetrics serves the metrics handler on ln (nil: none) until the
+// returned stop is called.
+func (s *Server) serveMetrics(ln net.Listener) (stop func()) {
+	if ln == nil {
+		return func() {}
+	}
+	handler := s.MetricsHandler()
+	if s.cfg.Pprof {
+		mux := http.NewServeMux()
+		mux.Handle("/", handler)
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		handler = mux
+	}
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := hs.Serve(ln); err != nil && err != http.ErrServerClosed {
+			s.log.Error("metrics server", "err", err)
+		}
+	}()
+	s.log.Info("metrics listening", "addr", ln.Addr().String())
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		hs.Shutdown(sctx)
+	}
+}
+
+// reloadUsers replaces the users each time Reload delivers, until ctx
+// ends.
+func (s *Server) reloadUsers(ctx context.Context) {
+	if s.cfg.Reload == nil || s.cfg.ReloadUsers == nil {
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.cfg.Reload:
+			users, err := s.cfg.ReloadUsers()
+			if err == nil {
+				err = s.SetUsers(users)
+			}
+			if err != nil {
+				s.log.Error("reloading users failed; keeping the users in force", "err", err)
+				continue
+			}
+			s.log.Info("users reloaded", "users", len(users))
+		}
+	}
 }
 
 // enter admits a state-changing command unless shutdown has begun; the

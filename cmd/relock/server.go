@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -95,6 +92,10 @@ func (c *serverCmd) Run() error {
 	if cluster != nil && c.DataDir != "" {
 		return errors.New("--data-dir and clustering do not go together: the Raft log in --raft-dir is the durable state")
 	}
+	// SIGHUP reloads the users file without dropping connections or holds.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	srv, err := commands.New(commands.Config{
 		Listen:         c.Listen,
 		UnixSocket:     c.UnixSocket,
@@ -120,75 +121,33 @@ func (c *serverCmd) Run() error {
 		MaxArgs:        c.MaxArgs,
 		MaxBulk:        c.MaxArgBytes,
 		Cluster:        cluster,
+		MetricsListen:  c.MetricsListen,
+		Pprof:          c.Pprof,
+		Reload:         hup,
+		ReloadUsers:    c.loadUsers,
+		Background:     c.background(cluster, log),
 	})
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	// SIGHUP reloads the users file without dropping connections or holds.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				users, err := c.loadUsers()
-				if err == nil {
-					err = srv.SetUsers(users)
-				}
-				if err != nil {
-					log.Error("reloading users failed; keeping the users in force", "err", err)
-					continue
-				}
-				log.Info("users reloaded", "users", len(users))
-			}
-		}
-	}()
-	if c.MetricsListen != "" {
-		ln, err := net.Listen("tcp", c.MetricsListen)
-		if err != nil {
-			return fmt.Errorf("metrics listen: %w", err)
-		}
-		handler := srv.MetricsHandler()
-		if c.Pprof {
-			mux := http.NewServeMux()
-			mux.Handle("/", handler)
-			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-			handler = mux
-		}
-		hs := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			if err := hs.Serve(ln); err != nil && err != http.ErrServerClosed {
-				log.Error("metrics server", "err", err)
-			}
-		}()
-		log.Info("metrics listening", "addr", ln.Addr().String())
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			hs.Shutdown(sctx)
-			<-done
-		}()
-	}
-	if cluster != nil && c.Join != "" {
-		// The join credentials are those of the tools' flags' environment
-		// (RELOCK_USER/RELOCK_PASSWORD) or the server's own --requirepass.
-		cf := &clientFlags{User: os.Getenv("RELOCK_USER"), Password: os.Getenv("RELOCK_PASSWORD")}
-		if cf.Password == "" && c.Requirepass != "" {
-			cf.Password = c.Requirepass
-		}
-		go c.join(ctx, cf, log)
-	}
 	return srv.Run(ctx)
+}
+
+// background returns the tasks the server runs while it serves: joining
+// a cluster with --join.
+func (c *serverCmd) background(cluster *commands.Cluster, log *slog.Logger) []func(context.Context) {
+	if cluster == nil || c.Join == "" {
+		return nil
+	}
+	// The join credentials are those of the tools' flags' environment
+	// (RELOCK_USER/RELOCK_PASSWORD) or the server's own --requirepass.
+	cf := &clientFlags{User: os.Getenv("RELOCK_USER"), Password: os.Getenv("RELOCK_PASSWORD")}
+	if cf.Password == "" && c.Requirepass != "" {
+		cf.Password = c.Requirepass
+	}
+	return []func(context.Context){func(ctx context.Context) { c.join(ctx, cf, log) }}
 }
 
 // failpoint returns the persistence fault hook for crash tests, or nil.
