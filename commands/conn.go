@@ -29,6 +29,12 @@ const (
 	maxReplyBuf = 1 << 20  // unsent output a connection may have before its requests stop being run
 	// (unauthenticated connections: preAuthRequest and preAuthOutput)
 	handoffWindow = time.Millisecond
+	// A connection runs at most this many requests per round (an
+	// unauthenticated one preAuthRound) before the others of its owner
+	// get theirs: a client pipelining thousands of requests gets its
+	// share of a loop, not all of it.
+	roundRequests = 256
+	preAuthRound  = 16
 )
 
 // driver is how an owner moves bytes; its methods run on the owner's
@@ -268,17 +274,22 @@ func (o *owner) handle(m *msg) {
 	}
 }
 
-// resumeAll runs the input of connections whose output drained.
+// resumeAll runs the input of connections whose output drained or whose
+// share of the last round was spent; those that spend this round's share
+// too wait for the next.
 func (o *owner) resumeAll() {
-	for i := 0; i < len(o.resume); i++ {
-		c := o.resume[i]
-		o.resume[i] = nil
+	resume := o.resume
+	o.resume = nil
+	for i, c := range resume {
+		resume[i] = nil
 		c.resuming = false
 		if !c.closed {
 			c.serve()
 		}
 	}
-	o.resume = o.resume[:0]
+	if o.resume == nil {
+		o.resume = resume[:0]
+	}
 }
 
 // runLater runs the next step of the commands that let others be served
@@ -513,7 +524,21 @@ func (c *conn) readRoom() int {
 func (c *conn) serve() {
 	sess := c.sess
 	c.partial = false
+	budget := roundRequests
+	if !sess.authed.Load() {
+		budget = preAuthRound
+	}
 	for !c.closed && !c.closing && c.wait == nil && len(sess.w.B) < c.outputBound() && len(c.src) > 0 {
+		if budget == 0 {
+			// Its share of this round is spent: the rest runs next
+			// round, after every other connection's.
+			if !c.resuming {
+				c.resuming = true
+				c.own.resume = append(c.own.resume, c)
+			}
+			break
+		}
+		budget--
 		args, n, err := resp.ParseRequest(c.src, c.args)
 		if err != nil {
 			// A protocol error: tell the client and close, as Redis does.

@@ -47,7 +47,7 @@ type engine interface {
 
 // expireBatch bounds the holds one expiry step releases, so that a mass
 // expiry never holds the table (or a Raft entry) for long.
-const expireBatch = 1024
+const expireBatch = 256
 
 // localEngine is a single server's engine: its own table.
 type localEngine struct{ t *locktable.Table }

@@ -38,7 +38,7 @@ type Config struct {
 	MaxWaiters   int           // per lock; 0: no limit
 	MaxHolds     int           // bound holds + waits per connection; 0: no limit
 	TCPKeepAlive time.Duration // 0: OS default; negative: off
-	Shards       int           // 0: GOMAXPROCS×4
+	Shards       int           // 0: GOMAXPROCS×4 rounded up to a power of two
 	// IO picks how connections are served: "goroutine" (one per
 	// connection) or "" / "auto": event loops where they
 	// can serve (Linux, no TLS).
@@ -85,7 +85,10 @@ func (c *Config) setDefaults() error {
 		c.MaxNameLen = 1024
 	}
 	if c.Shards <= 0 {
-		c.Shards = runtime.GOMAXPROCS(0) * 4
+		c.Shards = 1
+		for c.Shards < runtime.GOMAXPROCS(0)*4 {
+			c.Shards <<= 1
+		}
 	}
 	if c.Shards&(c.Shards-1) != 0 || c.Shards > 4096 {
 		return fmt.Errorf("shards must be a power of two up to 4096, got %d", c.Shards)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -32,7 +33,7 @@ type serverCmd struct {
 	MaxWaiters        int           `help:"Most waiters per lock (0: no limit)." default:"0"`
 	MaxHoldsPerClient int           `help:"Most bound holds plus waits per connection (0: no limit)." default:"0"`
 	TCPKeepalive      time.Duration `name:"tcp-keepalive" help:"TCP keepalive period (0: OS default)." default:"15s"`
-	Shards            int           `help:"Lock table shards, a power of two (0: GOMAXPROCS×4)." default:"0"`
+	Shards            int           `help:"Lock table shards, a power of two (0: GOMAXPROCS×4, rounded up to a power of two)." default:"0"`
 	IO                string        `name:"io" help:"How connections are served: auto (event loops on Linux where they can: not with TLS) or goroutine (one per connection)." enum:"auto,goroutine" default:"auto"`
 	EventLoops        int           `help:"Event loops with --io auto (0: one per core)." default:"0"`
 
@@ -109,7 +110,7 @@ func (c *serverCmd) Run() error {
 		TCPKeepAlive:   c.TCPKeepalive,
 		Shards:         shards,
 		IO:             c.IO,
-		Loops:          c.EventLoops,
+		Loops:          c.eventLoops(),
 		Logger:         log,
 		Store:          store,
 		RestoreGrace:   c.RestoreGrace,
@@ -133,6 +134,20 @@ func (c *serverCmd) Run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return srv.Run(ctx)
+}
+
+// eventLoops returns how many event loops to run: one per core by
+// default. Go then gets one more P than there are loops, so that work off
+// the loops (password checks, expiry batches, Raft) runs on a thread of
+// its own that the kernel preempts within a millisecond when a loop wakes,
+// instead of holding a loop's P until Go's 10 ms preemption tick.
+func (c *serverCmd) eventLoops() int {
+	if c.EventLoops > 0 {
+		return c.EventLoops
+	}
+	n := runtime.GOMAXPROCS(0)
+	runtime.GOMAXPROCS(n + 1)
+	return n
 }
 
 // background returns the tasks the server runs while it serves: joining
