@@ -232,6 +232,7 @@ func (o *owner) handle(m *msg) {
 			lock, sess, srv := c.wait, c.sess, o.srv
 			lock.timeout = 0 // if it was granted meanwhile, wait for the grant only
 			c.wait = nil
+			sess.setWaiting("") // set again if the LOCK waits on
 			c.startWait(&pendingWait{since: lock.since, run: func() *pendingWait {
 				if srv.timeOut(sess) {
 					return nil
@@ -469,6 +470,9 @@ type conn struct {
 	waitSeq uint32
 	timer   *time.Timer
 	early   *locktable.Grant // a grant that came while its LOCK ran off the owner
+	// protoErr is a protocol error read while a command ran off the
+	// owner, answered after that command's reply.
+	protoErr string
 
 	dirty    bool // in own.dirty
 	resuming bool // in own.resume
@@ -487,8 +491,13 @@ func newConn(s *Server, io connIO) *conn {
 // if anything of it is left) and runs the requests that are complete.
 func (c *conn) input(b []byte) {
 	if msg := feedAs(&c.scan, b, c.sess.authed.Load()); msg != "" {
-		c.sess.w.Error("ERR Protocol error: " + msg)
 		c.closing = true
+		if c.running() {
+			// The output is the running command's: answer after it.
+			c.protoErr = "ERR Protocol error: " + msg
+			return
+		}
+		c.sess.w.Error("ERR Protocol error: " + msg)
 		c.markDirty()
 		return
 	}
@@ -524,6 +533,10 @@ func (c *conn) readRoom() int {
 func (c *conn) serve() {
 	sess := c.sess
 	c.partial = false
+	if c.protoErr != "" && c.wait == nil {
+		sess.w.Error(c.protoErr) // after the reply of the command it came behind
+		c.protoErr = ""
+	}
 	budget := roundRequests
 	if !sess.authed.Load() {
 		budget = preAuthRound

@@ -1100,9 +1100,6 @@ func waitingOn(c *conn) string {
 // TestConn_BlockingEngine_WaitTimeoutClearsWaiting: once a LOCK's WAIT
 // has run out, CLIENT LIST no longer shows its connection blocked.
 func TestConn_BlockingEngine_WaitTimeoutClearsWaiting(t *testing.T) {
-	t.Skip("bug: conn.go owner.handle: with a blocking engine, msgTimeout replaces c.wait (a LOCK's, which set sess.waiting) " +
-		"by the cancellation's run without setWaiting(\"\"), and msgRan with next == nil serves on without it: " +
-		"after LOCK ... WAIT runs out in a cluster, CLIENT LIST keeps flags=b waits=1 until the connection's next wait")
 	h, _ := newBlockingOwner(t)
 	a, b := h.connect(), h.connect()
 	h.take(a, "x")
@@ -1135,9 +1132,7 @@ func TestConn_BlockingEngine_ProtocolErrorWhileRunning(t *testing.T) {
 	}
 	h.feed(b, []byte("*x\r\n")) // the client's next request is garbage
 	if n := len(b.sess.w.B); n > 0 {
-		t.Skip("bug: conn.go conn.input writes the protocol error into sess.w while c.running(): the owner " +
-			"appends to the output of the command running off the owner (a data race with its goroutine), " +
-			"and the error goes out ahead of the command's reply")
+		t.Fatal("the protocol error was written into the output of the command running off the owner")
 	}
 	h.send(a, "UNLOCK x "+key)
 	h.await(a)
