@@ -1,11 +1,15 @@
 package commands
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
@@ -375,5 +379,51 @@ func TestSession_AuthTurnedOnAfterLogin(t *testing.T) {
 	}
 	if got := do(t, sess, "CLIENT", "KILL", "ID", "1"); !strings.HasPrefix(got, "-NOPERM") {
 		t.Errorf("CLIENT KILL = %q; want -NOPERM", got)
+	}
+}
+
+// countingHandler counts log records by message.
+type countingHandler struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	h.n[r.Message]++
+	h.mu.Unlock()
+	return nil
+}
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestAuth_FailuresLoggedAtMostTenASecond: a flood of wrong passwords
+// (each on a connection of its own, so no per-connection slowdown) is
+// counted whole but logged at most authLogLimit times a second.
+func TestAuth_FailuresLoggedAtMostTenASecond(t *testing.T) {
+	h := &countingHandler{n: map[string]int{}}
+	srv, err := New(Config{Listen: "127.0.0.1:0", Logger: slog.New(h), Users: []User{
+		{Name: "app", PasswordHash: bcryptHash(t, "app-pass"), Locks: []string{"app:*"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	const n = 50
+	for range n {
+		if got := do(t, testSession(t, srv), "AUTH", "app", "wrong"); !strings.HasPrefix(got, "-WRONGPASS") {
+			t.Fatalf("AUTH = %q", got)
+		}
+	}
+	if got := srv.stats.authFailures.Load(); got != n {
+		t.Errorf("auth_failures = %d; want %d", got, n)
+	}
+	h.mu.Lock()
+	logged := h.n["authentication failed"]
+	h.mu.Unlock()
+	seconds := int(time.Since(start)/time.Second) + 1
+	if logged > authLogLimit*seconds || logged == 0 {
+		t.Errorf("%d failures logged in %d s; want 1 to %d", logged, seconds, authLogLimit*seconds)
 	}
 }

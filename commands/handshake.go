@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/relock/relock/locktable"
@@ -119,7 +120,7 @@ func (sess *session) authenticate(user, pass string, done func(msg string)) *pen
 		}
 		sess.authFails++
 		srv.stats.authFailures.Add(1)
-		srv.log.Warn("authentication failed", "user", user, "addr", sess.addr)
+		srv.logAuthFailure(user, sess.addr)
 		done(resp.ErrWrongPass)
 	}
 	if sess.c == nil {
@@ -129,6 +130,45 @@ func (sess *session) authenticate(user, pass string, done func(msg string)) *pen
 		return nil
 	}
 	return &pendingWait{check: pc, since: time.Now()}
+}
+
+// authLogLimit is how many failed AUTHs are logged per second; the rest
+// are counted (INFO auth_failures) and their number logged once the
+// second is over, so that a flood of guesses cannot fill the disk.
+const authLogLimit = 10
+
+// authLog rate-limits the log of failed AUTHs. mu guards the fields.
+type authLog struct {
+	mu      sync.Mutex
+	since   time.Time // start of the current second
+	logged  int
+	dropped int
+}
+
+// logAuthFailure logs a failed AUTH unless authLogLimit were logged in
+// the last second.
+func (s *Server) logAuthFailure(user, addr string) {
+	l := &s.authLog
+	now := time.Now()
+	l.mu.Lock()
+	dropped := 0
+	if now.Sub(l.since) >= time.Second {
+		dropped = l.dropped
+		l.since, l.logged, l.dropped = now, 0, 0
+	}
+	log := l.logged < authLogLimit
+	if log {
+		l.logged++
+	} else {
+		l.dropped++
+	}
+	l.mu.Unlock()
+	if dropped > 0 {
+		s.log.Warn("authentication failures not logged (over the limit of a second)", "count", dropped)
+	}
+	if log {
+		s.log.Warn("authentication failed", "user", user, "addr", addr)
+	}
 }
 
 // passwordCheck is an AUTH (or HELLO ... AUTH) waiting for its password

@@ -176,8 +176,9 @@ type Server struct {
 	// connection loops, the expiry loop.
 	wg sync.WaitGroup
 
-	stats stats
-	users users
+	stats   stats
+	users   users
+	authLog authLog
 	// checks holds a token for each password check running (maxChecks).
 	checks  chan struct{}
 	metrics *metrics
