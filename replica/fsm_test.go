@@ -115,14 +115,32 @@ func render(r *Result) string {
 	return b.String()
 }
 
-func snapshotBytes(t *testing.T, f *FSM) []byte {
+// snapshotBytes takes f's snapshot and returns what Persist writes.
+func snapshotBytes(t testing.TB, f *FSM) []byte {
 	t.Helper()
 	s, err := f.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return []byte(s.(snapshot))
+	sink := &bufferSink{}
+	if err := s.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	if !sink.closed {
+		t.Fatal("Persist did not close its sink")
+	}
+	return sink.Bytes()
 }
+
+// bufferSink is a raft.SnapshotSink in memory.
+type bufferSink struct {
+	bytes.Buffer
+	closed, cancelled bool
+}
+
+func (s *bufferSink) ID() string    { return "test" }
+func (s *bufferSink) Cancel() error { s.cancelled = true; return nil }
+func (s *bufferSink) Close() error  { s.closed = true; return nil }
 
 // TestFSM_SameLogSameStateAndResults applies one random log to FSMs with
 // different shard counts: every result and the final snapshot must be
