@@ -8,16 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/relock/relock/commands"
 	"github.com/relock/relock/locktable"
 	"github.com/relock/relock/replica"
-	"go.etcd.io/bbolt"
 )
 
 // clusterFlags make `relock server` a member of a Raft cluster.
@@ -137,10 +134,7 @@ func (f *clusterFlags) startNode(listen string, shards int, log *slog.Logger) (*
 			return nil, nil, fmt.Errorf("raft listen %s: %w", f.RaftListen, err)
 		}
 	}
-	store, err := raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(f.RaftDir, "raft.db"),
-		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second},
-	})
+	store, err := replica.OpenStore(f.RaftDir, log)
 	if err != nil {
 		trans.Close()
 		return nil, nil, fmt.Errorf("raft store in %s: %w", f.RaftDir, err)
