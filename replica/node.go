@@ -47,9 +47,9 @@ type NodeConfig struct {
 // ones fail over faster but call elections on pauses (GC, a loaded host,
 // network jitter) that long. See docs/raft.md for the measurements.
 const (
-	DefaultHeartbeatTimeout   = 400 * time.Millisecond
-	DefaultElectionTimeout    = 400 * time.Millisecond
-	DefaultLeaderLeaseTimeout = 200 * time.Millisecond
+	DefaultHeartbeatTimeout   = 300 * time.Millisecond
+	DefaultElectionTimeout    = 300 * time.Millisecond
+	DefaultLeaderLeaseTimeout = 150 * time.Millisecond
 )
 
 // Node is one member of a replicated lock table.

@@ -13,7 +13,6 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	wal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
 	"github.com/hashicorp/raft-wal/migrate"
 	"go.etcd.io/bbolt"
 )
@@ -42,31 +41,20 @@ const (
 // raft.StableStore both).
 type Store struct {
 	*wal.WAL
-	meta   *metadb.BoltMetaDB
 	unlock func()
 }
 
 // Close closes the log and releases the directory.
 func (s *Store) Close() error {
 	err := s.WAL.Close()
-	// raft-wal's Close (v0.4.0) leaves its meta database open, and with
-	// it bbolt's flock: a reopen in this process would wait forever.
-	if cerr := s.meta.Close(); err == nil {
-		err = cerr
-	}
 	s.unlock()
 	return err
 }
 
-// openWAL opens raft-wal in dir with a meta database the caller closes.
-func openWAL(dir string) (*wal.WAL, *metadb.BoltMetaDB, error) {
-	meta := &metadb.BoltMetaDB{}
-	w, err := wal.Open(dir, wal.WithLogger(hclog.NewNullLogger()), wal.WithMetaStore(meta))
-	if err != nil {
-		meta.Close()
-		return nil, nil, err
-	}
-	return w, meta, nil
+// openWAL opens raft-wal in dir, logging nothing (raft reports what
+// matters).
+func openWAL(dir string) (*wal.WAL, error) {
+	return wal.Open(dir, wal.WithLogger(hclog.NewNullLogger()))
 }
 
 // OpenStore opens (or creates) the Raft log and stable store in dir,
@@ -89,12 +77,12 @@ func OpenStore(dir string, log *slog.Logger) (*Store, error) {
 		unlock()
 		return nil, err
 	}
-	w, meta, err := openWAL(filepath.Join(dir, walDir))
+	w, err := openWAL(filepath.Join(dir, walDir))
 	if err != nil {
 		unlock()
 		return nil, fmt.Errorf("replica: raft log in %s: %w", dir, err)
 	}
-	return &Store{WAL: w, meta: meta, unlock: unlock}, nil
+	return &Store{WAL: w, unlock: unlock}, nil
 }
 
 // migrateBolt copies a raft-boltdb store in dir to raft-wal, once.
@@ -123,11 +111,10 @@ func migrateBolt(dir string, log *slog.Logger) error {
 		return fmt.Errorf("replica: migrating %s: %w", boltPath, err)
 	}
 	defer src.Close()
-	w, meta, err := openWAL(tmp)
+	dst, err := openWAL(tmp)
 	if err != nil {
 		return fmt.Errorf("replica: migrating %s: %w", boltPath, err)
 	}
-	dst := &Store{WAL: w, meta: meta, unlock: func() {}}
 	first, _ := src.FirstIndex()
 	last, _ := src.LastIndex()
 	if last > 0 {

@@ -34,9 +34,9 @@ type clusterFlags struct {
 
 	// Failover timing (the defaults are replica.Default*; a test checks
 	// that they agree). Every member should run with the same values.
-	RaftHeartbeatTimeout time.Duration `name:"raft-heartbeat-timeout" default:"400ms" help:"A follower that hears nothing from the leader for this long (a random 1-2x of it) stands for election: a dead leader is replaced in about 1-2x this. Shorter fails over faster but calls elections on pauses (GC, a busy host, jitter) that long."`
-	RaftElectionTimeout  time.Duration `name:"raft-election-timeout" default:"400ms" help:"How long a candidate waits for votes before it tries again (split votes); at least --raft-heartbeat-timeout."`
-	RaftLeaseTimeout     time.Duration `name:"raft-lease-timeout" default:"200ms" help:"A leader that has not reached a quorum for this long steps down (a partitioned leader stops granting); at most --raft-heartbeat-timeout."`
+	RaftHeartbeatTimeout time.Duration `name:"raft-heartbeat-timeout" default:"300ms" help:"A follower that hears nothing from the leader for this long (a random 1-2x of it) stands for election: a dead leader is replaced in about 1-2x this. Shorter fails over faster but calls elections on pauses (GC, a busy host, jitter) that long."`
+	RaftElectionTimeout  time.Duration `name:"raft-election-timeout" default:"300ms" help:"How long a candidate waits for votes before it tries again (split votes); at least --raft-heartbeat-timeout."`
+	RaftLeaseTimeout     time.Duration `name:"raft-lease-timeout" default:"150ms" help:"A leader that has not reached a quorum for this long steps down (a partitioned leader stops granting); at most --raft-heartbeat-timeout."`
 }
 
 // timing checks the Raft timeouts against each other (as raft does, but
