@@ -22,8 +22,8 @@ import (
 // A node keeps its log in raft-wal (github.com/hashicorp/raft-wal), in
 // DIR/wal: segment files appended with one fsync per append, where
 // raft-boltdb (a copy-on-write B+tree) needs two; measured on one disk,
-// appends of a lock command's size run 3–6× as fast with half or less of
-// the latency (docs/raft.md). A directory that earlier versions wrote with
+// appends of a lock command's size run 2.4–6× as fast with a third or less
+// of the median latency (docs/raft.md). A directory that earlier versions wrote with
 // raft-boltdb (DIR/raft.db) is migrated once, at start: its log and stable
 // keys are copied into DIR/wal.tmp, which is then renamed to DIR/wal (the
 // commit point), and raft.db is kept as raft.db.migrated.
