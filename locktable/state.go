@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sort"
+	"strings"
 )
 
 // State is a table's whole state — sessions, holds (with their session
@@ -62,6 +64,11 @@ func (t *Table) State(extra []*Session) State {
 		}
 	}()
 	st := State{Fence: t.fence.Load()}
+	n := 0
+	for i := range t.shards {
+		n += t.shards[i].index.n
+	}
+	st.Locks = make([]LockState, 0, n)
 	sessions := map[uint64]*Session{}
 	for _, s := range extra {
 		sessions[s.ID] = s
@@ -89,7 +96,7 @@ func (t *Table) State(extra []*Session) State {
 			st.Locks = append(st.Locks, ls)
 		})
 	}
-	sort.Slice(st.Locks, func(i, j int) bool { return st.Locks[i].Name < st.Locks[j].Name })
+	slices.SortFunc(st.Locks, func(a, b LockState) int { return strings.Compare(a.Name, b.Name) })
 	for id, s := range sessions {
 		s.mu.Lock()
 		if !s.closed {

@@ -1,7 +1,6 @@
 package replica
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -161,7 +160,9 @@ func (f *FSM) ApplyOp(op Op) *Result {
 	return r
 }
 
-// Snapshot captures the whole table.
+// Snapshot captures the whole table: a copy of its state (sessions,
+// holds, waiters, fence) taken while Apply waits, which Persist encodes
+// later, concurrently with Apply (see snapshot.go).
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -169,32 +170,21 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	for _, s := range f.sessions {
 		extra = append(extra, s)
 	}
-	b, err := json.Marshal(fsmState{State: f.table.State(extra), Leader: f.leader, LeaderAddr: f.leaderAddr, LeaderTerm: f.leaderTerm})
-	if err != nil {
-		return nil, err
-	}
-	return snapshot(b), nil
+	return &fsmSnapshot{st: fsmState{State: f.table.State(extra), Leader: f.leader, LeaderAddr: f.leaderAddr, LeaderTerm: f.leaderTerm}}, nil
 }
 
-// fsmState is a snapshot: the table's state and the FSM's own.
-type fsmState struct {
-	locktable.State
-	Leader     string `json:"leader,omitempty"`
-	LeaderAddr string `json:"leader_addr,omitempty"`
-	LeaderTerm uint64 `json:"leader_term,omitempty"`
-}
-
-// Restore replaces the table with a snapshot's.
+// Restore replaces the table with a snapshot's, in the binary encoding
+// or the JSON one of snapshots taken before it.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	var st fsmState
-	if err := json.NewDecoder(rc).Decode(&st); err != nil {
-		return fmt.Errorf("replica: bad snapshot: %w", err)
+	st, err := decodeSnapshot(rc)
+	if err != nil {
+		return err
 	}
 	t := locktable.New(f.cfg)
 	sessions, err := t.LoadState(st.State, f.conn)
 	if err != nil {
-		return fmt.Errorf("replica: bad snapshot: %w", err)
+		return fmt.Errorf("%w: %w", errBadSnapshot, err)
 	}
 	f.mu.Lock()
 	f.table, f.sessions = t, sessions
@@ -202,16 +192,3 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Unlock()
 	return nil
 }
-
-// snapshot is a serialised State.
-type snapshot []byte
-
-func (s snapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := sink.Write(s); err != nil {
-		sink.Cancel()
-		return err
-	}
-	return sink.Close()
-}
-
-func (s snapshot) Release() {}

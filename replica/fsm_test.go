@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/relock/relock/locktable"
@@ -115,14 +116,32 @@ func render(r *Result) string {
 	return b.String()
 }
 
-func snapshotBytes(t *testing.T, f *FSM) []byte {
+// snapshotBytes takes f's snapshot and returns what Persist writes.
+func snapshotBytes(t testing.TB, f *FSM) []byte {
 	t.Helper()
 	s, err := f.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return []byte(s.(snapshot))
+	sink := &bufferSink{}
+	if err := s.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	if !sink.closed {
+		t.Fatal("Persist did not close its sink")
+	}
+	return sink.Bytes()
 }
+
+// bufferSink is a raft.SnapshotSink in memory.
+type bufferSink struct {
+	bytes.Buffer
+	closed, cancelled bool
+}
+
+func (s *bufferSink) ID() string    { return "test" }
+func (s *bufferSink) Cancel() error { s.cancelled = true; return nil }
+func (s *bufferSink) Close() error  { s.closed = true; return nil }
 
 // TestFSM_SameLogSameStateAndResults applies one random log to FSMs with
 // different shard counts: every result and the final snapshot must be
@@ -216,5 +235,47 @@ func TestFSM_FailoverOrphansBoundHoldsForRenewal(t *testing.T) {
 	f.ApplyOp(Op{Kind: OpClose, Now: now, Session: 3})
 	if _, ok := f.Table().Lock("x", now); ok {
 		t.Fatal("closing the adopting session did not release the hold")
+	}
+}
+
+// TestFSM_FailoverCostsTheOldLeadersHoldsNotTheTable: the takeover entry
+// walks the old leader's sessions and their bound holds, never the whole
+// table: on 100k detached holds it orphans a few bound ones in a blink,
+// and its time grows with the bound holds. It logs the times.
+func TestFSM_FailoverCostsTheOldLeadersHoldsNotTheTable(t *testing.T) {
+	now := int64(1_750_000_000_000_000_000)
+	build := func(detached, bound, sessions int) *FSM {
+		f := NewFSM(locktable.Config{Shards: 16, FenceStart: 100}, nil)
+		for s := 1; s <= sessions; s++ {
+			f.ApplyOp(Op{Kind: OpOpen, Now: now, Session: uint64(s)})
+		}
+		for i := 0; i < detached+bound; i++ {
+			req := locktable.Request{Name: fmt.Sprintf("l%08d", i), Rand: uint64(i)}
+			if i < detached {
+				req.TTL, req.Detach = 60e9, true
+			}
+			if r := f.ApplyOp(Op{Kind: OpAcquire, Now: now, Session: uint64(1 + i%sessions), Request: req}); r.Outcome != locktable.Granted {
+				t.Fatalf("acquire %d: %+v", i, r)
+			}
+		}
+		return f
+	}
+	failover := func(f *FSM) time.Duration {
+		start := time.Now()
+		r := f.ApplyOp(Op{Kind: OpFailover, Now: now + 1e9, Grace: 30e9, Leader: "n2"})
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		return time.Since(start)
+	}
+	n := 100_000
+	if testing.Short() {
+		n = 20_000
+	}
+	few := failover(build(n, 10, 10))
+	many := failover(build(0, n, 100))
+	t.Logf("failover entry: %d detached + 10 bound holds: %v; %d bound holds in 100 sessions: %v", n, few, n, many)
+	if few > 50*time.Millisecond {
+		t.Errorf("orphaning 10 holds beside %d detached ones took %v: the takeover walks the table", n, few)
 	}
 }

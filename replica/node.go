@@ -33,11 +33,24 @@ type NodeConfig struct {
 	// Bootstrap, if set, forms a new cluster of these servers (once, on
 	// empty stores).
 	Bootstrap []raft.Server
-	// Timing; zero values take raft's defaults. Tests shorten them.
+	// Timing; zero values take the Default* timeouts above.
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
 	// LogOutput receives raft's own log (nil: discarded).
 	LogOutput io.Writer
 }
+
+// Default Raft timeouts, tuned for a LAN (raft's own are 1 s, 1 s and
+// 500 ms): a follower that hears nothing from the leader for a heartbeat
+// timeout (a random 1–2× of it) stands for election, so a dead leader is
+// replaced in about 1–2 heartbeat timeouts plus a round trip; the leader
+// steps down when it has not reached a quorum for a lease timeout. Shorter
+// ones fail over faster but call elections on pauses (GC, a loaded host,
+// network jitter) that long. See docs/raft.md for the measurements.
+const (
+	DefaultHeartbeatTimeout   = 300 * time.Millisecond
+	DefaultElectionTimeout    = 300 * time.Millisecond
+	DefaultLeaderLeaseTimeout = 150 * time.Millisecond
+)
 
 // Node is one member of a replicated lock table.
 type Node struct {
@@ -50,6 +63,13 @@ type Node struct {
 func NewNode(c NodeConfig) (*Node, error) {
 	rc := raft.DefaultConfig()
 	rc.LocalID = c.ID
+	rc.HeartbeatTimeout = DefaultHeartbeatTimeout
+	rc.ElectionTimeout = DefaultElectionTimeout
+	rc.LeaderLeaseTimeout = DefaultLeaderLeaseTimeout
+	// Pre-vote (raft ≥ 1.7, on transports that support it, as the network
+	// transport does): a node that was cut off asks before it bumps its
+	// term, so its return does not depose a healthy leader.
+	rc.PreVoteDisabled = false
 	if c.HeartbeatTimeout > 0 {
 		rc.HeartbeatTimeout = c.HeartbeatTimeout
 	}

@@ -8,16 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/relock/relock/commands"
 	"github.com/relock/relock/locktable"
 	"github.com/relock/relock/replica"
-	"go.etcd.io/bbolt"
 )
 
 // clusterFlags make `relock server` a member of a Raft cluster.
@@ -34,6 +31,32 @@ type clusterFlags struct {
 	RaftTLSKey   string `name:"raft-tls-key" help:"Private key of --raft-tls-cert (PEM)." placeholder:"FILE"`
 	RaftTLSCA    string `name:"raft-tls-ca" help:"CA (PEM) that signs every member's --raft-tls-cert; with it every Raft connection is mutual TLS and anything else is dropped." placeholder:"FILE"`
 	RaftInsecure bool   `help:"Allow a non-loopback --raft-listen without --raft-tls-* (whoever reaches it can release every lock)."`
+
+	// Failover timing (the defaults are replica.Default*; a test checks
+	// that they agree). Every member should run with the same values.
+	RaftHeartbeatTimeout time.Duration `name:"raft-heartbeat-timeout" default:"300ms" help:"A follower that hears nothing from the leader for this long (a random 1-2x of it) stands for election: a dead leader is replaced in about 1-2x this. Shorter fails over faster but calls elections on pauses (GC, a busy host, jitter) that long."`
+	RaftElectionTimeout  time.Duration `name:"raft-election-timeout" default:"300ms" help:"How long a candidate waits for votes before it tries again (split votes); at least --raft-heartbeat-timeout."`
+	RaftLeaseTimeout     time.Duration `name:"raft-lease-timeout" default:"150ms" help:"A leader that has not reached a quorum for this long steps down (a partitioned leader stops granting); at most --raft-heartbeat-timeout."`
+}
+
+// timing checks the Raft timeouts against each other (as raft does, but
+// naming the flags).
+func (f *clusterFlags) timing() error {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"--raft-heartbeat-timeout", f.RaftHeartbeatTimeout}, {"--raft-election-timeout", f.RaftElectionTimeout}, {"--raft-lease-timeout", f.RaftLeaseTimeout}} {
+		if d.v < 5*time.Millisecond {
+			return fmt.Errorf("%s %v: at least 5ms", d.name, d.v)
+		}
+	}
+	if f.RaftElectionTimeout < f.RaftHeartbeatTimeout {
+		return fmt.Errorf("--raft-election-timeout %v is shorter than --raft-heartbeat-timeout %v", f.RaftElectionTimeout, f.RaftHeartbeatTimeout)
+	}
+	if f.RaftLeaseTimeout > f.RaftHeartbeatTimeout {
+		return fmt.Errorf("--raft-lease-timeout %v is longer than --raft-heartbeat-timeout %v", f.RaftLeaseTimeout, f.RaftHeartbeatTimeout)
+	}
+	return nil
 }
 
 // raftTLS loads the Raft transport's mutual TLS, or returns nil without
@@ -99,6 +122,9 @@ func (f *clusterFlags) startNode(listen string, shards int, log *slog.Logger) (*
 	if f.NodeID == "" || f.RaftListen == "" || f.RaftDir == "" {
 		return nil, nil, errors.New("clustering needs --node-id, --raft-listen and --raft-dir together")
 	}
+	if err := f.timing(); err != nil {
+		return nil, nil, err
+	}
 	peerTLS, err := f.raftTLS()
 	if err != nil {
 		return nil, nil, err
@@ -137,10 +163,7 @@ func (f *clusterFlags) startNode(listen string, shards int, log *slog.Logger) (*
 			return nil, nil, fmt.Errorf("raft listen %s: %w", f.RaftListen, err)
 		}
 	}
-	store, err := raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(f.RaftDir, "raft.db"),
-		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second},
-	})
+	store, err := replica.OpenStore(f.RaftDir, log)
 	if err != nil {
 		trans.Close()
 		return nil, nil, fmt.Errorf("raft store in %s: %w", f.RaftDir, err)
@@ -155,8 +178,9 @@ func (f *clusterFlags) startNode(listen string, shards int, log *slog.Logger) (*
 		ID: raft.ServerID(f.NodeID), Transport: trans, Logs: store, Stable: store, Snapshots: snaps,
 		// Every member must apply alike: a fixed shard count, no clock
 		// at start (fences follow the leader's clock at each failover).
-		Table:     locktable.Config{Shards: shards, FenceStart: 1},
-		LogOutput: raftLog,
+		Table:            locktable.Config{Shards: shards, FenceStart: 1},
+		LogOutput:        raftLog,
+		HeartbeatTimeout: f.RaftHeartbeatTimeout, ElectionTimeout: f.RaftElectionTimeout, LeaderLeaseTimeout: f.RaftLeaseTimeout,
 	}
 	if f.Bootstrap {
 		cfg.Bootstrap = servers
@@ -171,7 +195,8 @@ func (f *clusterFlags) startNode(listen string, shards int, log *slog.Logger) (*
 	if advertise == "" {
 		advertise = listen
 	}
-	log.Info("raft node started", "node", f.NodeID, "raft", f.RaftListen, "raft_tls", peerTLS != nil, "advertise", advertise, "peers", len(servers))
+	log.Info("raft node started", "node", f.NodeID, "raft", f.RaftListen, "raft_tls", peerTLS != nil, "advertise", advertise, "peers", len(servers),
+		"heartbeat_timeout", f.RaftHeartbeatTimeout, "election_timeout", f.RaftElectionTimeout, "lease_timeout", f.RaftLeaseTimeout)
 	stop := func() {
 		if err := node.Shutdown(); err != nil {
 			log.Error("raft shutdown", "err", err)

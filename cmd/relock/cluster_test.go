@@ -5,8 +5,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/relock/relock/replica"
 )
 
 // TestRaftTLS_ProtectedMode: a --raft-listen other machines can reach is
@@ -90,5 +92,45 @@ func TestRaftTLS_FlagsFromEnvironmentAndConfigFile(t *testing.T) {
 	if got.RaftTLSCert != "/etc/relock/raft.pem" || got.RaftTLSKey != "/etc/relock/raft-key.pem" ||
 		got.RaftTLSCA != "/etc/relock/raft-ca.pem" || !got.RaftInsecure {
 		t.Fatalf("parsed %+v", got)
+	}
+}
+
+// TestRaftTimeouts_DefaultsAreReplicas: the flags' defaults are the ones
+// replica documents and measured.
+func TestRaftTimeouts_DefaultsAreReplicas(t *testing.T) {
+	var root cli
+	parser, err := kong.New(&root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parser.Parse([]string{"server"}); err != nil {
+		t.Fatal(err)
+	}
+	f := root.Server.clusterFlags
+	if f.RaftHeartbeatTimeout != replica.DefaultHeartbeatTimeout || f.RaftElectionTimeout != replica.DefaultElectionTimeout ||
+		f.RaftLeaseTimeout != replica.DefaultLeaderLeaseTimeout {
+		t.Fatalf("defaults %v/%v/%v, replica's %v/%v/%v", f.RaftHeartbeatTimeout, f.RaftElectionTimeout, f.RaftLeaseTimeout,
+			replica.DefaultHeartbeatTimeout, replica.DefaultElectionTimeout, replica.DefaultLeaderLeaseTimeout)
+	}
+	if err := f.timing(); err != nil {
+		t.Fatalf("the defaults are refused: %v", err)
+	}
+}
+
+func TestRaftTimeouts_InconsistentAreRefused(t *testing.T) {
+	ms := time.Millisecond
+	tests := []struct {
+		hb, el, lease time.Duration
+		want          string
+	}{
+		{1 * ms, 400 * ms, 1 * ms, "--raft-heartbeat-timeout"},
+		{400 * ms, 300 * ms, 200 * ms, "--raft-election-timeout 300ms is shorter"},
+		{400 * ms, 400 * ms, 500 * ms, "--raft-lease-timeout 500ms is longer"},
+	}
+	for _, tt := range tests {
+		f := clusterFlags{RaftHeartbeatTimeout: tt.hb, RaftElectionTimeout: tt.el, RaftLeaseTimeout: tt.lease}
+		if err := f.timing(); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v/%v/%v: %v, want %q", tt.hb, tt.el, tt.lease, err, tt.want)
+		}
 	}
 }
