@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -35,8 +36,10 @@ type NodeConfig struct {
 	Bootstrap []raft.Server
 	// Timing; zero values take the Default* timeouts above.
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
-	// LogOutput receives raft's own log (nil: discarded).
+	// LogOutput receives raft's own log (nil: discarded), unless Logger
+	// is set: then raft logs through it.
 	LogOutput io.Writer
+	Logger    *slog.Logger
 }
 
 // Default Raft timeouts, tuned for a LAN (raft's own are 1 s, 1 s and
@@ -57,6 +60,9 @@ type Node struct {
 	ID   raft.ServerID
 	Raft *raft.Raft
 	FSM  *FSM
+	// closers are what Open assembled around the node, closed by Close
+	// after the node shut down.
+	closers []io.Closer
 }
 
 // NewNode starts a node.
@@ -82,6 +88,9 @@ func NewNode(c NodeConfig) (*Node, error) {
 	rc.LogOutput = c.LogOutput
 	if rc.LogOutput == nil {
 		rc.LogOutput = io.Discard
+	}
+	if c.Logger != nil {
+		rc.Logger = raftLogger(c.Logger)
 	}
 	fsm := NewFSM(c.Table, c.Conn)
 	if len(c.Bootstrap) > 0 {

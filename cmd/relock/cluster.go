@@ -4,14 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"github.com/relock/relock/commands"
 	"github.com/relock/relock/locktable"
 	"github.com/relock/relock/replica"
@@ -129,80 +126,41 @@ func (f *clusterFlags) startNode(listen string, shards int, log *slog.Logger) (*
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := os.MkdirAll(f.RaftDir, 0o700); err != nil {
-		return nil, nil, err
-	}
-	var servers []raft.Server
+	var peers []replica.Peer
 	for _, p := range f.RaftPeers {
 		id, addr, ok := strings.Cut(p, "=")
 		if !ok || id == "" || addr == "" {
 			return nil, nil, fmt.Errorf("--raft-peers: %q is not id=host:port", p)
 		}
-		servers = append(servers, raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(addr)})
+		peers = append(peers, replica.Peer{ID: id, Addr: addr})
 	}
-	if f.Bootstrap && len(servers) == 0 {
+	if f.Bootstrap && len(peers) == 0 {
 		return nil, nil, errors.New("--bootstrap needs --raft-peers")
 	}
 	if f.Bootstrap && f.Join != "" {
 		return nil, nil, errors.New("--bootstrap forms a new cluster, --join enters a running one: give one of them")
 	}
-	raftLog := io.Writer(os.Stderr)
-	if !log.Enabled(context.Background(), slog.LevelDebug) {
-		raftLog = io.Discard
-	}
-	var trans *raft.NetworkTransport
-	if peerTLS != nil {
-		layer, err := replica.ListenTLS(f.RaftListen, nil, peerTLS, log)
-		if err != nil {
-			return nil, nil, fmt.Errorf("raft listen %s: %w", f.RaftListen, err)
-		}
-		trans = raft.NewNetworkTransport(layer, 3, 10*time.Second, raftLog)
-	} else {
-		trans, err = raft.NewTCPTransport(f.RaftListen, nil, 3, 10*time.Second, raftLog)
-		if err != nil {
-			return nil, nil, fmt.Errorf("raft listen %s: %w", f.RaftListen, err)
-		}
-	}
-	store, err := replica.OpenStore(f.RaftDir, log)
-	if err != nil {
-		trans.Close()
-		return nil, nil, fmt.Errorf("raft store in %s: %w", f.RaftDir, err)
-	}
-	snaps, err := raft.NewFileSnapshotStore(f.RaftDir, 2, raftLog)
-	if err != nil {
-		store.Close()
-		trans.Close()
-		return nil, nil, err
-	}
-	cfg := replica.NodeConfig{
-		ID: raft.ServerID(f.NodeID), Transport: trans, Logs: store, Stable: store, Snapshots: snaps,
+	node, err := replica.Open(replica.Options{
+		ID: f.NodeID, RaftListen: f.RaftListen, Dir: f.RaftDir, Bootstrap: f.Bootstrap, Peers: peers, TLS: peerTLS,
 		// Every member must apply alike: a fixed shard count, no clock
 		// at start (fences follow the leader's clock at each failover).
 		Table:            locktable.Config{Shards: shards, FenceStart: 1},
-		LogOutput:        raftLog,
+		Logger:           log,
 		HeartbeatTimeout: f.RaftHeartbeatTimeout, ElectionTimeout: f.RaftElectionTimeout, LeaderLeaseTimeout: f.RaftLeaseTimeout,
-	}
-	if f.Bootstrap {
-		cfg.Bootstrap = servers
-	}
-	node, err := replica.NewNode(cfg)
+	})
 	if err != nil {
-		store.Close()
-		trans.Close()
 		return nil, nil, err
 	}
 	advertise := f.Advertise
 	if advertise == "" {
 		advertise = listen
 	}
-	log.Info("raft node started", "node", f.NodeID, "raft", f.RaftListen, "raft_tls", peerTLS != nil, "advertise", advertise, "peers", len(servers),
+	log.Info("raft node started", "node", f.NodeID, "raft", f.RaftListen, "raft_tls", peerTLS != nil, "advertise", advertise, "peers", len(peers),
 		"heartbeat_timeout", f.RaftHeartbeatTimeout, "election_timeout", f.RaftElectionTimeout, "lease_timeout", f.RaftLeaseTimeout)
 	stop := func() {
-		if err := node.Shutdown(); err != nil {
+		if err := node.Close(); err != nil {
 			log.Error("raft shutdown", "err", err)
 		}
-		store.Close()
-		trans.Close()
 	}
 	return &commands.Cluster{Node: node, Advertise: advertise}, stop, nil
 }
