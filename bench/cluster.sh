@@ -16,15 +16,18 @@
 #     server; etcd: Mutex on one key);
 #   - failover: CLUSTER_KILLS times each, kill -9 of the leader and the time
 #     until a client retrying a lock of a fresh name against the survivors
-#     (following -MOVED; etcd: a Mutex Lock on the survivors' endpoints) is
-#     granted one; the killed node is restarted and the cluster settles
-#     before the next kill. Kills alternate between relock and etcd.
+#     (following -MOVED; etcd: a Mutex Lock on the survivors' endpoints,
+#     WithRequireLeader) is granted one — it starts an attempt every 10 ms,
+#     each bounded by CLUSTER_ATTEMPT, without waiting for the previous (an
+#     etcd request forwarded to the dead leader hangs until its timeout);
+#     the killed node is restarted and the cluster settles before the next
+#     kill. Kills alternate between relock and etcd.
 # Every wait is bounded (leader 30 s, a failover 30 s, a restart 30 s).
 
 RL_PORTS=(16391 16392 16393); RL_RAFT=(17391 17392 17393)
 ET_PORTS=(23791 23792 23793); ET_PEER=(23801 23802 23803)
 CB=bin/clusterbench
-CLUSTER_ATTEMPT=${BENCH_CLUSTER_ATTEMPT:-250ms}
+CLUSTER_ATTEMPT=${BENCH_CLUSTER_ATTEMPT:-1s}
 
 cluster_build() {
 	echo "bench: building etcd $(sed -n 's/^\tgo.etcd.io\/etcd\/server\/v3 //p' bench/cluster/go.mod) and clusterbench (bench/cluster)" >&2

@@ -129,7 +129,7 @@ func clusterReport(in, md, js, etcdVersion, load0, settings string) {
 		"etcd %s ×3 (built from go.etcd.io/etcd/server/v3, fsync on, default `--heartbeat-interval 100 --election-timeout 1000`).\n", etcdVersion)
 	fmt.Fprintf(&b, "All six servers pinned to core 0, the load generators to core 1; loopback. Both through their leader: `relock bench` (go-redis, "+
 		"LOCK+UNLOCK; contend: LOCK blocks on the server) and `clusterbench etcd` (clientv3 `concurrency.Mutex` Lock+Unlock, one client and session per connection). "+
-		"Failover: kill -9 of the leader to the first lock a client retrying against the survivors (10 ms apart; relock follows -MOVED, etcd requests carry WithRequireLeader) is granted; the node is restarted between kills. Settings: %s.\n", settings)
+		"Failover: kill -9 of the leader to the first lock granted to a client retrying against the survivors — an attempt (a fresh name) every 10 ms without waiting for the previous ones; relock follows -MOVED, etcd requests carry WithRequireLeader — then the node is restarted. Settings: %s.\n", settings)
 	fmt.Fprintf(&b, "Ratio is relock ÷ etcd. Noisy shared VM: compare ranges over runs, not one cell.\n\n")
 	fmt.Fprintf(&b, "| scenario | metric | etcd | relock | ratio | target | met |\n|---|---|---:|---:|---:|---|---|\n")
 	for _, r := range rows {

@@ -44,11 +44,10 @@ const (
 	maxSamples = 2_000_000
 	// attemptTimeout bounds one request of leader and wait.
 	attemptTimeout = time.Second
-	// retryPause is how long a failover client waits after a failed
-	// attempt before the next.
+	// retryPause is how often a failover client starts an attempt.
 	retryPause = 10 * time.Millisecond
 	// maxAttempts bounds a failover client's attempts.
-	maxAttempts = 100_000
+	maxAttempts = 10_000
 )
 
 // result is one run's outcome, in the fields of `relock bench --json`,
@@ -101,8 +100,7 @@ func main() {
 	pid := fs.Int("pid", 0, "failover: the leader's pid, to kill -9")
 	survivors := fs.String("survivors", "", "failover: the other nodes' client addresses, comma-separated")
 	timeout := fs.Duration("timeout", 30*time.Second, "leader, failover, wait: give up after")
-	attempt := fs.Duration("attempt-timeout", 250*time.Millisecond, "failover: how long one lock attempt may take (it bounds how late a grant is seen: "+
-		"an etcd request that a follower forwards to the dead leader waits it out)")
+	attempt := fs.Duration("attempt-timeout", time.Second, "failover: how long one lock attempt may take (one starts every 10 ms)")
 	if err := fs.Parse(args); err != nil {
 		log.Fatal(err)
 	}
@@ -354,9 +352,9 @@ func pct(sorted []time.Duration, p float64) float64 {
 	return float64(sorted[i]) / float64(time.Microsecond)
 }
 
-func redisClient(addr string) *redis.Client {
+func redisClient(addr string, poolSize int) *redis.Client {
 	return redis.NewClient(&redis.Options{
-		Addr: addr, PoolSize: 1, MaxRetries: -1, DialTimeout: attemptTimeout,
+		Addr: addr, PoolSize: poolSize, MaxRetries: -1, DialTimeout: attemptTimeout,
 		ReadTimeout: -1, WriteTimeout: attemptTimeout, ContextTimeoutEnabled: true, DisableIdentity: true,
 	})
 }
@@ -399,7 +397,7 @@ func waitLeader(target string, addrs []string, timeout time.Duration) (string, e
 // relockLeader asks one relock node for the leader's client address
 // (CLUSTER SLOTS: the leader serves every slot).
 func relockLeader(addr string) (string, error) {
-	c := redisClient(addr)
+	c := redisClient(addr, 1)
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), attemptTimeout)
 	defer cancel()
@@ -454,19 +452,25 @@ func etcdLeader(endpoint string) (string, error) {
 
 // failover kills the leader (pid) with SIGKILL and times, from the kill,
 // how long a client retrying a lock of a fresh name against the survivors
-// takes to be granted one. The client is connected before the kill.
+// takes to be granted one. The client is connected before the kill. It
+// starts an attempt every retryPause, each bounded by attemptTimeout and
+// with a name of its own, without waiting for the previous ones: an etcd
+// request that a follower forwards to the dead leader waits out its
+// timeout, and a sequential client would then measure its own timeout
+// rather than when the new leader first grants a lock. At most
+// attemptTimeout/retryPause attempts are in flight.
 func failover(target string, pid int, survivors []string, timeout, attemptTimeout time.Duration) (*result, error) {
 	if pid <= 0 || len(survivors) == 0 {
 		return nil, errors.New("failover needs --pid and --survivors")
 	}
-	name := "failover:" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	var try func(ctx context.Context) (string, error)
-	var cleanup func()
+	prefix := "failover:" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":"
+	var try func(ctx context.Context, n int) (string, error)
 	switch target {
 	case "relock":
 		clients := map[string]*redis.Client{}
 		for _, a := range survivors {
-			clients[a] = redisClient(a)
+			clients[a] = redisClient(a, int(attemptTimeout/retryPause)+1)
+			defer clients[a].Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			err := clients[a].Ping(ctx).Err()
 			cancel()
@@ -474,33 +478,24 @@ func failover(target string, pid int, survivors []string, timeout, attemptTimeou
 				return nil, fmt.Errorf("%s: %w", a, err)
 			}
 		}
-		cleanup = func() {
-			for _, c := range clients {
-				c.Close()
-			}
-		}
-		cur := 0
-		try = func(ctx context.Context) (string, error) {
-			a := survivors[cur]
-			// Follow -MOVED to a survivor at once (at most twice);
-			// anything else: the next survivor, after a pause.
+		try = func(ctx context.Context, n int) (string, error) {
+			name := prefix + strconv.Itoa(n)
+			a := survivors[n%len(survivors)]
+			// Follow -MOVED to a survivor at once (at most twice).
 			for hop := 0; hop < 3; hop++ {
 				key, err := clients[a].Do(ctx, "LOCK", name, "TTL", 30000).Text()
 				if err == nil {
-					uctx, ucancel := context.WithTimeout(context.Background(), attemptTimeout)
+					uctx, ucancel := context.WithTimeout(context.Background(), time.Second)
 					clients[a].Do(uctx, "UNLOCK", name, key)
 					ucancel()
 					return a, nil
 				}
 				moved, ok := strings.CutPrefix(err.Error(), "MOVED 0 ")
-				if ok && clients[moved] != nil && moved != a {
-					a = moved
-					continue
+				if !ok || clients[moved] == nil || moved == a {
+					return "", err
 				}
-				cur = (cur + 1) % len(survivors)
-				return "", err
+				a = moved
 			}
-			cur = (cur + 1) % len(survivors)
 			return "", errors.New("too many -MOVED")
 		}
 	case "etcd":
@@ -508,26 +503,23 @@ func failover(target string, pid int, survivors []string, timeout, attemptTimeou
 		if err != nil {
 			return nil, err
 		}
+		defer cli.Close()
 		// The session (its lease) is granted before the kill, as the
-		// relock client's connection is made before it.
+		// relock client's connections are made before it.
 		sess, err := newSession(cli)
 		if err != nil {
-			cli.Close()
 			return nil, fmt.Errorf("session: %w", err)
 		}
-		cleanup = func() {
-			sess.Orphan()
-			cli.Close()
-		}
-		try = func(ctx context.Context) (string, error) {
+		defer sess.Orphan()
+		try = func(ctx context.Context, n int) (string, error) {
 			// Fail fast on a member that knows it has no leader (as
 			// relock's -CLUSTERDOWN does).
 			ctx = clientv3.WithRequireLeader(ctx)
-			m := concurrency.NewMutex(sess, "/"+name)
+			m := concurrency.NewMutex(sess, "/"+prefix+strconv.Itoa(n))
 			if err := m.Lock(ctx); err != nil {
 				return "", err
 			}
-			uctx, ucancel := context.WithTimeout(context.Background(), attemptTimeout)
+			uctx, ucancel := context.WithTimeout(context.Background(), time.Second)
 			m.Unlock(uctx)
 			ucancel()
 			return "", nil
@@ -535,28 +527,59 @@ func failover(target string, pid int, survivors []string, timeout, attemptTimeou
 	default:
 		return nil, fmt.Errorf("--target %q", target)
 	}
-	defer cleanup()
 
+	type outcome struct {
+		n       int
+		by      string
+		err     error
+		elapsed time.Duration
+	}
+	results := make(chan outcome, maxAttempts)
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	t0 := time.Now()
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		return nil, fmt.Errorf("kill -9 %d: %w", pid, err)
 	}
-	deadline := t0.Add(timeout)
-	var last error
-	var first string // the first failed attempt's error, for the record
-	for n := 1; n <= maxAttempts && time.Now().Before(deadline); n++ {
-		ctx, cancel := context.WithTimeout(context.Background(), attemptTimeout)
-		by, err := try(ctx)
-		cancel()
-		if err == nil {
-			return &result{Mode: "failover", Connections: 1, FailoverMs: float64(time.Since(t0)) / float64(time.Millisecond),
-				Attempts: n, Killed: strconv.Itoa(pid), GrantedBy: by, FirstError: first}, nil
-		}
-		if first == "" {
-			first = err.Error()
-		}
-		last = err
-		time.Sleep(retryPause)
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(retryPause)
+	defer tick.Stop()
+	maxInFlight := int(attemptTimeout/retryPause) + 1
+	var inFlight, started, failed int
+	var first, last string // the first and last failed attempts' errors, for the record
+	launch := func() {
+		started++
+		inFlight++
+		wg.Add(1)
+		go func(n int) {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), attemptTimeout)
+			defer cancel()
+			by, err := try(ctx, n)
+			results <- outcome{n, by, err, time.Since(t0)}
+		}(started)
 	}
-	return nil, fmt.Errorf("no lock granted within %v of the kill: %v", timeout, last)
+	launch()
+	for {
+		select {
+		case o := <-results:
+			inFlight--
+			if o.err == nil {
+				return &result{Mode: "failover", Connections: 1, FailoverMs: float64(o.elapsed) / float64(time.Millisecond),
+					Attempts: o.n, Killed: strconv.Itoa(pid), GrantedBy: o.by, FirstError: first}, nil
+			}
+			failed++
+			if first == "" {
+				first = o.err.Error()
+			}
+			last = o.err.Error()
+		case <-tick.C:
+			if inFlight < maxInFlight && started < maxAttempts {
+				launch()
+			}
+		case <-deadline.C:
+			return nil, fmt.Errorf("no lock granted within %v of the kill (%d attempts failed; last: %s)", timeout, failed, last)
+		}
+	}
 }
