@@ -90,17 +90,24 @@ erun() { # label mode c
 
 # kill_leader target k → one failover measurement, then the node's restart
 kill_leader() {
-	local target=$1 k=$2 leader li pid surv=() i
-	if [ "$target" = relock ]; then
-		leader=$("$CB" leader --target relock --addrs "$(rl_all)"); li=$(index_of "$leader" "${RL_PORTS[@]}"); pid=${RL_PID[$li]}
-		for i in 0 1 2; do [ "$i" != "$li" ] && surv+=("$(rl_addr "$i")"); done
-	else
-		leader=$("$CB" leader --target etcd --addrs "$(et_all)"); li=$(index_of "$leader" "${ET_PORTS[@]}"); pid=${ET_PID[$li]}
-		for i in 0 1 2; do [ "$i" != "$li" ] && surv+=("$(et_addr "$i")"); done
-	fi
-	echo "bench: failover $k/$CLUSTER_KILLS ($target): kill -9 leader $leader (pid $pid)" >&2
-	"${CLI[@]}" "$CB" failover --target "$target" --label "failover" --pid "$pid" --attempt-timeout "$CLUSTER_ATTEMPT" --survivors "$(join_by "${surv[@]}")" \
-		>>"$CLUSTER_OUT" || echo "bench: failover $k ($target) got no grant" >&2
+	local target=$1 k=$2 leader li pid surv tries rc i
+	for tries in 1 2 3 4 5; do
+		surv=()
+		if [ "$target" = relock ]; then
+			leader=$("$CB" leader --target relock --addrs "$(rl_all)"); li=$(index_of "$leader" "${RL_PORTS[@]}"); pid=${RL_PID[$li]}
+			for i in 0 1 2; do [ "$i" != "$li" ] && surv+=("$(rl_addr "$i")"); done
+		else
+			leader=$("$CB" leader --target etcd --addrs "$(et_all)"); li=$(index_of "$leader" "${ET_PORTS[@]}"); pid=${ET_PID[$li]}
+			for i in 0 1 2; do [ "$i" != "$li" ] && surv+=("$(et_addr "$i")"); done
+		fi
+		echo "bench: failover $k/$CLUSTER_KILLS ($target): kill -9 leader $leader (pid $pid)" >&2
+		rc=0
+		"${CLI[@]}" "$CB" failover --target "$target" --label "failover" --pid "$pid" --leader "$leader" \
+			--survivors "$(join_by "${surv[@]}")" --attempt-timeout "$CLUSTER_ATTEMPT" >>"$CLUSTER_OUT" || rc=$?
+		[ "$rc" = 3 ] || break # 3: leadership moved before the kill; look again
+		sleep 1
+	done
+	[ "$rc" = 0 ] || echo "bench: failover $k ($target) measured nothing (exit status $rc)" >&2
 	kill -9 "$pid" 2>/dev/null || true
 	gone "$pid"
 	if [ "$target" = relock ]; then

@@ -99,6 +99,7 @@ func main() {
 	leaderPID := fs.Int("leader-pid", 0, "etcd: the leader's pid (its CPU per operation)")
 	pid := fs.Int("pid", 0, "failover: the leader's pid, to kill -9")
 	survivors := fs.String("survivors", "", "failover: the other nodes' client addresses, comma-separated")
+	leader := fs.String("leader", "", "failover: the leader's client address, checked just before the kill (exit status 3 if it is not the leader)")
 	timeout := fs.Duration("timeout", 30*time.Second, "leader, failover, wait: give up after")
 	attempt := fs.Duration("attempt-timeout", time.Second, "failover: how long one lock attempt may take (one starts every 10 ms)")
 	if err := fs.Parse(args); err != nil {
@@ -118,7 +119,11 @@ func main() {
 			fmt.Println(a)
 		}
 	case "failover":
-		res, err = failover(*target, *pid, split(*survivors), *timeout, *attempt)
+		res, err = failover(*target, *pid, *leader, split(*survivors), *timeout, *attempt)
+		if errors.Is(err, errNotLeader) {
+			log.Print(err)
+			os.Exit(3)
+		}
 	case "wait":
 		_, err = waitLeader(*target, []string{*addr}, *timeout)
 	default:
@@ -450,6 +455,8 @@ func etcdLeader(endpoint string) (string, error) {
 	return "", fmt.Errorf("%s: leader %x is not a member", endpoint, st.Leader)
 }
 
+var errNotLeader = errors.New("not the leader any more")
+
 // failover kills the leader (pid) with SIGKILL and times, from the kill,
 // how long a client retrying a lock of a fresh name against the survivors
 // takes to be granted one. The client is connected before the kill. It
@@ -459,9 +466,9 @@ func etcdLeader(endpoint string) (string, error) {
 // timeout, and a sequential client would then measure its own timeout
 // rather than when the new leader first grants a lock. At most
 // attemptTimeout/retryPause attempts are in flight.
-func failover(target string, pid int, survivors []string, timeout, attemptTimeout time.Duration) (*result, error) {
-	if pid <= 0 || len(survivors) == 0 {
-		return nil, errors.New("failover needs --pid and --survivors")
+func failover(target string, pid int, leader string, survivors []string, timeout, attemptTimeout time.Duration) (*result, error) {
+	if pid <= 0 || leader == "" || len(survivors) == 0 {
+		return nil, errors.New("failover needs --pid, --leader and --survivors")
 	}
 	prefix := "failover:" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":"
 	var try func(ctx context.Context, n int) (string, error)
@@ -537,6 +544,18 @@ func failover(target string, pid int, survivors []string, timeout, attemptTimeou
 	results := make(chan outcome, maxAttempts)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// Leadership may have moved since the caller looked (a restarted
+	// node's election): the node killed must be the leader now.
+	var self string
+	var err error
+	if target == "etcd" {
+		self, err = etcdLeader(leader)
+	} else {
+		self, err = relockLeader(leader)
+	}
+	if err != nil || self != leader {
+		return nil, fmt.Errorf("%w: %s names %q (%v)", errNotLeader, leader, self, err)
+	}
 	t0 := time.Now()
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		return nil, fmt.Errorf("kill -9 %d: %w", pid, err)
