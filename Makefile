@@ -88,7 +88,7 @@ bench:
 bench-stall:
 	bench/run.sh stall
 
-# Only the cluster scenario (SPEC §6, the cluster bullet; about 4 minutes,
+# Only the cluster scenario (SPEC §6, the cluster bullet; about 3 minutes,
 # plus building etcd the first time): relock 3-node vs etcd 3-node on one
 # core; writes bench/results-cluster.md and .json.
 bench-cluster:

@@ -5,11 +5,11 @@
 # when there are two or more cores, runs the matrix of SPEC §6, and writes
 # bench/results.md and bench/results.json; then the cluster scenario
 # (below) and the stall scenario (relock only), into
-# bench/results-stall.md and .json. Bounded: about 10 minutes (the first
+# bench/results-stall.md and .json. Bounded: about 8 minutes (the first
 # time also a few minutes of building etcd).
 #
 # `bench/run.sh cluster` (`make bench-cluster`) runs only the cluster
-# scenario (SPEC §6, the cluster bullet; about 4 minutes, needs only the Go
+# scenario (SPEC §6, the cluster bullet; about 3 minutes, needs only the Go
 # module proxy): a 3-node relock cluster and a 3-node etcd 3.6 cluster side
 # by side, all six servers on core 0 with fsync on — cycles through each
 # leader, contended handoffs, and the failover time over BENCH_CLUSTER_KILLS
