@@ -7,7 +7,7 @@ BIN     := bin/relock
 FUZZTIME ?= 30s
 CHAOS_ROUNDS ?= 25
 
-.PHONY: all build run test test-race integration chaos unit fuzz lint fmt vet bench bench-stall deps clean
+.PHONY: all build run test test-race integration chaos unit fuzz lint fmt vet bench bench-stall bench-cluster deps clean
 
 all: build
 
@@ -78,7 +78,7 @@ clean:
 	rm -rf bin
 
 # relock vs Redis side by side (SPEC §6); writes bench/results.md and .json,
-# then runs the stall scenario below.
+# then runs the cluster and stall scenarios below.
 bench:
 	bench/run.sh
 
@@ -87,3 +87,9 @@ bench:
 # bench/results-stall.md and .json.
 bench-stall:
 	bench/run.sh stall
+
+# Only the cluster scenario (SPEC §6, the cluster bullet; about 3 minutes,
+# plus building etcd the first time): relock 3-node vs etcd 3-node on one
+# core; writes bench/results-cluster.md and .json.
+bench-cluster:
+	bench/run.sh cluster

@@ -3,8 +3,17 @@
 # Starts redis-server (Debian package) and relock on loopback ports, pins
 # the servers to core 0 and the load generator (`relock bench`) to core 1
 # when there are two or more cores, runs the matrix of SPEC §6, and writes
-# bench/results.md and bench/results.json; then the stall scenario (relock
-# only), into bench/results-stall.md and .json. Bounded: about 5 minutes.
+# bench/results.md and bench/results.json; then the cluster scenario
+# (below) and the stall scenario (relock only), into
+# bench/results-stall.md and .json. Bounded: about 8 minutes (the first
+# time also a few minutes of building etcd).
+#
+# `bench/run.sh cluster` (`make bench-cluster`) runs only the cluster
+# scenario (SPEC §6, the cluster bullet; about 3 minutes, needs only the Go
+# module proxy): a 3-node relock cluster and a 3-node etcd 3.6 cluster side
+# by side, all six servers on core 0 with fsync on — cycles through each
+# leader, contended handoffs, and the failover time over BENCH_CLUSTER_KILLS
+# kill -9s of each leader — into bench/results-cluster.md and .json.
 #
 # `bench/run.sh stall` (`make bench-stall`) runs only the stall scenario
 # (about a minute; needs no Redis): each attack of SPEC §6's last bullet on
@@ -13,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ONLY=${1:-all}
-case $ONLY in all | stall) ;; *) echo "usage: bench/run.sh [stall]" >&2; exit 2 ;; esac
+case $ONLY in all | stall | cluster) ;; *) echo "usage: bench/run.sh [stall|cluster]" >&2; exit 2 ;; esac
 DUR=${BENCH_DURATION:-5s}
 LOCKS=${BENCH_LOCKS:-1000000}
 STALL_DUR=${BENCH_STALL_DURATION:-3s}
@@ -24,21 +33,27 @@ RELOCK_PORT=${BENCH_RELOCK_PORT:-16380}
 TMP=bench/tmp
 OUT=$TMP/results.jsonl
 STALL_OUT=$TMP/stall.jsonl
+CLUSTER_DUR=${BENCH_CLUSTER_DURATION:-5s}
+CLUSTER_KILLS=${BENCH_CLUSTER_KILLS:-10}
+CLUSTER_OUT=$TMP/cluster.jsonl
 
 if [ "$ONLY" = all ]; then
 	scripts/deps.sh
 	command -v redis-server >/dev/null || { echo "bench: redis-server is required" >&2; exit 1; }
 fi
 go build -o bin/relock ./cmd/relock
-rm -rf "$TMP"; mkdir -p "$TMP/redis" "$TMP/relock"
+rm -rf "$TMP"; mkdir -p "$TMP/redis" "$TMP/relock" "$TMP/cluster"
 
 SRV=(); CLI=()
 if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
 	SRV=(taskset -c 0); CLI=(taskset -c 1)
 fi
 
-pids=()
-cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+pids=(); RL_PID=(); ET_PID=() # RL_PID, ET_PID: the cluster scenario's live nodes
+cleanup() {
+	for p in "${pids[@]:-}" "${RL_PID[@]:-}" "${ET_PID[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+}
 trap cleanup EXIT
 
 wait_port() { # wait until a server answers PING, if only with NOAUTH (bounded: 10 s)
@@ -139,5 +154,10 @@ stall_scenario() {
 	echo "bench: wrote bench/results-stall.md and bench/results-stall.json" >&2
 }
 
+# The cluster scenario (SPEC §6, the cluster bullet): bench/cluster.sh.
+. bench/cluster.sh
+
 if [ "$ONLY" = all ]; then side_by_side; fi
+if [ "$ONLY" = cluster ]; then cluster_scenario; exit 0; fi
+if [ "$ONLY" = all ]; then cluster_scenario; fi
 stall_scenario

@@ -2,7 +2,9 @@
 // bench/run.sh into bench/results.md (a table per scenario: Redis, relock,
 // ratio, target) and bench/results.json; with -stall, the stall scenario's
 // lines into bench/results-stall.md and .json (relock only: a bystander's
-// PING latency under each attack).
+// PING latency under each attack); with -cluster, the cluster scenario's
+// lines into bench/results-cluster.md and .json (relock's 3-node cluster
+// against etcd's).
 package main
 
 import (
@@ -50,9 +52,17 @@ func main() {
 	js := flag.String("json", "bench/results.json", "JSON output")
 	redisVersion := flag.String("redis-version", "", "redis-server --version")
 	stall := flag.Bool("stall", false, "the input is the stall scenario's (relock bench --mode stall-*)")
+	cluster := flag.Bool("cluster", false, "the input is the cluster scenario's (relock bench and clusterbench)")
+	etcdVersion := flag.String("etcd-version", "", "cluster: etcd's version")
+	loadavg := flag.String("loadavg", "", "cluster: the load average at the start")
+	settings := flag.String("settings", "", "cluster: the run's settings, in words")
 	flag.Parse()
 	if *stall {
 		stallReport(*in, *md, *js)
+		return
+	}
+	if *cluster {
+		clusterReport(*in, *md, *js, *etcdVersion, *loadavg, *settings)
 		return
 	}
 
