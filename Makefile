@@ -7,7 +7,7 @@ BIN     := bin/relock
 FUZZTIME ?= 30s
 CHAOS_ROUNDS ?= 25
 
-.PHONY: all build run test test-race integration chaos unit fuzz lint fmt vet bench bench-stall bench-cluster deps clean
+.PHONY: all build run test test-race integration chaos unit fuzz lint fmt vet bench bench-stall bench-cluster bench-redis deps clean
 
 all: build
 
@@ -87,6 +87,10 @@ bench:
 # bench/results-stall.md and .json.
 bench-stall:
 	bench/run.sh stall
+
+# Only the side-by-side comparison with Redis.
+bench-redis:
+	bench/run.sh redis
 
 # Only the cluster scenario (SPEC §6, the cluster bullet; about 3 minutes,
 # plus building etcd the first time): relock 3-node vs etcd 3-node on one

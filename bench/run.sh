@@ -22,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ONLY=${1:-all}
-case $ONLY in all | stall | cluster) ;; *) echo "usage: bench/run.sh [stall|cluster]" >&2; exit 2 ;; esac
+case $ONLY in all | redis | stall | cluster) ;; *) echo "usage: bench/run.sh [redis|stall|cluster]" >&2; exit 2 ;; esac
 DUR=${BENCH_DURATION:-5s}
 LOCKS=${BENCH_LOCKS:-1000000}
 STALL_DUR=${BENCH_STALL_DURATION:-3s}
@@ -37,7 +37,7 @@ CLUSTER_DUR=${BENCH_CLUSTER_DURATION:-5s}
 CLUSTER_KILLS=${BENCH_CLUSTER_KILLS:-10}
 CLUSTER_OUT=$TMP/cluster.jsonl
 
-if [ "$ONLY" = all ]; then
+if [ "$ONLY" = all ] || [ "$ONLY" = redis ]; then
 	scripts/deps.sh
 	command -v redis-server >/dev/null || { echo "bench: redis-server is required" >&2; exit 1; }
 fi
@@ -157,7 +157,8 @@ stall_scenario() {
 # The cluster scenario (SPEC §6, the cluster bullet): bench/cluster.sh.
 . bench/cluster.sh
 
-if [ "$ONLY" = all ]; then side_by_side; fi
+if [ "$ONLY" = all ] || [ "$ONLY" = redis ]; then side_by_side; fi
+if [ "$ONLY" = redis ]; then exit 0; fi
 if [ "$ONLY" = cluster ]; then cluster_scenario; exit 0; fi
 if [ "$ONLY" = all ]; then cluster_scenario; fi
 stall_scenario
