@@ -88,7 +88,8 @@
 // and UNLOCK counts the re-entries down to one. One Lock call thus never
 // ends with two holds, and a hold it got is returned or released: if the
 // call gives up while an outcome is unknown (no leader within
-// FailoverTimeout, its ctx, Close, eight unknown outcomes in a row), a
+// FailoverTimeout, its ctx, Close, 16 unknown outcomes in a row; the
+// first is sent again at once, the next after a backoff), a
 // TRYLOCK with its OWNER, sent in the background, re-enters a hold left
 // behind and UNLOCKs it (if no leader answers that either, the orphan
 // expires). With the caller's own Owner the OWNER is not the call's alone

@@ -150,6 +150,7 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 		unknown bool
 	)
 	start := time.Now()
+	resend := c.newResend()
 	for n := 0; ; n++ {
 		args := acquireArgs(op, name, try, cfg, wireOwner, start)
 		// On the leader: a LOCK answered MOVED or CLUSTERDOWN was not
@@ -162,8 +163,14 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 			break
 		}
 		if outcomeUnknown(ctx, err) && n < maxResends {
+			// The connection broke or its node stopped leading: send
+			// again, after a backoff from the second time on.
+			c.leaderFailed(lc.ep)
 			lc.close()
 			unknown = true
+			if !resend.next(ctx) {
+				break // gave up: err is returned, the call's hold released
+			}
 			continue
 		}
 		key, ok := res.(string)
@@ -188,7 +195,12 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 			}
 			return nil, fmt.Errorf("%s %s: %w", op, quote(name), serr)
 		default: // the connection broke or the leader changed: unknown again
+			c.leaderFailed(lc.ep)
 			lc.close()
+			if !resend.next(ctx) {
+				c.releaseCall(name, cfg, wireOwner)
+				return nil, c.ctxError(ctx, op, name, serr)
+			}
 			continue
 		}
 		break

@@ -47,7 +47,9 @@ import (
 //     released it) is asked for again.
 //   - Giving up with the outcome still unknown (no leader within
 //     Options.FailoverTimeout, the call's ctx, Client.Close, or more than
-//     maxResends unknown outcomes in a row): before the error is returned,
+//     maxResends unknown outcomes in a row, which are sent again at once
+//     the first time and then after a backoff of up to 500 ms, within
+//     FailoverTimeout of the first): before the error is returned,
 //     a TRYLOCK with the call's OWNER, sent in the background until
 //     FailoverTimeout, re-enters a hold of the call if there is one, and
 //     UNLOCKs it until it is gone. If no leader answers that either, the
@@ -62,7 +64,28 @@ import (
 
 // maxResends bounds how many times one call sends its request again after
 // an unknown outcome (each after a leader change or a dropped connection).
-const maxResends = 8
+const maxResends = 16
+
+// resender paces the sends after unknown outcomes: the first at once, the
+// next ones after a backoff (as between rounds over the cluster), all
+// within Options.FailoverTimeout of the first unknown outcome.
+type resender struct {
+	c *Client
+	r *route // nil until the first unknown outcome
+}
+
+func (c *Client) newResend() *resender { return &resender{c: c} }
+
+// next reports whether to send again, waiting first unless this is the
+// first time. It returns false when ctx ended, the Client was closed or
+// FailoverTimeout passed since the first unknown outcome.
+func (s *resender) next(ctx context.Context) bool {
+	if s.r == nil {
+		s.r = s.c.newRoute(time.Now().Add(s.c.opt.FailoverTimeout))
+		return s.r.alive(ctx)
+	}
+	return s.r.wait(ctx)
+}
 
 // errGone: settle found that the key no longer holds the lock.
 var errGone = errors.New("the re-entered hold was released meanwhile")
