@@ -65,9 +65,37 @@
 // within the call's ctx; within Options.ReadTimeout for Lock.Unlock,
 // Lock.Renew and Lock.Check). The error after that matches ErrClusterDown
 // or is the last network error. A command whose reply was lost is not
-// sent again (an UNLOCK might have been applied), and neither is a LOCK
-// that was waiting when its connection closed: the new leader dropped the
-// wait, and Lock returns the error.
+// sent again (an UNLOCK might have been applied), with one exception: a
+// Lock or TryLock.
+//
+// A Lock waiting on a leader that dies is queued again on the new leader,
+// without the caller noticing (it goes to the back of the queue; a Wait
+// counts from the first try). The catch is that its grant may have been
+// committed just before the crash, its key never delivered: the new
+// leader then keeps that hold as an orphan, and a plain LOCK sent again
+// would queue behind its own orphan until --restore-grace ran out. So in
+// cluster mode each Lock call sends its LOCK with an OWNER unique to the
+// call ("clientlib:" and 16 hex digits; LOCKS shows it). The decision rule:
+// MOVED and CLUSTERDOWN mean the LOCK was not applied: it is sent to the
+// leader. A connection that closed while the LOCK was in flight or
+// waiting, or a TRYAGAIN reply, means the outcome is unknown: the same
+// LOCK is sent again, and the server decides, in log order, after the new
+// leader's takeover entry: if the earlier LOCK was granted, the hold with
+// the call's OWNER exists and the new LOCK re-enters it at once (same key
+// and fence); if not, nothing holds that OWNER and the LOCK queues. A key
+// got after an unknown outcome is settled before Lock returns it: RENEW
+// adopts an orphan onto the call's connection, LOCKS checks the binding,
+// and UNLOCK counts the re-entries down to one. One Lock call thus never
+// ends with two holds, and a hold it got is returned or released: if the
+// call gives up while an outcome is unknown (no leader within
+// FailoverTimeout, its ctx, Close, 16 unknown outcomes in a row; the
+// first is sent again at once, the next after a backoff), a
+// TRYLOCK with its OWNER, sent in the background, re-enters a hold left
+// behind and UNLOCKs it (if no leader answers that either, the orphan
+// expires). With the caller's own Owner the OWNER is not the call's alone
+// (other calls with it re-enter the same hold), so an unknown outcome is
+// returned as an error instead — except in Election.Campaign, whose
+// candidate id is one campaign's at a time.
 //
 // Holds survive a leader change. The server binds a hold to the
 // connection that took it; when the leader goes away, its connections

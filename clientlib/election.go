@@ -85,7 +85,7 @@ func (e *Election) Campaign(ctx context.Context) (*Lock, error) {
 	e.lead = nil
 	e.mu.Unlock()
 	opts := append([]LockOption{TTL(DefaultElectionTTL)}, e.opts...)
-	opts = append(opts, Owner(e.id), Size(1))
+	opts = append(opts, Owner(e.id), Size(1), exclusiveOwner())
 	l, err := e.c.Lock(ctx, e.name, opts...)
 	if err != nil {
 		return nil, err

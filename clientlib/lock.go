@@ -24,6 +24,10 @@ type lockConfig struct {
 	owner     string
 	detach    bool
 	autoRenew bool
+	// exclusive: owner is this call's alone (no other Lock call or hold
+	// of this Client uses it at the same time), so that a hold with it
+	// found after an unknown outcome is this call's (see requeue.go).
+	exclusive bool
 }
 
 // TTL makes the hold expire after d unless renewed; the Lock renews it by
@@ -51,7 +55,10 @@ func Size(n int) LockOption { return func(c *lockConfig) { c.size = n } }
 // returns the same key (and fence) without waiting, and the lock is released
 // when every such Lock has been unlocked. Within one Client, re-entries share
 // the first hold's connection, renewal and loss; owner ids should be unique
-// to one Client (e.g. "host:pid:worker").
+// to one Client (e.g. "host:pid:worker"). In cluster mode, a Lock with
+// Owner whose LOCK met a leader change with its outcome unknown returns
+// the error instead of queueing again (see "Clusters" in the package
+// documentation): the owner is not unique to the call.
 func Owner(id string) LockOption { return func(c *lockConfig) { c.owner = id } }
 
 // Detach makes the hold survive its connection: a closed connection does not
@@ -71,6 +78,15 @@ func NoAutoRenew() LockOption { return func(c *lockConfig) { c.autoRenew = false
 //
 // The returned Lock keeps its own connection until Unlock; with a TTL it
 // renews itself (see TTL). Watch Lost or Context to learn of a loss.
+//
+// In cluster mode a wait survives a leader change: Lock queues again on
+// the new leader when its request was not applied (MOVED, CLUSTERDOWN),
+// and also when the outcome is unknown (the connection closed while
+// waiting, TRYAGAIN), because each Lock call's request carries an OWNER
+// unique to the call: sent again, it re-enters a grant the old leader
+// committed but never delivered, which Lock then adopts, instead of
+// queueing behind it. See "Clusters" in the package documentation for
+// the rule. With Owner, an unknown outcome is returned as an error.
 func (c *Client) Lock(ctx context.Context, name string, opts ...LockOption) (*Lock, error) {
 	return c.acquire(ctx, name, false, opts)
 }
@@ -108,37 +124,94 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 			return l, err
 		}
 	}
-	args := []any{op, name}
-	if cfg.ttl > 0 {
-		args = append(args, "TTL", durationMS(cfg.ttl))
-	}
-	if !try && cfg.hasWait {
-		w := int64(0)
-		if cfg.wait > 0 {
-			w = durationMS(cfg.wait)
+	// In cluster mode the request carries an OWNER unique to this call,
+	// so that it can be sent again after an unknown outcome (requeue.go).
+	wireOwner, requeue := cfg.owner, false
+	if c.cluster {
+		switch {
+		case cfg.owner == "":
+			wireOwner, requeue = newCallOwner(), true
+		case cfg.exclusive:
+			requeue = true
 		}
-		args = append(args, "WAIT", w)
-	}
-	if cfg.size > 0 {
-		args = append(args, "SIZE", cfg.size)
-	}
-	if cfg.owner != "" {
-		args = append(args, "OWNER", cfg.owner)
-	}
-	if cfg.detach {
-		args = append(args, "DETACH")
 	}
 	var timeout time.Duration
 	if try {
 		timeout = c.opt.ReadTimeout
 	}
-	// On the leader: a LOCK answered MOVED or CLUSTERDOWN was not queued,
-	// so onLeader may send it again elsewhere.
-	lc, res, err, aborted := c.onLeader(ctx, c.retryUntil(), func(lc *lockConn) (any, error, bool) {
-		return lc.do(ctx, timeout, args...)
-	})
-	granted := time.Now()
+	var (
+		lc      *lockConn
+		res     any
+		err     error
+		aborted bool
+		granted time.Time
+		// unknown: an earlier attempt's outcome is unknown, so a hold
+		// with wireOwner may exist (an orphan of an earlier leader).
+		unknown bool
+	)
+	start := time.Now()
+	resend := c.newResend()
+	for n := 0; ; n++ {
+		args := acquireArgs(op, name, try, cfg, wireOwner, start)
+		// On the leader: a LOCK answered MOVED or CLUSTERDOWN was not
+		// queued, so onLeader may send it again elsewhere.
+		lc, res, err, aborted = c.onLeader(ctx, c.retryUntil(), func(lc *lockConn) (any, error, bool) {
+			return lc.do(ctx, timeout, args...)
+		})
+		granted = time.Now()
+		if lc == nil || aborted || !requeue {
+			break
+		}
+		if outcomeUnknown(ctx, err) && n < maxResends {
+			// The connection broke or its node stopped leading: send
+			// again, after a backoff from the second time on.
+			c.leaderFailed(lc.ep)
+			lc.close()
+			unknown = true
+			if !resend.next(ctx) {
+				break // gave up: err is returned, the call's hold released
+			}
+			continue
+		}
+		key, ok := res.(string)
+		if !ok || err != nil || !unknown {
+			break
+		}
+		// Granted after an unknown outcome: possibly the re-entry of
+		// this call's own earlier grant. Make it one hold, bound here.
+		serr := c.settle(ctx, lc, name, key)
+		switch {
+		case serr == nil:
+		case errors.Is(serr, errGone) && n < maxResends:
+			// Released meanwhile (the earlier connection's close): ask
+			// again; this connection carries nothing.
+			c.putLockConn(lc)
+			continue
+		case ctx.Err() != nil || errors.Is(serr, errNotAttached) || n >= maxResends:
+			lc.close()
+			c.releaseKey(name, key)
+			if ctx.Err() != nil || c.isClosed() {
+				return nil, c.ctxError(ctx, op, name, serr)
+			}
+			return nil, fmt.Errorf("%s %s: %w", op, quote(name), serr)
+		default: // the connection broke or the leader changed: unknown again
+			c.leaderFailed(lc.ep)
+			lc.close()
+			if !resend.next(ctx) {
+				c.releaseCall(name, cfg, wireOwner)
+				return nil, c.ctxError(ctx, op, name, serr)
+			}
+			continue
+		}
+		break
+	}
+	// pending: a hold of this call may exist that nobody will use. It is
+	// released (best effort) before an error is returned.
+	pending := requeue && (unknown || outcomeUnknown(ctx, err))
 	if lc == nil { // no connection, or no leader before the walk ended
+		if pending {
+			c.releaseCall(name, cfg, wireOwner)
+		}
 		if serr := serverError(op, name, err); isReply(serr) && ctx.Err() == nil {
 			return nil, serr
 		}
@@ -146,12 +219,13 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 	}
 	if aborted {
 		lc.close()
-		if key, ok := res.(string); ok && err == nil && cfg.detach {
+		if key, ok := res.(string); ok && err == nil && (cfg.detach || unknown) {
 			// Granted as the wait was aborted: a detached hold survives
-			// the closed connection, so release it by its key.
-			uctx, cancel := context.WithTimeout(context.Background(), c.opt.ReadTimeout)
-			c.Unlock(uctx, name, key)
-			cancel()
+			// the closed connection, and so does the re-entry of an
+			// orphan; release it by its key.
+			c.releaseKey(name, key)
+		} else if requeue && unknown {
+			c.releaseCall(name, cfg, wireOwner)
 		}
 		return nil, c.ctxError(ctx, op, name, context.Canceled)
 	}
@@ -163,9 +237,15 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 		err = serverError(op, name, err)
 		if isReply(err) {
 			c.putLockConn(lc)
+		} else {
+			lc.close()
+		}
+		if pending {
+			c.releaseCall(name, cfg, wireOwner)
+		}
+		if isReply(err) {
 			return nil, err
 		}
-		lc.close()
 		return nil, c.ctxError(ctx, op, name, err)
 	}
 	key, ok := res.(string)
