@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -57,6 +58,20 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// engineEnv, set to "raft" in a child test process, makes every server it
+// starts a one-node Raft cluster (see TestEngine_RaftPassesTheEngineTests).
+const engineEnv = "RELOCK_IT_ENGINE"
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
 // server is a relock process started by a test.
 type server struct {
 	t    testing.TB
@@ -94,6 +109,18 @@ func startServerEnv(t testing.TB, env []string, args ...string) *server {
 func launchServer(t testing.TB, env []string, args ...string) (*server, error) {
 	t.Helper()
 	full := append([]string{"server", "--listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "debug"}, args...)
+	raftEngine := os.Getenv(engineEnv) == "raft"
+	if raftEngine {
+		// A one-node Raft cluster: the same commands through the Raft
+		// engine (every change a log entry).
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		raft := "127.0.0.1:" + strconv.Itoa(port)
+		full = append(full, "--node-id", "n1", "--raft-listen", raft, "--raft-dir", t.TempDir(),
+			"--raft-peers", "n1="+raft, "--bootstrap")
+	}
 	cmd := exec.Command(relockBin, full...)
 	// A -race binary sleeps 1 s at exit by default; a race it found still
 	// fails the test through its exit status (66).
@@ -108,6 +135,10 @@ func launchServer(t testing.TB, env []string, args ...string) (*server, error) {
 	}
 	s := &server{t: t, cmd: cmd, done: make(chan struct{})}
 	listening := make(chan string, 1)
+	leading := make(chan struct{}) // closed once a one-node cluster leads
+	if !raftEngine {
+		close(leading)
+	}
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -119,6 +150,13 @@ func launchServer(t testing.TB, env []string, args ...string) (*server, error) {
 			s.mu.Lock()
 			s.logs = append(s.logs, m)
 			s.mu.Unlock()
+			if raftEngine && m["msg"] == "became leader" {
+				select {
+				case <-leading:
+				default:
+					close(leading)
+				}
+			}
 			if m["msg"] == "listening" && m["network"] == "tcp" {
 				if os.Getenv(ioEnv) == "goroutine" && m["event_loops"] != float64(0) {
 					m = map[string]any{"msg": "listening", "addr": "not served by goroutines despite " + ioEnv}
@@ -143,6 +181,13 @@ func launchServer(t testing.TB, env []string, args ...string) (*server, error) {
 		cmd.Process.Kill()
 		<-s.done
 		return nil, fmt.Errorf("relock did not listen within 20s\n%s", s.logText())
+	}
+	select {
+	case <-leading:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-s.done
+		return nil, fmt.Errorf("relock (one-node cluster) did not lead within 20s\n%s", s.logText())
 	}
 	t.Cleanup(func() { s.Stop() })
 	return s, nil

@@ -59,6 +59,36 @@ func TestIO_GoroutineTransportPassesTheTransportTests(t *testing.T) {
 	}
 }
 
+// The protocol conformance tables and the lock semantics tests, re-run
+// with every server a one-node Raft cluster: the same commands through
+// the Raft engine, served by the same event loops (commands that propose
+// run off the loop).
+func TestEngine_RaftPassesTheEngineTests(t *testing.T) {
+	if os.Getenv(ioEnv) != "" || os.Getenv(engineEnv) != "" {
+		t.Skip("in the child")
+	}
+	t.Parallel()
+	tests := []string{
+		"TestConformance_RESP2",
+		"TestConformance_RESP3",
+		"TestConformance_MalformedRequests",
+		"TestLock_[A-Za-z]+",
+		"TestDisconnect_[A-Za-z]+",
+		"TestClientKill_ReleasesVictimHolds",
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run", "^("+strings.Join(tests, "|")+")$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), engineEnv+"=raft", binEnv+"="+relockBin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("with the Raft engine: %v\n%s", err, out)
+	}
+	if n := strings.Count(string(out), "--- PASS: Test"); n < 10 {
+		t.Errorf("only %d tests passed with the Raft engine:\n%s", n, out)
+	}
+}
+
 // A client pipelines far more than the loop buffers (its input stops
 // being read past a bound, its output stops being produced past another)
 // and reads through a small socket buffer, so that the server's writes
