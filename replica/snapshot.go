@@ -297,10 +297,22 @@ func (d *decoder) read(n int) []byte {
 	if d.err != nil {
 		return nil
 	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(d.r, b); err != nil {
-		d.fail(err)
-		return nil
+	var b []byte
+	if n <= 64<<10 {
+		b = make([]byte, n)
+		if _, err := io.ReadFull(d.r, b); err != nil {
+			d.fail(err)
+			return nil
+		}
+	} else {
+		// A corrupt length must not allocate what is not there: grow
+		// with what is read.
+		var buf bytes.Buffer
+		if m, err := io.CopyN(&buf, d.r, int64(n)); err != nil || m != int64(n) {
+			d.fail(fmt.Errorf("truncated: %d of %d bytes: %v", m, n, err))
+			return nil
+		}
+		b = buf.Bytes()
 	}
 	d.crc = crc32.Update(d.crc, crcTable, b)
 	return b
