@@ -47,15 +47,9 @@ func (s *Server) acceptGoroutines(ln net.Listener) {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			// Out of file descriptors, most likely: wait for some to
-			// close rather than spin.
-			s.log.Error("accept", "err", err, "retry_in", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-s.shutdown:
+			if !s.acceptFailed(err, &backoff) {
 				return
 			}
-			backoff = min(2*backoff, time.Second)
 			continue
 		}
 		backoff = 5 * time.Millisecond

@@ -368,15 +368,9 @@ func (s *Server) acceptLoop(ln net.Listener, loops []*evloop) {
 		case aerr == syscall.ECONNABORTED || aerr == syscall.EINTR:
 			continue
 		case aerr != nil:
-			// Out of file descriptors, most likely: wait for some to
-			// close rather than spin.
-			s.log.Error("accept", "err", aerr, "retry_in", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-s.shutdown:
+			if !s.acceptFailed(aerr, &backoff) {
 				return
 			}
-			backoff = min(2*backoff, time.Second)
 			continue
 		}
 		backoff = 5 * time.Millisecond

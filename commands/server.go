@@ -115,7 +115,7 @@ func (c *Config) setDefaults() error {
 		c.MaxBulk = c.MaxNameLen + 64
 	}
 	mtls := c.TLS != nil && c.TLS.ClientCAs != nil && c.TLS.ClientAuth == tls.RequireAndVerifyClientCert
-	if c.Listen != "" && len(c.Users) == 0 && !mtls && !c.InsecureNoAuth && !isLoopback(c.Listen) {
+	if c.Listen != "" && len(c.Users) == 0 && !mtls && !c.InsecureNoAuth && !IsLoopback(c.Listen) {
 		return fmt.Errorf("protected mode: refusing to listen on %s without authentication; "+
 			"set --requirepass or --users-file (or --tls-client-ca for mutual TLS), "+
 			"listen on a loopback address, or pass --insecure-no-auth if the network is trusted", c.Listen)
@@ -123,9 +123,10 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-// isLoopback reports whether a listen address can only be reached from
-// this machine.
-func isLoopback(addr string) bool {
+// IsLoopback reports whether a listen address can only be reached from
+// this machine (what protected mode asks of an address without
+// authentication: the client port's here, the Raft port's in cmd/relock).
+func IsLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false
@@ -434,6 +435,20 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("stopped")
 	return nil
+}
+
+// acceptFailed waits before the next accept after err (out of file
+// descriptors, most likely: wait for some to close rather than spin),
+// doubling *backoff up to a second. False: the server is shutting down.
+func (s *Server) acceptFailed(err error, backoff *time.Duration) bool {
+	s.log.Error("accept", "err", err, "retry_in", *backoff)
+	select {
+	case <-time.After(*backoff):
+	case <-s.shutdown:
+		return false
+	}
+	*backoff = min(2**backoff, time.Second)
+	return true
 }
 
 // serveMetrics serves the metrics handler on ln (nil: none) until the

@@ -44,19 +44,28 @@ func TestIO_GoroutineTransportPassesTheTransportTests(t *testing.T) {
 		"TestIO_HandoffsBetweenConnectionsOfDifferentLoops",
 		"TestIO_UnixSocket",
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run", "^("+strings.Join(tests, "|")+")$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), ioEnv+"=goroutine", binEnv+"="+relockBin)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("with --io goroutine: %v\n%s", err, out)
-	}
+	out := runChildTests(t, ioEnv+"=goroutine", 3*time.Minute, tests)
 	for _, name := range tests {
-		if !strings.Contains(string(out), "--- PASS: "+name+" ") {
+		if !strings.Contains(out, "--- PASS: "+name+" ") {
 			t.Errorf("%s did not pass with --io goroutine:\n%s", name, out)
 		}
 	}
+}
+
+// runChildTests runs the tests matching the names (regular expressions) in
+// a child test process with env set, against the same binary, and fails
+// the test if any fails; it returns the child's verbose output.
+func runChildTests(t *testing.T, env string, within time.Duration, names []string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run", "^("+strings.Join(names, "|")+")$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), env, binEnv+"="+relockBin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("with %s: %v\n%s", env, err, out)
+	}
+	return string(out)
 }
 
 // The protocol conformance tables and the lock semantics tests, re-run
@@ -76,15 +85,8 @@ func TestEngine_RaftPassesTheEngineTests(t *testing.T) {
 		"TestDisconnect_[A-Za-z]+",
 		"TestClientKill_ReleasesVictimHolds",
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run", "^("+strings.Join(tests, "|")+")$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), engineEnv+"=raft", binEnv+"="+relockBin)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("with the Raft engine: %v\n%s", err, out)
-	}
-	if n := strings.Count(string(out), "--- PASS: Test"); n < 10 {
+	out := runChildTests(t, engineEnv+"=raft", 4*time.Minute, tests)
+	if n := strings.Count(out, "--- PASS: Test"); n < 10 {
 		t.Errorf("only %d tests passed with the Raft engine:\n%s", n, out)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"time"
 
@@ -61,7 +60,7 @@ func (f *clusterFlags) timing() error {
 // reach needs it, unless --raft-insecure.
 func (f *clusterFlags) raftTLS() (*replica.PeerTLS, error) {
 	if f.RaftTLSCert == "" && f.RaftTLSKey == "" && f.RaftTLSCA == "" {
-		if !f.RaftInsecure && !isLoopback(f.RaftListen) {
+		if !f.RaftInsecure && !commands.IsLoopback(f.RaftListen) {
 			return nil, fmt.Errorf("protected mode: refusing --raft-listen %s without mutual TLS: "+
 				"anyone who can reach the Raft port can append to the log and release every lock; "+
 				"set --raft-tls-cert, --raft-tls-key and --raft-tls-ca, "+
@@ -73,20 +72,6 @@ func (f *clusterFlags) raftTLS() (*replica.PeerTLS, error) {
 		return nil, errors.New("--raft-tls-cert, --raft-tls-key and --raft-tls-ca go together")
 	}
 	return replica.LoadPeerTLS(f.RaftTLSCert, f.RaftTLSKey, f.RaftTLSCA)
-}
-
-// isLoopback reports whether a listen address can only be reached from
-// this machine (as the client port's protected mode decides).
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // join asks the cluster (through the members at f.Join, with cf's
