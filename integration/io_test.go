@@ -39,6 +39,8 @@ func TestIO_GoroutineTransportPassesTheTransportTests(t *testing.T) {
 		"TestDisconnect_KilledHolderReleasesWithin100ms",
 		"TestDisconnect_KilledWaiterLeavesQueueWithin100ms",
 		"TestLimit_RequestBoundsAreProtocolErrors",
+		"TestConformance_RESP2",
+		"TestConformance_RESP3",
 		"TestConformance_MalformedRequests",
 		"TestIO_DeepPipelineToASlowReaderAnsweredInOrder",
 		"TestIO_HandoffsBetweenConnectionsOfDifferentLoops",
