@@ -25,10 +25,14 @@ import (
 const ioEnv = "RELOCK_IO"
 
 func TestIO_GoroutineTransportPassesTheTransportTests(t *testing.T) {
-	if os.Getenv(ioEnv) != "" {
+	if os.Getenv(ioEnv) != "" || os.Getenv(engineEnv) != "" {
 		t.Skip("in the child")
 	}
 	t.Parallel()
+	// Every lock semantics test (TestLock_*) and the named ones.
+	if out := runChildTests(t, ioEnv+"=goroutine", 3*time.Minute, []string{"TestLock_[A-Za-z]+"}); strings.Count(out, "--- PASS: TestLock_") < 9 {
+		t.Errorf("too few lock semantics tests passed with --io goroutine:\n%s", out)
+	}
 	tests := []string{
 		"TestLock_WaitersGrantedInFIFOOrder",
 		"TestLock_DisconnectedWaiterIsSkipped",
