@@ -239,6 +239,11 @@ func (e raftEngine) forceUnlock(ev *locktable.Events, name string, now int64) (i
 // release every lock its clients hold.
 func (e raftEngine) closeSession(ev *locktable.Events, sess *session, now int64) {
 	s := e.s
+	// A kill ends a session twice at once (the killer, then the victim's
+	// owner): the second waits for the first's proposal, so that neither
+	// returns before the holds are released.
+	sess.closeMu.Lock()
+	defer sess.closeMu.Unlock()
 	if !sess.clusterOpen.Load() || !e.leader() {
 		return // nothing to close here; a new leader orphans it
 	}

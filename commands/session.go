@@ -37,8 +37,10 @@ type session struct {
 	tlsSeen     bool // the TLS client certificate was looked at (--tls-auth-cn)
 	// authFails counts failed AUTHs since the last success (authDelay).
 	authFails int
-	// clusterOpen: the session has been opened in the Raft FSM.
+	// clusterOpen: the session has been opened in the Raft FSM. closeMu
+	// serializes closing it (engine.go).
 	clusterOpen atomic.Bool
+	closeMu     sync.Mutex
 
 	// authed: the connection may run commands (always true without
 	// authentication). Read by the auth timeout's goroutine.
