@@ -180,10 +180,21 @@ func updateGenerated(doc string, tables map[string]string) (string, []string) {
 }
 
 // roffEscape makes s safe as roff text: backslashes escaped, a leading
-// control character neutralised, hyphens as ASCII minus.
+// control character neutralised, hyphens as ASCII minus, anything
+// beyond ASCII as a named glyph.
 func roffEscape(s string) string {
 	s = strings.ReplaceAll(s, `\`, `\e`)
 	s = strings.ReplaceAll(s, "-", `\-`)
+	// Non-ASCII as groff's \[uXXXX], which needs no preconv.
+	var ascii strings.Builder
+	for _, r := range s {
+		if r > 127 {
+			fmt.Fprintf(&ascii, `\[u%04X]`, r)
+			continue
+		}
+		ascii.WriteRune(r)
+	}
+	s = ascii.String()
 	var lines []string
 	for _, l := range strings.Split(s, "\n") {
 		if strings.HasPrefix(l, ".") || strings.HasPrefix(l, "'") {
