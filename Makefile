@@ -78,6 +78,15 @@ deps:
 clean:
 	rm -rf bin
 
+# README.md's flag tables and the man page docs/relock.1 are generated from
+# the command line (cmd/relock/docs.go); tests fail when they are stale.
+.PHONY: docs man
+docs:
+	$(GO) test -count=1 -run '^(TestREADME_FlagTablesUpToDate|TestManPage)$$' ./cmd/relock/ -update
+
+man:
+	$(GO) test -count=1 -run '^TestManPage$$' ./cmd/relock/ -update
+
 # relock vs Redis side by side (SPEC §6); writes bench/results.md and .json,
 # then runs the cluster and stall scenarios below.
 bench:

@@ -32,6 +32,8 @@ type cli struct {
 	Cluster clusterCmd `cmd:"" help:"Raft cluster membership: status, add, remove."`
 
 	Completion completionCmd `cmd:"" help:"Print the shell completion script for bash, zsh or fish."`
+
+	Man manCmd `cmd:"" hidden:"" help:"Print relock's man page (roff; make man writes docs/relock.1)."`
 }
 
 // exitUsage is the exit status of a command line relock cannot parse (as
