@@ -140,7 +140,8 @@ func (u *users) set(list []User) error {
 // SetUsers replaces the users in force (SIGHUP reload of --users-file).
 // Connections stay open and keep their holds; each one's permissions are
 // those of its user in the new set from its next command on (a removed
-// user can no longer do anything but AUTH, PING, QUIT, RESET).
+// user touches no lock: lock and admin commands get -NOPERM, LOCKS lists
+// nothing).
 func (s *Server) SetUsers(list []User) error {
 	return s.users.set(list)
 }

@@ -362,7 +362,11 @@ func (sess *session) hello(proto int, hasName bool, name string) {
 	w.BulkString("mode")
 	w.BulkString("standalone")
 	w.BulkString("role")
-	w.BulkString("master")
+	if sess.srv.eng.leader() {
+		w.BulkString("master")
+	} else {
+		w.BulkString("replica") // a follower (as Redis names it in HELLO)
+	}
 	w.BulkString("modules")
 	w.Array(0)
 }
@@ -536,6 +540,7 @@ func (sess *session) clientKill(args [][]byte) {
 		return
 	}
 	var filters []func(*session) bool
+	skipMe := true
 	for i := 0; i < len(args); i += 2 {
 		v := string(args[i+1])
 		switch {
@@ -551,9 +556,9 @@ func (sess *session) clientKill(args [][]byte) {
 		case resp.EqualFold(args[i], "LADDR"):
 			filters = append(filters, func(c *session) bool { return c.laddr == v })
 		case resp.EqualFold(args[i], "SKIPME"):
-			if resp.EqualFold(args[i+1], "YES") {
-				filters = append(filters, func(c *session) bool { return c != sess })
-			} else if !resp.EqualFold(args[i+1], "NO") {
+			if resp.EqualFold(args[i+1], "NO") {
+				skipMe = false
+			} else if !resp.EqualFold(args[i+1], "YES") {
 				sess.fail(resp.ErrSyntax)
 				return
 			}
@@ -561,6 +566,9 @@ func (sess *session) clientKill(args [][]byte) {
 			sess.fail(resp.ErrSyntax)
 			return
 		}
+	}
+	if skipMe { // the default, as in Redis
+		filters = append(filters, func(c *session) bool { return c != sess })
 	}
 	n := sess.killWhere(func(c *session) bool {
 		for _, f := range filters {

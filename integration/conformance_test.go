@@ -278,6 +278,8 @@ func TestConformance_RESP2(t *testing.T) {
 		{send: "CLIENT KILL ADDR $CADDR2 SKIPME yes", reply: ":1\r\n"},
 		{conn: "c", closed: true},
 		{send: "DBSIZE", reply: ":0\r\n"},
+		// The filter form spares its sender unless SKIPME no (as Redis).
+		{send: "CLIENT KILL ID $ID", reply: ":0\r\n"},
 
 		// RESET: holds released, name cleared, RESP2.
 		{send: "TRYLOCK rs", match: keyReply, save: "RSKEY"},
