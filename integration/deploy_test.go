@@ -200,3 +200,52 @@ func copyFile(t testing.TB, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// TestDeploy_DockerfileKeepsMetricsPrivate: the image serves /metrics (no
+// authentication) on loopback unless told otherwise, and the build context
+// leaves out bin/ and .git.
+func TestDeploy_DockerfileKeepsMetricsPrivate(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "deploy", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Join continuation lines, drop comments.
+	text := regexp.MustCompile(`\\\n\s*`).ReplaceAllString(string(raw), " ")
+	var metrics []string
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "#") {
+			continue
+		}
+		for _, m := range regexp.MustCompile(`RELOCK_METRICS_LISTEN=(\S+)`).FindAllStringSubmatch(line, -1) {
+			metrics = append(metrics, m[1])
+		}
+		for _, m := range regexp.MustCompile(`"--metrics-listen",\s*"([^"]*)"`).FindAllStringSubmatch(line, -1) {
+			metrics = append(metrics, m[1])
+		}
+		if strings.Contains(line, "--metrics-listen=") {
+			t.Errorf("Dockerfile: %q: this test reads --metrics-listen ADDR or RELOCK_METRICS_LISTEN only", line)
+		}
+	}
+	if len(metrics) == 0 {
+		t.Error("Dockerfile sets no metrics address")
+	}
+	for _, addr := range metrics {
+		if !strings.HasPrefix(addr, "127.0.0.1:") && !strings.HasPrefix(addr, "[::1]:") && !strings.HasPrefix(addr, "localhost:") {
+			t.Errorf("Dockerfile: metrics on %q, not loopback (README: keep them private)", addr)
+		}
+	}
+
+	ignore, err := os.ReadFile(filepath.Join("..", ".dockerignore"))
+	if err != nil {
+		t.Fatalf(".dockerignore: %v", err)
+	}
+	have := map[string]bool{}
+	for _, l := range strings.Split(string(ignore), "\n") {
+		have[strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(l), "/"), "/")] = true
+	}
+	for _, want := range []string{"bin", ".git", "bench/tmp"} {
+		if !have[want] {
+			t.Errorf(".dockerignore does not list %s/", want)
+		}
+	}
+}
