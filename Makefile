@@ -33,9 +33,16 @@ run: build
 	./$(BIN) server $(ARGS)
 
 # The whole suite: lint, then every package with the race detector
-# (integration tests build and drive the real binary).
+# (integration tests build and drive the real binary), then the
+# Kubernetes manifests against the API types (a module of its own, so
+# that relock's go.mod does not carry k8s.io/api).
 test: deps lint
 	$(GO) test -race -count=1 -timeout 8m ./...
+	$(MAKE) k8s-validate
+
+.PHONY: k8s-validate
+k8s-validate:
+	cd deploy/k8s/validate && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 test-race: test
 

@@ -2,6 +2,7 @@ package commands
 
 import (
 	"net/http"
+	"runtime"
 	"strings"
 	"time"
 
@@ -61,6 +62,10 @@ func newMetrics(s *Server) *metrics {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels}, f)
 	}
 	st := &s.stats
+	commit := Commit
+	if commit == "" {
+		commit = "unknown"
+	}
 	m.reg.MustRegister(
 		cmdTime, m.waitTime, m.holdTime, m.errors,
 		collectors.NewGoCollector(),
@@ -73,6 +78,17 @@ func newMetrics(s *Server) *metrics {
 		gauge("relock_locks", "Locks with holders or waiters.", func() float64 { return float64(s.eng.table().Stats().Locks) }),
 		gauge("relock_holds", "Held locks (a re-entered hold counts once).", func() float64 { return float64(s.eng.table().Stats().Holds) }),
 		gauge("relock_waiters", "Queued LOCK requests.", func() float64 { return float64(s.eng.table().Stats().Waiters) }),
+		gauge("relock_oldest_hold_age_seconds", "Age of the oldest live hold (0: none): a lock held too long shows here while it is still held.", func() float64 {
+			g, ok := s.eng.table().OldestGrant()
+			if !ok {
+				return 0
+			}
+			return max(seconds(s.now()-g), 0)
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "relock_build_info", Help: "Always 1; the labels say which build runs.",
+			ConstLabels: prometheus.Labels{"version": Version, "commit": commit, "goversion": runtime.Version()},
+		}, func() float64 { return 1 }),
 		gauge("relock_last_fence", "The largest fence issued.", func() float64 { return float64(s.eng.table().LastFence()) }),
 		counter("relock_connections_total", "Accepted connections.", nil, func() float64 { return float64(st.connections.Load()) }),
 		counter("relock_rejected_connections_total", "Connections refused by --max-clients.", nil, func() float64 { return float64(st.rejected.Load()) }),

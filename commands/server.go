@@ -25,6 +25,10 @@ import (
 // Version is relock's version, reported by INFO and HELLO.
 var Version = "0.1.0"
 
+// Commit is the commit relock was built from ("" when unknown), reported
+// by the relock_build_info metric with Version.
+var Commit string
+
 // Config is the server's configuration. Durations of 0 mean "none" where
 // the field says so.
 type Config struct {

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -963,5 +964,56 @@ func TestOps_DocsAndDeployNameRealMetrics(t *testing.T) {
 		if !bounds[m[1]] {
 			t.Errorf("prometheus-alerts.yml uses bucket le=%q, which relock_hold_seconds does not have", m[1])
 		}
+	}
+}
+
+// TestMetrics_OldestHoldAgeAndBuildInfo: relock_oldest_hold_age_seconds is
+// 0 with nothing held, grows while a lock stays held (so that an alert
+// fires before the release), and follows the next-oldest hold when the
+// oldest goes; relock_build_info says which build runs, as INFO does.
+func TestMetrics_OldestHoldAgeAndBuildInfo(t *testing.T) {
+	srv := startServer(t, "--metrics-listen", "127.0.0.1:0")
+	addr := opsMetricsAddr(t, srv)
+	a := srv.client(t)
+	age := func() float64 { return opsScrapeMetrics(t, addr).value(t, "relock_oldest_hold_age_seconds") }
+	if v := age(); v != 0 {
+		t.Fatalf("relock_oldest_hold_age_seconds with nothing held = %v, want 0", v)
+	}
+	kOld := mustLock(t, a, "LOCK", "ops:old")
+	time.Sleep(300 * time.Millisecond)
+	mustLock(t, a, "LOCK", "ops:young")
+	if v := age(); v < 0.3 || v > 30 {
+		t.Fatalf("relock_oldest_hold_age_seconds while ops:old is held 300 ms = %v", v)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if v1, v2 := age(), age(); v2 < v1 || v1 < 0.4 {
+		t.Fatalf("relock_oldest_hold_age_seconds = %v then %v: not growing from 0.4 s", v1, v2)
+	}
+	mustUnlock(t, a, "ops:old", kOld)
+	if v := age(); v >= 0.3 || v < 0.1 {
+		t.Fatalf("relock_oldest_hold_age_seconds after the oldest was released = %v, want ops:young's (~0.1 s)", v)
+	}
+
+	s := opsScrapeMetrics(t, addr)
+	fam := s.fams["relock_build_info"]
+	if fam == nil || len(fam.GetMetric()) != 1 {
+		t.Fatalf("/metrics: relock_build_info missing or not one sample:\n%s", s.raw)
+	}
+	m := fam.GetMetric()[0]
+	labels := map[string]string{}
+	for _, lp := range m.GetLabel() {
+		labels[lp.GetName()] = lp.GetValue()
+	}
+	if m.GetGauge().GetValue() != 1 {
+		t.Errorf("relock_build_info = %v, want 1", m.GetGauge().GetValue())
+	}
+	if want := opsInfo(t, a)["relock_version"]; labels["version"] != want || want == "" {
+		t.Errorf("relock_build_info version=%q, INFO relock_version:%s", labels["version"], want)
+	}
+	if labels["goversion"] != runtime.Version() {
+		t.Errorf("relock_build_info goversion=%q, want %q", labels["goversion"], runtime.Version())
+	}
+	if labels["commit"] == "" {
+		t.Errorf("relock_build_info has no commit label: %v", labels)
 	}
 }

@@ -72,6 +72,7 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 		sh := &tb.shards[i]
 		sh.mu.Lock()
 		holds, waiters, withDeadline, locks, owners, longNames := 0, 0, 0, 0, 0, 0
+		var minGranted int64
 		liveLocks := make(map[uint32]bool)
 		liveHolds := make(map[uint32]bool)
 		buckets := make([]uint32, len(sh.buckets))
@@ -112,6 +113,9 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 				holds++
 				liveHolds[id] = true
 				h := sh.hold(id)
+				if holds == 1 || h.granted < minGranted {
+					minGranted = h.granted
+				}
 				if h.lock != lid {
 					fail("lock %q: hold %v points at another lock", name, h.key)
 				}
@@ -251,6 +255,12 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 		}
 		checkOrder(fail, i, sh, liveLocks)
 		checkSchedule(fail, i, tb, sh)
+		if holds > 0 && !sh.oldestStale && sh.oldest != minGranted {
+			fail("shard %d: oldest grant %d, actual %d", i, sh.oldest, minGranted)
+		}
+		if holds > 0 && sh.oldestStale && sh.oldest > minGranted {
+			fail("shard %d: stale oldest grant %d after the actual %d", i, sh.oldest, minGranted)
+		}
 		if sh.nholds != holds {
 			fail("shard %d: hold counter %d, actual %d", i, sh.nholds, holds)
 		}

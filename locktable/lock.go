@@ -234,6 +234,11 @@ func (sh *shard) appendHold(lid, id uint32) {
 		}
 		sh.hold(last).next = id
 	}
+	if g := sh.hold(id).granted; sh.nholds == 0 {
+		sh.oldest, sh.oldestStale = g, false
+	} else if g < sh.oldest {
+		sh.oldest = g // a stale oldest stays stale: the rescan will see g
+	}
 	l.nholds++
 	sh.nholds++
 }
@@ -252,6 +257,9 @@ func (sh *shard) removeHold(id uint32) {
 		sh.hold(prev).next = h.next
 	}
 	h.next = 0
+	if h.granted == sh.oldest {
+		sh.oldestStale = true
+	}
 	l.nholds--
 	sh.nholds--
 }

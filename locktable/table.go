@@ -95,6 +95,12 @@ type shard struct {
 	longNames map[uint32]string
 	nholds    int // live holds (a re-entered hold counts once)
 	waiters   int
+	// oldest is the earliest grant time of the shard's live holds, when
+	// nholds > 0 and !oldestStale. Keeping it costs a compare per grant
+	// and per release; releasing the oldest hold marks it stale, and
+	// OldestGrant rescans the shard's holds only then.
+	oldest      int64
+	oldestStale bool
 	// journaling: record changes in journal for a durable store.
 	journaling bool
 	journal    []Change
@@ -206,6 +212,44 @@ func (t *Table) Stats() Stats {
 		sh.mu.Unlock()
 	}
 	return st
+}
+
+// OldestGrant returns the earliest grant time (the clock of the table's
+// callers) of the live holds; ok is false when there are none. It costs
+// one lock and compare per shard, plus a scan of the hold records of each
+// shard whose oldest hold was released since the last call: it is meant
+// for a metrics scrape, not for a hot path.
+func (t *Table) OldestGrant() (oldest int64, ok bool) {
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		if sh.nholds > 0 {
+			if sh.oldestStale {
+				sh.rescanOldest()
+			}
+			if !ok || sh.oldest < oldest {
+				oldest, ok = sh.oldest, true
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return oldest, ok
+}
+
+// rescanOldest recomputes sh.oldest from the live hold records. Caller
+// holds sh.mu; sh.nholds > 0.
+func (sh *shard) rescanOldest() {
+	first := true
+	for id := uint32(1); id < sh.holds.used; id++ {
+		h := sh.hold(id)
+		if h.lock == 0 { // free
+			continue
+		}
+		if first || h.granted < sh.oldest {
+			sh.oldest, first = h.granted, false
+		}
+	}
+	sh.oldestStale = false
 }
 
 // sessionSlots numbers the sessions that have bound holds, so that a hold

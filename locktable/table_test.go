@@ -1057,3 +1057,40 @@ func TestReason_String(t *testing.T) {
 		wantEqual(t, fmt.Sprintf("Reason(%d)", r), r.String(), want)
 	}
 }
+
+func TestOldestGrant_FollowsGrantsAndReleases(t *testing.T) {
+	f := newFixture(t, Config{Shards: 4})
+	if _, ok := f.tb.OldestGrant(); ok {
+		t.Fatal("OldestGrant on an empty table: ok")
+	}
+	start := f.now
+	s := f.session()
+	ka := f.mustGrant(s, Request{Name: "a"})
+	f.advance(10)
+	kb := f.mustGrant(s, Request{Name: "b"})
+	f.advance(10)
+	f.mustGrant(s, Request{Name: "c"})
+	f.advance(10)
+	f.mustGrant(f.session(), Request{Name: "d", Size: 2})
+	f.advance(10)
+	f.mustGrant(f.session(), Request{Name: "d", Size: 2})
+	want := func(w int64) {
+		t.Helper()
+		got, ok := f.tb.OldestGrant()
+		if !ok || got != w {
+			t.Fatalf("OldestGrant = %d, %v; want %d, true", got, ok, w)
+		}
+	}
+	want(start)
+	f.mustUnlock("a", ka) // the oldest goes: a rescan finds b
+	want(start + 10)
+	f.mustUnlock("b", kb)
+	want(start + 20)
+	f.closeSession(s) // c
+	want(start + 30)
+	f.forceUnlock("d")
+	if _, ok := f.tb.OldestGrant(); ok {
+		t.Fatal("OldestGrant with every hold released: ok")
+	}
+	f.check()
+}

@@ -58,6 +58,7 @@ func (e *exitError) Unwrap() error { return e.err }
 func main() {
 	bv := readBuildVersion()
 	commands.Version = bv.Protocol()
+	commands.Commit = bv.Commit
 	var root cli
 	parser, err := newParser(&root, bv, os.Stdout, os.Stderr, os.Exit)
 	if err != nil {
