@@ -94,12 +94,12 @@ docs:
 man:
 	$(GO) test -count=1 -run '^TestManPage$$' ./cmd/relock/ -update
 
-# relock vs Redis side by side (SPEC §6); writes bench/results.md and .json,
+# relock vs Redis side by side (the performance targets); writes bench/results.md and .json,
 # then runs the cluster and stall scenarios below.
 bench:
 	bench/run.sh
 
-# Only the stall scenario (SPEC §6, last bullet; about a minute, no Redis):
+# Only the stall scenario (the no-stall target; about a minute, no Redis):
 # a bystander's PING latency under each attack; writes
 # bench/results-stall.md and .json.
 bench-stall:
@@ -109,7 +109,7 @@ bench-stall:
 bench-redis:
 	bench/run.sh redis
 
-# Only the cluster scenario (SPEC §6, the cluster bullet; about 3 minutes,
+# Only the cluster scenario (the cluster targets; about 3 minutes,
 # plus building etcd the first time): relock 3-node vs etcd 3-node on one
 # core; writes bench/results-cluster.md and .json.
 bench-cluster:

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# The cluster scenario of `make bench` / `make bench-cluster` (SPEC §6, the
-# cluster bullet), sourced by bench/run.sh (which provides SRV, CLI, TMP,
+# The cluster scenario of `make bench` / `make bench-cluster` (the cluster
+# targets), sourced by bench/run.sh (which provides SRV, CLI, TMP,
 # wait_port and the cleanup trap).
 #
 # A 3-node relock cluster (`relock server --node-id …`, hashicorp/raft with

@@ -2,21 +2,21 @@
 # `make bench`: relock and Redis side by side, in one run, on this machine.
 # Starts redis-server (Debian package) and relock on loopback ports, pins
 # the servers to core 0 and the load generator (`relock bench`) to core 1
-# when there are two or more cores, runs the matrix of SPEC §6, and writes
+# when there are two or more cores, runs the matrix of the performance targets (README, Benchmarks), and writes
 # bench/results.md and bench/results.json; then the cluster scenario
 # (below) and the stall scenario (relock only), into
 # bench/results-stall.md and .json. Bounded: about 8 minutes (the first
 # time also a few minutes of building etcd).
 #
 # `bench/run.sh cluster` (`make bench-cluster`) runs only the cluster
-# scenario (SPEC §6, the cluster bullet; about 3 minutes, needs only the Go
+# scenario (the cluster targets; about 3 minutes, needs only the Go
 # module proxy): a 3-node relock cluster and a 3-node etcd 3.6 cluster side
 # by side, all six servers on core 0 with fsync on — cycles through each
 # leader, contended handoffs, and the failover time over BENCH_CLUSTER_KILLS
 # kill -9s of each leader — into bench/results-cluster.md and .json.
 #
 # `bench/run.sh stall` (`make bench-stall`) runs only the stall scenario
-# (about a minute; needs no Redis): each attack of SPEC §6's last bullet on
+# (about a minute; needs no Redis): each attack of the no-stall target on
 # a fresh relock while another connection PINGs every millisecond.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -116,7 +116,7 @@ side_by_side() {
 	echo "bench: wrote bench/results.md and bench/results.json" >&2
 }
 
-# No operation stalls others (SPEC §6, last bullet): each attack on a fresh
+# No operation stalls others (the no-stall target): each attack on a fresh
 # relock, measured by a bystander connection sending one PING every 1 ms
 # (pipelined, so a stall delays every PING that falls in it). Every attack
 # runs for STALL_DUR, and the round trip in flight then finishes (at most
@@ -154,7 +154,7 @@ stall_scenario() {
 	echo "bench: wrote bench/results-stall.md and bench/results-stall.json" >&2
 }
 
-# The cluster scenario (SPEC §6, the cluster bullet): bench/cluster.sh.
+# The cluster scenario (the cluster targets): bench/cluster.sh.
 . bench/cluster.sh
 
 if [ "$ONLY" = all ] || [ "$ONLY" = redis ]; then side_by_side; fi

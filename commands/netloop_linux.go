@@ -19,7 +19,7 @@ import (
 // read once, run every complete command, write every reply at the end of
 // the round. A round trip then costs one read and one write, where a
 // goroutine per connection also pays a read that finds nothing and a trip
-// through the scheduler to park and wake (SPEC §6: per-request I/O decides
+// through the scheduler to park and wake (per-request I/O decides
 // the race). The loop is a thin driver: what a connection does with its
 // bytes, and every completion it waits for, is the one lifecycle of
 // conn.go. With --fsync always a loop commits once per round on its own
@@ -205,7 +205,7 @@ func (l *evloop) run() {
 // wait is epoll_wait, polling first for up to spinFor while a handoff
 // chain may be running: within handoffWindow of a grant, each grantee's
 // UNLOCK may pass the lock on at once, and the next link then does not pay
-// for waking an idle CPU (SPEC §6: contended handoffs). A loop that has
+// for waking an idle CPU (the contended-handoff target). A loop that has
 // not granted lately never spins.
 func (l *evloop) wait(timeout int) (int, error) {
 	if timeout != 0 && time.Since(l.lastGrant) <= handoffWindow {

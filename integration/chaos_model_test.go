@@ -11,7 +11,7 @@ import (
 // The sequential specification the kill -9 campaign (chaos_test.go) checks
 // its history against with porcupine: one mutex (size 1) per lock name,
 // with keys, fences, TTL deadlines, release by disconnect, and restarts
-// that turn bound holds into orphans (SPEC §1–§3).
+// that turn bound holds into orphans (docs/protocol.md).
 //
 // Time. Expiry, restore grace and release by disconnect happen inside the
 // server, not as operations of the history, and depend on time. The model
@@ -41,7 +41,7 @@ import (
 //     detached hold keeps its deadline; a grant whose reply never came may
 //     or may not come back.
 //   - RESET releases the bound hold of its connection before it replies
-//     (SPEC §2), as UNLOCK does.
+//     (docs/protocol.md), as UNLOCK does.
 //   - RENEW adopts an orphan to the renewing connection and restores its
 //     own TTL duration (none: no deadline).
 //

@@ -13,7 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Stock clients (SPEC §7): redis-cli, and go-redis with its default options
+// Stock clients (docs/protocol.md, notes for stock clients): redis-cli, and go-redis with its default options
 // (HELLO 3) and with Protocol 2.
 
 var plainKey = regexp.MustCompile(`^\d+-[0-9a-f]{16}$`)

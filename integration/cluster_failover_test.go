@@ -15,10 +15,10 @@ import (
 )
 
 // TestCluster_FailoverTimeAfterKill9: kill -9 of the leader, again and
-// again (5 times; RELOCK_FAILOVER_KILLS=10 for the SPEC's measurement),
+// again (5 times; RELOCK_FAILOVER_KILLS=10 for the full measurement),
 // timing until a survivor grants a TRYLOCK (what a client sees). The
-// default timeouts aim at a median under 1 s and never over 2 s (SPEC
-// §6); the test logs the numbers and fails only over 5 s, as timing on a
+// default timeouts aim at a median under 1 s and never over 2 s (the
+// failover target); the test logs the numbers and fails only over 5 s, as timing on a
 // shared machine varies.
 func TestCluster_FailoverTimeAfterKill9(t *testing.T) {
 	t.Parallel()

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// The conformance tables below are the wire contract of SPEC §2 written as
+// The conformance tables below are the wire contract of docs/protocol.md written as
 // data: each row sends one command on a raw TCP connection and states the
 // exact reply (RESP bytes) or a regexp the whole reply must match.
 //
@@ -383,7 +383,7 @@ func TestConformance_MalformedRequests(t *testing.T) {
 	})
 }
 
-// TestConformance_Limits: the server limits of SPEC §3 give -LIMIT, never a
+// TestConformance_Limits: the server limits of docs/protocol.md give -LIMIT, never a
 // silent clamp.
 func TestConformance_Limits(t *testing.T) {
 	t.Parallel()

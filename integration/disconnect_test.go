@@ -16,7 +16,7 @@ import (
 )
 
 // A crashed client's locks are released when its connection closes
-// (SPEC §1). These tests crash a real process: the test binary re-executed
+// (docs/protocol.md). These tests crash a real process: the test binary re-executed
 // as a child (TestHelperProcess) that takes locks, and is then SIGKILLed.
 
 const (

@@ -13,7 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Lock semantics of SPEC §1–2 end to end: each simulated process is a
+// Lock semantics of docs/protocol.md end to end: each simulated process is a
 // go-redis client on one dedicated connection (srv.client).
 
 func TestLock_WaitersGrantedInFIFOOrder(t *testing.T) {
@@ -189,7 +189,7 @@ func TestLock_DisconnectedWaiterIsSkipped(t *testing.T) {
 }
 
 // TestLock_TTLExpiryHandsLockToNextWaiter is not parallel: it times the
-// expiry loosely (SPEC: acted on within 10 ms of the deadline).
+// expiry loosely (docs/protocol.md: acted on within 10 ms of the deadline).
 func TestLock_TTLExpiryHandsLockToNextWaiter(t *testing.T) {
 	srv := startServer(t)
 	ctx := ctxFor(t, 30*time.Second)
@@ -627,7 +627,7 @@ func TestFence_StrictlyIncreasingAcrossGrants(t *testing.T) {
 	if l, _ := lockOf(t, admin, "f1"); len(l.Holders) != 1 || l.Holders[0].Fence != fences[len(fences)-3] {
 		t.Errorf("LOCKS f1 fence = %+v; want %d (the key's prefix)", l.Holders, fences[len(fences)-3])
 	}
-	// Fences start at the server's start time in µs (SPEC §1).
+	// Fences start at the server's start time in µs (docs/protocol.md).
 	if now := time.Now().UnixMicro(); fences[0] > now || fences[0] < now-int64(time.Minute/time.Microsecond) {
 		t.Errorf("first fence %d is not near the current unix time in µs (%d)", fences[0], now)
 	}

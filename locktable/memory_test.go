@@ -227,7 +227,7 @@ func TestMemory_PerHeldLock(t *testing.T) {
 	}
 	t.Logf("per held lock: %.1f bytes of live Go heap, %.1f bytes of off-heap records (%.1f of them the name order)", heap, off, float64(order)/n)
 	// 133 bytes before the name order (LOCKS paging) took about 7 more:
-	// RSS stays under Redis's ~157 bytes per key (SPEC §6).
+	// RSS stays under Redis's ~157 bytes per key (the performance targets).
 	if heap > 8 || off > 148 {
 		t.Errorf("per held lock: %.1f bytes of heap, %.1f off-heap; want ≤ 8 and ≤ 148", heap, off)
 	}

@@ -15,7 +15,7 @@ var modelSeed = flag.Uint64("model.seed", 0, "run TestModel_RandomOpsMatchRefere
 
 // The reference model: plain maps and slices, no sharding of its own beyond
 // knowing which shard a name is in, no heap, no intrusive lists,
-// single-threaded. Every operation is written the way SPEC.md §1–2 and the
+// single-threaded. Every operation is written the way docs/protocol.md and the
 // package's doc comments describe it, plus what the table does where they
 // are silent: error precedence, release order on close (newest hold first),
 // and expiry: an operation first expires the due holds of its own lock, and

@@ -160,7 +160,7 @@ func summarize(d []time.Duration) (median, worst time.Duration) {
 
 // TestFailover_NewLeaderTakesOverWithinASecond: with the default
 // timeouts, over 10 leader kills the median time to a new leader's
-// takeover entry is under 1 s, and none over 2 s (SPEC §6). Timing tests
+// takeover entry is under 1 s, and none over 2 s (the performance targets). Timing tests
 // flake on a loaded machine, so the bound checked is looser (3 s each);
 // the numbers are logged. RELOCK_FAILOVER_TIMING=hb,election,lease (ms)
 // measures another setting, e.g. raft's defaults 1000,1000,500.

@@ -48,7 +48,7 @@ type clusterRow struct {
 }
 
 // clusterReport writes bench/results-cluster.md and .json: relock's 3-node
-// cluster against etcd's, with the SPEC §6 targets.
+// cluster against etcd's, with the cluster targets.
 func clusterReport(in, md, js, etcdVersion, load0, settings string) {
 	f, err := os.Open(in)
 	if err != nil {

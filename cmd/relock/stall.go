@@ -19,7 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// The stall modes of `relock bench` (SPEC §6, last bullet: no operation
+// The stall modes of `relock bench` (the no-stall target: no operation
 // stalls others). Each runs one attack against the server while a
 // bystander connection sends one PING every --interval, and reports the
 // bystander's latency next to the attack's own figures:

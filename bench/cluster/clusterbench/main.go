@@ -1,4 +1,4 @@
-// Command clusterbench is the etcd side of `make bench-cluster` (SPEC §6,
+// Command clusterbench is the etcd side of `make bench-cluster` (the performance targets,
 // the cluster bullet) and the glue that drives both 3-node clusters:
 //
 //	clusterbench etcd     --endpoints E --mode cycle|contend -c N -d D   etcd's concurrency.Mutex Lock+Unlock
