@@ -129,6 +129,9 @@ func readmeTables(app *kong.Application) map[string]string {
 		out[path+" flags"] = markdownFlagTable(own)
 	}
 	for _, n := range docCommands(app) {
+		if n.Name == "server" {
+			continue // its --tls-cert/--tls-key are the server's own
+		}
 		var client []*kong.Flag
 		for _, f := range docFlags(n) {
 			if isClientFlag(f) {
