@@ -7,6 +7,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -305,6 +306,10 @@ func TestCluster_FollowersRedirectToTheLeader(t *testing.T) {
 		}
 		if got, err := doBounded(fc, "CLUSTER", "MYID").Text(); err != nil || got != f.id {
 			t.Errorf("CLUSTER MYID on %s = %q, %v", f.id, got, err)
+		}
+		// HELLO says what the node is, as INFO replication does.
+		if hello, err := doBounded(fc, "HELLO", "2").Slice(); err != nil || !slices.Contains(hello, any("replica")) {
+			t.Errorf("HELLO on follower %s = %q, %v; want role replica", f.id, hello, err)
 		}
 		slots, err := fc.ClusterSlots(ctxFor(t, 5*time.Second)).Result()
 		if err != nil || len(slots) != 1 || slots[0].Start != 0 || slots[0].End != 16383 ||
