@@ -56,25 +56,10 @@ func (sess *session) locksPage(q locktable.Query, got []locktable.LockInfo) *pen
 			return &pendingWait{since: time.Now(), resume: func() *pendingWait { return sess.locksPage(q, got) }}
 		}
 	}
-	if !sess.revealed() {
-		return nil
-	}
+	// With --fsync always, the owner's round commits whatever this reply
+	// may reveal before writing it (owner.commit).
 	sess.writeLocks(got)
 	return nil
-}
-
-// revealed commits, before a reply that shows the lock table's state, any
-// change the reply may reveal that is not yet committed (--fsync always:
-// a release by disconnect or expiry), so that no crash undoes it. On an
-// event loop the round's commit does it. False: the commit failed and the
-// error reply is written.
-func (sess *session) revealed() bool {
-	sess.ev.Reset()
-	if err := sess.commit(&sess.ev, false); err != nil {
-		sess.persistError(err)
-		return false
-	}
-	return true
 }
 
 func (sess *session) writeLocks(locks []locktable.LockInfo) {
