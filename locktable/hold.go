@@ -62,6 +62,8 @@ const (
 	ReasonExpired                      // TTL deadline passed
 	ReasonDisconnect                   // its connection closed
 	ReasonForced                       // FORCEUNLOCK
+	ReasonKilled                       // its connection was killed (CLIENT KILL)
+	ReasonReset                        // its connection sent RESET
 )
 
 func (r Reason) String() string {
@@ -74,6 +76,10 @@ func (r Reason) String() string {
 		return "disconnect"
 	case ReasonForced:
 		return "forced"
+	case ReasonKilled:
+		return "killed"
+	case ReasonReset:
+		return "reset"
 	}
 	return "unknown"
 }

@@ -84,6 +84,9 @@ func (sh *shard) dropIfEmpty(id uint32) {
 	if l.size == 0 || l.first != 0 || sh.queues[id] != nil {
 		return
 	}
+	if sh.cfg.Notify != nil {
+		sh.notify(NoticeFree, sh.name(id), 0, 0, 0)
+	}
 	sh.index.remove(sh.mem, sh.index.slotOf(id, hashName(sh.nameBytes(id))), sh)
 	sh.order.delete(sh, id)
 	if l.nameOff == 0 {
@@ -176,6 +179,7 @@ func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait boo
 		return sh.hold(id).key, Granted, nil
 	}
 	sh.enqueue(lid, &waiter{sh: sh, lock: lid, bucket: bucket, session: s, req: req, enqueued: now})
+	sh.notify(NoticeContended, req.Name, 0, 0, sh.queues[lid].n)
 	return Key{}, Queued, nil
 }
 
@@ -210,6 +214,7 @@ func (sh *shard) newHold(t *Table, lid uint32, b uint16, req Request, now int64)
 	sh.appendHold(lid, id)
 	sh.restartTTL(id, req.TTL, now)
 	sh.journalPut(id, req.Name)
+	sh.notify(NoticeAcquired, req.Name, h.key.Fence, 0, 0)
 	return id
 }
 
@@ -316,6 +321,7 @@ func (sh *shard) release(t *Table, ev *Events, id uint32, name string, why Reaso
 		delete(sh.owners, id)
 	}
 	sh.journalDelete(name, h.key.Fence)
+	sh.notify(NoticeReleased, name, h.key.Fence, why, 0)
 	ev.Releases = append(ev.Releases, Release{
 		Name: name, Fence: h.key.Fence, Owner: owner, SessionID: sid,
 		Reason: why, Held: now - h.granted,

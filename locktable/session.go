@@ -85,8 +85,14 @@ func (s *Session) unlink(t *Table, h hid) {
 // granting waiters as capacity frees. Detached holds are untouched.
 // Closing a closed session does nothing.
 func (t *Table) CloseSession(ev *Events, s *Session, now int64) {
+	t.CloseSessionFor(ev, s, ReasonDisconnect, now)
+}
+
+// CloseSessionFor is CloseSession releasing with reason why
+// (ReasonDisconnect, ReasonKilled or ReasonReset).
+func (t *Table) CloseSessionFor(ev *Events, s *Session, why Reason, now int64) {
 	t.endSession(s, func(sh *shard, id uint32) {
-		sh.release(t, ev, id, "", ReasonDisconnect, now)
+		sh.release(t, ev, id, "", why, now)
 	})
 }
 

@@ -21,6 +21,13 @@ type Config struct {
 	// MaxHoldsPerSession bounds a session's bound holds plus its wait
 	// (0: no bound). Re-entries and detached holds do not count.
 	MaxHoldsPerSession int
+	// Notify, when set, receives a Notice for every change of a lock, in
+	// the critical section of the change (lock events). It must be quick
+	// and must not call back into the table.
+	Notify func(Notice)
+	// Watched, when set, reports whether anyone watches at all: while it
+	// is false no notice is built.
+	Watched func() bool
 
 	// bucketCap replaces maxBucketHolds (0: keep it), for tests.
 	bucketCap uint32
@@ -105,6 +112,7 @@ type shard struct {
 	journaling bool
 	journal    []Change
 	journaled  *atomic.Uint64 // the table's count of journaled changes
+	cfg        *Config        // the table's (Notify)
 	_          [64]byte       // keep neighbouring shards' mutexes off one cache line
 }
 
@@ -133,6 +141,7 @@ func New(cfg Config) *Table {
 		sh.sched = &t.sched
 		sh.holds.limit = 1<<t.localBits - 1
 		sh.journaled = &t.journaled
+		sh.cfg = &t.cfg
 		sh.buckets = make([]uint32, maxShards/n)
 		sh.owners = make(map[uint32]string)
 		sh.queues = make(map[uint32]*waitQueue)
