@@ -43,6 +43,12 @@ type Config struct {
 	MaxHolds     int           // bound holds + waits per connection; 0: no limit
 	TCPKeepAlive time.Duration // 0: OS default; negative: off
 	Shards       int           // 0: GOMAXPROCS×4 rounded up to a power of two
+	// LockDelay is the lock-delay of requests without LOCKDELAY (0: none;
+	// at most 60s): see SPEC §8.2 and docs/protocol.md.
+	LockDelay time.Duration
+	// PubsubLimit is the unsent event output a subscribed connection may
+	// have before it is disconnected (0 means 8 MiB).
+	PubsubLimit int
 	// IO picks how connections are served: "goroutine" (one per
 	// connection) or "" / "auto": event loops where they
 	// can serve (Linux, no TLS).
