@@ -605,6 +605,7 @@ func (sess *session) killWhere(pred func(*session) bool) int {
 	}
 	for _, c := range victims {
 		s.log.Info("client killed", "client", c.id, "addr", c.addr)
+		c.killed.Store(true)
 		c.kill()
 		// Release its holds now rather than when its goroutine notices:
 		// the reply to CLIENT KILL then means "released".

@@ -139,16 +139,16 @@ func TestConformance_RESP2(t *testing.T) {
 		{send: "INFO nosuchsection", reply: "$0\r\n\r\n"},
 
 		// COMMAND: real entries for relock's commands.
-		{send: "COMMAND COUNT", reply: ":21\r\n"},
+		{send: "COMMAND COUNT", reply: ":25\r\n"},
 		{send: "COMMAND LIST", reply: bulkArray("auth", "check", "client", "cluster", "command", "config", "dbsize", "echo",
-			"forceunlock", "hello", "info", "lock", "locks", "ping", "quit", "renew", "reset", "select", "time",
-			"trylock", "unlock")},
+			"forceunlock", "hello", "info", "lock", "locks", "ping", "psubscribe", "punsubscribe", "quit", "renew", "reset",
+			"select", "subscribe", "time", "trylock", "unlock", "unsubscribe")},
 		{send: "COMMAND INFO lock", reply: "*1\r\n*10\r\n$4\r\nlock\r\n:-2\r\n*2\r\n+write\r\n+blocking\r\n" +
 			":1\r\n:1\r\n:1\r\n*1\r\n+@lock\r\n*0\r\n*0\r\n*0\r\n"},
 		{send: "COMMAND INFO unlock nosuch", match: `\*2\r\n\*10\r\n\$6\r\nunlock\r\n:3\r\n(?s:.*)\$-1\r\n`},
 		{send: "COMMAND DOCS unlock", match: `\*2\r\n\$6\r\nunlock\r\n\*8\r\n\$7\r\nsummary\r\n\$\d+\r\n[^\r]+\r\n` +
 			`\$5\r\nsince\r\n\$\d+\r\n[0-9.]+\r\n\$5\r\ngroup\r\n\$4\r\nlock\r\n\$6\r\nsyntax\r\n\$15\r\nUNLOCK name key\r\n`},
-		{send: "COMMAND", match: `\*21\r\n(?s:.*)`},
+		{send: "COMMAND", match: `\*25\r\n(?s:.*)`},
 		{send: "COMMAND FROB", match: `-ERR unknown subcommand 'FROB'\. Try COMMAND HELP\.\r\n`},
 
 		// CONFIG GET: a minimal set; DBSIZE; TIME.
@@ -485,7 +485,7 @@ func TestConformance_RESP3(t *testing.T) {
 		{send: "CONFIG GET nosuch", reply: "%0\r\n"},
 		{send: "COMMAND DOCS check", match: `%1\r\n\$5\r\ncheck\r\n%4\r\n\$7\r\nsummary\r\n(?s:.*)\$14\r\nCHECK name key\r\n`},
 		{send: "COMMAND INFO nosuch", reply: "*1\r\n_\r\n"},
-		{send: "COMMAND COUNT", reply: ":21\r\n"},
+		{send: "COMMAND COUNT", reply: ":25\r\n"},
 		{send: "DBSIZE", reply: ":1\r\n"},
 		{send: "TIME", match: `\*2\r\n\$10\r\n\d{10}\r\n\$\d\r\n\d{1,6}\r\n`},
 		{send: "PING", reply: "+PONG\r\n"},

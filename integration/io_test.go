@@ -49,6 +49,8 @@ func TestIO_GoroutineTransportPassesTheTransportTests(t *testing.T) {
 		"TestIO_DeepPipelineToASlowReaderAnsweredInOrder",
 		"TestIO_HandoffsBetweenConnectionsOfDifferentLoops",
 		"TestIO_UnixSocket",
+		"TestEvents_EveryReasonInOrder",
+		"TestEvents_SubscriptionReplies",
 	}
 	out := runChildTests(t, ioEnv+"=goroutine", 3*time.Minute, tests)
 	for _, name := range tests {
