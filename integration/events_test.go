@@ -228,3 +228,25 @@ func TestEvents_ReachSubscribersPromptly(t *testing.T) {
 		t.Fatalf("acquired and expired (20 ms TTL) reported after %v", took)
 	}
 }
+
+// TestEvents_EveryClusterMemberPublishes: in a cluster every member
+// publishes the events of the log it applies, so a subscriber on a
+// follower sees the leader's locks change, in order.
+func TestEvents_EveryClusterMemberPublishes(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, 3)
+	leader, _ := c.waitLeader(c.nodes, 15*time.Second)
+	var subs []*subscriber
+	for _, nd := range c.nodes {
+		subs = append(subs, subscribe(t, nd.srv, "SUBSCRIBE", "__lock__:cl"))
+	}
+	lc := dialRaw(t, leader.srv)
+	key := bulks(lc.do(t, "LOCK", "cl", "TTL", "10000"))[0]
+	f := strings.SplitN(key, "-", 2)[0]
+	if got := lc.do(t, "UNLOCK", "cl", key); got != ":1\r\n" {
+		t.Fatalf("UNLOCK: %q", got)
+	}
+	for i, s := range subs {
+		s.expect(c.nodes[i].id, "__lock__:cl acquired "+f, "__lock__:cl released "+f+" unlock", "__lock__:cl free")
+	}
+}
