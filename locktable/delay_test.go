@@ -46,6 +46,7 @@ func TestLockDelay_InvoluntaryEndsKeepTheCapacityForTheDelay(t *testing.T) {
 			wantSlice(t, "releases", f.released(), []Reason{tc.why})
 			wantEqual(t, "released fence", f.ev.Releases[0].Fence, k.Fence)
 			ended := f.now
+			wantEqual(t, "release delayed until", f.ev.Releases[0].DelayedUntil, ended+delay)
 
 			f.wantDelayed("x", 0, 1)
 			f.wantStats(Stats{Locks: 1, Delayed: 1})
@@ -100,6 +101,7 @@ func TestLockDelay_VoluntaryEndsFreeAtOnce(t *testing.T) {
 			k := f.mustGrant(s, Request{Name: "x", LockDelay: 60_000 * ms})
 			tc.end(f, s, k)
 			wantSlice(t, "releases", f.released(), []Reason{tc.why})
+			wantEqual(t, "release delayed until", f.ev.Releases[0].DelayedUntil, int64(0))
 			f.wantNoLock("x")
 			f.wantEmpty()
 			f.mustGrant(other, Request{Name: "x"})

@@ -118,6 +118,10 @@ type Release struct {
 	SessionID uint64 // 0: detached or orphaned
 	Reason    Reason
 	Held      int64 // ns from grant to release
+	// DelayedUntil is when the lock-delay this release started ends and
+	// the hold's capacity is freed (0: none, the capacity was freed now):
+	// a deadline the caller's expiry timer must wake for, like a TTL's.
+	DelayedUntil int64
 }
 
 // Events collects what an operation did beyond its direct result. Callers

@@ -383,7 +383,8 @@ func (sh *shard) release(t *Table, ev *Events, id uint32, name string, why Reaso
 		Reason: why, Held: now - h.granted,
 	}
 	if delay := sh.delayOf(id); delay > 0 && why.involuntary() {
-		sh.startDelay(id, now+delay)
+		rel.DelayedUntil = now + delay
+		sh.startDelay(id, rel.DelayedUntil)
 		sh.journalPut(id, name)
 		sh.notify(NoticeReleased, name, rel.Fence, why, 0)
 		ev.Releases = append(ev.Releases, rel)

@@ -164,17 +164,20 @@ func (m *model) release(h *mHold, why Reason) {
 	if h.sess != nil {
 		sid = h.sess.id
 	}
-	m.releases = append(m.releases, Release{
+	rel := Release{
 		Name: h.name, Fence: h.key.Fence, Owner: h.owner, SessionID: sid,
 		Reason: why, Held: m.now - h.granted,
-	})
+	}
 	h.live = false
 	if h.delay > 0 && (why == ReasonExpired || why == ReasonDisconnect || why == ReasonKilled) {
+		rel.DelayedUntil = m.now + h.delay
+		m.releases = append(m.releases, rel)
 		h.delayed = true
 		h.sess, h.owner, h.detached, h.ttl = nil, "", false, 0
 		h.deadline = m.now + h.delay
 		return
 	}
+	m.releases = append(m.releases, rel)
 	m.free(l, h)
 }
 

@@ -120,8 +120,8 @@ func (r result) format(kind opKind) string {
 		fmt.Fprintf(&b, " grant{s%d %q %v ttl=%d deadline=%d}", g.SessionID, g.Name, g.Key, g.TTL, g.Deadline)
 	}
 	for _, x := range r.releases {
-		fmt.Fprintf(&b, " release{%q fence=%d owner=%q session=%d %v held=%d}",
-			x.Name, x.Fence, x.Owner, x.SessionID, x.Reason, x.Held)
+		fmt.Fprintf(&b, " release{%q fence=%d owner=%q session=%d %v held=%d delayed-until=%d}",
+			x.Name, x.Fence, x.Owner, x.SessionID, x.Reason, x.Held, x.DelayedUntil)
 	}
 	return b.String()
 }
