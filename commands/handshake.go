@@ -338,6 +338,10 @@ func (sess *session) cmdHello(args [][]byte) *pendingWait {
 			return nil
 		}
 	}
+	if hasName && !validClientName(name) {
+		sess.fail(errClientName) // before AUTH, as Redis checks it
+		return nil
+	}
 	if hasAuth {
 		return sess.authenticate(user, pass, func(msg string) {
 			if msg != "" {
