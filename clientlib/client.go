@@ -91,6 +91,9 @@ type Client struct {
 
 	keepers sync.WaitGroup // one per hold: the renew/watch goroutine
 
+	// loss tells held locks of their loss from the lock events.
+	loss *lossWatch
+
 	// mu guards the fields below.
 	mu     sync.Mutex
 	closed bool
@@ -99,6 +102,7 @@ type Client struct {
 	holds  map[*hold]struct{}         // held (not yet released or lost)
 	owned  map[ownerKey]*hold         // held with an OWNER, for re-entry
 	pools  map[endpoint]*redis.Client // shared pools by address; pool among them
+	subs   map[*subscriber]struct{}   // pub/sub connections: Watchers, the lossWatch
 	leader endpoint                   // where lock commands go; zero: not known
 }
 
@@ -147,7 +151,9 @@ func New(opt Options) (*Client, error) {
 		holds:   make(map[*hold]struct{}),
 		owned:   make(map[ownerKey]*hold),
 		pools:   make(map[endpoint]*redis.Client),
+		subs:    make(map[*subscriber]struct{}),
 	}
+	c.loss = newLossWatch(c)
 	c.pool = c.newPool(addrs[0])
 	c.pools[addrs[0]] = c.pool
 	return c, nil
@@ -224,6 +230,16 @@ func (c *Client) Close() error {
 		h.lose(ErrClosed)
 	}
 	c.keepers.Wait()
+	c.loss.close()
+	c.mu.Lock()
+	subs := make([]*subscriber, 0, len(c.subs))
+	for s := range c.subs {
+		subs = append(subs, s)
+	}
+	c.mu.Unlock()
+	for _, s := range subs {
+		s.close() // a Watcher's Events closes
+	}
 	c.mu.Lock()
 	conns := make([]*lockConn, 0, len(c.conns))
 	for lc := range c.conns {
