@@ -75,6 +75,7 @@ const (
 	msgTimeout            // c's LOCK WAIT ran out
 	msgChecked            // c's password check is done
 	msgRan                // c's command that ran off its owner is done
+	msgPublish            // c has lock events queued (pubsub.go)
 	msgKill               // close c
 	msgStop               // close every connection and stop
 )
@@ -257,6 +258,15 @@ func (o *owner) handle(m *msg) {
 		c.wait = nil
 		early := c.early
 		c.early = nil
+		if c.sess.sub != nil {
+			o.publish(c) // what came while the command ran
+		}
+		if c.closed {
+			if early != nil {
+				o.srv.releaseUndelivered(*early, o.commitLater)
+			}
+			return
+		}
 		if m.next == nil {
 			if early != nil {
 				o.srv.releaseUndelivered(*early, o.commitLater)
@@ -268,6 +278,8 @@ func (o *owner) handle(m *msg) {
 		if early != nil {
 			o.handle(&msg{c: c, kind: msgGrant, grant: *early})
 		}
+	case msgPublish:
+		o.publish(c)
 	case msgKill:
 		o.close(c)
 	case msgStop:
@@ -431,6 +443,7 @@ func (o *owner) close(c *conn) {
 	}
 	c.src, c.buf = nil, nil
 	srv := o.srv
+	srv.hub.unsubscribeAll(c.sess.sub)
 	if srv.eng.blocking() {
 		// Ending a session is a proposal: off the owner. Run waits for
 		// it (waitSessionsGone).
@@ -446,7 +459,7 @@ func (o *owner) close(c *conn) {
 		}()
 		return
 	}
-	srv.endSessionBy(c.sess, o.commitLater)
+	srv.endSessionBy(c.sess, locktable.ReasonDisconnect, o.commitLater)
 }
 
 // conn is one client connection's lifecycle state. It belongs to its

@@ -36,8 +36,9 @@ type engine interface {
 	renew(ev *locktable.Events, sess *session, name string, key locktable.Key, ttl, now int64) (int64, error)
 	check(ev *locktable.Events, name string, key locktable.Key, now int64) (int64, error)
 	forceUnlock(ev *locktable.Events, name string, now int64) (int, error)
-	// closeSession ends a connection's session (disconnect, RESET, kill).
-	closeSession(ev *locktable.Events, sess *session, now int64)
+	// closeSession ends a connection's session; why is
+	// locktable.ReasonDisconnect, ReasonKilled or ReasonReset.
+	closeSession(ev *locktable.Events, sess *session, why locktable.Reason, now int64)
 	// cancelWait takes the session's queued LOCK out of the queue; false:
 	// it was granted meanwhile (the grant is on its way).
 	cancelWait(sess *session) bool
@@ -83,11 +84,11 @@ func (e localEngine) check(ev *locktable.Events, name string, key locktable.Key,
 func (e localEngine) forceUnlock(ev *locktable.Events, name string, now int64) (int, error) {
 	return e.t.ForceUnlock(ev, name, now), nil
 }
-func (e localEngine) closeSession(ev *locktable.Events, sess *session, now int64) {
+func (e localEngine) closeSession(ev *locktable.Events, sess *session, why locktable.Reason, now int64) {
 	sess.mu.Lock()
 	lt := sess.lt
 	sess.mu.Unlock()
-	e.t.CloseSession(ev, lt, now)
+	e.t.CloseSessionFor(ev, lt, why, now)
 }
 func (e localEngine) cancelWait(sess *session) bool { return e.t.CancelWait(sess.lt) }
 func (e localEngine) expire(ev *locktable.Events, now int64) (int64, bool) {
@@ -102,6 +103,10 @@ type Cluster struct {
 	Advertise string
 	// ProposeTimeout bounds one proposal (default 5s).
 	ProposeTimeout time.Duration
+	// Hub routes lock events to this node's subscribers: the FSM's table
+	// must notify it (its locktable.Config's Notify and Watched are the
+	// Hub's), so it is made before the node. Nil: no events.
+	Hub *Hub
 }
 
 // raftEngine is a cluster member's engine: every change is a Raft entry.
@@ -237,7 +242,7 @@ func (e raftEngine) forceUnlock(ev *locktable.Events, name string, now int64) (i
 // the next leader's failover entry orphans the holds for RENEW to adopt —
 // as after a crash, so that a rolling restart of the leader does not
 // release every lock its clients hold.
-func (e raftEngine) closeSession(ev *locktable.Events, sess *session, now int64) {
+func (e raftEngine) closeSession(ev *locktable.Events, sess *session, why locktable.Reason, now int64) {
 	s := e.s
 	// A kill ends a session twice at once (the killer, then the victim's
 	// owner): the second waits for the first's proposal, so that neither

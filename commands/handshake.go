@@ -13,6 +13,17 @@ import (
 
 // cmdPing: PING [message]
 func (sess *session) cmdPing(args [][]byte) *pendingWait {
+	if len(args) <= 2 && sess.w.Proto != 3 && sess.subscribed() {
+		// In RESP2 subscribed mode, as in Redis: [pong, message].
+		sess.w.Array(2)
+		sess.w.BulkString("pong")
+		if len(args) == 2 {
+			sess.w.Bulk(args[1])
+		} else {
+			sess.w.BulkString("")
+		}
+		return nil
+	}
 	switch len(args) {
 	case 1:
 		sess.w.B = append(sess.w.B, "+PONG\r\n"...)
@@ -41,8 +52,9 @@ func (sess *session) cmdQuit(args [][]byte) *pendingWait {
 // are released, its name cleared, back to RESP2 (as in Redis).
 func (sess *session) cmdReset(args [][]byte) *pendingWait {
 	srv := sess.srv
+	srv.hub.unsubscribeAll(sess.sub)
 	sess.ev.Reset()
-	srv.eng.closeSession(&sess.ev, sess, srv.now())
+	srv.eng.closeSession(&sess.ev, sess, locktable.ReasonReset, srv.now())
 	sess.commit(&sess.ev, true)
 	sess.mu.Lock()
 	if !sess.ended { // a killed session stays closed
@@ -596,7 +608,7 @@ func (sess *session) killWhere(pred func(*session) bool) int {
 		c.kill()
 		// Release its holds now rather than when its goroutine notices:
 		// the reply to CLIENT KILL then means "released".
-		s.endSessionBy(c, func(ev *locktable.Events) { sess.commit(ev, false) })
+		s.endSessionBy(c, locktable.ReasonKilled, func(ev *locktable.Events) { sess.commit(ev, false) })
 	}
 	return len(victims)
 }

@@ -103,6 +103,14 @@ func (s *Server) infoStats(b *strings.Builder) {
 	field(b, "total_error_replies", st.errors.Load())
 	field(b, "auth_failures", st.authFailures.Load())
 	field(b, "auth_timeouts", st.authTimeouts.Load())
+	h := s.hub
+	h.mu.RLock()
+	field(b, "pubsub_channels", len(h.channels))
+	field(b, "pubsub_patterns", len(h.patterns))
+	h.mu.RUnlock()
+	field(b, "pubsub_clients", h.conns.Load())
+	field(b, "pubsub_messages", h.published.Load())
+	field(b, "pubsub_clients_dropped", h.dropped.Load())
 }
 
 func (s *Server) infoPersistence(b *strings.Builder) {
@@ -138,6 +146,8 @@ func (s *Server) infoLocks(b *strings.Builder) {
 	field(b, "releases_expired", st.releases[locktable.ReasonExpired].Load())
 	field(b, "releases_disconnect", st.releases[locktable.ReasonDisconnect].Load())
 	field(b, "releases_forced", st.releases[locktable.ReasonForced].Load())
+	field(b, "releases_killed", st.releases[locktable.ReasonKilled].Load())
+	field(b, "releases_reset", st.releases[locktable.ReasonReset].Load())
 }
 
 func (s *Server) infoReplication(b *strings.Builder) {

@@ -96,7 +96,14 @@ func newMetrics(s *Server) *metrics {
 		counter("relock_wait_timeouts_total", "LOCKs whose WAIT ran out.", nil, func() float64 { return float64(st.waitTimeouts.Load()) }),
 		counter("relock_auth_failures_total", "Failed AUTH attempts.", nil, func() float64 { return float64(st.authFailures.Load()) }),
 	)
-	for _, r := range []locktable.Reason{locktable.ReasonUnlock, locktable.ReasonExpired, locktable.ReasonDisconnect, locktable.ReasonForced} {
+	m.reg.MustRegister(
+		gauge("relock_subscribers", "Connections subscribed to lock events.", func() float64 { return float64(s.hub.conns.Load()) }),
+		counter("relock_events_published_total", "Lock event messages queued for subscribers.", nil, func() float64 { return float64(s.hub.published.Load()) }),
+		counter("relock_subscribers_dropped_total", "Subscribers disconnected because their unsent event output passed the limit.", nil,
+			func() float64 { return float64(s.hub.dropped.Load()) }),
+	)
+	for _, r := range []locktable.Reason{locktable.ReasonUnlock, locktable.ReasonExpired, locktable.ReasonDisconnect, locktable.ReasonForced,
+		locktable.ReasonKilled, locktable.ReasonReset} {
 		m.reg.MustRegister(counter("relock_releases_total", "Holds released, by reason.",
 			prometheus.Labels{"reason": r.String()}, func() float64 { return float64(st.releases[r].Load()) }))
 	}

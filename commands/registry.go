@@ -55,6 +55,15 @@ func init() {
 			syntax: "[MATCH pattern] [COUNT n] [AFTER name]", summary: "Lists locks with their holders and waiters, sorted by name."},
 		{name: "forceunlock", mutates: true, arity: 2, flags: []string{"write"}, admin: true, group: "lock", run: (*session).cmdForceUnlock,
 			syntax: "name", summary: "Releases every hold of a lock; returns how many."},
+		// Lock events (pubsub.go).
+		{name: "subscribe", arity: -2, flags: []string{"pubsub", "noscript", "loading", "stale"}, group: "pubsub", run: (*session).cmdSubscribe,
+			syntax: "channel [channel ...]", summary: "Subscribes to the events of locks: each channel is __lock__:<name>."},
+		{name: "psubscribe", arity: -2, flags: []string{"pubsub", "noscript", "loading", "stale"}, group: "pubsub", run: (*session).cmdPSubscribe,
+			syntax: "pattern [pattern ...]", summary: "Subscribes to the events of the locks whose names match: each pattern is __lock__:<glob>."},
+		{name: "unsubscribe", arity: -1, flags: []string{"pubsub", "noscript", "loading", "stale"}, group: "pubsub", run: (*session).cmdUnsubscribe,
+			syntax: "[channel [channel ...]]", summary: "Ends subscriptions to channels (all without arguments)."},
+		{name: "punsubscribe", arity: -1, flags: []string{"pubsub", "noscript", "loading", "stale"}, group: "pubsub", run: (*session).cmdPUnsubscribe,
+			syntax: "[pattern [pattern ...]]", summary: "Ends subscriptions to patterns (all without arguments)."},
 		// Connection (handshake.go).
 		{name: "ping", arity: -1, flags: []string{"fast", "stale"}, noAuth: true, group: "connection", run: (*session).cmdPing,
 			syntax: "[message]", summary: "Returns PONG, or the message."},

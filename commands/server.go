@@ -159,6 +159,7 @@ type Server struct {
 	epoch time.Time // when the server was made: start of now()'s clock and of uptime
 
 	expiry expirer
+	hub    *Hub // lock events (pubsub.go)
 
 	// mu guards sessions and listeners.
 	mu        sync.Mutex
@@ -206,7 +207,7 @@ type stats struct {
 	grants       atomic.Int64
 	waitGrants   atomic.Int64 // grants after a wait
 	waitTimeouts atomic.Int64
-	releases     [5]atomic.Int64 // by locktable.Reason
+	releases     [7]atomic.Int64 // by locktable.Reason
 	errors       atomic.Int64
 	authFailures atomic.Int64
 	authTimeouts atomic.Int64
@@ -231,6 +232,15 @@ func New(cfg Config) (*Server, error) {
 		ready:    make(chan struct{}),
 	}
 	s.gone = sync.NewCond(&s.mu)
+	if cfg.Cluster != nil {
+		s.hub = cfg.Cluster.Hub
+	}
+	if s.hub == nil {
+		s.hub = NewHub()
+	}
+	if cfg.PubsubLimit > 0 {
+		s.hub.limit.Store(int64(cfg.PubsubLimit))
+	}
 	if cfg.Store != nil && cfg.Cluster != nil {
 		return nil, errors.New("--data-dir and a Raft cluster do not go together: the Raft log is the durable state")
 	}
@@ -247,6 +257,8 @@ func New(cfg Config) (*Server, error) {
 			FenceStart:         fenceStart,
 			MaxWaiters:         cfg.MaxWaiters,
 			MaxHoldsPerSession: cfg.MaxHolds,
+			Notify:             s.hub.Notify,
+			Watched:            s.hub.Watched,
 		})
 		s.eng = localEngine{s.table}
 	}

@@ -30,6 +30,12 @@ type session struct {
 	ev   locktable.Events
 	lt   *locktable.Session
 	quit bool // close after flushing the reply
+	// sub is the connection's lock-event subscriptions (pubsub.go); nil
+	// until it first subscribes.
+	sub *subscriber
+	// nch and npat count its channel and pattern subscriptions, for
+	// CLIENT LIST (other goroutines).
+	nch, npat atomic.Int32
 	// uncommitted are the holds granted at once to this connection's
 	// commands of the loop's current round, until the round's commit
 	// (see commitGrant).
@@ -134,11 +140,13 @@ func (s *Server) newSession(raddr, laddr net.Addr, bind func(*session)) *session
 
 // endSession releases the session's bound holds, drops its wait and
 // forgets it. It is idempotent and may run on any goroutine.
-func (s *Server) endSession(sess *session) { s.endSessionBy(sess, s.commitQuietly) }
+func (s *Server) endSession(sess *session) {
+	s.endSessionBy(sess, locktable.ReasonDisconnect, s.commitQuietly)
+}
 
 // endSessionBy is endSession with the releases' commit left to commit (an
 // event loop defers it to its round).
-func (s *Server) endSessionBy(sess *session, commit func(*locktable.Events)) {
+func (s *Server) endSessionBy(sess *session, why locktable.Reason, commit func(*locktable.Events)) {
 	sess.mu.Lock()
 	sess.ended = true
 	sess.mu.Unlock()
@@ -146,7 +154,7 @@ func (s *Server) endSessionBy(sess *session, commit func(*locktable.Events)) {
 		sess.authTimer.Stop()
 	}
 	var ev locktable.Events
-	s.eng.closeSession(&ev, sess, s.now()) // idempotent
+	s.eng.closeSession(&ev, sess, why, s.now()) // idempotent
 	commit(&ev)
 	s.mu.Lock()
 	delete(s.sessions, sess.id)
@@ -177,6 +185,10 @@ func (sess *session) exec(args [][]byte) *pendingWait {
 	}
 	if cmd.admin && !sess.isAdmin() {
 		sess.fail(errNoPermAdmin(cmd.name))
+		return nil
+	}
+	if sess.sub != nil && sess.w.Proto != 3 && sess.subscribed() && !subscribedModeOK(cmd.name) {
+		sess.fail("ERR Can't execute '" + cmd.name + "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
 		return nil
 	}
 	if (cmd.arity > 0 && len(args) != cmd.arity) || (cmd.arity < 0 && len(args) < -cmd.arity) {
@@ -266,8 +278,12 @@ func (sess *session) clientInfo(now time.Time) string {
 	b.WriteString(" name=" + name)
 	b.WriteString(" age=" + itoa(int64(now.Sub(sess.created)/time.Second)))
 	b.WriteString(" idle=" + itoa(int64(now.Sub(time.Unix(0, sess.lastAt.Load()))/time.Second)))
+	nch, npat := int64(sess.nch.Load()), int64(sess.npat.Load())
+	if flags == "N" && nch+npat > 0 {
+		flags = "P"
+	}
 	b.WriteString(" flags=" + flags)
-	b.WriteString(" db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r")
+	b.WriteString(" db=0 sub=" + itoa(nch) + " psub=" + itoa(npat) + " ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r")
 	last := "NULL"
 	if i := sess.lastCmd.Load(); i >= 0 && int(i) < len(commandList) {
 		last = commandList[i].name

@@ -85,6 +85,17 @@ func (w *Writer) Null() {
 	w.B = append(w.B, "$-1\r\n"...)
 }
 
+// Push writes the header of an out-of-band message of n elements (pub/sub
+// messages, subscription confirmations): a push in RESP3, an array in
+// RESP2.
+func (w *Writer) Push(n int) {
+	if w.Proto == 3 {
+		w.header('>', int64(n))
+		return
+	}
+	w.header('*', int64(n))
+}
+
 // Array writes an array header for n elements.
 func (w *Writer) Array(n int) { w.header('*', int64(n)) }
 

@@ -125,11 +125,14 @@ func (f *clusterFlags) startNode(listen string, shards int, log *slog.Logger) (*
 	if f.Bootstrap && f.Join != "" {
 		return nil, nil, errors.New("--bootstrap forms a new cluster, --join enters a running one: give one of them")
 	}
+	// Lock events come from the FSM's table, on every member (a
+	// follower's subscribers get them as its log applies).
+	hub := commands.NewHub()
 	node, err := replica.Open(replica.Options{
 		ID: f.NodeID, RaftListen: f.RaftListen, Dir: f.RaftDir, Bootstrap: f.Bootstrap, Peers: peers, TLS: peerTLS,
 		// Every member must apply alike: a fixed shard count, no clock
 		// at start (fences follow the leader's clock at each failover).
-		Table:            locktable.Config{Shards: shards, FenceStart: 1},
+		Table:            locktable.Config{Shards: shards, FenceStart: 1, Notify: hub.Notify, Watched: hub.Watched},
 		Logger:           log,
 		HeartbeatTimeout: f.RaftHeartbeatTimeout, ElectionTimeout: f.RaftElectionTimeout, LeaderLeaseTimeout: f.RaftLeaseTimeout,
 	})
@@ -147,5 +150,5 @@ func (f *clusterFlags) startNode(listen string, shards int, log *slog.Logger) (*
 			log.Error("raft shutdown", "err", err)
 		}
 	}
-	return &commands.Cluster{Node: node, Advertise: advertise}, stop, nil
+	return &commands.Cluster{Node: node, Advertise: advertise, Hub: hub}, stop, nil
 }
