@@ -212,7 +212,8 @@ func splitAddr(a string) (network, addr string) {
 // (Lost is closed, Context cancelled, Err is a *LostError with cause
 // ErrClosed), its connection closed, so that the server releases it; a
 // DETACHed hold stays until its TTL runs out. Lock calls still waiting
-// return ErrClosed. Close waits for the goroutines the Client started.
+// return ErrClosed; every Watcher stops (its Events closes). Close waits for
+// the goroutines the Client started.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -379,8 +380,9 @@ func (c *Client) Check(ctx context.Context, name, key string) (time.Duration, er
 }
 
 // ForceUnlock releases every hold of name, whoever holds it, and returns how
-// many it released. The holders learn of it at their next renewal (their
-// Lost channel closes); holders without a TTL do not learn of it at all.
+// many it released. The holders learn of it from the lock's "released ...
+// forced" event at once (a clientlib Lock's Lost channel closes), or at
+// their next renewal against a server without lock events.
 func (c *Client) ForceUnlock(ctx context.Context, name string) (int, error) {
 	n, err := int64Reply(c.poolDo(ctx, c.retryUntil(), false, "FORCEUNLOCK", name))
 	if err != nil {

@@ -85,7 +85,12 @@ func (w *lossWatch) want(name string) <-chan struct{} {
 	if n == nil {
 		n = &watchedName{holds: make(map[uint64]*hold), ready: make(chan struct{})}
 		w.names[name] = n
-		w.poke()
+		if w.subscribed[name] && w.inflight[name] == 0 {
+			// Wanted again before sync unsubscribed it: still subscribed.
+			close(n.ready)
+		} else {
+			w.poke()
+		}
 	}
 	n.refs++
 	return n.ready
