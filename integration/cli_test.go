@@ -275,3 +275,43 @@ func sameSet(a, b []string) bool {
 	}
 	return true
 }
+
+// TestCLI_WatchJSON: `relock watch -o json` prints one JSON object per
+// event of a lock another client takes and releases — acquired, released
+// (unlock), free — and exits 0 on SIGINT.
+func TestCLI_WatchJSON(t *testing.T) {
+	srv := startServer(t)
+	admin := srv.client(t)
+	cmd := exec.Command(relockBin, "watch", "--addr", srv.Addr, "-o", "json", "jobs:*")
+	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
+	p := startEventLines(t, cmd)
+	// Subscribed once CLIENT LIST shows a connection with psub=1.
+	eventually(t, 10*time.Second, func() bool {
+		list, err := admin.ClientList(ctxFor(t, 5*time.Second)).Result()
+		return err == nil && strings.Contains(list, " psub=1 ")
+	}, "relock watch did not subscribe")
+	fence := lockAndUnlock(t, srv, "jobs:cli")
+	for _, want := range []string{"acquired " + fence, "released " + fence + " unlock", "free"} {
+		line := p.next(t, 10*time.Second)
+		var ev struct {
+			Time   string      `json:"time"`
+			Lock   string      `json:"lock"`
+			Event  string      `json:"event"`
+			Fence  json.Number `json:"fence"`
+			Reason string      `json:"reason"`
+		}
+		dec := json.NewDecoder(strings.NewReader(line))
+		dec.UseNumber()
+		if err := dec.Decode(&ev); err != nil {
+			t.Fatalf("relock watch printed %q: %v", line, err)
+		}
+		got := strings.Join(strings.Fields(ev.Event+" "+ev.Fence.String()+" "+ev.Reason), " ")
+		if _, err := time.Parse(time.RFC3339Nano, ev.Time); err != nil || ev.Lock != "jobs:cli" || got != want {
+			t.Fatalf("relock watch printed %s; want lock jobs:cli, %q and an RFC 3339 time", line, want)
+		}
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	p.exit(t)
+}
