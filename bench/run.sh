@@ -97,6 +97,15 @@ side_by_side() {
 	for c in 1 16 64 256; do both "cycle c=$c" --mode cycle -c "$c" -d "$DUR"; done
 	for c in 1 16 64 256; do run "ping c=$c" relock "$RELOCK_PORT" --mode ping -c "$c" -d "$DUR"; done
 	for c in 16 64; do both "contend c=$c" --mode contend -c "$c" -d "$DUR"; done
+	# Lock events: what 100 pattern subscribers cost the cycle (idle ones:
+	# their patterns match no lock of the run; watching ones: 16 of them
+	# get every event of one connection's lock), and how soon an event
+	# reaches its subscriber.
+	run "subscribed cycle c=16: 100 idle pattern subscribers" relock "$RELOCK_PORT" --mode cycle -c 16 -d "$DUR" \
+		--subscribers 100 --subscribe-pattern 'idle:{i}:*'
+	run "subscribed cycle c=16: 100 pattern subscribers, 16 watching the cycled locks" relock "$RELOCK_PORT" --mode cycle -c 16 -d "$DUR" \
+		--subscribers 100
+	run "events: LOCK/UNLOCK to its event at the subscriber" relock "$RELOCK_PORT" --mode events -d "$DUR"
 	stop_all
 
 	# Memory per held lock, each on a fresh server.

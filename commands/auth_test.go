@@ -280,6 +280,8 @@ func TestSession_AuthAndWrongPass(t *testing.T) {
 		{[]string{"AUTH", "app", "nope"}, wrong},
 		{[]string{"AUTH", "nobody", "app-pass"}, wrong},
 		{[]string{"HELLO", "3", "AUTH", "app", "nope"}, wrong},
+		// A bad SETNAME fails HELLO before its AUTH is tried (as in Redis).
+		{[]string{"HELLO", "3", "AUTH", "app", "app-pass", "SETNAME", "bad name"}, "-" + errClientName + "\r\n"},
 		{[]string{"TRYLOCK", "app:x"}, "-NOAUTH Authentication required.\r\n"},
 		{[]string{"AUTH", "app", "app-pass"}, "+OK\r\n"},
 		{[]string{"TRYLOCK", "other:x"}, "-NOPERM this user has no permissions to access the 'other:x' lock\r\n"},

@@ -253,7 +253,7 @@ func (e raftEngine) closeSession(ev *locktable.Events, sess *session, why lockta
 		return // nothing to close here; a new leader orphans it
 	}
 	sess.clusterOpen.Store(false)
-	op := replica.Op{Kind: replica.OpClose, Now: now, Session: sess.id}
+	op := replica.Op{Kind: replica.OpClose, Now: now, Session: sess.id, Reason: why}
 	if s.endedByStop(sess) {
 		op.Kind = replica.OpCancel
 	}

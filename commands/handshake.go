@@ -338,6 +338,10 @@ func (sess *session) cmdHello(args [][]byte) *pendingWait {
 			return nil
 		}
 	}
+	if hasName && !validClientName(name) {
+		sess.fail(errClientName) // before AUTH, as Redis checks it
+		return nil
+	}
 	if hasAuth {
 		return sess.authenticate(user, pass, func(msg string) {
 			if msg != "" {
@@ -605,6 +609,7 @@ func (sess *session) killWhere(pred func(*session) bool) int {
 	}
 	for _, c := range victims {
 		s.log.Info("client killed", "client", c.id, "addr", c.addr)
+		c.killed.Store(true)
 		c.kill()
 		// Release its holds now rather than when its goroutine notices:
 		// the reply to CLIENT KILL then means "released".

@@ -138,6 +138,7 @@ func (s *Server) infoLocks(b *strings.Builder) {
 	field(b, "locks", ts.Locks)
 	field(b, "holds", ts.Holds)
 	field(b, "waiters", ts.Waiters)
+	field(b, "delayed", ts.Delayed)
 	field(b, "last_fence", s.eng.table().LastFence())
 	field(b, "grants", st.grants.Load())
 	field(b, "grants_after_wait", st.waitGrants.Load())

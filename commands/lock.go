@@ -10,14 +10,14 @@ import (
 	"github.com/relock/relock/resp"
 )
 
-const lockOpts = resp.OptTTL | resp.OptWait | resp.OptSize | resp.OptOwner | resp.OptDetach
+const lockOpts = resp.OptTTL | resp.OptWait | resp.OptSize | resp.OptOwner | resp.OptDetach | resp.OptLockDelay
 
-// cmdLock: LOCK name [TTL ms] [WAIT ms] [SIZE n] [OWNER id] [DETACH]
+// cmdLock: LOCK name [TTL ms] [WAIT ms] [SIZE n] [OWNER id] [DETACH] [LOCKDELAY ms]
 func (sess *session) cmdLock(args [][]byte) *pendingWait {
 	return sess.acquire(args, lockOpts, true)
 }
 
-// cmdTryLock: TRYLOCK name [TTL ms] [SIZE n] [OWNER id] [DETACH]
+// cmdTryLock: TRYLOCK name [TTL ms] [SIZE n] [OWNER id] [DETACH] [LOCKDELAY ms]
 func (sess *session) cmdTryLock(args [][]byte) *pendingWait {
 	return sess.acquire(args, lockOpts&^resp.OptWait, false)
 }
@@ -61,6 +61,10 @@ func (sess *session) acquire(args [][]byte, allowed resp.Opt, wait bool) *pendin
 	}
 	if opts.Has&resp.OptSize != 0 {
 		req.Size = uint32(opts.Size)
+	}
+	req.LockDelay = int64(srv.cfg.LockDelay)
+	if opts.Has&resp.OptLockDelay != 0 {
+		req.LockDelay = opts.LockDelay * int64(time.Millisecond)
 	}
 	now := srv.now()
 	sess.ev.Reset()

@@ -75,7 +75,7 @@ func (sess *session) writeLocks(locks []locktable.LockInfo) {
 	ms := func(ns int64) int64 { return ns / int64(time.Millisecond) }
 	w.Array(len(locks))
 	for _, l := range locks {
-		w.Map(4)
+		w.Map(5)
 		w.BulkString("name")
 		w.BulkString(l.Name)
 		w.BulkString("size")
@@ -116,6 +116,8 @@ func (sess *session) writeLocks(locks []locktable.LockInfo) {
 			w.Int(ms(wt.Waited))
 			client(wt.SessionID)
 		}
+		w.BulkString("delayed")
+		w.Int(int64(l.Delayed))
 	}
 }
 

@@ -78,6 +78,7 @@ func newMetrics(s *Server) *metrics {
 		gauge("relock_locks", "Locks with holders or waiters.", func() float64 { return float64(s.eng.table().Stats().Locks) }),
 		gauge("relock_holds", "Held locks (a re-entered hold counts once).", func() float64 { return float64(s.eng.table().Stats().Holds) }),
 		gauge("relock_waiters", "Queued LOCK requests.", func() float64 { return float64(s.eng.table().Stats().Waiters) }),
+		gauge("relock_delayed_slots", "Lock capacity held back by lock-delay after involuntary releases.", func() float64 { return float64(s.eng.table().Stats().Delayed) }),
 		gauge("relock_oldest_hold_age_seconds", "Age of the oldest live hold (0: none): a lock held too long shows here while it is still held.", func() float64 {
 			g, ok := s.eng.table().OldestGrant()
 			if !ok {

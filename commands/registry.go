@@ -41,10 +41,10 @@ func init() {
 	list := []*command{
 		// Locks (lock.go, locks.go).
 		{name: "lock", mutates: true, arity: -2, flags: []string{"write", "blocking"}, group: "lock", run: (*session).cmdLock,
-			syntax:  "name [TTL ms] [WAIT ms] [SIZE n] [OWNER id] [DETACH]",
+			syntax:  "name [TTL ms] [WAIT ms] [SIZE n] [OWNER id] [DETACH] [LOCKDELAY ms]",
 			summary: "Acquires a lock, waiting in FIFO order; returns its key, or nil when WAIT ran out."},
 		{name: "trylock", mutates: true, arity: -2, flags: []string{"write", "fast"}, group: "lock", run: (*session).cmdTryLock,
-			syntax: "name [TTL ms] [SIZE n] [OWNER id] [DETACH]", summary: "Acquires a lock if it is free; returns its key or nil."},
+			syntax: "name [TTL ms] [SIZE n] [OWNER id] [DETACH] [LOCKDELAY ms]", summary: "Acquires a lock if it is free; returns its key or nil."},
 		{name: "unlock", mutates: true, arity: 3, flags: []string{"write", "fast"}, group: "lock", run: (*session).cmdUnlock,
 			syntax: "name key", summary: "Releases a hold (counts a re-entered hold down)."},
 		{name: "renew", mutates: true, arity: -3, flags: []string{"write", "fast"}, group: "lock", run: (*session).cmdRenew,

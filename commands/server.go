@@ -91,6 +91,9 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() error {
+	if c.LockDelay < 0 || c.LockDelay > time.Duration(locktable.MaxLockDelay) {
+		return errors.New("--lock-delay must be between 0 and 60s")
+	}
 	if c.MaxNameLen <= 0 {
 		c.MaxNameLen = 1024
 	}
@@ -654,6 +657,9 @@ func (s *Server) accountReleases(rs []locktable.Release) {
 	for i := range rs {
 		r := &rs[i]
 		s.stats.releases[r.Reason].Add(1)
+		if r.DelayedUntil != 0 {
+			s.expiry.schedule(r.DelayedUntil) // the lock-delay's end grants the waiters
+		}
 		s.metrics.holdTime.Observe(seconds(r.Held))
 		if r.Reason != locktable.ReasonUnlock {
 			// Involuntary: an operator wants to know (never the key).

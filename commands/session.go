@@ -36,6 +36,9 @@ type session struct {
 	// nch and npat count its channel and pattern subscriptions, for
 	// CLIENT LIST (other goroutines).
 	nch, npat atomic.Int32
+	// killed: CLIENT KILL chose it; its holds are released as killed,
+	// whoever ends the session first (the killer or its owner).
+	killed atomic.Bool
 	// uncommitted are the holds granted at once to this connection's
 	// commands of the loop's current round, until the round's commit
 	// (see commitGrant).
@@ -152,6 +155,9 @@ func (s *Server) endSessionBy(sess *session, why locktable.Reason, commit func(*
 	sess.mu.Unlock()
 	if sess.authTimer != nil {
 		sess.authTimer.Stop()
+	}
+	if why == locktable.ReasonDisconnect && sess.killed.Load() {
+		why = locktable.ReasonKilled
 	}
 	var ev locktable.Events
 	s.eng.closeSession(&ev, sess, why, s.now()) // idempotent

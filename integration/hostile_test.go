@@ -66,8 +66,8 @@ func TestHostile_ServerSurvivesAndLeaksNothing(t *testing.T) {
 			{"*abc\r\n", `-ERR Protocol error: invalid multibulk length\r\n`, true},
 			{"*2\r\n$4\r\nPING\r\n:5\r\n", `-ERR Protocol error: expected '\$'\r\n`, true},
 			{"*1\r\n$4\r\nPINGxx\r\n", protocolErr, true},
-			{"*-1\r\n", protocolErr, true},
-			{"*0\r\n", protocolErr, true},
+			{"*-1\r\nPING\r\n", `\+PONG\r\n`, false}, // an empty multibulk is ignored, as in Redis
+			{"*0\r\nPING\r\n", `\+PONG\r\n`, false},
 			{"\"unbalanced\r\n", protocolErr, true},
 			{"*" + strings.Repeat("7", 40) + "\r\n", `-ERR Protocol error: invalid length header\r\n`, true},
 			{"\x00\x01\x02\xff\r\n", `-ERR unknown command .*\r\n`, false},

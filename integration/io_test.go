@@ -49,6 +49,8 @@ func TestIO_GoroutineTransportPassesTheTransportTests(t *testing.T) {
 		"TestIO_DeepPipelineToASlowReaderAnsweredInOrder",
 		"TestIO_HandoffsBetweenConnectionsOfDifferentLoops",
 		"TestIO_UnixSocket",
+		"TestEvents_EveryReasonInOrder",
+		"TestEvents_SubscriptionReplies",
 	}
 	out := runChildTests(t, ioEnv+"=goroutine", 3*time.Minute, tests)
 	for _, name := range tests {
@@ -90,6 +92,10 @@ func TestEngine_RaftPassesTheEngineTests(t *testing.T) {
 		"TestLock_[A-Za-z]+",
 		"TestDisconnect_[A-Za-z]+",
 		"TestClientKill_ReleasesVictimHolds",
+		"TestEvents_EveryReasonInOrder",
+		"TestEvents_SubscriptionReplies",
+		"TestLockDelay_DisconnectKeepsTheLockForTheDelay",
+		"TestLockDelay_UnlockAndForceUnlockNeverDelay",
 	}
 	out := runChildTests(t, engineEnv+"=raft", 4*time.Minute, tests)
 	if n := strings.Count(out, "--- PASS: Test"); n < 10 {

@@ -18,6 +18,7 @@ import (
 type lockView struct {
 	Name    string
 	Size    int64
+	Delayed int64 // slots in lock-delay
 	Holders []holderView
 	Waiters []waiterView
 }
@@ -46,7 +47,7 @@ func readLocks(ctx context.Context, c *redis.Client, args ...any) ([]lockView, e
 		if err != nil {
 			return nil, err
 		}
-		l := lockView{Name: str(f["name"]), Size: num(f["size"])}
+		l := lockView{Name: str(f["name"]), Size: num(f["size"]), Delayed: num(f["delayed"])}
 		hs, _ := f["holders"].([]any)
 		for _, h := range hs {
 			hf, err := fieldsOf(h)

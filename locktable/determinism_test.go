@@ -157,6 +157,51 @@ func TestDeterminism_ShardCountDoesNotChangeOutcome(t *testing.T) {
 	})
 }
 
+// TestDeterminism_LockDelaysDoNotDependOnTheShardCount: the ends of
+// lock-delays are deadlines like TTLs: an operation on one lock ends only
+// that lock's delays, and Expire ends them in (deadline, fence) order
+// across shards, whatever the shard layout.
+func TestDeterminism_LockDelaysDoNotDependOnTheShardCount(t *testing.T) {
+	one, eight := Config{Shards: 1}, Config{Shards: 8}
+	early, late := "early", "late"
+	if tb := New(eight); shardIndex(tb, early) <= shardIndex(tb, late) {
+		t.Fatalf("test setup: want shard(%q) > shard(%q) with 8 shards", early, late)
+	}
+	acquire := func(sess int, name string, delay int64, wait bool) op {
+		return op{kind: opAcquire, sess: sess, req: Request{Name: name, LockDelay: delay, Rand: uint64(sess + 1)}, wait: wait}
+	}
+	for _, tc := range []struct {
+		name string
+		ops  []op
+	}{
+		{"an op on one lock ends only that lock's delays", []op{
+			acquire(0, early, 10, false),
+			acquire(1, late, 0, false),
+			acquire(2, early, 0, true),
+			{kind: opCloseSession, sess: 0},
+			{kind: opAdvance, dt: 10},
+			{kind: opCheck, name: late}, // must neither end "early"'s delay nor grant its waiter
+			{kind: opCheck, name: early},
+		}},
+		{"Expire ends delays in deadline order across shards", []op{
+			acquire(0, late, 20, false),
+			acquire(1, early, 10, false),
+			acquire(2, late, 0, true),
+			acquire(3, early, 0, true),
+			{kind: opCloseSession, sess: 0, why: ReasonKilled},
+			{kind: opCloseSession, sess: 1},
+			{kind: opAdvance, dt: 30},
+			{kind: opExpire}, // "early" first: its waiter gets the lower fence
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if msg := scriptTwins(tc.name, one, eight, tc.ops); msg != "" {
+				t.Fatal(msg)
+			}
+		})
+	}
+}
+
 // shardIndex returns the index of name's shard in tb.
 func shardIndex(tb *Table, name string) int {
 	sh, _ := tb.shardOf(name)

@@ -20,9 +20,10 @@
 // bytes — in chunks that on Linux come from mmap (all but a shard's first
 // few small ones), outside the Go heap, so the GC neither scans them nor
 // lets its pacing double them in RSS. Records refer to each other by uint32
-// ids; what only some locks need (owners, waiters, names over 256 bytes)
-// lives in Go maps by id. Freed records, names and index space are reused,
-// not returned to the system (but for the index, which shrinks).
+// ids; what only some locks need (owners, lock-delays, waiters, names
+// over 256 bytes) lives in Go maps by id. Freed records, names and index
+// space are reused, not returned to the system (but for the index, which
+// shrinks).
 //
 // Cost: no operation's cost grows with the number of shards or of
 // unrelated locks beyond O(log): expiry finds the table's earliest

@@ -119,7 +119,8 @@ func (sh *shard) clearDeadline(id uint32) {
 }
 
 // expireLock releases the holds of lock lid (named name; 0: none) whose
-// deadline is at or before now, earliest (deadline, fence) first, and
+// deadline is at or before now, and ends its slots in lock-delay whose
+// delay is over (granting waiters), earliest (deadline, fence) first, and
 // returns lid, or 0 if the lock is gone. Every operation on a lock calls it
 // first, so a hold past its deadline is never seen as held, whether or not
 // the caller's expiry timer has fired yet. It touches only that lock, so
@@ -152,10 +153,13 @@ func (t *Table) Expire(ev *Events, now int64) int64 {
 	return next
 }
 
-// ExpireBatch releases the holds whose deadline is at or before now,
-// earliest (deadline, fence) first across the whole table, granting
-// waiters, until it has released max of them (max ≤ 0: no bound). It
-// returns the earliest deadline of the holds left (0: none) and whether
+// ExpireBatch releases the holds whose deadline is at or before now, and
+// ends the slots in lock-delay whose delay is over, earliest (deadline,
+// fence) first across the whole table, granting waiters, until it has
+// released (or ended) max of them (max ≤ 0: no bound). A hold with a
+// lock-delay leaves a slot whose deadline is now plus its delay. It
+// returns the earliest deadline of the holds and slots left (0: none), so
+// that the caller's timer wakes for delays too, and whether
 // some of them are due (then next ≤ now): the caller, having delivered
 // this batch's events and served other work, calls again. Callers drive it
 // from one timer; the table has none.

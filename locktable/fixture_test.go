@@ -125,6 +125,13 @@ func (f *fixture) closeSession(s *Session) {
 	f.check()
 }
 
+func (f *fixture) closeSessionFor(s *Session, why Reason) {
+	f.t.Helper()
+	f.ev.Reset()
+	f.tb.CloseSessionFor(&f.ev, s, why, f.now)
+	f.check()
+}
+
 func (f *fixture) cancelWait(s *Session) bool {
 	f.t.Helper()
 	f.ev.Reset()

@@ -42,6 +42,14 @@ const (
 	// a restart); the first RENEW by key adopts it.
 	orphan
 	owned // has an owner, in shard.owners
+	// lockDelay: has a lock-delay, in shard.delays.
+	lockDelay
+	// delayed: no longer a hold but a slot in lock-delay (SPEC §8.2): the
+	// capacity of a hold that ended involuntarily, kept until its
+	// deadline. It stays in its lock's list, counts in the lock's nholds
+	// and in its bucket, and has no session, owner, TTL or orphan or
+	// detached mark; no key matches it.
+	delayed
 )
 
 func (h *holdRec) is(f holdFlags) bool { return h.flags&f != 0 }
@@ -65,6 +73,13 @@ const (
 	ReasonKilled                       // its connection was killed (CLIENT KILL)
 	ReasonReset                        // its connection sent RESET
 )
+
+// involuntary reports whether a release for r starts the hold's
+// lock-delay: the hold's connection went away (closed or killed) or its
+// TTL ran out, rather than its holder or an admin letting it go.
+func (r Reason) involuntary() bool {
+	return r == ReasonExpired || r == ReasonDisconnect || r == ReasonKilled
+}
 
 func (r Reason) String() string {
 	switch r {
@@ -93,7 +108,9 @@ type Grant struct {
 	Deadline int64 // the hold's expiry time; 0: none
 }
 
-// Release tells that a hold ended.
+// Release tells that a hold ended. A hold with a lock-delay that ends
+// involuntarily (see Request.LockDelay) is released all the same: its
+// Release and its notice come now, only its capacity stays taken.
 type Release struct {
 	Name      string
 	Fence     uint64
@@ -101,6 +118,10 @@ type Release struct {
 	SessionID uint64 // 0: detached or orphaned
 	Reason    Reason
 	Held      int64 // ns from grant to release
+	// DelayedUntil is when the lock-delay this release started ends and
+	// the hold's capacity is freed (0: none, the capacity was freed now):
+	// a deadline the caller's expiry timer must wake for, like a TTL's.
+	DelayedUntil int64
 }
 
 // Events collects what an operation did beyond its direct result. Callers

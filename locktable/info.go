@@ -28,8 +28,11 @@ type WaiterInfo struct {
 type LockInfo struct {
 	Name    string
 	Size    uint32
-	Holds   []HoldInfo
+	Holds   []HoldInfo // the holds, not the slots in lock-delay
 	Waiters []WaiterInfo
+	// Delayed is the number of the lock's slots in lock-delay: capacity
+	// that holds ended involuntarily keep taken (Request.LockDelay).
+	Delayed int
 }
 
 // Query selects locks for Locks and LocksPage.
@@ -187,6 +190,10 @@ func (sh *shard) info(t *Table, lid uint32, name string, now int64) LockInfo {
 	li := LockInfo{Name: name, Size: l.size, Holds: make([]HoldInfo, 0, l.nholds)}
 	for id := l.first; id != 0; id = sh.hold(id).next {
 		h := sh.hold(id)
+		if h.is(delayed) {
+			li.Delayed++
+			continue
+		}
 		hi := HoldInfo{
 			Fence: h.key.Fence, Owner: sh.owner(id), SessionID: -1, TTL: -1,
 			Age: now - h.granted, Detached: h.is(detached), Orphan: h.is(orphan), Count: h.count,
@@ -228,10 +235,17 @@ func (t *Table) Dump(now int64) string {
 		b.WriteString(strconv.FormatInt(int64(l.size), 10))
 		for id := l.first; id != 0; id = sh.hold(id).next {
 			h := sh.hold(id)
+			if h.is(delayed) {
+				b.WriteString(" delayed{" + h.key.String() + " deadline=" + strconv.FormatInt(sh.deadline(id), 10) + "}")
+				continue
+			}
 			b.WriteString(" hold{")
 			b.WriteString(h.key.String())
 			b.WriteString(" owner=" + sh.owner(id) + " count=" + strconv.FormatInt(int64(h.count), 10) +
 				" deadline=" + strconv.FormatInt(sh.deadline(id), 10) + " ttl=" + strconv.FormatInt(h.ttl, 10))
+			if d := sh.delayOf(id); d != 0 {
+				b.WriteString(" delay=" + strconv.FormatInt(d, 10))
+			}
 			if h.session != 0 {
 				b.WriteString(" session=" + strconv.FormatInt(int64(t.sessions.get(h.session).ID), 10))
 			}

@@ -24,6 +24,11 @@ import (
 //   - a hold has a deadline iff it has a TTL (an orphan always has one, its
 //     restore grace), and then it is in the shard's heap at its heapPos;
 //     the heap has nothing else and keeps its order;
+//   - a slot in lock-delay counts against its lock's size (it is in the
+//     lock's list and count), is never listed as a holder (Lock), has no
+//     session, owner, TTL, orphan or detached mark, and has a deadline, in
+//     the heap; lock-delays are kept in shard.delays exactly for the
+//     records marked with one, each in (0, MaxLockDelay];
 //   - the shard's hold and waiter counters match what is there;
 //   - a waiter is queued on its own lock, its session is open and waits
 //     for exactly it, and the queue's links and length agree;
@@ -71,7 +76,7 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 	for i := range tb.shards {
 		sh := &tb.shards[i]
 		sh.mu.Lock()
-		holds, waiters, withDeadline, locks, owners, longNames := 0, 0, 0, 0, 0, 0
+		holds, waiters, withDeadline, locks, owners, longNames, delayedSlots, delays := 0, 0, 0, 0, 0, 0, 0, 0
 		var minGranted int64
 		liveLocks := make(map[uint32]bool)
 		liveHolds := make(map[uint32]bool)
@@ -102,7 +107,7 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 			if l.size == 0 {
 				fail("lock %q: size 0", name)
 			}
-			n := 0
+			n, slots := 0, 0
 			var prevFence uint64
 			for id := l.first; id != 0; id = sh.hold(id).next {
 				n++
@@ -110,11 +115,28 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 					fail("lock %q: hold list longer than its size (cycle?)", name)
 					break
 				}
-				holds++
 				liveHolds[id] = true
 				h := sh.hold(id)
-				if holds == 1 || h.granted < minGranted {
-					minGranted = h.granted
+				if h.is(lockDelay) {
+					delays++
+					if d, ok := sh.delays[id]; !ok || d <= 0 || d > MaxLockDelay {
+						fail("lock %q: hold %v marked with a lock-delay of %d (kept: %v)", name, h.key, d, ok)
+					}
+				}
+				if h.is(delayed) {
+					slots++
+					delayedSlots++
+					if h.is(detached) || h.is(orphan) || h.is(owned) || h.session != 0 || h.sprev != 0 || h.snext != 0 || h.ttl != 0 {
+						fail("lock %q: slot in lock-delay %v has flags %b, session %d, links %d/%d, ttl %d", name, h.key, h.flags, h.session, h.sprev, h.snext, h.ttl)
+					}
+					if h.heapPos == 0 || sh.deadline(id) <= 0 {
+						fail("lock %q: slot in lock-delay %v has no deadline in the heap", name, h.key)
+					}
+				} else {
+					holds++
+					if holds == 1 || h.granted < minGranted {
+						minGranted = h.granted
+					}
 				}
 				if h.lock != lid {
 					fail("lock %q: hold %v points at another lock", name, h.key)
@@ -146,6 +168,8 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 				prevFence = h.key.Fence
 				deadline := sh.deadline(id)
 				switch {
+				case h.is(delayed):
+					// Checked above.
 				case h.is(orphan) && deadline <= 0:
 					// Restore gives every orphan a grace deadline.
 					fail("lock %q: orphaned hold %v without deadline", name, h.key)
@@ -159,6 +183,7 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 					}
 				}
 				switch {
+				case h.is(delayed):
 				case h.is(detached):
 					if h.session != 0 {
 						fail("lock %q: detached hold %v bound to slot %d", name, h.key, h.session)
@@ -196,7 +221,13 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 				}
 			}
 			if n != int(l.nholds) {
-				fail("lock %q: %d holds, count says %d", name, n, l.nholds)
+				fail("lock %q: %d holds and slots in lock-delay, count says %d", name, n, l.nholds)
+			}
+			// A listing reads the holds' sessions: only once they are sound.
+			if len(errs) == 0 {
+				if li := sh.info(tb, lid, name, 0); len(li.Holds) != n-slots || li.Delayed != slots {
+					fail("lock %q: listed with %d holds and %d delayed; has %d and %d", name, len(li.Holds), li.Delayed, n-slots, slots)
+				}
 			}
 			if n > int(l.size) {
 				fail("lock %q: %d holds > size %d", name, n, l.size)
@@ -263,6 +294,12 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 		}
 		if sh.nholds != holds {
 			fail("shard %d: hold counter %d, actual %d", i, sh.nholds, holds)
+		}
+		if sh.delayed != delayedSlots {
+			fail("shard %d: lock-delay slot counter %d, actual %d", i, sh.delayed, delayedSlots)
+		}
+		if len(sh.delays) != delays {
+			fail("shard %d: %d lock-delays kept, %d in use", i, len(sh.delays), delays)
 		}
 		if sh.waiters != waiters {
 			fail("shard %d: waiter counter %d, actual %d", i, sh.waiters, waiters)

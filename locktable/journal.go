@@ -18,10 +18,20 @@ type HoldRecord struct {
 	// Bound: the hold belongs to a connection (or is an orphan waiting to
 	// be adopted), as opposed to detached.
 	Bound bool
+	// LockDelay is the hold's lock-delay in ns (0: none; see
+	// Request.LockDelay).
+	LockDelay int64
+	// Delayed: the record is not a hold but a slot in lock-delay, left by
+	// a hold with a LockDelay that ended involuntarily, which takes
+	// capacity until Deadline. It is neither Bound nor Detached, has no
+	// Owner and no TTL, and its Key (kept for its fence, which names the
+	// record) holds nothing.
+	Delayed bool
 }
 
-// Change is one journaled change: a hold created or modified (Put), or
-// released (Delete; only Record.Key.Fence and Record.Name are set).
+// Change is one journaled change: a hold created or modified, or turned
+// into a slot in lock-delay (Put), or a hold or slot gone (Delete; only
+// Record.Key.Fence and Record.Name are set). Records are named by fence.
 type Change struct {
 	Delete bool
 	Record HoldRecord
@@ -64,7 +74,8 @@ func (sh *shard) record(id uint32, name string) HoldRecord {
 	}
 	return HoldRecord{
 		Name: name, Size: sh.lock(h.lock).size, Key: h.key, Owner: sh.owner(id), Count: h.count,
-		TTL: h.ttl, Deadline: sh.deadline(id), Granted: h.granted, Detached: h.is(detached), Bound: !h.is(detached),
+		TTL: h.ttl, Deadline: sh.deadline(id), Granted: h.granted, Detached: h.is(detached),
+		Bound: !h.is(detached) && !h.is(delayed), LockDelay: sh.delayOf(id), Delayed: h.is(delayed),
 	}
 }
 
@@ -106,8 +117,9 @@ func (t *Table) DrainJournal(dst []Change) []Change {
 	return dst
 }
 
-// Snapshot returns every live hold's record, sorted by name, each lock's
-// holds in grant order. Each shard is read consistently.
+// Snapshot returns every live hold's record and every slot in lock-delay's
+// (Delayed), sorted by name, each lock's in grant order. Each shard is
+// read consistently.
 func (t *Table) Snapshot() []HoldRecord {
 	var out []HoldRecord
 	for i := range t.shards {
@@ -130,20 +142,27 @@ func (t *Table) Snapshot() []HoldRecord {
 // a restart: detached holds keep their deadlines; bound holds come back as
 // orphans (no session) whose deadline is now+grace or their own deadline if
 // sooner, adopted by the first Renew with their key, which also restores
-// their own TTL duration. Holds whose deadline has passed are dropped. The
-// fence counter moves above every restored fence. It returns how many holds
-// were restored and dropped; a record that contradicts an earlier one (size
-// mismatch, more holds than size) is dropped too.
+// their own TTL duration. Every hold keeps its lock-delay, and slots in
+// lock-delay (Delayed) come back with their own deadline, grace or not: a
+// restart does not cut a delay short. Holds and slots whose deadline has
+// passed are dropped. The fence counter moves above every restored fence.
+// It returns how many records were restored and dropped; a record that
+// contradicts an earlier one (size mismatch, more holds than size) is
+// dropped too.
 func (t *Table) Restore(recs []HoldRecord, now, grace int64) (restored, dropped int) {
 	for _, r := range recs {
 		t.AdvanceFence(r.Key.Fence)
+		if r.Delayed {
+			r.Bound, r.Detached, r.Owner, r.TTL = false, false, "", 0
+		}
 		deadline := r.Deadline
 		if r.Bound {
 			if g := now + grace; deadline == 0 || g < deadline {
 				deadline = g
 			}
 		}
-		if r.Name == "" || r.Size == 0 || r.Count == 0 || (deadline != 0 && deadline <= now) || (r.Detached && deadline == 0) {
+		if r.Name == "" || r.Size == 0 || r.Count == 0 || (deadline != 0 && deadline <= now) ||
+			((r.Detached || r.Delayed) && deadline == 0) || r.LockDelay < 0 || r.LockDelay > MaxLockDelay {
 			dropped++
 			continue
 		}
@@ -173,22 +192,33 @@ func (t *Table) restore(r HoldRecord, deadline int64) bool {
 	if l := sh.lock(lid); l.size != r.Size || l.nholds >= l.size {
 		return false
 	}
-	sh.loadHold(lid, bucket, HoldState{HoldRecord: r, Orphan: r.Bound}, deadline)
+	sh.loadHold(lid, bucket, HoldState{HoldRecord: r, Orphan: r.Bound && !r.Delayed}, deadline)
 	return true
 }
 
-// loadHold adds a hold as saved, with the given deadline (0: none), to
-// lock lid of bucket b, after its other holds; it is bound to no session.
-// Caller holds sh.mu and checked that the bucket has room.
+// loadHold adds a hold (or slot in lock-delay) as saved, with the given
+// deadline (0: none), to lock lid of bucket b, after its other holds; it
+// is bound to no session. A slot has no owner, TTL, detached or orphan
+// mark, whatever hs says. Caller holds sh.mu and checked that the bucket
+// has room.
 func (sh *shard) loadHold(lid uint32, b uint16, hs HoldState, deadline int64) uint32 {
 	id := sh.allocHold(b)
 	h := sh.hold(id)
 	h.key, h.count, h.granted, h.ttl, h.lock = hs.Key, hs.Count, hs.Granted, hs.TTL, lid
-	h.set(detached, hs.Detached)
-	h.set(orphan, hs.Orphan)
-	if hs.Owner != "" {
-		h.set(owned, true)
-		sh.owners[id] = hs.Owner
+	if hs.Delayed {
+		h.ttl = 0
+		h.set(delayed, true)
+	} else {
+		h.set(detached, hs.Detached)
+		h.set(orphan, hs.Orphan)
+		if hs.Owner != "" {
+			h.set(owned, true)
+			sh.owners[id] = hs.Owner
+		}
+	}
+	if hs.LockDelay > 0 {
+		h.set(lockDelay, true)
+		sh.delays[id] = hs.LockDelay
 	}
 	sh.appendHold(lid, id)
 	if deadline != 0 {

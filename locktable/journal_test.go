@@ -241,3 +241,80 @@ func TestRestore_DropsExpiredAndContradictoryRecords(t *testing.T) {
 		})
 	}
 }
+
+// A restart keeps a slot in lock-delay with its own deadline (no grace, no
+// orphan) and a hold's lock-delay; a slot whose delay ended while the
+// server was down is dropped.
+func TestRestore_KeepsLockDelays(t *testing.T) {
+	const grace = 100 * ms
+	old := newFixture(t, Config{Shards: 4})
+	t0 := old.now
+	s1, s2, s3 := old.session(), old.session(), old.session()
+	old.mustGrant(s1, Request{Name: "slow", LockDelay: 500 * ms})
+	old.mustGrant(s2, Request{Name: "quick", LockDelay: 10 * ms})
+	held := old.mustGrant(s3, Request{Name: "held", LockDelay: 30 * ms})
+	old.closeSession(s1)
+	old.closeSession(s2)
+	recs := old.tb.Snapshot()
+	var delayed []string
+	for _, r := range recs {
+		if r.Delayed {
+			delayed = append(delayed, fmt.Sprintf("%s until %d", r.Name, r.Deadline-t0))
+			if r.Bound || r.Detached || r.Owner != "" || r.TTL != 0 {
+				t.Fatalf("record of a slot in lock-delay %+v: want neither bound nor detached, no owner, no TTL", r)
+			}
+		} else {
+			wantEqual(t, "lock-delay of "+r.Name, r.LockDelay, 30*ms)
+		}
+	}
+	wantSlice(t, "slots in the snapshot", delayed, []string{fmt.Sprintf("quick until %d", 10*ms), fmt.Sprintf("slow until %d", 500*ms)})
+
+	f := newFixture(t, Config{Shards: 2})
+	f.now = t0 + 20*ms
+	restored, dropped := f.tb.Restore(recs, f.now, grace)
+	f.check()
+	wantEqual(t, "restored", restored, 2)
+	wantEqual(t, "dropped", dropped, 1)
+	f.wantNoLock("quick")
+	f.wantDelayed("slow", 0, 1)
+	wantEqual(t, "orphan", f.lockInfo("held").Holds[0].Orphan, true)
+
+	// The grace ends: "held", never adopted, expires into its own delay;
+	// "slow" keeps its deadline.
+	f.advance(grace)
+	f.expire()
+	wantSlice(t, "releases at the grace's end", f.released(), []Reason{ReasonExpired})
+	wantEqual(t, "released", f.ev.Releases[0].Fence, held.Fence)
+	f.wantDelayed("held", 0, 1)
+	f.wantDelayed("slow", 0, 1)
+	f.advance(30 * ms)
+	f.expire()
+	f.wantNoLock("held")
+	f.wantDelayed("slow", 0, 1)
+	f.now = t0 + 500*ms
+	f.expire()
+	f.wantEmpty()
+}
+
+func TestRestore_DropsBadLockDelays(t *testing.T) {
+	const now = 1_000 * ms
+	slot := HoldRecord{Name: "a", Size: 1, Key: Key{Fence: 7, Rand: 1}, Count: 1, Granted: now - ms, Deadline: now + ms, Delayed: true}
+	for _, tc := range []struct {
+		name string
+		rec  HoldRecord
+	}{
+		{"slot without deadline", func() HoldRecord { r := slot; r.Deadline = 0; return r }()},
+		{"slot whose delay is over", func() HoldRecord { r := slot; r.Deadline = now; return r }()},
+		{"negative lock-delay", HoldRecord{Name: "a", Size: 1, Key: Key{Fence: 7}, Count: 1, Bound: true, LockDelay: -1}},
+		{"lock-delay too long", HoldRecord{Name: "a", Size: 1, Key: Key{Fence: 7}, Count: 1, Bound: true, LockDelay: MaxLockDelay + 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tb := New(Config{})
+			restored, dropped := tb.Restore([]HoldRecord{tc.rec}, now, 100*ms)
+			checkInvariants(t, tb)
+			if restored != 0 || dropped != 1 || tb.Stats() != (Stats{}) {
+				t.Fatalf("Restore = %d, %d, stats %+v; want the record dropped", restored, dropped, tb.Stats())
+			}
+		})
+	}
+}

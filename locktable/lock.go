@@ -15,7 +15,9 @@ type lockRec struct {
 	nameLen uint32
 	size    uint32
 	first   uint32 // first hold in grant order, linked through next; 0: none
-	nholds  uint32
+	// nholds counts the records in the lock's list: its holds and its
+	// slots in lock-delay, which take capacity alike.
+	nholds uint32
 }
 
 // Request is one acquisition request (LOCK or TRYLOCK).
@@ -27,7 +29,16 @@ type Request struct {
 	Detach bool   // the hold survives its session; needs a TTL
 	// Rand is the random part of the key, should this request be granted.
 	Rand uint64
+	// LockDelay is the hold's lock-delay in ns (0: none; at most
+	// MaxLockDelay): when the hold ends involuntarily (ReasonDisconnect,
+	// ReasonKilled, ReasonExpired), its capacity stays taken that long
+	// after, as a slot in lock-delay that no key holds. It is fixed by
+	// the request that grants the hold; a re-entry does not change it.
+	LockDelay int64 `json:",omitempty"`
 }
+
+// MaxLockDelay is the largest Request.LockDelay: 60 s, in ns.
+const MaxLockDelay = 60_000_000_000
 
 // Outcome of Acquire.
 type Outcome uint8
@@ -77,8 +88,9 @@ func (sh *shard) newLock(name string, h uint64, size uint32) uint32 {
 	return id
 }
 
-// dropIfEmpty deletes lock id when it has neither holds nor waiters, so
-// that its memory is reused. Caller holds sh.mu.
+// dropIfEmpty deletes lock id when it has neither holds, nor slots in
+// lock-delay, nor waiters, so that its memory is reused. Caller holds
+// sh.mu.
 func (sh *shard) dropIfEmpty(id uint32) {
 	l := sh.lock(id)
 	if l.size == 0 || l.first != 0 || sh.queues[id] != nil {
@@ -105,7 +117,7 @@ func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait boo
 	if req.Size == 0 {
 		req.Size = 1
 	}
-	if req.Name == "" || req.TTL < 0 {
+	if req.Name == "" || req.TTL < 0 || req.LockDelay < 0 || req.LockDelay > MaxLockDelay {
 		return Key{}, 0, ErrBadRequest
 	}
 	if req.Detach && req.TTL == 0 {
@@ -211,6 +223,10 @@ func (sh *shard) newHold(t *Table, lid uint32, b uint16, req Request, now int64)
 		h.set(owned, true)
 		sh.owners[id] = req.Owner
 	}
+	if req.LockDelay > 0 {
+		h.set(lockDelay, true)
+		sh.delays[id] = req.LockDelay
+	}
 	sh.appendHold(lid, id)
 	sh.restartTTL(id, req.TTL, now)
 	sh.journalPut(id, req.Name)
@@ -227,7 +243,29 @@ func (sh *shard) allocHold(b uint16) uint32 {
 	return id
 }
 
-// appendHold adds hold id, the newest, to lock lid's holds.
+// freeHold gives back the record of hold id, which is out of its lock's
+// list, the deadline heap, its session and shard.owners, and takes it out
+// of its bucket's count and of shard.delays. Caller holds sh.mu.
+func (sh *shard) freeHold(id uint32) {
+	h := sh.hold(id)
+	sh.buckets[h.bucket]--
+	if h.is(lockDelay) {
+		delete(sh.delays, id)
+	}
+	sh.holds.release(id)
+}
+
+// delayOf returns hold id's lock-delay (0: none).
+func (sh *shard) delayOf(id uint32) int64 {
+	if sh.hold(id).is(lockDelay) {
+		return sh.delays[id]
+	}
+	return 0
+}
+
+// appendHold adds hold id, the newest, to lock lid's holds (or, marked
+// delayed, its slots in lock-delay, as Restore and LoadState bring them
+// back).
 func (sh *shard) appendHold(lid, id uint32) {
 	l := sh.lock(lid)
 	if l.first == 0 {
@@ -239,16 +277,20 @@ func (sh *shard) appendHold(lid, id uint32) {
 		}
 		sh.hold(last).next = id
 	}
+	l.nholds++
+	if sh.hold(id).is(delayed) {
+		sh.delayed++
+		return
+	}
 	if g := sh.hold(id).granted; sh.nholds == 0 {
 		sh.oldest, sh.oldestStale = g, false
 	} else if g < sh.oldest {
 		sh.oldest = g // a stale oldest stays stale: the rescan will see g
 	}
-	l.nholds++
 	sh.nholds++
 }
 
-// removeHold takes hold id out of its lock's holds.
+// removeHold takes hold (or slot in lock-delay) id out of its lock's list.
 func (sh *shard) removeHold(id uint32) {
 	h := sh.hold(id)
 	l := sh.lock(h.lock)
@@ -262,10 +304,19 @@ func (sh *shard) removeHold(id uint32) {
 		sh.hold(prev).next = h.next
 	}
 	h.next = 0
-	if h.granted == sh.oldest {
+	l.nholds--
+	if h.is(delayed) {
+		sh.delayed--
+		return
+	}
+	sh.holdEnded(id)
+}
+
+// holdEnded counts hold id out of the shard's live holds.
+func (sh *shard) holdEnded(id uint32) {
+	if sh.hold(id).granted == sh.oldest {
 		sh.oldestStale = true
 	}
-	l.nholds--
 	sh.nholds--
 }
 
@@ -283,14 +334,15 @@ func (sh *shard) restartTTL(id uint32, ttl int64, now int64) {
 	sh.setDeadline(id, now+h.ttl)
 }
 
-// findHold returns the live hold of lock lid with key k, or 0. Caller
-// holds sh.mu and has run expireLock.
+// findHold returns the live hold of lock lid with key k, or 0: a slot in
+// lock-delay keeps its key for its fence, but the key holds nothing.
+// Caller holds sh.mu and has run expireLock.
 func (sh *shard) findHold(lid uint32, k Key) uint32 {
 	if lid == 0 {
 		return 0
 	}
 	for id := sh.lock(lid).first; id != 0; id = sh.hold(id).next {
-		if sh.hold(id).key == k {
+		if h := sh.hold(id); h.key == k && !h.is(delayed) {
 			return id
 		}
 	}
@@ -298,16 +350,21 @@ func (sh *shard) findHold(lid uint32, k Key) uint32 {
 }
 
 // release ends hold id with the given reason, whatever its count, and
-// grants waiters the capacity it frees. name is its lock's name, or "" to
-// read it from the arena. Caller holds sh.mu.
+// grants waiters the capacity it frees. A hold with a lock-delay that ends
+// involuntarily (Reason.involuntary) frees nothing yet: it becomes a slot
+// in lock-delay until now+delay (startDelay). id may also be such a slot,
+// whose delay is over: then the slot ends (endDelay). name is its lock's
+// name, or "" to read it from the arena. Caller holds sh.mu.
 func (sh *shard) release(t *Table, ev *Events, id uint32, name string, why Reason, now int64) {
 	h := sh.hold(id)
 	lid := h.lock
 	if name == "" {
 		name = sh.name(lid)
 	}
-	sh.removeHold(id)
-	sh.clearDeadline(id)
+	if h.is(delayed) {
+		sh.endDelay(t, ev, id, name, now)
+		return
+	}
 	var sid uint64
 	if h.session != 0 {
 		s := t.sessions.get(h.session)
@@ -319,15 +376,53 @@ func (sh *shard) release(t *Table, ev *Events, id uint32, name string, why Reaso
 	if h.is(owned) {
 		owner = sh.owners[id]
 		delete(sh.owners, id)
+		h.set(owned, false)
 	}
-	sh.journalDelete(name, h.key.Fence)
-	sh.notify(NoticeReleased, name, h.key.Fence, why, 0)
-	ev.Releases = append(ev.Releases, Release{
+	rel := Release{
 		Name: name, Fence: h.key.Fence, Owner: owner, SessionID: sid,
 		Reason: why, Held: now - h.granted,
-	})
-	sh.buckets[h.bucket]--
-	sh.holds.release(id)
+	}
+	if delay := sh.delayOf(id); delay > 0 && why.involuntary() {
+		rel.DelayedUntil = now + delay
+		sh.startDelay(id, rel.DelayedUntil)
+		sh.journalPut(id, name)
+		sh.notify(NoticeReleased, name, rel.Fence, why, 0)
+		ev.Releases = append(ev.Releases, rel)
+		return
+	}
+	sh.removeHold(id)
+	sh.clearDeadline(id)
+	sh.journalDelete(name, rel.Fence)
+	sh.notify(NoticeReleased, name, rel.Fence, why, 0)
+	ev.Releases = append(ev.Releases, rel)
+	sh.freeHold(id)
+	sh.grantWaiters(t, ev, lid, name, now)
+	sh.dropIfEmpty(lid)
+}
+
+// startDelay turns hold id, which has just ended (no session, no owner
+// left), into a slot in lock-delay until the deadline until: in place in
+// its lock's list, so that it keeps the capacity, and in the deadline heap,
+// so that expiry ends it like a TTL. Caller holds sh.mu.
+func (sh *shard) startDelay(id uint32, until int64) {
+	h := sh.hold(id)
+	sh.holdEnded(id)
+	h.flags = h.flags&lockDelay | delayed
+	h.ttl = 0
+	sh.delayed++
+	sh.setDeadline(id, until)
+}
+
+// endDelay ends slot id of lock-delay: its capacity goes to waiters, in
+// FIFO order, and the lock is deleted if nothing else is left. name is
+// its lock's name. Caller holds sh.mu.
+func (sh *shard) endDelay(t *Table, ev *Events, id uint32, name string, now int64) {
+	h := sh.hold(id)
+	lid, fence := h.lock, h.key.Fence
+	sh.removeHold(id)
+	sh.clearDeadline(id)
+	sh.journalDelete(name, fence)
+	sh.freeHold(id)
 	sh.grantWaiters(t, ev, lid, name, now)
 	sh.dropIfEmpty(lid)
 }
@@ -404,8 +499,10 @@ func (t *Table) Check(ev *Events, name string, k Key, now int64) (int64, error) 
 	return left, err
 }
 
-// ForceUnlock releases every hold of name (a re-entered hold counts once)
-// and grants waiters. It returns the number of holds released.
+// ForceUnlock releases every hold of name (a re-entered hold counts once),
+// ends its slots in lock-delay (an admin wants the lock free now), and
+// grants waiters. It returns the number of holds released, slots not
+// counted.
 func (t *Table) ForceUnlock(ev *Events, name string, now int64) int {
 	sh, hash := t.shardOf(name)
 	sh.mu.Lock()
@@ -415,13 +512,16 @@ func (t *Table) ForceUnlock(ev *Events, name string, now int64) int {
 		return 0
 	}
 	// Each release grants the capacity it frees to the next waiter; holds
-	// granted that way are not among the victims, which are the holds
-	// before the first release, all released here in grant order.
+	// granted that way are not among the victims, which are the holds and
+	// slots before the first release, all ended here in grant order.
 	l := sh.lock(lid)
-	n := int(l.nholds)
-	victims := make([]uint32, 0, n)
+	victims := make([]uint32, 0, l.nholds)
+	n := 0
 	for id := l.first; id != 0; id = sh.hold(id).next {
 		victims = append(victims, id)
+		if !sh.hold(id).is(delayed) {
+			n++
+		}
 	}
 	for _, id := range victims {
 		sh.release(t, ev, id, name, ReasonForced, now)

@@ -27,6 +27,14 @@ func footprint(tb *Table) int {
 	return n
 }
 
+// A hold's record is 64 bytes, which the per-lock memory target counts
+// on: what only some holds need (an owner, a lock-delay) lives in maps.
+func TestMemory_HoldRecordIs64Bytes(t *testing.T) {
+	if got := unsafe.Sizeof(holdRec{}); got != 64 {
+		t.Fatalf("holdRec is %d bytes; want 64", got)
+	}
+}
+
 // holdMany has s take count locks named prefix+i, with a TTL.
 func holdMany(t testing.TB, tb *Table, s *Session, prefix string, count int, now int64) []Key {
 	t.Helper()

@@ -24,6 +24,11 @@ var modelSeed = flag.Uint64("model.seed", 0, "run TestModel_RandomOpsMatchRefere
 // (TestDeterminism_ShardCountDoesNotChangeOutcome). Holds are bounded per
 // bucket of the names' hashes (ErrTableFull), and LOCKS pages are the
 // sorted names past After with the Prefix, examined one by one.
+//
+// Lock-delay (SPEC §8.2): a hold with a delay that ends involuntarily stays
+// in its lock's holds, marked delayed, until now+delay; it takes capacity,
+// matches no key and no owner, is not listed, and its end is one more due
+// deadline, ordered and counted (ExpireBatch's bound) like a TTL's.
 
 type mSession struct {
 	id      uint64
@@ -33,6 +38,8 @@ type mSession struct {
 
 type mHold struct {
 	name     string
+	delay    int64 // lock-delay; 0: none
+	delayed  bool  // a slot in lock-delay until deadline, no longer a hold
 	key      Key
 	owner    string
 	count    int
@@ -109,7 +116,7 @@ func (m *model) bound(s *mSession) int {
 func (m *model) find(name string, k Key) *mHold {
 	if l := m.locks[name]; l != nil {
 		for _, h := range l.holds {
-			if h.key == k {
+			if h.key == k && !h.delayed {
 				return h
 			}
 		}
@@ -136,7 +143,7 @@ func (m *model) newHold(l *mLock, s *mSession, req Request) *mHold {
 	m.fence++
 	h := &mHold{
 		name: l.name, key: Key{Fence: m.fence, Rand: req.Rand}, owner: req.Owner,
-		count: 1, detached: req.Detach, granted: m.now, live: true,
+		count: 1, detached: req.Detach, granted: m.now, live: true, delay: req.LockDelay,
 	}
 	if !req.Detach {
 		h.sess = s
@@ -147,20 +154,38 @@ func (m *model) newHold(l *mLock, s *mSession, req Request) *mHold {
 	return h
 }
 
-// release ends h and gives the freed capacity to waiters in queue order,
-// skipping (and dropping) waiters of closed sessions.
+// release ends h. With a lock-delay and an involuntary reason (its
+// connection closed or was killed, its TTL ran out) it stays in its lock's
+// holds as a slot in lock-delay until now+delay, keeping the capacity;
+// otherwise it gives the freed capacity to waiters.
 func (m *model) release(h *mHold, why Reason) {
 	l := m.locks[h.name]
-	l.holds = slices.DeleteFunc(l.holds, func(x *mHold) bool { return x == h })
-	h.live = false
 	var sid uint64
 	if h.sess != nil {
 		sid = h.sess.id
 	}
-	m.releases = append(m.releases, Release{
+	rel := Release{
 		Name: h.name, Fence: h.key.Fence, Owner: h.owner, SessionID: sid,
 		Reason: why, Held: m.now - h.granted,
-	})
+	}
+	h.live = false
+	if h.delay > 0 && (why == ReasonExpired || why == ReasonDisconnect || why == ReasonKilled) {
+		rel.DelayedUntil = m.now + h.delay
+		m.releases = append(m.releases, rel)
+		h.delayed = true
+		h.sess, h.owner, h.detached, h.ttl = nil, "", false, 0
+		h.deadline = m.now + h.delay
+		return
+	}
+	m.releases = append(m.releases, rel)
+	m.free(l, h)
+}
+
+// free takes h (a hold or a slot in lock-delay) out of lock l and gives
+// the capacity to waiters in queue order, skipping (and dropping) waiters
+// of closed sessions.
+func (m *model) free(l *mLock, h *mHold) {
+	l.holds = slices.DeleteFunc(l.holds, func(x *mHold) bool { return x == h })
 	for len(l.holds) < int(l.size) && len(l.waiters) > 0 {
 		w := l.waiters[0]
 		l.waiters = l.waiters[1:]
@@ -174,8 +199,9 @@ func (m *model) release(h *mHold, why Reason) {
 	m.dropIfEmpty(l)
 }
 
-// expireWhere releases the due holds that pick selects, earliest deadline
-// first (ties: lowest fence), at most max of them (0: no bound).
+// expireWhere releases the due holds that pick selects, and ends their
+// slots in lock-delay that are due, earliest deadline first (ties: lowest
+// fence), at most max of them (0: no bound).
 func (m *model) expireWhere(pick func(l *mLock) bool, max int) {
 	for released := 0; max == 0 || released < max; released++ {
 		var due *mHold
@@ -196,7 +222,11 @@ func (m *model) expireWhere(pick func(l *mLock) bool, max int) {
 		if due == nil {
 			return
 		}
-		m.release(due, ReasonExpired)
+		if due.delayed {
+			m.free(m.locks[due.name], due) // the delay is over
+		} else {
+			m.release(due, ReasonExpired)
+		}
 	}
 }
 
@@ -209,7 +239,7 @@ func (m *model) acquire(s *mSession, req Request, wait bool) (Key, Outcome, erro
 	if req.Size == 0 {
 		req.Size = 1
 	}
-	if req.Name == "" || req.TTL < 0 {
+	if req.Name == "" || req.TTL < 0 || req.LockDelay < 0 || req.LockDelay > MaxLockDelay {
 		return Key{}, 0, ErrBadRequest
 	}
 	if req.Detach && req.TTL == 0 {
@@ -226,7 +256,7 @@ func (m *model) acquire(s *mSession, req Request, wait bool) (Key, Outcome, erro
 		}
 		if req.Owner != "" {
 			for _, h := range l.holds {
-				if h.owner != req.Owner {
+				if h.owner != req.Owner || h.delayed {
 					continue
 				}
 				if h.detached != req.Detach {
@@ -318,11 +348,18 @@ func (m *model) forceUnlock(name string) int {
 	if l == nil {
 		return 0
 	}
+	// Holds are released and slots in lock-delay end, in grant order.
 	victims := slices.Clone(l.holds)
+	n := 0
 	for _, h := range victims {
-		m.release(h, ReasonForced)
+		if h.delayed {
+			m.free(l, h)
+		} else {
+			m.release(h, ReasonForced)
+			n++
+		}
 	}
-	return len(victims)
+	return n
 }
 
 func (m *model) cancelWait(s *mSession) bool {
@@ -338,9 +375,9 @@ func (m *model) cancelWait(s *mSession) bool {
 }
 
 // closeSession drops the session's wait, then releases its bound holds
-// newest first (the order of the session's own list), without expiring
-// anything first.
-func (m *model) closeSession(s *mSession) {
+// newest first (the order of the session's own list) with reason why,
+// without expiring anything first.
+func (m *model) closeSession(s *mSession, why Reason) {
 	if s.closed {
 		return
 	}
@@ -357,7 +394,7 @@ func (m *model) closeSession(s *mSession) {
 	slices.SortFunc(holds, func(a, b *mHold) int { return cmp.Compare(b.key.Fence, a.key.Fence) })
 	for _, h := range holds {
 		if h.live {
-			m.release(h, ReasonDisconnect)
+			m.release(h, why)
 		}
 	}
 }
@@ -378,7 +415,8 @@ func (m *model) expire(max int) (int64, bool) {
 // bucket returns the bucket of a name: the low bits of its hash.
 func bucket(name string) uint64 { return hashName(name) & (maxShards - 1) }
 
-// bucketHolds counts the live holds of the names in name's bucket.
+// bucketHolds counts the live holds (and slots in lock-delay) of the
+// names in name's bucket.
 func (m *model) bucketHolds(name string) int {
 	n := 0
 	for _, l := range m.locks {
@@ -445,7 +483,7 @@ func (m *model) apply(o op) result {
 	case opCancelWait:
 		res.n = boolInt(m.cancelWait(s))
 	case opCloseSession:
-		m.closeSession(s)
+		m.closeSession(s, cmp.Or(o.why, ReasonDisconnect))
 		m.addSession()
 	case opExpire:
 		res.n, res.more = m.expire(o.max)
@@ -474,6 +512,12 @@ func (m *model) dump() string {
 		b.WriteString(" size=")
 		num(int64(l.size))
 		for _, h := range l.holds {
+			if h.delayed {
+				b.WriteString(" delayed{" + h.key.String() + " deadline=")
+				num(h.deadline)
+				b.WriteString("}")
+				continue
+			}
 			b.WriteString(" hold{")
 			b.WriteString(h.key.String())
 			b.WriteString(" owner=" + h.owner + " count=")
@@ -482,6 +526,10 @@ func (m *model) dump() string {
 			num(h.deadline)
 			b.WriteString(" ttl=")
 			num(h.ttl)
+			if h.delay != 0 {
+				b.WriteString(" delay=")
+				num(h.delay)
+			}
 			if h.sess != nil {
 				b.WriteString(" session=")
 				num(int64(h.sess.id))
@@ -508,6 +556,10 @@ func (m *model) lockInfos() []LockInfo {
 	for _, l := range m.sortedLocks() {
 		li := LockInfo{Name: l.name, Size: l.size}
 		for _, h := range l.holds {
+			if h.delayed {
+				li.Delayed++
+				continue
+			}
 			hi := HoldInfo{
 				Fence: h.key.Fence, Owner: h.owner, SessionID: -1, TTL: -1,
 				Age: m.now - h.granted, Detached: h.detached, Count: uint32(h.count),
@@ -532,7 +584,7 @@ func (m *model) lockInfos() []LockInfo {
 
 func sameLockInfos(a, b []LockInfo) bool {
 	return slices.EqualFunc(a, b, func(x, y LockInfo) bool {
-		return x.Name == y.Name && x.Size == y.Size &&
+		return x.Name == y.Name && x.Size == y.Size && x.Delayed == y.Delayed &&
 			slices.Equal(x.Holds, y.Holds) && slices.Equal(x.Waiters, y.Waiters)
 	})
 }
@@ -549,7 +601,13 @@ func (m *model) stats() Stats {
 	var st Stats
 	for _, l := range m.locks {
 		st.Locks++
-		st.Holds += len(l.holds)
+		for _, h := range l.holds {
+			if h.delayed {
+				st.Delayed++
+			} else {
+				st.Holds++
+			}
+		}
 		st.Waiters += len(l.waiters)
 	}
 	return st

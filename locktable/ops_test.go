@@ -35,8 +35,9 @@ type op struct {
 	name string
 	key  Key
 	ttl  int64
-	dt   int64 // opAdvance: how far the clock moves
-	max  int   // opExpire: the batch bound (0: none)
+	dt   int64  // opAdvance: how far the clock moves
+	max  int    // opExpire: the batch bound (0: none)
+	why  Reason // opCloseSession: the reason (0: CloseSession's)
 }
 
 func (o op) String() string {
@@ -48,8 +49,8 @@ func (o op) String() string {
 	switch o.kind {
 	case opAcquire:
 		r := o.req
-		return fmt.Sprintf("Acquire(%s, %q ttl=%d size=%d owner=%q detach=%v rand=%x, wait=%v)",
-			sess, r.Name, r.TTL, r.Size, r.Owner, r.Detach, r.Rand, o.wait)
+		return fmt.Sprintf("Acquire(%s, %q ttl=%d size=%d owner=%q detach=%v delay=%d rand=%x, wait=%v)",
+			sess, r.Name, r.TTL, r.Size, r.Owner, r.Detach, r.LockDelay, r.Rand, o.wait)
 	case opUnlock:
 		return fmt.Sprintf("Unlock(%q, %v)", o.name, o.key)
 	case opRenew:
@@ -61,6 +62,9 @@ func (o op) String() string {
 	case opCancelWait:
 		return "CancelWait(" + sess + ")"
 	case opCloseSession:
+		if o.why != 0 {
+			return fmt.Sprintf("CloseSessionFor(%s, %v)", sess, o.why)
+		}
 		return "CloseSession(" + sess + ")"
 	case opExpire:
 		return fmt.Sprintf("ExpireBatch(max=%d)", o.max)
@@ -116,8 +120,8 @@ func (r result) format(kind opKind) string {
 		fmt.Fprintf(&b, " grant{s%d %q %v ttl=%d deadline=%d}", g.SessionID, g.Name, g.Key, g.TTL, g.Deadline)
 	}
 	for _, x := range r.releases {
-		fmt.Fprintf(&b, " release{%q fence=%d owner=%q session=%d %v held=%d}",
-			x.Name, x.Fence, x.Owner, x.SessionID, x.Reason, x.Held)
+		fmt.Fprintf(&b, " release{%q fence=%d owner=%q session=%d %v held=%d delayed-until=%d}",
+			x.Name, x.Fence, x.Owner, x.SessionID, x.Reason, x.Held, x.DelayedUntil)
 	}
 	return b.String()
 }
@@ -196,7 +200,11 @@ func (r *runner) apply(o op) result {
 	case opCancelWait:
 		res.n = boolInt(r.tb.CancelWait(s))
 	case opCloseSession:
-		r.tb.CloseSession(&r.ev, s, r.now)
+		if o.why != 0 {
+			r.tb.CloseSessionFor(&r.ev, s, o.why, r.now)
+		} else {
+			r.tb.CloseSession(&r.ev, s, r.now)
+		}
 		r.addSession()
 	case opExpire:
 		res.n, res.more = r.tb.ExpireBatch(&r.ev, r.now, o.max)
@@ -294,6 +302,19 @@ func (g *opGen) ttl() int64 {
 	}
 }
 
+// lockDelay picks a request's lock-delay: mostly none, sometimes one of
+// the TTLs' scale, rarely one out of range.
+func (g *opGen) lockDelay() int64 {
+	switch n := g.rng.IntN(40); {
+	case n < 26:
+		return 0
+	case n == 26:
+		return []int64{-1, MaxLockDelay + 1, MaxLockDelay}[g.rng.IntN(3)]
+	default:
+		return 1 + g.rng.Int64N(30)
+	}
+}
+
 // key picks a key to present for name: mostly one issued for it, sometimes
 // one of another lock, a forged one, or a key off by its random bits.
 func (g *opGen) key(name string) Key {
@@ -338,7 +359,7 @@ func (g *opGen) next(now, deadline int64) op {
 		}
 		req := Request{
 			Name: name, TTL: g.ttl(), Size: size, Owner: owner,
-			Detach: g.rng.IntN(7) == 0, Rand: g.rng.Uint64(),
+			Detach: g.rng.IntN(7) == 0, Rand: g.rng.Uint64(), LockDelay: g.lockDelay(),
 		}
 		return op{kind: opAcquire, sess: g.session(), req: req, wait: g.rng.IntN(2) == 0}
 	case n < 51:
@@ -361,6 +382,9 @@ func (g *opGen) next(now, deadline int64) op {
 	case n < 80:
 		slot := g.rng.IntN(len(g.slots))
 		o := op{kind: opCloseSession, sess: g.slots[slot]}
+		if g.rng.IntN(2) == 0 {
+			o.why = []Reason{ReasonDisconnect, ReasonKilled, ReasonReset}[g.rng.IntN(3)]
+		}
 		if g.rng.IntN(8) == 0 {
 			o.sess = g.rng.IntN(g.n) // maybe closed already
 		}

@@ -82,14 +82,16 @@ func (s *Session) unlink(t *Table, h hid) {
 
 // CloseSession ends s: its queued request leaves the queue (and is never
 // granted), and every hold bound to it is released with ReasonDisconnect,
-// granting waiters as capacity frees. Detached holds are untouched.
+// granting waiters as capacity frees (a hold with a lock-delay frees its
+// capacity only when the delay ends). Detached holds are untouched.
 // Closing a closed session does nothing.
 func (t *Table) CloseSession(ev *Events, s *Session, now int64) {
 	t.CloseSessionFor(ev, s, ReasonDisconnect, now)
 }
 
 // CloseSessionFor is CloseSession releasing with reason why
-// (ReasonDisconnect, ReasonKilled or ReasonReset).
+// (ReasonDisconnect, ReasonKilled or ReasonReset; a RESET starts no
+// lock-delay).
 func (t *Table) CloseSessionFor(ev *Events, s *Session, why Reason, now int64) {
 	t.endSession(s, func(sh *shard, id uint32) {
 		sh.release(t, ev, id, "", why, now)

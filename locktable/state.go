@@ -26,8 +26,8 @@ type SessionState struct {
 	Fences []uint64
 }
 
-// LockState is one lock with its holds in grant order and waiters in
-// queue order.
+// LockState is one lock with its holds (and slots in lock-delay, marked
+// Delayed) in grant order and waiters in queue order.
 type LockState struct {
 	Name    string
 	Size    uint32
@@ -150,6 +150,10 @@ func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Sessi
 		}
 		lid := sh.newLock(ls.Name, hash, ls.Size)
 		for _, hs := range ls.Holds {
+			if hs.LockDelay < 0 || hs.LockDelay > MaxLockDelay ||
+				(hs.Delayed && (hs.SessionID != 0 || hs.Orphan || hs.Deadline == 0)) {
+				return nil, fmt.Errorf("locktable: hold %d: bad lock-delay", hs.Key.Fence)
+			}
 			h := sh.base | hid(sh.loadHold(lid, bucket, hs, hs.Deadline))
 			if hs.SessionID != 0 {
 				s := sessions[hs.SessionID]
@@ -164,6 +168,9 @@ func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Sessi
 			byFence[hs.Key.Fence] = h
 		}
 		for _, ws := range ls.Waiters {
+			if ws.Request.LockDelay < 0 || ws.Request.LockDelay > MaxLockDelay {
+				return nil, fmt.Errorf("locktable: waiter of session %d: bad lock-delay", ws.SessionID)
+			}
 			s := sessions[ws.SessionID]
 			if s == nil || s.waiting != nil {
 				return nil, fmt.Errorf("locktable: waiter names unknown or busy session %d", ws.SessionID)

@@ -96,11 +96,15 @@ type shard struct {
 	buckets []uint32
 	// owners are the owners of holds with one, by hold id.
 	owners map[uint32]string
+	// delays are the lock-delays of holds (and slots in lock-delay) with
+	// one, by hold id: most holds have none and pay nothing for it.
+	delays map[uint32]int64
 	// queues are the wait queues of locks with waiters, by lock id.
 	queues map[uint32]*waitQueue
 	// longNames are names longer than maxArenaName, by lock id.
 	longNames map[uint32]string
 	nholds    int // live holds (a re-entered hold counts once)
+	delayed   int // slots in lock-delay
 	waiters   int
 	// oldest is the earliest grant time of the shard's live holds, when
 	// nholds > 0 and !oldestStale. Keeping it costs a compare per grant
@@ -144,6 +148,7 @@ func New(cfg Config) *Table {
 		sh.cfg = &t.cfg
 		sh.buckets = make([]uint32, maxShards/n)
 		sh.owners = make(map[uint32]string)
+		sh.delays = make(map[uint32]int64)
 		sh.queues = make(map[uint32]*waitQueue)
 		sh.longNames = make(map[uint32]string)
 	}
@@ -203,9 +208,10 @@ func (t *Table) hold(h hid) *holdRec {
 
 // Stats are point-in-time counts.
 type Stats struct {
-	Locks   int // locks with holders or waiters
+	Locks   int // locks with holders, waiters or slots in lock-delay
 	Holds   int // live holds; a re-entered hold counts once
 	Waiters int // queued requests
+	Delayed int // slots in lock-delay (not among Holds)
 }
 
 // Stats sums the shards' counts. Each shard is read consistently; the sum
@@ -218,6 +224,7 @@ func (t *Table) Stats() Stats {
 		st.Locks += sh.index.n
 		st.Holds += sh.nholds
 		st.Waiters += sh.waiters
+		st.Delayed += sh.delayed
 		sh.mu.Unlock()
 	}
 	return st
@@ -251,7 +258,7 @@ func (sh *shard) rescanOldest() {
 	first := true
 	for id := uint32(1); id < sh.holds.used; id++ {
 		h := sh.hold(id)
-		if h.lock == 0 { // free
+		if h.lock == 0 || h.is(delayed) { // free, or no hold
 			continue
 		}
 		if first || h.granted < sh.oldest {

@@ -10,15 +10,26 @@ import (
 // recordVersion is the first byte of every encoded hold record.
 const recordVersion = 1
 
+// Flags: a record is exactly one of detached, bound (maybe orphaned) or
+// delayed (a slot in lock-delay), and may have a lock-delay. Records
+// without a lock-delay are encoded as before lock-delay existed, and those
+// records still decode; a relock from before lock-delay refuses the new
+// flags rather than misreading them.
 const (
 	flagDetached = 1 << iota
 	flagBound
+	// flagDelayed: HoldRecord.Delayed.
+	flagDelayed
+	// flagLockDelay: HoldRecord.LockDelay > 0, a varint after Granted.
+	flagLockDelay
 )
 
 var errCorruptRecord = errors.New("persist: corrupt hold record")
 
 // encodeRecord appends r's binary form to b: version, flags, then varints
-// and length-prefixed strings.
+// (size, fence, the key's random part in 8 bytes, count, TTL, deadline,
+// granted, the lock-delay if flagLockDelay) and length-prefixed strings
+// (name, owner).
 func encodeRecord(b []byte, r *locktable.HoldRecord) []byte {
 	var flags byte
 	if r.Detached {
@@ -26,6 +37,12 @@ func encodeRecord(b []byte, r *locktable.HoldRecord) []byte {
 	}
 	if r.Bound {
 		flags |= flagBound
+	}
+	if r.Delayed {
+		flags |= flagDelayed
+	}
+	if r.LockDelay != 0 {
+		flags |= flagLockDelay
 	}
 	b = append(b, recordVersion, flags)
 	b = binary.AppendUvarint(b, uint64(r.Size))
@@ -35,6 +52,9 @@ func encodeRecord(b []byte, r *locktable.HoldRecord) []byte {
 	b = binary.AppendVarint(b, r.TTL)
 	b = binary.AppendVarint(b, r.Deadline)
 	b = binary.AppendVarint(b, r.Granted)
+	if r.LockDelay != 0 {
+		b = binary.AppendVarint(b, r.LockDelay)
+	}
 	b = binary.AppendUvarint(b, uint64(len(r.Name)))
 	b = append(b, r.Name...)
 	b = binary.AppendUvarint(b, uint64(len(r.Owner)))
@@ -49,13 +69,16 @@ func decodeRecord(b []byte) (locktable.HoldRecord, error) {
 	if len(b) < 2 || b[0] != recordVersion {
 		return r, errCorruptRecord
 	}
-	// A hold is either detached or bound (possibly orphaned), never both
-	// or neither; other bits are not ours.
-	switch flags := b[1]; flags {
+	// A record is detached, bound (possibly orphaned) or a slot in
+	// lock-delay, exactly one of them; other bits are not ours.
+	flags := b[1]
+	switch flags &^ flagLockDelay {
 	case flagDetached:
 		r.Detached = true
 	case flagBound:
 		r.Bound = true
+	case flagDelayed:
+		r.Delayed = true
 	default:
 		return r, errCorruptRecord
 	}
@@ -107,6 +130,12 @@ func decodeRecord(b []byte) (locktable.HoldRecord, error) {
 	r.TTL = sv()
 	r.Deadline = sv()
 	r.Granted = sv()
+	if flags&flagLockDelay != 0 {
+		// Not 0 either: that is written without the flag.
+		if r.LockDelay = sv(); r.LockDelay <= 0 || r.LockDelay > locktable.MaxLockDelay {
+			return locktable.HoldRecord{}, errCorruptRecord
+		}
+	}
 	r.Name = str()
 	r.Owner = str()
 	if b == nil || len(b) != 0 || size == 0 || size > 1<<32-1 || count == 0 || count > 1<<32-1 {

@@ -3,6 +3,7 @@ package persist
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"math"
 	"strconv"
@@ -53,6 +54,51 @@ var codecCases = []struct {
 		Name: "past", Size: 1, Key: locktable.Key{Fence: 5, Rand: 5}, Count: 1,
 		TTL: 1, Deadline: -1, Granted: -1_000_000, Bound: true,
 	}},
+	{"bound with lock-delay", locktable.HoldRecord{
+		Name: "job", Size: 1, Key: locktable.Key{Fence: 8, Rand: 8}, Owner: "w", Count: 2,
+		TTL: 5_000_000_000, Deadline: 1_732_712_350_678_901_000, Granted: 1_732_712_345_678_901_000, Bound: true,
+		LockDelay: 1,
+	}},
+	{"detached with lock-delay", locktable.HoldRecord{
+		Name: "token", Size: 1, Key: locktable.Key{Fence: 9, Rand: 9}, Count: 1,
+		TTL: 60_000_000_000, Deadline: 1_800_000_000_000_000_000, Granted: 1_700_000_000_000_000_000, Detached: true,
+		LockDelay: 15_000_000_000,
+	}},
+	{"slot in lock-delay", locktable.HoldRecord{
+		Name: "pool", Size: 3, Key: locktable.Key{Fence: 10, Rand: 10}, Count: 1,
+		Deadline: 1_732_712_405_678_901_000, Granted: 1_732_712_345_678_901_000, Delayed: true,
+		LockDelay: locktable.MaxLockDelay,
+	}},
+	{"slot without lock-delay", locktable.HoldRecord{
+		Name: "x", Size: 1, Key: locktable.Key{Fence: 11, Rand: 11}, Count: 1, Deadline: 1, Delayed: true,
+	}},
+}
+
+// recordsBeforeLockDelay are records as the encoder wrote them before
+// lock-delay existed (golden bytes): they must decode as they did.
+var recordsBeforeLockDelay = []struct {
+	hex string
+	rec locktable.HoldRecord
+}{
+	{"01020107ffffffffffffffff0180c8afa0259084af82fcacea8b3090bcffe1d6acea8b30036a6f6200", codecCases[2].rec},
+	{"01010163efcdab89674523010180e0ba84bf038080a0bbd29df1fa318080d0e2c6bfce972f05746f6b656e00", codecCases[3].rec},
+	{"0102038080808080202a00000000000000020000f60104706f6f6c12686f73743a313233343a7468726561642d37", codecCases[4].rec},
+}
+
+func TestCodec_DecodesRecordsWrittenBeforeLockDelay(t *testing.T) {
+	for _, tc := range recordsBeforeLockDelay {
+		b, err := hex.DecodeString(tc.hex)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := decodeRecord(b)
+		if err != nil || got != tc.rec {
+			t.Fatalf("decodeRecord(%s) = %+v, %v; want %+v", tc.hex, got, err, tc.rec)
+		}
+		if re := encodeRecord(nil, &got); !bytes.Equal(re, b) {
+			t.Fatalf("a record without lock-delay encodes as %x; want as before, %x", re, b)
+		}
+	}
 }
 
 func TestCodec_RoundTrip(t *testing.T) {
@@ -81,6 +127,11 @@ func TestCodec_RejectsMalformedRecords(t *testing.T) {
 	zeroSize.Size = 0
 	zeroCount := codecCases[1].rec
 	zeroCount.Count = 0
+	withDelay := func(d int64) []byte {
+		r := codecCases[0].rec
+		r.LockDelay = d
+		return encodeRecord(nil, &r)
+	}
 	tests := []struct {
 		name string
 		b    []byte
@@ -108,6 +159,17 @@ func TestCodec_RejectsMalformedRecords(t *testing.T) {
 			return append(append(append([]byte(nil), b[:i]...), b[i]|0x80, 0x00), b[i+1:]...)
 		}()},
 		{"varint overflow", append([]byte{recordVersion, flagBound}, bytes.Repeat([]byte{0xff}, 11)...)},
+		{"lock-delay flag with a zero delay", func() []byte {
+			b := withDelay(1)
+			i := 2 + 1 + 1 + 8 + 1 + 1 + 1 + 1 // every varint one byte: the lock-delay
+			b[i] = 0
+			return b
+		}()},
+		{"negative lock-delay", withDelay(-1)},
+		{"lock-delay over the maximum", withDelay(locktable.MaxLockDelay + 1)},
+		{"delayed and bound", func() []byte { b := bytes.Clone(good); b[1] = flagBound | flagDelayed; return b }()},
+		{"delayed and detached", func() []byte { b := bytes.Clone(good); b[1] = flagDetached | flagDelayed; return b }()},
+		{"lock-delay flag alone", func() []byte { b := withDelay(1); b[1] = flagLockDelay; return b }()},
 		{"name longer than the record", func() []byte {
 			r := codecCases[1].rec
 			b := encodeRecord(nil, &r)
@@ -162,6 +224,11 @@ func FuzzDecodeRecord(f *testing.F) {
 	// detached, which no RENEW adopts and no disconnect releases).
 	f.Add([]byte("\x01000000000000000\x040000\x12000000000000000000"))
 	f.Add([]byte{recordVersion, flagBound, 0x81, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0, 0, 0, 0x01, 'a', 0})
+	f.Add([]byte{recordVersion, flagDelayed | flagLockDelay, 0x01, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0, 0x02, 0, 0x02, 0x01, 'a', 0})
+	for _, tc := range recordsBeforeLockDelay {
+		b, _ := hex.DecodeString(tc.hex)
+		f.Add(b)
+	}
 	good := encodeRecord(nil, &codecCases[2].rec)
 	f.Add(append(append([]byte(nil), good...), 0))
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -341,6 +341,98 @@ func TestStore_SyncedChangesAreInTheFileWithoutClose(t *testing.T) {
 	}
 }
 
+// TestStore_RestartKeepsLockDelays: a slot in lock-delay and a hold's
+// lock-delay are stored (by the log, and by bbolt at Close), and a restart
+// keeps the slot until its own deadline, neither cut short nor given the
+// restore grace; a slot whose delay ended while the server was down is
+// dropped.
+func TestStore_RestartKeepsLockDelays(t *testing.T) {
+	for _, how := range []string{"clean close", "crash after sync"} {
+		t.Run(how, func(t *testing.T) {
+			dir := t.TempDir()
+			s := mustOpen(t, dir, Always)
+			tb := mustAttach(t, s, t0)
+			var ev locktable.Events
+			s1, s2, s3 := tb.NewSession(1, nil), tb.NewSession(2, nil), tb.NewSession(3, nil)
+			grant(t, tb, s1, locktable.Request{Name: "slot", LockDelay: 10 * sec}, t0)
+			grant(t, tb, s2, locktable.Request{Name: "gone", LockDelay: sec}, t0)
+			held := grant(t, tb, s3, locktable.Request{Name: "held", LockDelay: 20 * sec}, t0)
+			tb.CloseSession(&ev, s1, t0)
+			tb.CloseSession(&ev, s2, t0)
+			if err := s.Sync(); err != nil {
+				t.Fatalf("Sync: %v", err)
+			}
+			want := tb.Snapshot()
+			from := dir
+			if how == "crash after sync" {
+				from = copyStoreFile(t, dir)
+			} else if err := s.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			got, _ := loadDir(t, from)
+			wantRecords(t, "stored", got, want)
+
+			// Restart 2 s later with a 3 s grace.
+			now := t0 + 2*sec
+			s2nd := mustOpen(t, from, Always)
+			tb2 := newTable()
+			restored, dropped, err := s2nd.RestoreInto(tb2, now, 3*time.Second)
+			if err != nil || restored != 2 || dropped != 1 {
+				t.Fatalf("RestoreInto = %d, %d, %v; want 2 restored (slot, held), 1 dropped (gone)", restored, dropped, err)
+			}
+			if li, ok := tb2.Lock("slot", now); !ok || li.Delayed != 1 || len(li.Holds) != 0 {
+				t.Fatalf("slot after restart: %+v, %v; want one slot in lock-delay", li, ok)
+			}
+			if _, ok := tb2.Lock("gone", now); ok {
+				t.Fatal("a slot whose delay ended while down was restored")
+			}
+			other := tb2.NewSession(9, nil)
+			try := func(name string, at int64) locktable.Outcome {
+				ev.Reset()
+				_, out, err := tb2.Acquire(&ev, other, locktable.Request{Name: name, Rand: 1}, at, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return out
+			}
+			// Past the grace, before the slot's own deadline: still taken;
+			// "held", never adopted, expires into its own lock-delay.
+			ev.Reset()
+			if next := tb2.Expire(&ev, t0+9*sec); next != t0+10*sec {
+				t.Fatalf("next deadline %d; want the slot's end %d", next, t0+10*sec)
+			}
+			if len(ev.Releases) != 1 || ev.Releases[0].Fence != held.Fence || ev.Releases[0].Reason != locktable.ReasonExpired {
+				t.Fatalf("releases at the grace's end %+v; want held's expiry", ev.Releases)
+			}
+			if out := try("slot", t0+9*sec); out != locktable.Busy {
+				t.Fatalf("TRYLOCK slot 1 s before its delay ends: %v; want Busy", out)
+			}
+			if out := try("held", t0+9*sec); out != locktable.Busy {
+				t.Fatalf("TRYLOCK held in its lock-delay: %v; want Busy", out)
+			}
+			if out := try("slot", t0+10*sec); out != locktable.Granted {
+				t.Fatalf("TRYLOCK slot at its delay's end: %v; want Granted", out)
+			}
+			// The restart stored what it restored: the slot's record, the
+			// orphan with its lock-delay.
+			if err := s2nd.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			got, _ = loadDir(t, from)
+			var shapes []string
+			for _, r := range sortRecs(got) {
+				shapes = append(shapes, fmt.Sprintf("%s delayed=%v deadline=+%ds delay=%ds", r.Name, r.Delayed, max(r.Deadline-t0, 0)/sec, r.LockDelay/sec))
+			}
+			// held expired at +9 s (the Expire call), so its delay ends at
+			// +29 s; slot is the new hold, without TTL or delay.
+			wantShapes := []string{"held delayed=true deadline=+29s delay=20s", "slot delayed=false deadline=+0s delay=0s"}
+			if !slices.Equal(shapes, wantShapes) {
+				t.Fatalf("stored after the restart: %q; want %q", shapes, wantShapes)
+			}
+		})
+	}
+}
+
 func TestStore_ModeNoWritesOnlyAtClose(t *testing.T) {
 	dir := t.TempDir()
 	s := mustOpen(t, dir, No)

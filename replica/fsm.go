@@ -114,7 +114,11 @@ func (f *FSM) ApplyOp(op Op) *Result {
 		f.sessions[op.Session] = t.NewSession(op.Session, c)
 	case OpClose:
 		if s := sess(); s != nil {
-			t.CloseSession(&r.Events, s, op.Now)
+			why := op.Reason
+			if why == 0 {
+				why = locktable.ReasonDisconnect
+			}
+			t.CloseSessionFor(&r.Events, s, why, op.Now)
 			delete(f.sessions, op.Session)
 		}
 	case OpAcquire:
@@ -173,8 +177,8 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	return &fsmSnapshot{st: fsmState{State: f.table.State(extra), Leader: f.leader, LeaderAddr: f.leaderAddr, LeaderTerm: f.leaderTerm}}, nil
 }
 
-// Restore replaces the table with a snapshot's, in the binary encoding
-// or the JSON one of snapshots taken before it.
+// Restore replaces the table with a snapshot's, in any binary encoding
+// version or the JSON one of snapshots taken before them.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	st, err := decodeSnapshot(rc)

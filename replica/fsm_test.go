@@ -66,6 +66,9 @@ func (g *opGen) next() Op {
 		if req.TTL > 0 && g.rng.IntN(5) == 0 {
 			req.Detach = true
 		}
+		if g.rng.IntN(3) == 0 {
+			req.LockDelay = int64(1+g.rng.IntN(10)) * 1_000_000
+		}
 		return Op{Kind: OpAcquire, Now: g.now, Session: pickSess(), Request: req, Wait: g.rng.IntN(2) == 0}
 	case n < 60:
 		k := pickKey()
@@ -84,7 +87,8 @@ func (g *opGen) next() Op {
 		i := g.rng.IntN(len(g.open))
 		id := g.open[i]
 		g.open = append(g.open[:i], g.open[i+1:]...)
-		return Op{Kind: OpClose, Now: g.now, Session: id}
+		why := []locktable.Reason{0, locktable.ReasonDisconnect, locktable.ReasonKilled, locktable.ReasonReset}[g.rng.IntN(4)]
+		return Op{Kind: OpClose, Now: g.now, Session: id, Reason: why}
 	case n < 99:
 		return Op{Kind: OpExpire, Now: g.now, Max: []int{0, 1, 2}[g.rng.IntN(3)]} // batches are part of the entry
 	default:
@@ -277,5 +281,130 @@ func TestFSM_FailoverCostsTheOldLeadersHoldsNotTheTable(t *testing.T) {
 	t.Logf("failover entry: %d detached + 10 bound holds: %v; %d bound holds in 100 sessions: %v", n, few, n, many)
 	if few > 50*time.Millisecond {
 		t.Errorf("orphaning 10 holds beside %d detached ones took %v: the takeover walks the table", n, few)
+	}
+}
+
+// TestFSM_LockDelayIsTheSameOnEveryReplica: a hold with a lock-delay whose
+// session a close entry ends (killed) leaves a slot in lock-delay on
+// replicas of any shard count, and on one restored from a snapshot taken
+// during the delay; all grant the waiter alike at the delay's end.
+func TestFSM_LockDelayIsTheSameOnEveryReplica(t *testing.T) {
+	const ms = int64(1_000_000)
+	now := int64(1_750_000_000_000_000_000)
+	a := NewFSM(locktable.Config{Shards: 1, FenceStart: 100}, nil)
+	b := NewFSM(locktable.Config{Shards: 16, FenceStart: 100}, nil)
+	apply := func(op Op) *Result {
+		t.Helper()
+		entry, err := op.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ra := a.Apply(&raft.Log{Data: entry}).(*Result)
+		rb := b.Apply(&raft.Log{Data: entry}).(*Result)
+		if render(ra) != render(rb) {
+			t.Fatalf("%+v:\n a: %s\n b: %s", op, render(ra), render(rb))
+		}
+		return ra
+	}
+	for s := uint64(1); s <= 3; s++ {
+		apply(Op{Kind: OpOpen, Now: now, Session: s})
+	}
+	held := apply(Op{Kind: OpAcquire, Now: now, Session: 1, Request: locktable.Request{Name: "x", Rand: 1, LockDelay: 50 * ms}})
+	apply(Op{Kind: OpAcquire, Now: now, Session: 2, Request: locktable.Request{Name: "x", Rand: 2}, Wait: true})
+	closed := apply(Op{Kind: OpClose, Now: now, Session: 1, Reason: locktable.ReasonKilled})
+	if len(closed.Events.Releases) != 1 || closed.Events.Releases[0].Reason != locktable.ReasonKilled || len(closed.Events.Grants) != 0 {
+		t.Fatalf("close (killed): %s; want the hold released as killed, no grant", render(closed))
+	}
+	for _, f := range []*FSM{a, b} {
+		if li, ok := f.Table().Lock("x", now); !ok || li.Delayed != 1 || len(li.Holds) != 0 || len(li.Waiters) != 1 {
+			t.Fatalf("after the close: %+v, %v; want one slot in lock-delay and the waiter", li, ok)
+		}
+	}
+	if r := apply(Op{Kind: OpAcquire, Now: now, Session: 3, Request: locktable.Request{Name: "x", Rand: 3}}); r.Outcome != locktable.Busy {
+		t.Fatalf("TRYLOCK during the delay: %s; want Busy", render(r))
+	}
+	if r := apply(Op{Kind: OpUnlock, Now: now, Name: "x", Key: held.Key}); r.Err == nil {
+		t.Fatal("UNLOCK with the ended hold's key succeeded")
+	}
+	if !bytes.Equal(snapshotBytes(t, a), snapshotBytes(t, b)) {
+		t.Fatal("snapshots differ during the delay")
+	}
+	c := NewFSM(locktable.Config{Shards: 4, FenceStart: 100}, nil)
+	if err := c.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, a)))); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+
+	for _, tc := range []struct {
+		at    int64
+		grant bool
+	}{{now + 50*ms - 1, false}, {now + 50*ms, true}} {
+		op := Op{Kind: OpExpire, Now: tc.at}
+		r := apply(op)
+		if rc := c.ApplyOp(op); render(rc) != render(r) {
+			t.Fatalf("expire at +%d on the restored replica:\n %s\nwant %s", tc.at-now, render(rc), render(r))
+		}
+		if got := len(r.Events.Grants) == 1 && r.Events.Grants[0].Session.ID == 2; got != tc.grant {
+			t.Fatalf("expire at +%d: %s; want the waiter granted: %v", tc.at-now, render(r), tc.grant)
+		}
+	}
+	if sa, sc := snapshotBytes(t, a), snapshotBytes(t, c); !bytes.Equal(sa, sc) || !bytes.Equal(sa, snapshotBytes(t, b)) {
+		t.Fatal("final snapshots differ")
+	}
+}
+
+// TestFSM_CloseReasonDecidesTheLockDelay: a close entry without a reason
+// (as written before Reason existed) is a disconnect, which delays; a
+// RESET does not.
+func TestFSM_CloseReasonDecidesTheLockDelay(t *testing.T) {
+	for _, tc := range []struct {
+		why         locktable.Reason
+		wantReason  locktable.Reason
+		wantDelayed int
+	}{
+		{0, locktable.ReasonDisconnect, 1},
+		{locktable.ReasonDisconnect, locktable.ReasonDisconnect, 1},
+		{locktable.ReasonKilled, locktable.ReasonKilled, 1},
+		{locktable.ReasonReset, locktable.ReasonReset, 0},
+	} {
+		f := NewFSM(locktable.Config{}, nil)
+		f.ApplyOp(Op{Kind: OpOpen, Now: 1, Session: 1})
+		f.ApplyOp(Op{Kind: OpAcquire, Now: 1, Session: 1, Request: locktable.Request{Name: "x", Rand: 1, LockDelay: 1e9}})
+		r := f.ApplyOp(Op{Kind: OpClose, Now: 2, Session: 1, Reason: tc.why})
+		if len(r.Events.Releases) != 1 || r.Events.Releases[0].Reason != tc.wantReason {
+			t.Fatalf("close with reason %v: %s; want released as %v", tc.why, render(r), tc.wantReason)
+		}
+		li, _ := f.Table().Lock("x", 2)
+		if li.Delayed != tc.wantDelayed {
+			t.Fatalf("close with reason %v: %d slots in lock-delay; want %d", tc.why, li.Delayed, tc.wantDelayed)
+		}
+	}
+}
+
+// TestOp_EntriesWrittenBeforeLockDelay: log entries from before
+// Request.LockDelay and Op.Reason decode (without them), and an entry
+// without them is written byte for byte as before.
+func TestOp_EntriesWrittenBeforeLockDelay(t *testing.T) {
+	for _, tc := range []struct {
+		entry string
+		want  Op
+	}{
+		{`{"k":"acquire","now":5,"s":3,"req":{"Name":"a\u0000b","TTL":1,"Size":2,"Owner":"w","Detach":true,"Rand":18446744073709551615},"wait":true}`,
+			Op{Kind: OpAcquire, Now: 5, Session: 3, Wait: true,
+				Request: locktable.Request{Name: "a\x00b", TTL: 1, Size: 2, Owner: "w", Detach: true, Rand: 1<<64 - 1}}},
+		{`{"k":"close","now":6,"s":3}`, Op{Kind: OpClose, Now: 6, Session: 3}},
+	} {
+		got, err := DecodeOp([]byte(tc.entry))
+		if err != nil || got != tc.want {
+			t.Fatalf("DecodeOp(%s) = %+v, %v; want %+v", tc.entry, got, err, tc.want)
+		}
+		if b, _ := got.Encode(); string(b) != tc.entry {
+			t.Fatalf("re-encoded as %s; want %s", b, tc.entry)
+		}
+	}
+	op := Op{Kind: OpClose, Now: 6, Session: 3, Reason: locktable.ReasonKilled}
+	op.Request.LockDelay = 7
+	b, _ := op.Encode()
+	if got, err := DecodeOp(b); err != nil || got != op {
+		t.Fatalf("round trip of %+v: %+v, %v", op, got, err)
 	}
 }

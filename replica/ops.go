@@ -12,7 +12,7 @@ type Kind string
 
 const (
 	OpOpen     Kind = "open"     // a session starts
-	OpClose    Kind = "close"    // a session's connection closed
+	OpClose    Kind = "close"    // a session's connection closed (Reason: how)
 	OpAcquire  Kind = "acquire"  // LOCK / TRYLOCK
 	OpUnlock   Kind = "unlock"   // UNLOCK
 	OpRenew    Kind = "renew"    // RENEW
@@ -24,7 +24,9 @@ const (
 )
 
 // Op is one log entry. Now is the proposing leader's clock; Session is the
-// acting session's ID.
+// acting session's ID. An entry is JSON; fields added since (Max, Reason,
+// Request.LockDelay) are left out when zero, so entries written before
+// them decode as they were meant.
 type Op struct {
 	Kind    Kind              `json:"k"`
 	Now     int64             `json:"now"`
@@ -39,6 +41,11 @@ type Op struct {
 	// entries written before it existed): part of the entry, so that every
 	// replica releases the same batch.
 	Max int `json:"max,omitempty"`
+	// Reason (close) is why the session ends: locktable.ReasonDisconnect
+	// (also when 0, as in entries written before it existed),
+	// ReasonKilled or ReasonReset. It decides the releases' reason and so
+	// whether the holds' lock-delays apply (not after a RESET).
+	Reason locktable.Reason `json:"reason,omitempty"`
 	// Leader and LeaderAddr (failover): the new leader's Raft ID and the
 	// address its clients use, for followers' -MOVED replies.
 	Leader     string `json:"leader,omitempty"`

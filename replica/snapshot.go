@@ -22,7 +22,7 @@ import (
 // which raft runs concurrently with later Applies, encodes it. The
 // encoding is binary and versioned:
 //
-//	magic "\x00RLSNAP" | version byte (1) | body | CRC-32C of body (4 bytes, big endian)
+//	magic "\x00RLSNAP" | version byte (2) | body | CRC-32C of body (4 bytes, big endian)
 //
 // body, in uvarints (u), zig-zag varints (v), length-prefixed strings (s)
 // and fixed 8-byte big-endian words (w):
@@ -31,19 +31,23 @@ import (
 //	u #sessions, each: u id | u #fences, each: u fence
 //	u #locks, each: s name | u size
 //	    | u #holds, each: u fence | w rand | s owner | u count | v ttl | v deadline
-//	                      | v granted | flags byte (1 detached, 2 bound, 4 orphan) | u session
+//	                      | v granted | flags byte (1 detached, 2 bound, 4 orphan, 8 delayed)
+//	                      | u session | v lock-delay
 //	    | u #waiters, each: u session | s name | u size | s owner | v ttl | w rand
-//	                        | flags byte (1 detach) | v enqueued
+//	                        | flags byte (1 detach) | v enqueued | v lock-delay
 //
-// A hold's name and size are its lock's. Snapshots written before this
-// encoding are the JSON of fsmState; Restore reads both (a JSON snapshot
-// starts with '{', never with the magic's NUL byte).
+// A hold's name and size are its lock's; a delayed hold is a slot in
+// lock-delay. Version 1 is version 2 without the lock-delays (and so
+// without delayed holds). Snapshots written before version 1 are the JSON
+// of fsmState. Restore reads all three (a JSON snapshot starts with '{',
+// never with the magic's NUL byte).
 
 // snapshotMagic starts every binary snapshot.
 const snapshotMagic = "\x00RLSNAP"
 
-// snapshotVersion is the encoding Persist writes.
-const snapshotVersion byte = 1
+// snapshotVersion is the encoding Persist writes; decodeSnapshot also
+// reads version 1, written before lock-delay.
+const snapshotVersion byte = 2
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
@@ -118,8 +122,9 @@ func encodeSnapshot(w io.Writer, st *fsmState) error {
 			e.v(h.TTL)
 			e.v(h.Deadline)
 			e.v(h.Granted)
-			e.byte(flag(h.Detached, 1) | flag(h.Bound, 2) | flag(h.Orphan, 4))
+			e.byte(flag(h.Detached, 1) | flag(h.Bound, 2) | flag(h.Orphan, 4) | flag(h.Delayed, 8))
 			e.u(h.SessionID)
+			e.v(h.LockDelay)
 		}
 		e.u(uint64(len(ls.Waiters)))
 		for j := range ls.Waiters {
@@ -132,6 +137,7 @@ func encodeSnapshot(w io.Writer, st *fsmState) error {
 			e.w(ws.Request.Rand)
 			e.byte(flag(ws.Request.Detach, 1))
 			e.v(ws.Enqueued)
+			e.v(ws.Request.LockDelay)
 		}
 	}
 	if e.err != nil {
@@ -203,11 +209,12 @@ func decodeSnapshot(r io.Reader) (fsmState, error) {
 	if len(head) <= len(snapshotMagic) {
 		return fsmState{}, fmt.Errorf("%w: truncated", errBadSnapshot)
 	}
-	if v := head[len(snapshotMagic)]; v != snapshotVersion {
-		return fsmState{}, fmt.Errorf("%w: encoding version %d; this relock reads up to %d", errBadSnapshot, v, snapshotVersion)
+	version := head[len(snapshotMagic)]
+	if version < 1 || version > snapshotVersion {
+		return fsmState{}, fmt.Errorf("%w: encoding version %d; this relock reads up to %d", errBadSnapshot, version, snapshotVersion)
 	}
 	br.Discard(len(head))
-	d := decoder{r: br}
+	d := decoder{r: br, version: version}
 	st := d.state()
 	if d.err != nil {
 		return fsmState{}, fmt.Errorf("%w: %v", errBadSnapshot, d.err)
@@ -228,9 +235,10 @@ func decodeSnapshot(r io.Reader) (fsmState, error) {
 // decoder reads the body's primitives, keeping the first error and a
 // running CRC of what it read.
 type decoder struct {
-	r   *bufio.Reader
-	crc uint32
-	err error
+	r       *bufio.Reader
+	version byte // the snapshot's encoding version
+	crc     uint32
+	err     error
 }
 
 // crcByteReader feeds binary.ReadUvarint through the CRC.
@@ -388,8 +396,11 @@ func (d *decoder) state() fsmState {
 			h.Deadline = d.v()
 			h.Granted = d.v()
 			fl := d.byte()
-			h.Detached, h.Bound, h.Orphan = fl&1 != 0, fl&2 != 0, fl&4 != 0
+			h.Detached, h.Bound, h.Orphan, h.Delayed = fl&1 != 0, fl&2 != 0, fl&4 != 0, fl&8 != 0
 			h.SessionID = d.u()
+			if d.version >= 2 {
+				h.LockDelay = d.v()
+			}
 			ls.Holds = append(ls.Holds, h)
 		}
 		if nw := d.n(); nw > 0 {
@@ -404,6 +415,9 @@ func (d *decoder) state() fsmState {
 				ws.Request.Rand = d.w()
 				ws.Request.Detach = d.byte()&1 != 0
 				ws.Enqueued = d.v()
+				if d.version >= 2 {
+					ws.Request.LockDelay = d.v()
+				}
 				ls.Waiters = append(ls.Waiters, ws)
 			}
 		}

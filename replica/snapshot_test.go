@@ -2,6 +2,7 @@ package replica
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,7 +46,8 @@ func fullState() fsmState {
 	hold := func(name string, size uint32, fence uint64, session uint64) locktable.HoldState {
 		return locktable.HoldState{
 			HoldRecord: locktable.HoldRecord{Name: name, Size: size, Key: locktable.Key{Fence: fence, Rand: 0xfedcba9876543210},
-				Owner: "o", Count: 3, TTL: 5e9, Deadline: -7, Granted: 1 << 62, Detached: true, Bound: true},
+				Owner: "o", Count: 3, TTL: 5e9, Deadline: -7, Granted: 1 << 62, Detached: true, Bound: true,
+				LockDelay: 7e9, Delayed: true},
 			SessionID: session, Orphan: true,
 		}
 	}
@@ -57,10 +59,10 @@ func fullState() fsmState {
 				Name: "a\x00b", Size: 2,
 				Holds: []locktable.HoldState{hold("a\x00b", 2, 11, 1), hold("a\x00b", 2, 12, 1)},
 				Waiters: []locktable.WaiterState{{SessionID: 2, Enqueued: -1,
-					Request: locktable.Request{Name: "a\x00b", TTL: 1, Size: 2, Owner: "w", Detach: true, Rand: 1<<64 - 1}}},
+					Request: locktable.Request{Name: "a\x00b", TTL: 1, Size: 2, Owner: "w", Detach: true, Rand: 1<<64 - 1, LockDelay: 60e9}}},
 			}, {
 				Name: "c", Size: 1, Holds: []locktable.HoldState{hold("c", 1, 13, 2)},
-				Waiters: []locktable.WaiterState{{SessionID: 2, Enqueued: 9, Request: locktable.Request{Name: "c", TTL: 2, Size: 1, Owner: "x", Detach: true, Rand: 5}}},
+				Waiters: []locktable.WaiterState{{SessionID: 2, Enqueued: 9, Request: locktable.Request{Name: "c", TTL: 2, Size: 1, Owner: "x", Detach: true, Rand: 5, LockDelay: 1}}},
 			}},
 		},
 		Leader: "n1", LeaderAddr: "127.0.0.1:6380", LeaderTerm: 7,
@@ -113,6 +115,36 @@ func TestSnapshot_EveryFieldRoundTrips(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, st) {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", got, st)
+	}
+}
+
+// snapshotV1 is fullState as version 1 wrote it, before lock-delay
+// (golden bytes).
+const snapshotV1 = "00524c534e415001808080808080808010026e310e3132372e302e302e313a36333830070201020c0b02010d020361006202020bfedcba9876543210016f0380c8afa0250d8080808080808080800107010cfedcba9876543210016f0380c8afa0250d80808080808080808001070101020361006202017702ffffffffffffffff0101016301010dfedcba9876543210016f0380c8afa0250d80808080808080808001070201020163010178040000000000000005011210b48680"
+
+// TestSnapshot_RestoresVersion1: a snapshot written before lock-delay
+// decodes to its state, without lock-delays.
+func TestSnapshot_RestoresVersion1(t *testing.T) {
+	b, err := hex.DecodeString(snapshotV1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeSnapshot(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("decodeSnapshot(version 1) = %v", err)
+	}
+	want := fullState()
+	for i := range want.Locks {
+		ls := &want.Locks[i]
+		for j := range ls.Holds {
+			ls.Holds[j].LockDelay, ls.Holds[j].Delayed = 0, false
+		}
+		for j := range ls.Waiters {
+			ls.Waiters[j].Request.LockDelay = 0
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("version 1:\n got %+v\nwant %+v", got, want)
 	}
 }
 
@@ -311,6 +343,8 @@ func FuzzDecodeSnapshot(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(b.Bytes())
+	v1, _ := hex.DecodeString(snapshotV1)
+	f.Add(v1)
 	f.Add([]byte(`{"Locks":[]}`))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, in []byte) {

@@ -4,14 +4,16 @@ package resp
 type Opt uint16
 
 const (
-	OptTTL    Opt = 1 << iota // TTL ms (≥ 1)
-	OptWait                   // WAIT ms (≥ 0)
-	OptSize                   // SIZE n (1 to MaxSize)
-	OptOwner                  // OWNER id (non-empty)
-	OptDetach                 // DETACH
-	OptMatch                  // MATCH pattern
-	OptCount                  // COUNT n (1 to MaxCount)
-	OptAfter                  // AFTER name
+	OptTTL       Opt = 1 << iota // TTL ms (≥ 1)
+	OptWait                      // WAIT ms (≥ 0)
+	OptSize                      // SIZE n (1 to MaxSize)
+	OptOwner                     // OWNER id (non-empty)
+	OptDetach                    // DETACH
+	OptMatch                     // MATCH pattern
+	OptCount                     // COUNT n (1 to MaxCount)
+	OptAfter                     // AFTER name
+	OptLockDelay                 // LOCKDELAY ms (0 to MaxLockDelay)
+	OptShared                    // SHARED
 )
 
 // Bounds of numeric options.
@@ -21,20 +23,24 @@ const (
 	// MaxMillis bounds TTL and WAIT so that ms→ns never overflows (~292
 	// years in ns is the int64 limit; 100 years is plenty).
 	MaxMillis = 100 * 365 * 24 * 3600 * 1000
+	// MaxLockDelay bounds LOCKDELAY, in ms (a minute, as Consul's).
+	MaxLockDelay = 60_000
 )
 
 // Options are the scanned options of one command. A Has* flag tells
 // whether the option was given.
 type Options struct {
-	TTL    int64 // ms
-	Wait   int64 // ms
-	Size   int64
-	Owner  []byte
-	Match  []byte
-	Count  int64
-	After  []byte
-	Detach bool
-	Has    Opt // the options present
+	TTL       int64 // ms
+	Wait      int64 // ms
+	Size      int64
+	Owner     []byte
+	Match     []byte
+	Count     int64
+	After     []byte
+	LockDelay int64 // ms
+	Detach    bool
+	Shared    bool
+	Has       Opt // the options present
 }
 
 // ArgError is an argument error with its RESP reply text.
@@ -57,8 +63,9 @@ func ScanOptions(args [][]byte, allowed Opt) (Options, error) {
 			return Options{}, argErr(ErrSyntax)
 		}
 		o.Has |= opt
-		if opt == OptDetach {
-			o.Detach = true
+		if opt == OptDetach || opt == OptShared {
+			o.Detach = o.Detach || opt == OptDetach
+			o.Shared = o.Shared || opt == OptShared
 			continue
 		}
 		if i+1 >= len(args) {
@@ -74,6 +81,8 @@ func ScanOptions(args [][]byte, allowed Opt) (Options, error) {
 			o.Wait, err = intIn(v, 0, MaxMillis, "ERR WAIT must be between 0 and 3153600000000 ms")
 		case OptSize:
 			o.Size, err = intIn(v, 1, MaxSize, "ERR SIZE must be between 1 and 1000000")
+		case OptLockDelay:
+			o.LockDelay, err = intIn(v, 0, MaxLockDelay, "ERR LOCKDELAY must be between 0 and 60000 ms")
 		case OptCount:
 			o.Count, err = intIn(v, 1, MaxCount, "ERR COUNT must be between 1 and 100000")
 		case OptOwner:
@@ -106,7 +115,7 @@ func intIn(v []byte, lo, hi int64, rangeMsg string) (int64, error) {
 
 // keyword maps an option keyword, in any case, to its Opt (0: none).
 func keyword(b []byte) Opt {
-	var buf [6]byte
+	var buf [9]byte
 	if len(b) > len(buf) {
 		return 0
 	}
@@ -133,6 +142,10 @@ func keyword(b []byte) Opt {
 		return OptCount
 	case "AFTER":
 		return OptAfter
+	case "LOCKDELAY":
+		return OptLockDelay
+	case "SHARED":
+		return OptShared
 	}
 	return 0
 }

@@ -41,6 +41,12 @@ func TestScanOptions(t *testing.T) {
 		{"size zero", []string{"SIZE", "0"}, all, Options{}, "ERR SIZE must be between 1 and 1000000"},
 		{"size too big", []string{"SIZE", "1000001"}, all, Options{}, "ERR SIZE must be between 1 and 1000000"},
 		{"empty owner", []string{"OWNER", ""}, all, Options{}, "ERR OWNER must not be empty"},
+		{"lockdelay and shared", []string{"lockdelay", "60000", "SHARED"}, all | OptLockDelay | OptShared,
+			Options{LockDelay: 60000, Shared: true, Has: OptLockDelay | OptShared}, ""},
+		{"lockdelay zero", []string{"LOCKDELAY", "0"}, OptLockDelay, Options{Has: OptLockDelay}, ""},
+		{"lockdelay too long", []string{"LOCKDELAY", "60001"}, OptLockDelay, Options{}, "ERR LOCKDELAY must be between 0 and 60000 ms"},
+		{"repeated shared", []string{"SHARED", "SHARED"}, OptShared, Options{}, ErrSyntax},
+		{"shared not allowed", []string{"SHARED"}, all, Options{}, ErrSyntax},
 		{"count", []string{"COUNT", "10", "MATCH", "a*", "AFTER", "b"}, OptCount | OptMatch | OptAfter,
 			Options{Count: 10, Match: []byte("a*"), After: []byte("b"), Has: OptCount | OptMatch | OptAfter}, ""},
 	}
@@ -58,6 +64,7 @@ func TestScanOptions(t *testing.T) {
 			}
 			if got.TTL != tt.want.TTL || got.Wait != tt.want.Wait || got.Size != tt.want.Size ||
 				got.Count != tt.want.Count || got.Detach != tt.want.Detach || got.Has != tt.want.Has ||
+				got.LockDelay != tt.want.LockDelay || got.Shared != tt.want.Shared ||
 				!bytes.Equal(got.Owner, tt.want.Owner) || !bytes.Equal(got.Match, tt.want.Match) ||
 				!bytes.Equal(got.After, tt.want.After) {
 				t.Fatalf("got %+v, want %+v", got, tt.want)

@@ -28,8 +28,11 @@ func ParseRequest(b []byte, args [][]byte) (out [][]byte, n int, err error) {
 		return nil, 0, errBadMultiBulkLen
 	}
 	count, ok := atoi(b[1 : i-1])
-	if !ok || count <= 0 {
+	if !ok {
 		return nil, 0, errBadMultiBulkLen
+	}
+	if count <= 0 {
+		return args[:0], i + 1, nil // *0, *-1: ignored, as Redis does
 	}
 	out = args[:0]
 	pos := i + 1

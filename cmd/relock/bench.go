@@ -26,7 +26,7 @@ import (
 type benchCmd struct {
 	clientFlags `embed:""`
 	Target      string        `help:"Which server protocol to drive: relock (LOCK/UNLOCK) or redis (SET NX PX + EVALSHA)." enum:"relock,redis" default:"relock"`
-	Mode        string        `help:"cycle: each connection locks and unlocks its own name; contend: all connections on one name; hold: take --locks locks and report server memory per lock; pipeline: --pipeline TRYLOCKs then UNLOCKs per round trip; ping: PING+PING cycles, the I/O ceiling. stall-locks, stall-expiry, stall-auth, stall-preauth, stall-unread (relock, loopback only): an attack while another connection PINGs every --interval (see README, Benchmarks)." enum:"cycle,contend,hold,pipeline,ping,stall-locks,stall-expiry,stall-auth,stall-preauth,stall-unread" default:"cycle"`
+	Mode        string        `help:"cycle: each connection locks and unlocks its own name; contend: all connections on one name; hold: take --locks locks and report server memory per lock; pipeline: --pipeline TRYLOCKs then UNLOCKs per round trip; ping: PING+PING cycles, the I/O ceiling; events: how soon a lock event reaches a subscriber (relock). stall-locks, stall-expiry, stall-auth, stall-preauth, stall-unread (relock, loopback only): an attack while another connection PINGs every --interval (see README, Benchmarks)." enum:"cycle,contend,hold,pipeline,ping,events,stall-locks,stall-expiry,stall-auth,stall-preauth,stall-unread" default:"cycle"`
 	Connections int           `short:"c" help:"Concurrent connections (stall-locks, stall-expiry: taking the locks; stall-auth, stall-preauth, stall-unread: attacking)." default:"16"`
 	Duration    time.Duration `short:"d" help:"How long to run (cycle, contend, pipeline; each stall attack)." default:"5s"`
 	TTL         time.Duration `help:"Lock TTL (Redis needs one; 0 for relock: none). stall-expiry: when, from its start, every hold expires." default:"10s"`
@@ -35,6 +35,8 @@ type benchCmd struct {
 	Interval    time.Duration `help:"Stall modes: the bystander sends one PING per interval." default:"1ms"`
 	ServerLog   string        `help:"Stall modes: the server's log file, to report how much each attack made it grow." placeholder:"FILE"`
 	Poll        time.Duration `help:"Redis contend mode: sleep between failed SET NX attempts." default:"0s"`
+	Subscribers int           `help:"Cycle mode (relock): this many pattern subscribers to lock events during the run, subscriber i on __lock__:<--subscribe-pattern with {i} replaced by i>." default:"0"`
+	SubPattern  string        `name:"subscribe-pattern" help:"With --subscribers: the glob of subscriber i; the default watches the lock of connection i, if any (bench:<i> is connection i's lock)." default:"bench:{i}*"`
 	Label       string        `help:"Label for the JSON result."`
 	JSON        bool          `help:"Print the result as one JSON line instead of the summary."`
 	Quiet       bool          `short:"q" help:"No progress line."`
@@ -160,6 +162,8 @@ func (c *benchCmd) Run() error {
 	switch c.Mode {
 	case "hold":
 		res, err = r.hold(pid, admin)
+	case "events":
+		res, err = r.events(pid)
 	default:
 		res, err = r.timed(pid)
 	}
@@ -193,6 +197,13 @@ func (r *benchRun) timed(pid int) (benchResult, error) {
 	}
 	hists := make([]*hdrhistogram.Histogram, c.Connections)
 	counts := make([]int64, c.Connections)
+	if c.Subscribers > 0 {
+		stopSubs, err := r.startSubscribers(c.Subscribers)
+		if err != nil {
+			return benchResult{}, err
+		}
+		defer stopSubs()
+	}
 	cpu0, _ := procCPU(pid)
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), c.Duration)
