@@ -428,3 +428,65 @@ func TestClient_CloseStopsWatchersAndLossWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestLock_LockDelayKeepsTheSlotAfterAnInvoluntaryRelease(t *testing.T) {
+	srv := startServer(t, commands.Config{})
+	other := newClient(t, srv)
+	ctx := testCtx(t, 30*time.Second)
+
+	c := newClient(t, srv)
+	if _, err := c.Lock(ctx, "delayed", clientlib.LockDelay(400*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close() // its connection closes: an involuntary release
+	closed := time.Now()
+	eventually(t, 5*time.Second, func() bool {
+		info, err := other.Inspect(ctx, "delayed")
+		return err == nil && info != nil && len(info.Holders) == 0 && info.Delayed == 1
+	}, "LOCKS shows no slot in lock-delay")
+	if l, err := other.TryLock(ctx, "delayed"); !errors.Is(err, clientlib.ErrWaitTimeout) {
+		t.Fatalf("TryLock during the lock-delay = %v, %v; want ErrWaitTimeout", l, err)
+	}
+	l, err := other.Lock(ctx, "delayed", clientlib.Wait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(closed); d < 350*time.Millisecond {
+		t.Fatalf("granted %v after the release, within the 400ms lock-delay", d)
+	}
+	l.Unlock(ctx)
+}
+
+func TestLock_LockDelayZeroOverridesTheServerDefault(t *testing.T) {
+	srv := startServer(t, commands.Config{LockDelay: time.Minute})
+	other := newClient(t, srv)
+	ctx := testCtx(t, 30*time.Second)
+
+	for _, tt := range []struct {
+		opts    []clientlib.LockOption
+		delayed int
+	}{
+		{[]clientlib.LockOption{clientlib.LockDelay(0)}, 0},
+		{nil, 1}, // the server's --lock-delay
+	} {
+		c := newClient(t, srv)
+		name := "override-" + strconv.Itoa(tt.delayed)
+		if _, err := c.Lock(ctx, name, tt.opts...); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		eventually(t, 5*time.Second, func() bool {
+			info, err := other.Inspect(ctx, name)
+			if err != nil || (info != nil && len(info.Holders) > 0) {
+				return false
+			}
+			return tt.delayed == 0 && info == nil || tt.delayed == 1 && info != nil && info.Delayed == 1
+		}, "%s: want %d slots in lock-delay", name, tt.delayed)
+	}
+	if _, err := other.Lock(ctx, "bad", clientlib.LockDelay(61*time.Second)); err == nil || !strings.Contains(err.Error(), "ERR") {
+		t.Fatalf("LockDelay(61s) = %v; want the server's ERR", err)
+	}
+	if _, err := other.Lock(ctx, "bad", clientlib.LockDelay(-time.Second)); err == nil {
+		t.Fatal("LockDelay(-1s) accepted")
+	}
+}

@@ -315,3 +315,39 @@ func TestCLI_WatchJSON(t *testing.T) {
 	}
 	p.exit(t)
 }
+
+// TestCLI_RunLockDelay: `relock run --lock-delay` asks for LOCKDELAY:
+// when relock dies holding the lock (here its own command kills it), the
+// lock stays taken for the delay; with --lock-delay 0 it does not, even
+// on a server whose --lock-delay is a minute.
+func TestCLI_RunLockDelay(t *testing.T) {
+	srv := startServer(t, "--lock-delay", "1m")
+	admin := srv.client(t)
+	for _, tt := range []struct {
+		delay   string
+		delayed int64
+	}{{"30s", 1}, {"0", 0}} {
+		name := "run-delay-" + tt.delay
+		// The command kills relock (its parent) with SIGKILL: the hold's
+		// connection drops, an involuntary release.
+		_, stderr, code := relockCLI(t, nil, "run", "--addr", srv.Addr, "--lock-delay", tt.delay, name, "--", "sh", "-c", "kill -9 $PPID")
+		if code != 128+9 && code != -1 {
+			t.Fatalf("relock run --lock-delay %s: exit %d, stderr %q; want killed", tt.delay, code, stderr)
+		}
+		eventually(t, 5*time.Second, func() bool {
+			l, ok := lockOf(t, admin, name)
+			if tt.delayed == 0 {
+				return !ok
+			}
+			return ok && len(l.Holders) == 0 && l.Delayed == tt.delayed
+		}, "--lock-delay %s: want %d slots in lock-delay", tt.delay, tt.delayed)
+	}
+	_, stderr, code := relockCLI(t, nil, "run", "--addr", srv.Addr, "--lock-delay", "61s", "x", "--", "true")
+	if code != 64 || !strings.Contains(stderr, "--lock-delay must be between 0 and 60s") {
+		t.Errorf("relock run --lock-delay 61s: exit %d, stderr %q; want 64", code, stderr)
+	}
+	_, stderr, code = relockCLI(t, nil, "server", "--listen", "127.0.0.1:0", "--lock-delay", "61s")
+	if code != 1 || !strings.Contains(stderr, "--lock-delay must be between 0 and 60s") {
+		t.Errorf("relock server --lock-delay 61s: exit %d, stderr %q; want 1", code, stderr)
+	}
+}
