@@ -25,8 +25,9 @@ var (
 	// it when the lock has no free capacity. The lock result is then nil.
 	ErrWaitTimeout = errors.New("lock not granted within the wait")
 	// ErrLost: a lock this client held is no longer held although it was
-	// not unlocked through it: the server answered NOTHELD to a renewal
-	// (expiry, FORCEUNLOCK), the connection the hold was bound to closed
+	// not unlocked through it: the server published its release (see
+	// LostError.Reason) or answered NOTHELD to a renewal (expiry,
+	// FORCEUNLOCK), the connection the hold was bound to closed
 	// (in cluster mode: and the hold could not be re-attached on a leader
 	// in time), renewals kept failing until the TTL deadline passed, or
 	// the Client was closed. Lock.Err returns a *LostError that matches ErrLost and
