@@ -950,11 +950,11 @@ func (e *blockingEngine) acquire(ev *locktable.Events, sess *session, req lockta
 	return k, o, err
 }
 
-func (e *blockingEngine) cancelWait(sess *session) bool {
+func (e *blockingEngine) cancelWait(ev *locktable.Events, sess *session, now int64) bool {
 	if g := e.gates["cancelWait"]; g != nil {
 		g.pass()
 	}
-	return e.localEngine.cancelWait(sess)
+	return e.localEngine.cancelWait(ev, sess, now)
 }
 
 // newBlockingOwner returns an owner of connections to a server whose

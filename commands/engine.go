@@ -39,9 +39,15 @@ type engine interface {
 	// closeSession ends a connection's session; why is
 	// locktable.ReasonDisconnect, ReasonKilled or ReasonReset.
 	closeSession(ev *locktable.Events, sess *session, why locktable.Reason, now int64)
-	// cancelWait takes the session's queued LOCK out of the queue; false:
+	// cancelWait takes the session's queued LOCK (or UPGRADE) out of the
+	// queue, granting in ev the requests behind it that then fit; false:
 	// it was granted meanwhile (the grant is on its way).
-	cancelWait(sess *session) bool
+	cancelWait(ev *locktable.Events, sess *session, now int64) bool
+	// upgrade makes the shared hold of name with key exclusive (a new
+	// key), at once or after waiting (Queued: a Grant follows);
+	// downgrade makes an exclusive hold shared.
+	upgrade(ev *locktable.Events, sess *session, name string, key locktable.Key, rnd uint64, now int64) (locktable.Key, locktable.Outcome, error)
+	downgrade(ev *locktable.Events, name string, key locktable.Key, now int64) error
 	// expire releases at most expireBatch due holds; more: some are left.
 	expire(ev *locktable.Events, now int64) (next int64, more bool)
 }
@@ -90,7 +96,15 @@ func (e localEngine) closeSession(ev *locktable.Events, sess *session, why lockt
 	sess.mu.Unlock()
 	e.t.CloseSessionFor(ev, lt, why, now)
 }
-func (e localEngine) cancelWait(sess *session) bool { return e.t.CancelWait(sess.lt) }
+func (e localEngine) cancelWait(ev *locktable.Events, sess *session, now int64) bool {
+	return e.t.CancelWaitAt(ev, sess.lt, now)
+}
+func (e localEngine) upgrade(ev *locktable.Events, sess *session, name string, key locktable.Key, rnd uint64, now int64) (locktable.Key, locktable.Outcome, error) {
+	return e.t.Upgrade(ev, sess.lt, name, key, rnd, now)
+}
+func (e localEngine) downgrade(ev *locktable.Events, name string, key locktable.Key, now int64) error {
+	return e.t.Downgrade(ev, name, key, now)
+}
 func (e localEngine) expire(ev *locktable.Events, now int64) (int64, bool) {
 	return e.t.ExpireBatch(ev, now, expireBatch)
 }
@@ -262,9 +276,21 @@ func (e raftEngine) closeSession(ev *locktable.Events, sess *session, why lockta
 	}
 }
 
-func (e raftEngine) cancelWait(sess *session) bool {
-	var ev locktable.Events
-	r, err := e.propose(&ev, nil, replica.Op{Kind: replica.OpCancel, Session: sess.id})
+func (e raftEngine) upgrade(ev *locktable.Events, sess *session, name string, key locktable.Key, rnd uint64, now int64) (locktable.Key, locktable.Outcome, error) {
+	r, err := e.propose(ev, sess, replica.Op{Kind: replica.OpUpgrade, Now: now, Session: sess.id, Name: name, Key: key, Rand: rnd})
+	if err != nil {
+		return locktable.Key{}, 0, err
+	}
+	return r.Key, r.Outcome, nil
+}
+
+func (e raftEngine) downgrade(ev *locktable.Events, name string, key locktable.Key, now int64) error {
+	_, err := e.propose(ev, nil, replica.Op{Kind: replica.OpDowngrade, Now: now, Name: name, Key: key})
+	return err
+}
+
+func (e raftEngine) cancelWait(ev *locktable.Events, sess *session, now int64) bool {
+	r, err := e.propose(ev, nil, replica.Op{Kind: replica.OpCancel, Now: now, Session: sess.id})
 	if err != nil {
 		// Not the leader any more: the connection is being closed, and
 		// its waiter was dropped by the failover.

@@ -63,7 +63,9 @@ func FuzzExec(f *testing.F) {
 			wait := sess.exec(cmd.Args)
 			if wait != nil {
 				// No connection: a grant to it is released at once.
-				srv.table.CancelWait(sess.lt)
+				var ev locktable.Events
+				srv.table.CancelWaitAt(&ev, sess.lt, srv.now())
+				srv.deliver(&ev)
 				continue
 			}
 			if len(sess.w.B) == before {

@@ -10,14 +10,14 @@ import (
 	"github.com/relock/relock/resp"
 )
 
-const lockOpts = resp.OptTTL | resp.OptWait | resp.OptSize | resp.OptOwner | resp.OptDetach | resp.OptLockDelay
+const lockOpts = resp.OptTTL | resp.OptWait | resp.OptSize | resp.OptOwner | resp.OptDetach | resp.OptLockDelay | resp.OptShared
 
-// cmdLock: LOCK name [TTL ms] [WAIT ms] [SIZE n] [OWNER id] [DETACH] [LOCKDELAY ms]
+// cmdLock: LOCK name [TTL ms] [WAIT ms] [SIZE n] [OWNER id] [DETACH] [SHARED] [LOCKDELAY ms]
 func (sess *session) cmdLock(args [][]byte) *pendingWait {
 	return sess.acquire(args, lockOpts, true)
 }
 
-// cmdTryLock: TRYLOCK name [TTL ms] [SIZE n] [OWNER id] [DETACH] [LOCKDELAY ms]
+// cmdTryLock: TRYLOCK name [TTL ms] [SIZE n] [OWNER id] [DETACH] [SHARED] [LOCKDELAY ms]
 func (sess *session) cmdTryLock(args [][]byte) *pendingWait {
 	return sess.acquire(args, lockOpts&^resp.OptWait, false)
 }
@@ -25,6 +25,9 @@ func (sess *session) cmdTryLock(args [][]byte) *pendingWait {
 func (sess *session) acquire(args [][]byte, allowed resp.Opt, wait bool) *pendingWait {
 	srv := sess.srv
 	opts, err := resp.ScanOptions(args[2:], allowed)
+	if err == nil && opts.Shared && opts.Has&resp.OptSize != 0 {
+		err = errors.New(resp.ErrSyntax) // a shared hold is of a size-1 lock
+	}
 	if err != nil {
 		sess.fail(err.Error())
 		return nil
@@ -57,6 +60,7 @@ func (sess *session) acquire(args [][]byte, allowed resp.Opt, wait bool) *pendin
 		Size:   1,
 		Owner:  string(opts.Owner),
 		Detach: opts.Detach,
+		Shared: opts.Shared,
 		Rand:   randKey(),
 	}
 	if opts.Has&resp.OptSize != 0 {
@@ -201,6 +205,69 @@ func (sess *session) cmdForceUnlock(args [][]byte) *pendingWait {
 	return nil
 }
 
+// cmdUpgrade: UPGRADE name key [WAIT ms] — the shared hold becomes
+// exclusive, at once if it is the lock's only hold, else once the others
+// are gone (waiting ahead of every queued request). Reply: the new key;
+// nil when WAIT ran out (the shared hold is kept).
+func (sess *session) cmdUpgrade(args [][]byte) *pendingWait {
+	srv := sess.srv
+	key, ok := sess.parseKey(args[1], args[2])
+	if !ok {
+		return nil
+	}
+	opts, err := resp.ScanOptions(args[3:], resp.OptWait)
+	if err != nil {
+		sess.fail(err.Error())
+		return nil
+	}
+	timeout := srv.cfg.DefaultWait
+	if opts.Has&resp.OptWait != 0 {
+		timeout = time.Duration(opts.Wait) * time.Millisecond
+	}
+	name := string(args[1])
+	sess.ev.Reset()
+	nk, outcome, err := srv.eng.upgrade(&sess.ev, sess, name, key, randKey(), srv.now())
+	cerr := sess.commit(&sess.ev, err == nil && outcome == locktable.Granted)
+	if err != nil {
+		sess.tableError(err, name)
+		return nil
+	}
+	if cerr != nil {
+		sess.persistError(cerr)
+		return nil
+	}
+	if outcome == locktable.Queued {
+		return &pendingWait{name: name, timeout: timeout, since: time.Now()}
+	}
+	srv.stats.grants.Add(1)
+	sess.writeKey(nk)
+	return nil
+}
+
+// cmdDowngrade: DOWNGRADE name key — the exclusive hold becomes shared
+// (same key); the shared requests at the head of the queue are granted.
+func (sess *session) cmdDowngrade(args [][]byte) *pendingWait {
+	srv := sess.srv
+	key, ok := sess.parseKey(args[1], args[2])
+	if !ok {
+		return nil
+	}
+	name := string(args[1])
+	sess.ev.Reset()
+	err := srv.eng.downgrade(&sess.ev, name, key, srv.now())
+	cerr := sess.commit(&sess.ev, err == nil)
+	if err != nil {
+		sess.tableError(err, name)
+		return nil
+	}
+	if cerr != nil {
+		sess.persistError(cerr)
+		return nil
+	}
+	sess.w.Int(1)
+	return nil
+}
+
 // checkName validates a lock name, writing the error if it is invalid.
 func (sess *session) checkName(name []byte) bool {
 	if len(name) == 0 {
@@ -294,6 +361,14 @@ func (sess *session) tableError(err error, name string) {
 		sess.fail(resp.Limit("too many live holds on lock names that hash like this one; use other names"))
 	case errors.Is(err, locktable.ErrTooManyReentries):
 		sess.fail(resp.Limit("hold re-entered too many times"))
+	case errors.Is(err, locktable.ErrModeMismatch):
+		sess.fail("ERR this OWNER holds '" + resp.Printable(name) + "' in the other mode; use UPGRADE or DOWNGRADE")
+	case errors.Is(err, locktable.ErrNotShared):
+		sess.fail("ERR the hold is exclusive already (UPGRADE takes a shared hold)")
+	case errors.Is(err, locktable.ErrNotExclusive):
+		sess.fail("ERR the hold is shared already (DOWNGRADE takes an exclusive hold)")
+	case errors.Is(err, locktable.ErrDeadlock):
+		sess.fail("DEADLOCK another UPGRADE of '" + resp.Printable(name) + "' is waiting: each would wait for the other's shared hold")
 	case errors.Is(err, locktable.ErrTooManyHolds):
 		sess.fail(resp.Limit("too many holds and waits on this connection (max-holds-per-client " + itoa(int64(sess.srv.cfg.MaxHolds)) + ")"))
 	default:

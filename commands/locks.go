@@ -83,7 +83,7 @@ func (sess *session) writeLocks(locks []locktable.LockInfo) {
 		w.BulkString("holders")
 		w.Array(len(l.Holds))
 		for _, h := range l.Holds {
-			w.Map(9)
+			w.Map(10)
 			w.BulkString("fence")
 			w.Int(int64(h.Fence))
 			w.BulkString("owner")
@@ -103,11 +103,13 @@ func (sess *session) writeLocks(locks []locktable.LockInfo) {
 			w.BulkString("count")
 			w.Int(int64(h.Count))
 			client(h.SessionID)
+			w.BulkString("mode")
+			w.BulkString(mode(h.Shared))
 		}
 		w.BulkString("waiters")
 		w.Array(len(l.Waiters))
 		for _, wt := range l.Waiters {
-			w.Map(5)
+			w.Map(7)
 			w.BulkString("client-id")
 			w.Int(wt.SessionID)
 			w.BulkString("owner")
@@ -115,10 +117,21 @@ func (sess *session) writeLocks(locks []locktable.LockInfo) {
 			w.BulkString("waited")
 			w.Int(ms(wt.Waited))
 			client(wt.SessionID)
+			w.BulkString("mode")
+			w.BulkString(mode(wt.Shared))
+			w.BulkString("upgrade")
+			w.Int(b2i(wt.Upgrade))
 		}
 		w.BulkString("delayed")
 		w.Int(int64(l.Delayed))
 	}
+}
+
+func mode(shared bool) string {
+	if shared {
+		return "shared"
+	}
+	return "exclusive"
 }
 
 func b2i(b bool) int64 {

@@ -41,10 +41,14 @@ func init() {
 	list := []*command{
 		// Locks (lock.go, locks.go).
 		{name: "lock", mutates: true, arity: -2, flags: []string{"write", "blocking"}, group: "lock", run: (*session).cmdLock,
-			syntax:  "name [TTL ms] [WAIT ms] [SIZE n] [OWNER id] [DETACH] [LOCKDELAY ms]",
+			syntax:  "name [TTL ms] [WAIT ms] [SIZE n] [OWNER id] [DETACH] [SHARED] [LOCKDELAY ms]",
 			summary: "Acquires a lock, waiting in FIFO order; returns its key, or nil when WAIT ran out."},
 		{name: "trylock", mutates: true, arity: -2, flags: []string{"write", "fast"}, group: "lock", run: (*session).cmdTryLock,
-			syntax: "name [TTL ms] [SIZE n] [OWNER id] [DETACH] [LOCKDELAY ms]", summary: "Acquires a lock if it is free; returns its key or nil."},
+			syntax: "name [TTL ms] [SIZE n] [OWNER id] [DETACH] [SHARED] [LOCKDELAY ms]", summary: "Acquires a lock if it is free; returns its key or nil."},
+		{name: "upgrade", mutates: true, arity: -3, flags: []string{"write", "blocking"}, group: "lock", run: (*session).cmdUpgrade,
+			syntax: "name key [WAIT ms]", summary: "Makes a shared hold exclusive, waiting ahead of every queued request; returns a new key, or nil when WAIT ran out."},
+		{name: "downgrade", mutates: true, arity: 3, flags: []string{"write", "fast"}, group: "lock", run: (*session).cmdDowngrade,
+			syntax: "name key", summary: "Makes an exclusive hold shared (same key); queued shared requests at the head are granted."},
 		{name: "unlock", mutates: true, arity: 3, flags: []string{"write", "fast"}, group: "lock", run: (*session).cmdUnlock,
 			syntax: "name key", summary: "Releases a hold (counts a re-entered hold down)."},
 		{name: "renew", mutates: true, arity: -3, flags: []string{"write", "fast"}, group: "lock", run: (*session).cmdRenew,

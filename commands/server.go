@@ -601,6 +601,9 @@ func (s *Server) undoGrants(gs []locktable.Grant, commit func(*locktable.Events)
 	}
 	var ev locktable.Events
 	for _, g := range gs {
+		if g.Lost {
+			continue // granted nothing: its answer (-NOTHELD) reveals no change
+		}
 		s.log.Warn("grant not committed; releasing it and closing its connection", "lock", g.Name, "client", g.Session.ID)
 		s.eng.unlock(&ev, g.Name, g.Key, s.now())
 		if sess := s.sessionOf(g.Session); sess != nil {
@@ -705,6 +708,9 @@ func (s *Server) sessionOf(ls *locktable.Session) *session {
 // was bound; a detached hold must not outlive its grant.
 // commit takes the release.
 func (s *Server) releaseUndelivered(g locktable.Grant, commit func(*locktable.Events)) {
+	if g.Lost {
+		return // a lost upgrade granted nothing
+	}
 	var ev locktable.Events
 	if s.eng.unlock(&ev, g.Name, g.Key, s.now()) == nil {
 		commit(&ev)

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/relock/relock/locktable"
+	"github.com/relock/relock/resp"
 )
 
 // pendingWait is a command whose reply waits for something outside its
@@ -32,9 +33,12 @@ type pendingWait struct {
 // reply is a null. False: it was granted meanwhile, and the grant is on
 // its way.
 func (s *Server) timeOut(sess *session) bool {
-	if !s.eng.cancelWait(sess) {
+	var ev locktable.Events
+	if !s.eng.cancelWait(&ev, sess, s.now()) {
+		sess.commit(&ev, false)
 		return false
 	}
+	sess.commit(&ev, false) // the requests behind it that it let in
 	s.stats.waitTimeouts.Add(1)
 	sess.w.Null()
 	return true
@@ -46,6 +50,11 @@ func (s *Server) grantReply(sess *session, pw *pendingWait, g locktable.Grant) {
 	s.metrics.waitTime.Observe(time.Since(pw.since).Seconds())
 	if s.debug {
 		s.log.Debug("granted after wait", "lock", g.Name, "fence", g.Key.Fence, "client", sess.id, "waited_ms", time.Since(pw.since).Milliseconds())
+	}
+	if g.Lost {
+		// A waiting UPGRADE whose shared hold ended meanwhile.
+		sess.fail(resp.ErrNotHeld)
+		return
 	}
 	s.stats.grants.Add(1)
 	s.stats.waitGrants.Add(1)

@@ -96,6 +96,7 @@ func TestEngine_RaftPassesTheEngineTests(t *testing.T) {
 		"TestEvents_SubscriptionReplies",
 		"TestLockDelay_DisconnectKeepsTheLockForTheDelay",
 		"TestLockDelay_UnlockAndForceUnlockNeverDelay",
+		"TestShared_[A-Za-z]+",
 	}
 	out := runChildTests(t, engineEnv+"=raft", 4*time.Minute, tests)
 	if n := strings.Count(out, "--- PASS: Test"); n < 10 {

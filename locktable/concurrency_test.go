@@ -9,8 +9,9 @@ import (
 	"testing"
 )
 
-// TestConcurrent_SharedLocksSmoke lets several goroutines acquire, wait,
-// cancel, unlock, renew, expire and close sessions on a few shared names,
+// TestConcurrent_SharedLocksSmoke lets several goroutines acquire (shared
+// or exclusive), wait, cancel, unlock, renew, upgrade, downgrade, expire
+// and close sessions on a few shared names,
 // while one more goroutine kills sessions from outside (as a connection's
 // close callback or CLIENT KILL would). Run it with -race. Afterwards the
 // table must be consistent, and empty once every session is closed and the
@@ -46,7 +47,8 @@ func TestConcurrent_SharedLocksSmoke(t *testing.T) {
 		return s
 	}
 	expected := func(err error) bool {
-		for _, e := range []error{nil, ErrNotHeld, ErrAlreadyWaiting, ErrTooManyWaiters, ErrTooManyHolds, ErrSessionClosed, ErrDetachMismatch} {
+		for _, e := range []error{nil, ErrNotHeld, ErrAlreadyWaiting, ErrTooManyWaiters, ErrTooManyHolds, ErrSessionClosed, ErrDetachMismatch,
+			ErrModeMismatch, ErrNotShared, ErrNotExclusive, ErrDeadlock, ErrSizeMismatch} {
 			if errors.Is(err, e) {
 				return true
 			}
@@ -71,9 +73,9 @@ func TestConcurrent_SharedLocksSmoke(t *testing.T) {
 			for range iters {
 				ev.Reset()
 				name := names[rng.IntN(len(names))]
-				switch n := rng.IntN(20); {
+				switch n := rng.IntN(23); {
 				case n < 8:
-					req := Request{Name: name, Size: sizes[name], Rand: rng.Uint64()}
+					req := Request{Name: name, Size: sizes[name], Rand: rng.Uint64(), Shared: name != "sem" && rng.IntN(2) == 0}
 					if rng.IntN(3) == 0 {
 						req.TTL = 1 + rng.Int64N(200)
 						req.Detach = rng.IntN(4) == 0
@@ -96,9 +98,31 @@ func TestConcurrent_SharedLocksSmoke(t *testing.T) {
 						// Granted meanwhile if false; its key then went to
 						// whoever freed the capacity, and closing the session
 						// will release it.
-						if !tb.CancelWait(s) {
+						if !tb.CancelWaitAt(&ev, s, clock.Add(1)) {
 							lateCancels.Add(1)
 						}
+					}
+				case n >= 20 && n < 22 && len(keys) > 0:
+					i := rng.IntN(len(keys))
+					k, out, err := tb.Upgrade(&ev, s, keys[i].name, keys[i].key, rng.Uint64(), clock.Add(1))
+					if !expected(err) {
+						t.Errorf("Upgrade: unexpected error %v", err)
+						return
+					}
+					switch {
+					case errors.Is(err, ErrSessionClosed):
+						killedUnderFeet.Add(1)
+						s, keys = newSession(), nil
+					case out == Granted:
+						keys[i].key = k
+					case out == Queued && rng.IntN(2) == 0:
+						tb.CancelWaitAt(&ev, s, clock.Add(1))
+					}
+				case n == 22 && len(keys) > 0:
+					h := keys[rng.IntN(len(keys))]
+					if err := tb.Downgrade(&ev, h.name, h.key, clock.Add(1)); !expected(err) {
+						t.Errorf("Downgrade: unexpected error %v", err)
+						return
 					}
 				case n < 13 && len(keys) > 0:
 					i := rng.IntN(len(keys))
@@ -125,14 +149,14 @@ func TestConcurrent_SharedLocksSmoke(t *testing.T) {
 					case victims <- s: // the killer may close it any time
 					default:
 					}
-				default:
+				case n == 19:
 					if rng.IntN(10) == 0 {
 						tb.ForceUnlock(&ev, name, clock.Add(1))
 					}
 				}
 				grants.Add(int64(len(ev.Grants)))
 				for _, g := range ev.Grants {
-					if g.Name == "" || g.Key.IsZero() {
+					if g.Name == "" || g.Key.IsZero() != g.Lost || (g.Lost && g.Upgrade) {
 						t.Errorf("malformed grant %+v", g)
 					}
 				}

@@ -212,3 +212,45 @@ func shardIndex(tb *Table, name string) int {
 	}
 	panic("name in no shard")
 }
+
+// TestDeterminism_UpgradesDoNotDependOnTheShardCount: upgrades granted by
+// one Expire on locks of different shards take their fences in deadline
+// order, and an op on one lock grants only that lock's upgrade.
+func TestDeterminism_UpgradesDoNotDependOnTheShardCount(t *testing.T) {
+	one, eight := Config{Shards: 1}, Config{Shards: 8}
+	early, late := "early", "late"
+	if tb := New(eight); shardIndex(tb, early) <= shardIndex(tb, late) {
+		t.Fatalf("test setup: want shard(%q) > shard(%q) with 8 shards", early, late)
+	}
+	// Fences from 1 in acquire order; the key's random part is sess+1.
+	reader := func(sess int, name string, ttl int64) op {
+		return op{kind: opAcquire, sess: sess, req: Request{Name: name, TTL: ttl, Shared: true, Rand: uint64(sess + 1)}}
+	}
+	upgrade := func(sess int, name string, fence uint64) op {
+		return op{kind: opUpgrade, sess: sess, name: name, key: Key{Fence: fence, Rand: uint64(sess + 1)}, rnd: 100 + uint64(sess)}
+	}
+	for _, tc := range []struct {
+		name string
+		ops  []op
+	}{
+		{"Expire grants upgrades in deadline order across shards", []op{
+			reader(0, late, 20), reader(1, late, 0), upgrade(1, late, 2),
+			reader(2, early, 10), reader(3, early, 0), upgrade(3, early, 4),
+			{kind: opAdvance, dt: 30},
+			{kind: opExpire}, // "early" first: its upgrade gets the lower fence
+		}},
+		{"an op on one lock grants only its upgrade", []op{
+			reader(0, early, 10), reader(1, early, 0), upgrade(1, early, 2),
+			reader(2, late, 0),
+			{kind: opAdvance, dt: 10},
+			{kind: opDowngrade, name: late, key: Key{Fence: 3, Rand: 3}}, // must not grant "early"'s upgrade
+			{kind: opCheck, name: early},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if msg := scriptTwins(tc.name, one, eight, tc.ops); msg != "" {
+				t.Fatal(msg)
+			}
+		})
+	}
+}

@@ -10,6 +10,11 @@
 // reaches the same state and returns the same results; the Raft FSM
 // (package replica) relies on this.
 //
+// Modes: a hold is exclusive or, on a size-1 lock, shared (SPEC §8.3); one
+// FIFO queue per lock serves both, and a shared hold may be upgraded to
+// exclusive (waiting ahead of the queue) or an exclusive one downgraded
+// (shared.go).
+//
 // Concurrency: a Table is safe for concurrent use. Every check-and-act on a
 // lock happens in one critical section of the lock's shard. A [Session]'s
 // own mutex is only ever taken while its caller holds a shard mutex or no

@@ -35,13 +35,27 @@ var (
 	// ErrTooManyReentries: the hold has been re-entered 2^32-1 times and
 	// cannot count one more. Nothing changed.
 	ErrTooManyReentries = errors.New("locktable: hold re-entered too many times")
+	// ErrModeMismatch: an OWNER re-entry asked for the other mode (shared
+	// or exclusive) than the hold it re-enters; UPGRADE and DOWNGRADE
+	// change a hold's mode.
+	ErrModeMismatch = errors.New("locktable: re-entry must match the hold's mode (shared or exclusive)")
+	// ErrNotShared: UPGRADE of a hold that is already exclusive.
+	ErrNotShared = errors.New("locktable: the hold is not shared")
+	// ErrNotExclusive: DOWNGRADE of a hold that is already shared.
+	ErrNotExclusive = errors.New("locktable: the hold is not exclusive")
+	// ErrDeadlock: the request would wait forever: an UPGRADE while another
+	// upgrade of the same lock waits (each would wait for the other's
+	// shared hold to end). Nothing changed.
+	ErrDeadlock = errors.New("locktable: the request would deadlock")
 	// ErrBadRequest: a request outside the table's contract (empty name,
-	// size 0 after defaults, negative TTL).
+	// negative TTL, a lock-delay out of range, a shared request with a
+	// size > 1).
 	ErrBadRequest = errors.New("locktable: invalid request")
 )
 
 // SizeMismatchError is the error for a request whose size differs from the
-// lock's. It matches ErrSizeMismatch with errors.Is.
+// lock's (a shared request wants size 1), and for a Downgrade of a
+// semaphore's hold (Want 1). It matches ErrSizeMismatch with errors.Is.
 type SizeMismatchError struct{ Have, Want uint32 }
 
 func (e *SizeMismatchError) Error() string { return ErrSizeMismatch.Error() }

@@ -135,9 +135,27 @@ func (f *fixture) closeSessionFor(s *Session, why Reason) {
 func (f *fixture) cancelWait(s *Session) bool {
 	f.t.Helper()
 	f.ev.Reset()
-	ok := f.tb.CancelWait(s)
+	ok := f.tb.CancelWaitAt(&f.ev, s, f.now)
 	f.check()
 	return ok
+}
+
+// upgrade runs Upgrade with a fresh random part for the new key.
+func (f *fixture) upgrade(s *Session, name string, k Key) (Key, Outcome, error) {
+	f.t.Helper()
+	f.rand = f.rand*6364136223846793005 + 1442695040888963407
+	f.ev.Reset()
+	nk, out, err := f.tb.Upgrade(&f.ev, s, name, k, f.rand, f.now)
+	f.check()
+	return nk, out, err
+}
+
+func (f *fixture) downgrade(name string, k Key) error {
+	f.t.Helper()
+	f.ev.Reset()
+	err := f.tb.Downgrade(&f.ev, name, k, f.now)
+	f.check()
+	return err
 }
 
 func (f *fixture) expire() int64 {

@@ -50,6 +50,11 @@ const (
 	// and in its bucket, and has no session, owner, TTL or orphan or
 	// detached mark; no key matches it.
 	delayed
+	// shared: a shared hold (SPEC §8.3), of a size-1 lock, beside which
+	// other shared holds may be; without it a hold is exclusive. A slot in
+	// lock-delay keeps its hold's mode: a shared slot blocks exclusive
+	// requests only.
+	shared
 )
 
 func (h *holdRec) is(f holdFlags) bool { return h.flags&f != 0 }
@@ -72,6 +77,10 @@ const (
 	ReasonForced                       // FORCEUNLOCK
 	ReasonKilled                       // its connection was killed (CLIENT KILL)
 	ReasonReset                        // its connection sent RESET
+	// ReasonUpgraded: the hold became exclusive under a new fence
+	// (Table.Upgrade). It is only ever the Reason of a NoticeReleased for
+	// the old fence, never of a Release: the hold goes on.
+	ReasonUpgraded
 )
 
 // involuntary reports whether a release for r starts the hold's
@@ -95,17 +104,29 @@ func (r Reason) String() string {
 		return "killed"
 	case ReasonReset:
 		return "reset"
+	case ReasonUpgraded:
+		return "upgraded"
 	}
 	return "unknown"
 }
 
-// Grant tells that a queued request was granted.
+// Grant tells that a queued request was granted, or, with Lost, that a
+// queued upgrade never will be.
 type Grant struct {
 	Session  *Session // the waiting session
 	Name     string
 	Key      Key
 	TTL      int64 // the hold's TTL duration in ns; 0: none
 	Deadline int64 // the hold's expiry time; 0: none
+	// Upgrade: the grant is of a waiting Table.Upgrade: Key is the
+	// upgraded hold's new key (the old one holds nothing any more), and
+	// the hold keeps its binding, owner and count.
+	Upgrade bool
+	// Lost: the shared hold a waiting Table.Upgrade was for ended (UNLOCK,
+	// expiry, FORCEUNLOCK, its session closing) before the upgrade could
+	// be granted; the session waits no more, and Key, TTL and Deadline are
+	// zero. The server answers the UPGRADE with -NOTHELD.
+	Lost bool
 }
 
 // Release tells that a hold ended. A hold with a lock-delay that ends

@@ -15,13 +15,19 @@ type HoldInfo struct {
 	Detached  bool
 	Orphan    bool
 	Count     uint32
+	Shared    bool // a shared hold; false: exclusive
 }
 
 // WaiterInfo describes a queued request, in queue order.
 type WaiterInfo struct {
 	SessionID int64
-	Owner     string
-	Waited    int64 // ns since enqueued
+	Owner     string // the request's; of an upgrade, its hold's
+	Waited    int64  // ns since enqueued
+	Shared    bool   // a shared request; false: exclusive (or an upgrade)
+	// Upgrade: a waiting upgrade of a shared hold (Table.Upgrade), which
+	// waits for exclusive mode ahead of every request: always listed
+	// first.
+	Upgrade bool
 }
 
 // LockInfo describes one lock. Keys are never part of it.
@@ -197,6 +203,7 @@ func (sh *shard) info(t *Table, lid uint32, name string, now int64) LockInfo {
 		hi := HoldInfo{
 			Fence: h.key.Fence, Owner: sh.owner(id), SessionID: -1, TTL: -1,
 			Age: now - h.granted, Detached: h.is(detached), Orphan: h.is(orphan), Count: h.count,
+			Shared: h.is(shared),
 		}
 		if h.session != 0 {
 			hi.SessionID = int64(t.sessions.get(h.session).ID)
@@ -208,9 +215,14 @@ func (sh *shard) info(t *Table, lid uint32, name string, now int64) LockInfo {
 	}
 	if q := sh.queues[lid]; q != nil {
 		for w := q.head; w != nil; w = w.next {
-			li.Waiters = append(li.Waiters, WaiterInfo{
+			wi := WaiterInfo{
 				SessionID: int64(w.session.ID), Owner: w.req.Owner, Waited: now - w.enqueued,
-			})
+				Shared: w.req.Shared, Upgrade: w.upgrade != 0,
+			}
+			if w.upgrade != 0 {
+				wi.Owner = sh.owner(w.upgrade)
+			}
+			li.Waiters = append(li.Waiters, wi)
 		}
 	}
 	return li
@@ -236,7 +248,11 @@ func (t *Table) Dump(now int64) string {
 		for id := l.first; id != 0; id = sh.hold(id).next {
 			h := sh.hold(id)
 			if h.is(delayed) {
-				b.WriteString(" delayed{" + h.key.String() + " deadline=" + strconv.FormatInt(sh.deadline(id), 10) + "}")
+				b.WriteString(" delayed{" + h.key.String() + " deadline=" + strconv.FormatInt(sh.deadline(id), 10))
+				if h.is(shared) {
+					b.WriteString(" shared")
+				}
+				b.WriteString("}")
 				continue
 			}
 			b.WriteString(" hold{")
@@ -252,11 +268,21 @@ func (t *Table) Dump(now int64) string {
 			if h.is(detached) {
 				b.WriteString(" detached")
 			}
+			if h.is(shared) {
+				b.WriteString(" shared")
+			}
 			b.WriteString("}")
 		}
 		if q := sh.queues[lid]; q != nil {
 			for w := q.head; w != nil; w = w.next {
-				b.WriteString(" wait{session=" + strconv.FormatInt(int64(w.session.ID), 10) + " owner=" + w.req.Owner + "}")
+				b.WriteString(" wait{session=" + strconv.FormatInt(int64(w.session.ID), 10) + " owner=" + w.req.Owner)
+				if w.req.Shared {
+					b.WriteString(" shared")
+				}
+				if w.upgrade != 0 {
+					b.WriteString(" upgrade=" + sh.hold(w.upgrade).key.String())
+				}
+				b.WriteString("}")
 			}
 		}
 		b.WriteString("\n")

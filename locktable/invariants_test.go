@@ -11,8 +11,8 @@ import (
 // with the package's promises:
 //
 //   - a lock in the index has holds or waiters, is found by its name, hashes
-//     to its shard, holds at most size holds (as many as its count says), and
-//     has waiters only when full; the index counts its locks; every lock
+//     to its shard, and lists as many holds and slots as its count says; the
+//     index counts its locks; every lock
 //     record not in the index is free, and so is every hold record no lock
 //     lists, and the free lists hold exactly those;
 //   - every hold points back at its lock, has count ≥ 1, and its
@@ -30,8 +30,15 @@ import (
 //     the heap; lock-delays are kept in shard.delays exactly for the
 //     records marked with one, each in (0, MaxLockDelay];
 //   - the shard's hold and waiter counters match what is there;
+//   - modes (SPEC §8.3): shared holds and slots only on size-1 locks and
+//     only beside shared ones (an exclusive record of a size-1 lock is its
+//     only one); a semaphore has at most size records;
 //   - a waiter is queued on its own lock, its session is open and waits
-//     for exactly it, and the queue's links and length agree;
+//     for exactly it, and the queue's links and length agree; the head of
+//     a queue does not fit the lock (nobody waits for what the lock could
+//     grant; a shared request may when its bucket is full); a shared
+//     waiter is on a size-1 lock; an upgrade waiter is its queue's head
+//     (so at most one per lock) and names a live shared hold of its lock;
 //   - every session seen (through holds and waiters, plus the ones passed
 //     in) counts as bound exactly the holds linked to it, all live; a closed
 //     session has no holds, no wait and no slot, and a session's slot names
@@ -107,16 +114,22 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 			if l.size == 0 {
 				fail("lock %q: size 0", name)
 			}
-			n, slots := 0, 0
+			n, slots, sharedRecs := 0, 0, 0
 			var prevFence uint64
 			for id := l.first; id != 0; id = sh.hold(id).next {
 				n++
-				if n > int(l.size)+1 {
-					fail("lock %q: hold list longer than its size (cycle?)", name)
+				if n > int(l.nholds)+1 {
+					fail("lock %q: hold list longer than its count %d (cycle?)", name, l.nholds)
 					break
 				}
 				liveHolds[id] = true
 				h := sh.hold(id)
+				if h.is(shared) {
+					sharedRecs++
+					if l.size != 1 {
+						fail("lock %q: shared hold %v on a lock of size %d", name, h.key, l.size)
+					}
+				}
 				if h.is(lockDelay) {
 					delays++
 					if d, ok := sh.delays[id]; !ok || d <= 0 || d > MaxLockDelay {
@@ -229,17 +242,25 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 					fail("lock %q: listed with %d holds and %d delayed; has %d and %d", name, len(li.Holds), li.Delayed, n-slots, slots)
 				}
 			}
-			if n > int(l.size) {
-				fail("lock %q: %d holds > size %d", name, n, l.size)
+			// Modes: shared records coexist only with shared ones, an
+			// exclusive record of a size-1 lock is its only record, and a
+			// semaphore's records (all exclusive) are at most its size.
+			if sharedRecs > 0 && sharedRecs != n {
+				fail("lock %q: %d shared records beside %d exclusive ones", name, sharedRecs, n-sharedRecs)
 			}
-			if q != nil && n != int(l.size) {
-				fail("lock %q: %d waiters with only %d of %d holds", name, q.n, n, l.size)
+			if sharedRecs == 0 && n > int(l.size) {
+				fail("lock %q: %d exclusive holds > size %d", name, n, l.size)
 			}
 			if q == nil {
 				return
 			}
 			if q.n == 0 {
 				fail("lock %q: empty wait queue kept", name)
+			}
+			// Nobody waits for what the lock could grant: the head does
+			// not fit (but for shared requests when the bucket is full).
+			if q.head != nil && sh.waiterFits(lid, q.head) && (q.head.upgrade != 0 || !q.head.req.Shared || !tb.bucketFull(sh, q.head.bucket)) {
+				fail("lock %q: the head of its queue (session %d, shared %v, upgrade %v) fits the lock's %d records", name, q.head.session.ID, q.head.req.Shared, q.head.upgrade != 0, n)
 			}
 			n = 0
 			var prev *waiter
@@ -254,6 +275,22 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 				}
 				if w.sh != sh || w.lock != lid || !w.queued {
 					fail("lock %q: waiter %d belongs elsewhere or is not marked queued", name, n)
+				}
+				if w.req.Shared && l.size != 1 {
+					fail("lock %q: shared waiter %d on a lock of size %d", name, n, l.size)
+				}
+				if w.upgrade != 0 {
+					// At most one upgrade per lock, at the head, for a
+					// live shared hold of the lock.
+					if n != 1 {
+						fail("lock %q: upgrade waiting at place %d, not at the head", name, n)
+					}
+					if h := sh.hold(w.upgrade); !liveHolds[w.upgrade] || h.lock != lid || !h.is(shared) || h.is(delayed) {
+						fail("lock %q: upgrade waits for hold record %d, not a live shared hold of the lock", name, w.upgrade)
+					}
+					if w.req.Shared || w.req.Name != name {
+						fail("lock %q: upgrade waiter with request %+v", name, w.req)
+					}
 				}
 				s := w.session
 				seen[s] = true

@@ -27,6 +27,9 @@ type HoldRecord struct {
 	// Owner and no TTL, and its Key (kept for its fence, which names the
 	// record) holds nothing.
 	Delayed bool
+	// Shared: a shared hold (Request.Shared), or a slot in lock-delay that
+	// a shared hold left; only on a lock of Size 1.
+	Shared bool
 }
 
 // Change is one journaled change: a hold created or modified, or turned
@@ -76,6 +79,7 @@ func (sh *shard) record(id uint32, name string) HoldRecord {
 		Name: name, Size: sh.lock(h.lock).size, Key: h.key, Owner: sh.owner(id), Count: h.count,
 		TTL: h.ttl, Deadline: sh.deadline(id), Granted: h.granted, Detached: h.is(detached),
 		Bound: !h.is(detached) && !h.is(delayed), LockDelay: sh.delayOf(id), Delayed: h.is(delayed),
+		Shared: h.is(shared),
 	}
 }
 
@@ -145,10 +149,11 @@ func (t *Table) Snapshot() []HoldRecord {
 // their own TTL duration. Every hold keeps its lock-delay, and slots in
 // lock-delay (Delayed) come back with their own deadline, grace or not: a
 // restart does not cut a delay short. Holds and slots whose deadline has
-// passed are dropped. The fence counter moves above every restored fence.
-// It returns how many records were restored and dropped; a record that
-// contradicts an earlier one (size mismatch, more holds than size) is
-// dropped too.
+// passed are dropped. Holds keep their mode (shared or exclusive). The
+// fence counter moves above every restored fence. It returns how many
+// records were restored and dropped; a record that contradicts an earlier
+// one (size mismatch, more holds than size, an exclusive hold beside
+// another, a shared one on a semaphore) is dropped too.
 func (t *Table) Restore(recs []HoldRecord, now, grace int64) (restored, dropped int) {
 	for _, r := range recs {
 		t.AdvanceFence(r.Key.Fence)
@@ -162,7 +167,8 @@ func (t *Table) Restore(recs []HoldRecord, now, grace int64) (restored, dropped 
 			}
 		}
 		if r.Name == "" || r.Size == 0 || r.Count == 0 || (deadline != 0 && deadline <= now) ||
-			((r.Detached || r.Delayed) && deadline == 0) || r.LockDelay < 0 || r.LockDelay > MaxLockDelay {
+			((r.Detached || r.Delayed) && deadline == 0) || r.LockDelay < 0 || r.LockDelay > MaxLockDelay ||
+			(r.Shared && r.Size != 1) {
 			dropped++
 			continue
 		}
@@ -189,7 +195,7 @@ func (t *Table) restore(r HoldRecord, deadline int64) bool {
 	if lid == 0 {
 		lid = sh.newLock(r.Name, hash, r.Size)
 	}
-	if l := sh.lock(lid); l.size != r.Size || l.nholds >= l.size {
+	if sh.lock(lid).size != r.Size || !sh.fits(lid, r.Shared) {
 		return false
 	}
 	sh.loadHold(lid, bucket, HoldState{HoldRecord: r, Orphan: r.Bound && !r.Delayed}, deadline)
@@ -205,6 +211,7 @@ func (sh *shard) loadHold(lid uint32, b uint16, hs HoldState, deadline int64) ui
 	id := sh.allocHold(b)
 	h := sh.hold(id)
 	h.key, h.count, h.granted, h.ttl, h.lock = hs.Key, hs.Count, hs.Granted, hs.TTL, lid
+	h.set(shared, hs.Shared)
 	if hs.Delayed {
 		h.ttl = 0
 		h.set(delayed, true)

@@ -35,6 +35,12 @@ type Request struct {
 	// after, as a slot in lock-delay that no key holds. It is fixed by
 	// the request that grants the hold; a re-entry does not change it.
 	LockDelay int64 `json:",omitempty"`
+	// Shared asks for a shared hold (SPEC §8.3): shared holds of a lock
+	// coexist, an exclusive one (Shared false) excludes every other hold.
+	// Only a size-1 lock has shared holds: Size must be 0 or 1
+	// (ErrBadRequest), and the lock, if it exists, of size 1
+	// (*SizeMismatchError).
+	Shared bool `json:",omitempty"`
 }
 
 // MaxLockDelay is the largest Request.LockDelay: 60 s, in ns.
@@ -109,15 +115,17 @@ func (sh *shard) dropIfEmpty(id uint32) {
 	sh.locks.release(id)
 }
 
-// Acquire asks for req.Name on behalf of s. With capacity (or a hold with
-// the same non-empty owner, which is re-entered) it grants at once and
-// returns the key. Otherwise, if wait, s is queued behind earlier waiters
-// (Queued); if not, nothing changes (Busy).
+// Acquire asks for req.Name on behalf of s. When the request fits the
+// lock's holds (see Request.Shared) and nobody waits, or a hold with the
+// same non-empty owner exists (it is re-entered, in its own mode only:
+// ErrModeMismatch), it grants at once and returns the key. Otherwise, if
+// wait, s is queued behind earlier waiters of either mode (Queued); if
+// not, nothing changes (Busy).
 func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait bool) (Key, Outcome, error) {
 	if req.Size == 0 {
 		req.Size = 1
 	}
-	if req.Name == "" || req.TTL < 0 || req.LockDelay < 0 || req.LockDelay > MaxLockDelay {
+	if req.Name == "" || req.TTL < 0 || req.LockDelay < 0 || req.LockDelay > MaxLockDelay || (req.Shared && req.Size != 1) {
 		return Key{}, 0, ErrBadRequest
 	}
 	if req.Detach && req.TTL == 0 {
@@ -144,6 +152,9 @@ func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait boo
 		}
 		if id := sh.ownedHold(lid, req.Owner); id != 0 {
 			h := sh.hold(id)
+			if h.is(shared) != req.Shared {
+				return Key{}, 0, ErrModeMismatch
+			}
 			if h.is(detached) != req.Detach {
 				return Key{}, 0, ErrDetachMismatch
 			}
@@ -157,7 +168,7 @@ func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait boo
 		}
 	}
 
-	canGrant := lid == 0 || (l.nholds < l.size && sh.queues[lid] == nil)
+	canGrant := lid == 0 || (sh.fits(lid, req.Shared) && sh.queues[lid] == nil)
 	if !canGrant && !wait {
 		return Key{}, Busy, nil
 	}
@@ -219,6 +230,7 @@ func (sh *shard) newHold(t *Table, lid uint32, b uint16, req Request, now int64)
 	h.granted = now
 	h.lock = lid
 	h.set(detached, req.Detach)
+	h.set(shared, req.Shared)
 	if req.Owner != "" {
 		h.set(owned, true)
 		sh.owners[id] = req.Owner
@@ -353,8 +365,9 @@ func (sh *shard) findHold(lid uint32, k Key) uint32 {
 // grants waiters the capacity it frees. A hold with a lock-delay that ends
 // involuntarily (Reason.involuntary) frees nothing yet: it becomes a slot
 // in lock-delay until now+delay (startDelay). id may also be such a slot,
-// whose delay is over: then the slot ends (endDelay). name is its lock's
-// name, or "" to read it from the arena. Caller holds sh.mu.
+// whose delay is over: then the slot ends (endDelay). A waiting upgrade of
+// the hold is lost (dropUpgrade). name is its lock's name, or "" to read
+// it from the arena. Caller holds sh.mu.
 func (sh *shard) release(t *Table, ev *Events, id uint32, name string, why Reason, now int64) {
 	h := sh.hold(id)
 	lid := h.lock
@@ -388,6 +401,12 @@ func (sh *shard) release(t *Table, ev *Events, id uint32, name string, why Reaso
 		sh.journalPut(id, name)
 		sh.notify(NoticeReleased, name, rel.Fence, why, 0)
 		ev.Releases = append(ev.Releases, rel)
+		if w := sh.upgradeWaiter(lid); w != nil && w.upgrade == id {
+			// The slot frees nothing, but the lost upgrade no longer
+			// heads the queue: the shared requests behind it may fit.
+			sh.dropUpgrade(ev, w, name)
+			sh.grantWaiters(t, ev, lid, name, now)
+		}
 		return
 	}
 	sh.removeHold(id)
@@ -395,6 +414,9 @@ func (sh *shard) release(t *Table, ev *Events, id uint32, name string, why Reaso
 	sh.journalDelete(name, rel.Fence)
 	sh.notify(NoticeReleased, name, rel.Fence, why, 0)
 	ev.Releases = append(ev.Releases, rel)
+	if w := sh.upgradeWaiter(lid); w != nil && w.upgrade == id {
+		sh.dropUpgrade(ev, w, name)
+	}
 	sh.freeHold(id)
 	sh.grantWaiters(t, ev, lid, name, now)
 	sh.dropIfEmpty(lid)
@@ -407,7 +429,7 @@ func (sh *shard) release(t *Table, ev *Events, id uint32, name string, why Reaso
 func (sh *shard) startDelay(id uint32, until int64) {
 	h := sh.hold(id)
 	sh.holdEnded(id)
-	h.flags = h.flags&lockDelay | delayed
+	h.flags = h.flags&(lockDelay|shared) | delayed
 	h.ttl = 0
 	sh.delayed++
 	sh.setDeadline(id, until)
@@ -513,7 +535,12 @@ func (t *Table) ForceUnlock(ev *Events, name string, now int64) int {
 	}
 	// Each release grants the capacity it frees to the next waiter; holds
 	// granted that way are not among the victims, which are the holds and
-	// slots before the first release, all ended here in grant order.
+	// slots before the first release, all ended here in grant order. A
+	// waiting upgrade is of a victim: it is lost first, so that the
+	// releases never grant it midway.
+	if w := sh.upgradeWaiter(lid); w != nil {
+		sh.dropUpgrade(ev, w, name)
+	}
 	l := sh.lock(lid)
 	victims := make([]uint32, 0, l.nholds)
 	n := 0

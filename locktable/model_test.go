@@ -29,6 +29,16 @@ var modelSeed = flag.Uint64("model.seed", 0, "run TestModel_RandomOpsMatchRefere
 // in its lock's holds, marked delayed, until now+delay; it takes capacity,
 // matches no key and no owner, is not listed, and its end is one more due
 // deadline, ordered and counted (ExpireBatch's bound) like a TTL's.
+//
+// Shared holds (SPEC §8.3): a hold is shared or exclusive, and a slot in
+// lock-delay keeps its hold's mode. A request fits a lock when it is
+// exclusive and the lock has fewer records than its size, or shared, on a
+// size-1 lock whose records (if any) are shared. One queue per lock, FIFO
+// across modes: granted at once only when it fits and nobody waits, and
+// from the head while the head fits. An upgrade waits at the head and is
+// granted when its hold is the lock's only record, unless that hold is
+// doomed (past its deadline, or its session closing): then, as when the
+// hold ends while the upgrade waits, the upgrade is lost.
 
 type mSession struct {
 	id      uint64
@@ -49,12 +59,18 @@ type mHold struct {
 	ttl      int64 // 0: none
 	deadline int64 // 0: none
 	live     bool
+	shared   bool
+	// seq orders a session's holds as its list does (newest first on
+	// close): the fence the hold was granted with, which an upgrade
+	// leaves alone.
+	seq uint64
 }
 
 type mWaiter struct {
 	sess     *mSession
 	req      Request
 	enqueued int64
+	upgrade  *mHold // a waiting upgrade of this shared hold; nil: a request
 }
 
 type mLock struct {
@@ -144,6 +160,7 @@ func (m *model) newHold(l *mLock, s *mSession, req Request) *mHold {
 	h := &mHold{
 		name: l.name, key: Key{Fence: m.fence, Rand: req.Rand}, owner: req.Owner,
 		count: 1, detached: req.Detach, granted: m.now, live: true, delay: req.LockDelay,
+		shared: req.Shared, seq: m.fence,
 	}
 	if !req.Detach {
 		h.sess = s
@@ -175,28 +192,149 @@ func (m *model) release(h *mHold, why Reason) {
 		h.delayed = true
 		h.sess, h.owner, h.detached, h.ttl = nil, "", false, 0
 		h.deadline = m.now + h.delay
+		if w := upgradeWaiter(l); w != nil && w.upgrade == h {
+			m.dropUpgrade(l, w)
+			m.grantWaiters(l)
+		}
 		return
 	}
 	m.releases = append(m.releases, rel)
+	if w := upgradeWaiter(l); w != nil && w.upgrade == h {
+		m.dropUpgrade(l, w)
+	}
 	m.free(l, h)
 }
 
+// upgradeWaiter returns l's waiting upgrade (its queue's head), or nil.
+func upgradeWaiter(l *mLock) *mWaiter {
+	if len(l.waiters) > 0 && l.waiters[0].upgrade != nil {
+		return l.waiters[0]
+	}
+	return nil
+}
+
+// dropUpgrade takes w, l's waiting upgrade, out of the queue and tells its
+// session, unless closed, that it is lost.
+func (m *model) dropUpgrade(l *mLock, w *mWaiter) {
+	l.waiters = slices.DeleteFunc(l.waiters, func(x *mWaiter) bool { return x == w })
+	w.sess.waiting = nil
+	if !w.sess.closed {
+		m.grants = append(m.grants, grantRec{SessionID: w.sess.id, Name: l.name, Lost: true})
+	}
+}
+
+// fits reports whether a request of the given mode fits l's records.
+func fits(l *mLock, shared bool) bool {
+	if shared {
+		return l.size == 1 && (len(l.holds) == 0 || l.holds[0].shared)
+	}
+	return len(l.holds) < int(l.size)
+}
+
+func waiterFits(l *mLock, w *mWaiter) bool {
+	if w.upgrade != nil {
+		return len(l.holds) == 1 && l.holds[0] == w.upgrade
+	}
+	return fits(l, w.req.Shared)
+}
+
+// doomed: h is past its deadline or bound to a closing session.
+func (m *model) doomed(h *mHold) bool {
+	return (h.deadline != 0 && h.deadline <= m.now) || (h.sess != nil && h.sess.closed)
+}
+
 // free takes h (a hold or a slot in lock-delay) out of lock l and gives
-// the capacity to waiters in queue order, skipping (and dropping) waiters
-// of closed sessions.
+// the capacity to waiters.
 func (m *model) free(l *mLock, h *mHold) {
 	l.holds = slices.DeleteFunc(l.holds, func(x *mHold) bool { return x == h })
-	for len(l.holds) < int(l.size) && len(l.waiters) > 0 {
+	m.grantWaiters(l)
+	m.dropIfEmpty(l)
+}
+
+// grantWaiters grants l's waiters from the head while the head fits,
+// skipping (and dropping) waiters of closed sessions; a new hold needs
+// room in its bucket.
+func (m *model) grantWaiters(l *mLock) {
+	for len(l.waiters) > 0 {
 		w := l.waiters[0]
+		if !waiterFits(l, w) {
+			return
+		}
+		if w.upgrade != nil && m.doomed(w.upgrade) {
+			m.dropUpgrade(l, w)
+			continue
+		}
+		if w.upgrade == nil && m.bucketHolds(l.name) >= m.bucketCap() {
+			return
+		}
 		l.waiters = l.waiters[1:]
 		w.sess.waiting = nil
 		if w.sess.closed {
 			continue
 		}
+		if h := w.upgrade; h != nil {
+			m.upgradeHold(h, w.req.Rand)
+			m.grants = append(m.grants, grantRec{w.sess.id, l.name, h.key, h.ttl, h.deadline, true, false})
+			continue
+		}
 		g := m.newHold(l, w.sess, w.req)
-		m.grants = append(m.grants, grantRec{w.sess.id, l.name, g.key, g.ttl, g.deadline})
+		m.grants = append(m.grants, grantRec{w.sess.id, l.name, g.key, g.ttl, g.deadline, false, false})
 	}
-	m.dropIfEmpty(l)
+}
+
+// upgradeHold makes h exclusive under a new fence.
+func (m *model) upgradeHold(h *mHold, rnd uint64) {
+	m.fence++
+	h.key = Key{Fence: m.fence, Rand: rnd}
+	h.shared = false
+	m.issued = append(m.issued, h.key)
+}
+
+func (m *model) upgrade(s *mSession, name string, k Key, rnd uint64) (Key, Outcome, error) {
+	m.expireLock(name)
+	if s.closed {
+		return Key{}, 0, ErrSessionClosed
+	}
+	h := m.find(name, k)
+	if h == nil {
+		return Key{}, 0, ErrNotHeld
+	}
+	if !h.shared {
+		return Key{}, 0, ErrNotShared
+	}
+	l := m.locks[name]
+	if len(l.holds) == 1 {
+		m.upgradeHold(h, rnd)
+		return h.key, Granted, nil
+	}
+	if upgradeWaiter(l) != nil {
+		return Key{}, 0, ErrDeadlock
+	}
+	if s.waiting != nil {
+		return Key{}, 0, ErrAlreadyWaiting
+	}
+	w := &mWaiter{sess: s, req: Request{Name: name, Rand: rnd}, enqueued: m.now, upgrade: h}
+	l.waiters = append([]*mWaiter{w}, l.waiters...)
+	s.waiting = w
+	return Key{}, Queued, nil
+}
+
+func (m *model) downgrade(name string, k Key) error {
+	m.expireLock(name)
+	h := m.find(name, k)
+	if h == nil {
+		return ErrNotHeld
+	}
+	l := m.locks[name]
+	if l.size != 1 {
+		return &SizeMismatchError{Have: l.size, Want: 1}
+	}
+	if h.shared {
+		return ErrNotExclusive
+	}
+	h.shared = true
+	m.grantWaiters(l)
+	return nil
 }
 
 // expireWhere releases the due holds that pick selects, and ends their
@@ -239,7 +377,7 @@ func (m *model) acquire(s *mSession, req Request, wait bool) (Key, Outcome, erro
 	if req.Size == 0 {
 		req.Size = 1
 	}
-	if req.Name == "" || req.TTL < 0 || req.LockDelay < 0 || req.LockDelay > MaxLockDelay {
+	if req.Name == "" || req.TTL < 0 || req.LockDelay < 0 || req.LockDelay > MaxLockDelay || (req.Shared && req.Size != 1) {
 		return Key{}, 0, ErrBadRequest
 	}
 	if req.Detach && req.TTL == 0 {
@@ -259,6 +397,9 @@ func (m *model) acquire(s *mSession, req Request, wait bool) (Key, Outcome, erro
 				if h.owner != req.Owner || h.delayed {
 					continue
 				}
+				if h.shared != req.Shared {
+					return Key{}, 0, ErrModeMismatch
+				}
 				if h.detached != req.Detach {
 					return Key{}, 0, ErrDetachMismatch
 				}
@@ -268,7 +409,7 @@ func (m *model) acquire(s *mSession, req Request, wait bool) (Key, Outcome, erro
 			}
 		}
 	}
-	free := l == nil || (len(l.holds) < int(l.size) && len(l.waiters) == 0)
+	free := l == nil || (fits(l, req.Shared) && len(l.waiters) == 0)
 	if !free && !wait {
 		return Key{}, Busy, nil
 	}
@@ -348,7 +489,11 @@ func (m *model) forceUnlock(name string) int {
 	if l == nil {
 		return 0
 	}
-	// Holds are released and slots in lock-delay end, in grant order.
+	// A waiting upgrade is lost first; then holds are released and slots
+	// in lock-delay end, in grant order.
+	if w := upgradeWaiter(l); w != nil {
+		m.dropUpgrade(l, w)
+	}
 	victims := slices.Clone(l.holds)
 	n := 0
 	for _, h := range victims {
@@ -370,6 +515,7 @@ func (m *model) cancelWait(s *mSession) bool {
 	s.waiting = nil
 	l := m.locks[w.req.Name]
 	l.waiters = slices.DeleteFunc(l.waiters, func(x *mWaiter) bool { return x == w })
+	m.grantWaiters(l)
 	m.dropIfEmpty(l)
 	return true
 }
@@ -391,7 +537,7 @@ func (m *model) closeSession(s *mSession, why Reason) {
 			}
 		}
 	}
-	slices.SortFunc(holds, func(a, b *mHold) int { return cmp.Compare(b.key.Fence, a.key.Fence) })
+	slices.SortFunc(holds, func(a, b *mHold) int { return cmp.Compare(b.seq, a.seq) })
 	for _, h := range holds {
 		if h.live {
 			m.release(h, why)
@@ -489,6 +635,10 @@ func (m *model) apply(o op) result {
 		res.n, res.more = m.expire(o.max)
 	case opAdvance:
 		m.now += o.dt
+	case opUpgrade:
+		res.key, res.out, res.err = m.upgrade(s, o.name, o.key, o.rnd)
+	case opDowngrade:
+		res.err = m.downgrade(o.name, o.key)
 	}
 	res.grants, res.releases = m.grants, m.releases
 	return res
@@ -515,6 +665,9 @@ func (m *model) dump() string {
 			if h.delayed {
 				b.WriteString(" delayed{" + h.key.String() + " deadline=")
 				num(h.deadline)
+				if h.shared {
+					b.WriteString(" shared")
+				}
 				b.WriteString("}")
 				continue
 			}
@@ -537,12 +690,22 @@ func (m *model) dump() string {
 			if h.detached {
 				b.WriteString(" detached")
 			}
+			if h.shared {
+				b.WriteString(" shared")
+			}
 			b.WriteString("}")
 		}
 		for _, w := range l.waiters {
 			b.WriteString(" wait{session=")
 			num(int64(w.sess.id))
-			b.WriteString(" owner=" + w.req.Owner + "}")
+			b.WriteString(" owner=" + w.req.Owner)
+			if w.req.Shared {
+				b.WriteString(" shared")
+			}
+			if w.upgrade != nil {
+				b.WriteString(" upgrade=" + w.upgrade.key.String())
+			}
+			b.WriteString("}")
 		}
 		b.WriteString("\n")
 	}
@@ -562,7 +725,7 @@ func (m *model) lockInfos() []LockInfo {
 			}
 			hi := HoldInfo{
 				Fence: h.key.Fence, Owner: h.owner, SessionID: -1, TTL: -1,
-				Age: m.now - h.granted, Detached: h.detached, Count: uint32(h.count),
+				Age: m.now - h.granted, Detached: h.detached, Count: uint32(h.count), Shared: h.shared,
 			}
 			if h.sess != nil {
 				hi.SessionID = int64(h.sess.id)
@@ -573,9 +736,14 @@ func (m *model) lockInfos() []LockInfo {
 			li.Holds = append(li.Holds, hi)
 		}
 		for _, w := range l.waiters {
-			li.Waiters = append(li.Waiters, WaiterInfo{
+			wi := WaiterInfo{
 				SessionID: int64(w.sess.id), Owner: w.req.Owner, Waited: m.now - w.enqueued,
-			})
+				Shared: w.req.Shared, Upgrade: w.upgrade != nil,
+			}
+			if w.upgrade != nil {
+				wi.Owner = w.upgrade.owner
+			}
+			li.Waiters = append(li.Waiters, wi)
 		}
 		out = append(out, li)
 	}
@@ -676,8 +844,10 @@ func runModel(seed uint64, steps int, verbose bool) (failure, oplog string) {
 	gen := newOpGen(rng, sessions)
 
 	var log []logEntry
+	fences := newFenceCheck()
 	for step := range steps {
 		o := gen.next(r.now, nextDeadline(r.tb))
+		before := r.tb.Locks(Query{}, r.now)
 		got := r.apply(o)
 		want := m.apply(o)
 		gen.learnFrom(o, r)
@@ -696,6 +866,12 @@ func runModel(seed uint64, steps int, verbose bool) (failure, oplog string) {
 		}
 		if errs := invariantErrors(r.tb, r.sessions...); len(errs) > 0 {
 			return fail("invariants broken", errs, "none")
+		}
+		if err := checkFIFO(before, r.tb.Locks(Query{}, r.now), got.grants); err != nil {
+			return fail("FIFO order broken", err, "none")
+		}
+		if err := fences.step(r.issued, got.grants); err != nil {
+			return fail("fences broken", err, "none")
 		}
 		if got, want := r.tb.Dump(r.now), m.dump(); got != want {
 			return fail("state differs from the model", "\n"+got, "\n"+want)
@@ -720,6 +896,89 @@ func runModel(seed uint64, steps int, verbose bool) (failure, oplog string) {
 		return "", ""
 	}
 	return "", formatLog(cfg, log)
+}
+
+// checkFIFO checks one step's grants against the queues before and after
+// it (by session ID, which waits for one lock at most): every granted
+// request was queued, and every request queued before it was granted in
+// the same step or has left its queue (cancelled, closed, or a lost
+// upgrade) — never is one still waiting behind which a later one was
+// granted, whatever the modes.
+func checkFIFO(before, after []LockInfo, grants []grantRec) error {
+	queued := map[string][]int64{}
+	for _, li := range before {
+		for _, w := range li.Waiters {
+			queued[li.Name] = append(queued[li.Name], w.SessionID)
+		}
+	}
+	waiting := map[string]map[int64]bool{}
+	for _, li := range after {
+		waiting[li.Name] = map[int64]bool{}
+		for _, w := range li.Waiters {
+			waiting[li.Name][w.SessionID] = true
+		}
+	}
+	granted := map[string]map[int64]bool{}
+	for _, g := range grants {
+		if granted[g.Name] == nil {
+			granted[g.Name] = map[int64]bool{}
+		}
+		granted[g.Name][int64(g.SessionID)] = true
+	}
+	for _, g := range grants {
+		if g.Lost {
+			continue
+		}
+		i := slices.Index(queued[g.Name], int64(g.SessionID))
+		if i < 0 {
+			return fmt.Errorf("granted %q to session %d, which did not wait for it", g.Name, g.SessionID)
+		}
+		for _, earlier := range queued[g.Name][:i] {
+			if !granted[g.Name][earlier] && waiting[g.Name][earlier] {
+				return fmt.Errorf("granted %q to session %d while session %d, queued before it, still waits", g.Name, g.SessionID, earlier)
+			}
+		}
+	}
+	return nil
+}
+
+// fenceCheck follows the keys a run issues: every new key (a re-entry
+// returns an old one) has a fence above every key issued before, an
+// upgrade's new key included, and one step's grants come in fence order.
+type fenceCheck struct {
+	seen map[Key]bool
+	max  uint64
+}
+
+func newFenceCheck() *fenceCheck { return &fenceCheck{seen: map[Key]bool{}} }
+
+func (c *fenceCheck) step(issued []Key, grants []grantRec) error {
+	var last uint64
+	for _, g := range grants {
+		if g.Lost {
+			if !g.Key.IsZero() {
+				return fmt.Errorf("lost upgrade of %q carries key %v", g.Name, g.Key)
+			}
+			continue
+		}
+		if g.Key.Fence <= last {
+			return fmt.Errorf("grant of fence %d after one of %d in the same step", g.Key.Fence, last)
+		}
+		last = g.Key.Fence
+	}
+	top := c.max
+	for _, k := range issued {
+		if c.seen[k] {
+			continue
+		}
+		if k.Fence <= c.max {
+			return fmt.Errorf("new key %v not above the largest fence issued before, %d", k, c.max)
+		}
+		c.seen[k] = true
+		top = max(top, k.Fence)
+	}
+	c.max = top
+	return nil
 }
 
 func TestModel_RandomOpsMatchReference(t *testing.T) {

@@ -23,6 +23,8 @@ const (
 	opCloseSession
 	opExpire
 	opAdvance
+	opUpgrade
+	opDowngrade
 )
 
 // op is one call on a Table. Sessions are named by their index in the
@@ -38,6 +40,7 @@ type op struct {
 	dt   int64  // opAdvance: how far the clock moves
 	max  int    // opExpire: the batch bound (0: none)
 	why  Reason // opCloseSession: the reason (0: CloseSession's)
+	rnd  uint64 // opUpgrade: the new key's random part
 }
 
 func (o op) String() string {
@@ -49,8 +52,8 @@ func (o op) String() string {
 	switch o.kind {
 	case opAcquire:
 		r := o.req
-		return fmt.Sprintf("Acquire(%s, %q ttl=%d size=%d owner=%q detach=%v delay=%d rand=%x, wait=%v)",
-			sess, r.Name, r.TTL, r.Size, r.Owner, r.Detach, r.LockDelay, r.Rand, o.wait)
+		return fmt.Sprintf("Acquire(%s, %q ttl=%d size=%d owner=%q detach=%v delay=%d shared=%v rand=%x, wait=%v)",
+			sess, r.Name, r.TTL, r.Size, r.Owner, r.Detach, r.LockDelay, r.Shared, r.Rand, o.wait)
 	case opUnlock:
 		return fmt.Sprintf("Unlock(%q, %v)", o.name, o.key)
 	case opRenew:
@@ -70,6 +73,10 @@ func (o op) String() string {
 		return fmt.Sprintf("ExpireBatch(max=%d)", o.max)
 	case opAdvance:
 		return fmt.Sprintf("Advance(%d)", o.dt)
+	case opUpgrade:
+		return fmt.Sprintf("Upgrade(%s, %q, %v, rand=%x)", sess, o.name, o.key, o.rnd)
+	case opDowngrade:
+		return fmt.Sprintf("Downgrade(%q, %v)", o.name, o.key)
 	}
 	return "?"
 }
@@ -82,6 +89,8 @@ type grantRec struct {
 	Key       Key
 	TTL       int64
 	Deadline  int64
+	Upgrade   bool
+	Lost      bool
 }
 
 // result is what one op returned and the events it caused.
@@ -105,9 +114,9 @@ func (a result) equal(b result) bool {
 func (r result) format(kind opKind) string {
 	var b strings.Builder
 	switch kind {
-	case opAcquire:
+	case opAcquire, opUpgrade:
 		fmt.Fprintf(&b, "%v %s %s", r.key, outcomeName(r.out), errName(r.err))
-	case opUnlock:
+	case opUnlock, opDowngrade:
 		b.WriteString(errName(r.err))
 	case opRenew, opCheck:
 		fmt.Fprintf(&b, "%d %s", r.n, errName(r.err))
@@ -117,7 +126,7 @@ func (r result) format(kind opKind) string {
 		fmt.Fprint(&b, r.n, " more=", r.more)
 	}
 	for _, g := range r.grants {
-		fmt.Fprintf(&b, " grant{s%d %q %v ttl=%d deadline=%d}", g.SessionID, g.Name, g.Key, g.TTL, g.Deadline)
+		fmt.Fprintf(&b, " grant{s%d %q %v ttl=%d deadline=%d upgrade=%v lost=%v}", g.SessionID, g.Name, g.Key, g.TTL, g.Deadline, g.Upgrade, g.Lost)
 	}
 	for _, x := range r.releases {
 		fmt.Fprintf(&b, " release{%q fence=%d owner=%q session=%d %v held=%d delayed-until=%d}",
@@ -198,7 +207,7 @@ func (r *runner) apply(o op) result {
 	case opForceUnlock:
 		res.n = int64(r.tb.ForceUnlock(&r.ev, o.name, r.now))
 	case opCancelWait:
-		res.n = boolInt(r.tb.CancelWait(s))
+		res.n = boolInt(r.tb.CancelWaitAt(&r.ev, s, r.now))
 	case opCloseSession:
 		if o.why != 0 {
 			r.tb.CloseSessionFor(&r.ev, s, o.why, r.now)
@@ -210,10 +219,19 @@ func (r *runner) apply(o op) result {
 		res.n, res.more = r.tb.ExpireBatch(&r.ev, r.now, o.max)
 	case opAdvance:
 		r.now += o.dt
+	case opUpgrade:
+		res.key, res.out, res.err = r.tb.Upgrade(&r.ev, s, o.name, o.key, o.rnd, r.now)
+		if !res.key.IsZero() {
+			r.issued = append(r.issued, res.key)
+		}
+	case opDowngrade:
+		res.err = r.tb.Downgrade(&r.ev, o.name, o.key, r.now)
 	}
 	for _, g := range r.ev.Grants {
-		res.grants = append(res.grants, grantRec{g.Session.ID, g.Name, g.Key, g.TTL, g.Deadline})
-		r.issued = append(r.issued, g.Key)
+		res.grants = append(res.grants, grantRec{g.Session.ID, g.Name, g.Key, g.TTL, g.Deadline, g.Upgrade, g.Lost})
+		if !g.Lost {
+			r.issued = append(r.issued, g.Key)
+		}
 	}
 	res.releases = slices.Clone(r.ev.Releases)
 	return res
@@ -347,11 +365,23 @@ func (g *opGen) learn(name string, k Key) {
 // earliest deadline is next (0: none).
 func (g *opGen) next(now, deadline int64) op {
 	switch n := g.rng.IntN(100); {
-	case n < 36:
+	case n < 34:
 		name := g.name()
 		size := g.sizes[name]
 		if g.rng.IntN(10) == 0 {
 			size = uint32(g.rng.IntN(4))
+		}
+		// Shared requests mostly on size-1 names; on a semaphore's name,
+		// sometimes with its size (ErrBadRequest), else without
+		// (*SizeMismatchError, or a size-1 lock of that name).
+		var shared bool
+		if size <= 1 {
+			shared = g.rng.IntN(2) == 0
+		} else if g.rng.IntN(8) == 0 {
+			shared = true
+			if g.rng.IntN(2) == 0 {
+				size = 0
+			}
 		}
 		var owner string
 		if g.rng.IntN(5) < 2 {
@@ -359,27 +389,33 @@ func (g *opGen) next(now, deadline int64) op {
 		}
 		req := Request{
 			Name: name, TTL: g.ttl(), Size: size, Owner: owner,
-			Detach: g.rng.IntN(7) == 0, Rand: g.rng.Uint64(), LockDelay: g.lockDelay(),
+			Detach: g.rng.IntN(7) == 0, Rand: g.rng.Uint64(), LockDelay: g.lockDelay(), Shared: shared,
 		}
 		return op{kind: opAcquire, sess: g.session(), req: req, wait: g.rng.IntN(2) == 0}
-	case n < 51:
+	case n < 46:
 		name := g.name()
 		return op{kind: opUnlock, name: name, key: g.key(name)}
-	case n < 59:
+	case n < 53:
 		name := g.name()
 		sess := g.session()
 		if g.rng.IntN(4) == 0 {
 			sess = -1
 		}
 		return op{kind: opRenew, sess: sess, name: name, key: g.key(name), ttl: g.ttl()}
-	case n < 65:
+	case n < 58:
 		name := g.name()
 		return op{kind: opCheck, name: name, key: g.key(name)}
-	case n < 68:
+	case n < 61:
 		return op{kind: opForceUnlock, name: g.name()}
-	case n < 75:
+	case n < 68:
 		return op{kind: opCancelWait, sess: g.session()}
-	case n < 80:
+	case n < 74:
+		name := g.name()
+		return op{kind: opUpgrade, sess: g.session(), name: name, key: g.key(name), rnd: g.rng.Uint64()}
+	case n < 77:
+		name := g.name()
+		return op{kind: opDowngrade, name: name, key: g.key(name)}
+	case n < 82:
 		slot := g.rng.IntN(len(g.slots))
 		o := op{kind: opCloseSession, sess: g.slots[slot]}
 		if g.rng.IntN(2) == 0 {
@@ -394,7 +430,7 @@ func (g *opGen) next(now, deadline int64) op {
 		g.slots[slot] = g.n
 		g.n++
 		return o
-	case n < 87:
+	case n < 89:
 		return op{kind: opExpire, max: []int{0, 0, 1, 2}[g.rng.IntN(4)]}
 	default:
 		dt := []int64{0, 1, 1, 2, 3, 5, 8, 13}[g.rng.IntN(8)]
@@ -411,6 +447,9 @@ func (g *opGen) next(now, deadline int64) op {
 func (g *opGen) learnFrom(o op, r *runner) {
 	for _, k := range r.issued {
 		name := o.req.Name
+		if o.kind == opUpgrade {
+			name = o.name
+		}
 		for _, gr := range r.ev.Grants {
 			if gr.Key == k {
 				name = gr.Name

@@ -93,16 +93,17 @@ func (t *Table) CloseSession(ev *Events, s *Session, now int64) {
 // (ReasonDisconnect, ReasonKilled or ReasonReset; a RESET starts no
 // lock-delay).
 func (t *Table) CloseSessionFor(ev *Events, s *Session, why Reason, now int64) {
-	t.endSession(s, func(sh *shard, id uint32) {
+	t.endSession(ev, s, now, func(sh *shard, id uint32) {
 		sh.release(t, ev, id, "", why, now)
 	})
 }
 
-// endSession marks s closed, takes its queued request out of the queue and
+// endSession marks s closed, takes its queued request out of the queue
+// (granting, with ev, the requests it kept waiting; see cancelWaiter) and
 // runs each on every hold still bound to s (newest first), in the
 // critical section of the hold's shard, then gives back s's slot. A closed
 // session is left alone.
-func (t *Table) endSession(s *Session, each func(sh *shard, id uint32)) {
+func (t *Table) endSession(ev *Events, s *Session, now int64, each func(sh *shard, id uint32)) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -122,7 +123,7 @@ func (t *Table) endSession(s *Session, each func(sh *shard, id uint32)) {
 		sh.mu.Lock()
 		// The waiter may have been granted or cancelled meanwhile;
 		// cancelWaiter checks that it is still queued.
-		sh.cancelWaiter(w)
+		sh.cancelWaiter(t, ev, w, now)
 		sh.mu.Unlock()
 	}
 	for _, h := range holds {

@@ -42,11 +42,17 @@ type HoldState struct {
 	Orphan    bool
 }
 
-// WaiterState is a queued request.
+// WaiterState is a queued request, or a waiting upgrade (Table.Upgrade).
 type WaiterState struct {
 	SessionID uint64
-	Request   Request
-	Enqueued  int64
+	// Request is the queued request; of an upgrade, only its Name and its
+	// Rand (the new key's) are set.
+	Request  Request
+	Enqueued int64
+	// Upgrade is, for a waiting upgrade, the fence of the shared hold it
+	// is for, a hold of the same lock; 0: an ordinary request. An upgrade
+	// is its lock's first waiter.
+	Upgrade uint64 `json:",omitempty"`
 }
 
 // State returns the table's state. It holds every shard mutex at once
@@ -89,7 +95,11 @@ func (t *Table) State(extra []*Session) State {
 			}
 			if q := sh.queues[lid]; q != nil {
 				for w := q.head; w != nil; w = w.next {
-					ls.Waiters = append(ls.Waiters, WaiterState{SessionID: w.session.ID, Request: w.req, Enqueued: w.enqueued})
+					ws := WaiterState{SessionID: w.session.ID, Request: w.req, Enqueued: w.enqueued}
+					if w.upgrade != 0 {
+						ws.Upgrade = sh.hold(w.upgrade).key.Fence
+					}
+					ls.Waiters = append(ls.Waiters, ws)
 					sessions[w.session.ID] = w.session
 				}
 			}
@@ -115,8 +125,12 @@ func (t *Table) State(extra []*Session) State {
 // LoadState fills an empty table with st and returns its sessions by ID
 // (conn gives each its Conn). It checks what it loads: a hold or waiter
 // naming a session st does not list, a session listing a hold bound to
-// another, a lock over its size or listed twice is an error, and the table
-// is then unusable.
+// another, a lock over its size or listed twice, a hold that does not fit
+// beside the lock's earlier ones (an exclusive hold beside another, a
+// shared one on a semaphore), an exclusive request waiting at the head of
+// a queue it fits, an upgrade that is not its lock's first waiter or does
+// not name a shared hold of its lock is an error, and the table is then
+// unusable.
 func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Session, error) {
 	for i := range t.shards {
 		if t.shards[i].index.n != 0 {
@@ -138,7 +152,7 @@ func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Sessi
 	t.fence.Store(st.Fence)
 	for _, ls := range st.Locks {
 		sh, hash := t.shardOf(ls.Name)
-		if ls.Name == "" || ls.Size == 0 || len(ls.Holds) == 0 || len(ls.Holds) > int(ls.Size) || (len(ls.Waiters) > 0 && len(ls.Holds) != int(ls.Size)) {
+		if ls.Name == "" || ls.Size == 0 || len(ls.Holds) == 0 {
 			return nil, fmt.Errorf("locktable: lock %q: bad size, holds or queue", ls.Name)
 		}
 		if sh.find(ls.Name, hash) != 0 {
@@ -154,6 +168,9 @@ func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Sessi
 				(hs.Delayed && (hs.SessionID != 0 || hs.Orphan || hs.Deadline == 0)) {
 				return nil, fmt.Errorf("locktable: hold %d: bad lock-delay", hs.Key.Fence)
 			}
+			if !sh.fits(lid, hs.Shared) {
+				return nil, fmt.Errorf("locktable: lock %q: hold %d does not fit beside the earlier ones (size %d, shared %v)", ls.Name, hs.Key.Fence, ls.Size, hs.Shared)
+			}
 			h := sh.base | hid(sh.loadHold(lid, bucket, hs, hs.Deadline))
 			if hs.SessionID != 0 {
 				s := sessions[hs.SessionID]
@@ -167,15 +184,30 @@ func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Sessi
 			}
 			byFence[hs.Key.Fence] = h
 		}
-		for _, ws := range ls.Waiters {
-			if ws.Request.LockDelay < 0 || ws.Request.LockDelay > MaxLockDelay {
-				return nil, fmt.Errorf("locktable: waiter of session %d: bad lock-delay", ws.SessionID)
+		for i, ws := range ls.Waiters {
+			if ws.Request.LockDelay < 0 || ws.Request.LockDelay > MaxLockDelay || ws.Request.Name != ls.Name ||
+				(ws.Request.Shared && ws.Request.Size > 1) {
+				return nil, fmt.Errorf("locktable: waiter of session %d: bad request", ws.SessionID)
 			}
 			s := sessions[ws.SessionID]
 			if s == nil || s.waiting != nil {
 				return nil, fmt.Errorf("locktable: waiter names unknown or busy session %d", ws.SessionID)
 			}
-			sh.enqueue(lid, &waiter{sh: sh, lock: lid, bucket: bucket, session: s, req: ws.Request, enqueued: ws.Enqueued})
+			w := &waiter{sh: sh, lock: lid, bucket: bucket, session: s, req: ws.Request, enqueued: ws.Enqueued}
+			switch {
+			case ws.Upgrade != 0:
+				h, ok := byFence[ws.Upgrade]
+				hsh, id := t.holdAt(h)
+				if i != 0 || !ok || hsh != sh || sh.hold(id).lock != lid || !sh.hold(id).is(shared) || sh.hold(id).is(delayed) {
+					return nil, fmt.Errorf("locktable: lock %q: upgrade of session %d is not first or names no shared hold of it", ls.Name, ws.SessionID)
+				}
+				w.upgrade = id
+			case ws.Request.Shared && ls.Size != 1:
+				return nil, fmt.Errorf("locktable: lock %q: shared waiter of session %d on a semaphore", ls.Name, ws.SessionID)
+			case i == 0 && !ws.Request.Shared && sh.fits(lid, false):
+				return nil, fmt.Errorf("locktable: lock %q: session %d waits for capacity the lock has", ls.Name, ws.SessionID)
+			}
+			sh.enqueue(lid, w)
 		}
 	}
 	// Rebuild each session's list in its saved order (newest first), by
@@ -206,9 +238,12 @@ func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Sessi
 // disconnected (a Raft leader lost): its queued request leaves the queue,
 // its bound holds become orphans whose deadline is now+grace (or their own,
 // if sooner), to be adopted by the first Renew with their key, and s is
-// closed. Waiters are not granted anything by this.
+// closed. Waiters are not granted anything by this, not even a shared
+// request that s's request kept waiting (it waits for the lock's next
+// change): a failover orphans every session of the old leader, whose
+// waiters would only be granted holds nobody could use.
 func (t *Table) OrphanSession(ev *Events, s *Session, now, grace int64) {
-	t.endSession(s, func(sh *shard, id uint32) {
+	t.endSession(nil, s, now, func(sh *shard, id uint32) {
 		s.unlink(t, sh.base|hid(id))
 		h := sh.hold(id)
 		h.session = 0

@@ -101,3 +101,86 @@ func TestLoadState_RefusesABoundSlotInLockDelay(t *testing.T) {
 		t.Fatalf("loaded lock %+v; want one slot in lock-delay, no hold", li)
 	}
 }
+
+// State and LoadState carry modes: shared holds and slots, shared
+// waiters and a waiting upgrade (by its hold's fence), so that both
+// tables then grant the upgrade alike, with the same key.
+func TestLoadState_RoundTripKeepsModesAndUpgrades(t *testing.T) {
+	f := newFixture(t, Config{Shards: 4})
+	a, b, c, w, r := f.session(), f.session(), f.session(), f.session(), f.session()
+	ka := f.mustGrant(a, Request{Name: "x", Shared: true, Owner: "o", TTL: 50 * ms})
+	kb := f.mustGrant(b, sharedReq("x"))
+	f.mustGrant(c, Request{Name: "x", Shared: true, LockDelay: 10 * ms})
+	f.closeSession(c) // a shared slot in lock-delay
+	f.mustQueue(w, Request{Name: "x"})
+	f.mustQueue(r, sharedReq("x"))
+	if _, out, err := f.upgrade(a, "x", ka); out != Queued || err != nil {
+		t.Fatalf("Upgrade = %v, %v; want Queued", outcomeName(out), err)
+	}
+	f.mustGrant(b, Request{Name: "y"})
+
+	st := f.tb.State(nil)
+	if ws := st.Locks[0].Waiters[0]; ws.Upgrade != ka.Fence || ws.SessionID != a.ID {
+		t.Fatalf("State's first waiter of x: %+v; want the upgrade of fence %d", ws, ka.Fence)
+	}
+	tb := New(Config{Shards: 2})
+	sessions, err := tb.LoadState(st, nil)
+	if err != nil {
+		t.Fatalf("LoadState = %v", err)
+	}
+	checkInvariants(t, tb, sessions[a.ID], sessions[b.ID], sessions[w.ID], sessions[r.ID])
+	wantEqual(t, "loaded dump", tb.Dump(f.now), f.tb.Dump(f.now))
+	wantEqual(t, "a waits", sessions[a.ID].Waiting(), true)
+
+	// The other reader leaves, then the slot's delay ends: the upgrade
+	// is granted on both, alike.
+	var ev Events
+	f.mustUnlock("x", kb)
+	wantErr(t, "Unlock on the loaded table", tb.Unlock(&ev, "x", kb, f.now), nil)
+	f.advance(10 * ms)
+	f.expire()
+	ev.Reset()
+	tb.Expire(&ev, f.now)
+	checkInvariants(t, tb)
+	wantEqual(t, "dump", tb.Dump(f.now), f.tb.Dump(f.now))
+	if len(ev.Grants) != 1 || !ev.Grants[0].Upgrade || ev.Grants[0].Key != f.ev.Grants[0].Key || ev.Grants[0].Session != sessions[a.ID] {
+		t.Fatalf("grants of the loaded table %+v; want the upgrade as the original's %+v", ev.Grants, f.ev.Grants)
+	}
+}
+
+// LoadState refuses modes that cannot be: an exclusive hold beside
+// another, a shared hold on a semaphore, an upgrade that is not first or
+// names no shared hold of its lock.
+func TestLoadState_RefusesImpossibleModes(t *testing.T) {
+	hold := func(fence uint64, size uint32, shared bool) HoldState {
+		return HoldState{HoldRecord: HoldRecord{Name: "a", Size: size, Key: Key{Fence: fence}, Count: 1, TTL: ms, Deadline: 5 * ms, Detached: true, Shared: shared}}
+	}
+	upgrade := WaiterState{SessionID: 1, Request: Request{Name: "a", Rand: 1}, Upgrade: 1}
+	reader := WaiterState{SessionID: 2, Request: Request{Name: "a", Size: 1, Shared: true}}
+	for _, tc := range []struct {
+		name    string
+		size    uint32
+		holds   []HoldState
+		waiters []WaiterState
+		ok      bool
+	}{
+		{"readers", 1, []HoldState{hold(1, 1, true), hold(2, 1, true)}, nil, true},
+		{"readers and an upgrade", 1, []HoldState{hold(1, 1, true), hold(2, 1, true)}, []WaiterState{upgrade, reader}, true},
+		{"a writer beside a reader", 1, []HoldState{hold(1, 1, true), hold(2, 1, false)}, nil, false},
+		{"a reader beside a writer", 1, []HoldState{hold(1, 1, false), hold(2, 1, true)}, nil, false},
+		{"a reader on a semaphore", 2, []HoldState{hold(1, 2, true)}, nil, false},
+		{"an upgrade behind a reader", 1, []HoldState{hold(1, 1, true), hold(2, 1, true)}, []WaiterState{reader, upgrade}, false},
+		{"an upgrade of an exclusive hold", 1, []HoldState{hold(1, 1, false)}, []WaiterState{upgrade}, false},
+		{"an upgrade of no hold", 1, []HoldState{hold(2, 1, true), hold(3, 1, true)}, []WaiterState{upgrade}, false},
+		{"a writer waiting for a free place", 2, []HoldState{hold(1, 2, false)}, []WaiterState{{SessionID: 2, Request: Request{Name: "a", Size: 2}}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := State{Fence: 3, Sessions: []SessionState{{ID: 1}, {ID: 2}}, Locks: []LockState{{Name: "a", Size: tc.size, Holds: tc.holds, Waiters: tc.waiters}}}
+			tb := New(Config{})
+			_, err := tb.LoadState(st, nil)
+			if (err == nil) != tc.ok {
+				t.Fatalf("LoadState = %v; want ok: %v", err, tc.ok)
+			}
+		})
+	}
+}

@@ -1052,7 +1052,7 @@ func TestEvents_ResetKeepsCapacity(t *testing.T) {
 func TestReason_String(t *testing.T) {
 	for r, want := range map[Reason]string{
 		ReasonUnlock: "unlock", ReasonExpired: "expired", ReasonDisconnect: "disconnect",
-		ReasonForced: "forced", 0: "unknown",
+		ReasonForced: "forced", ReasonKilled: "killed", ReasonReset: "reset", ReasonUpgraded: "upgraded", 0: "unknown",
 	} {
 		wantEqual(t, fmt.Sprintf("Reason(%d)", r), r.String(), want)
 	}

@@ -11,10 +11,11 @@ import (
 const recordVersion = 1
 
 // Flags: a record is exactly one of detached, bound (maybe orphaned) or
-// delayed (a slot in lock-delay), and may have a lock-delay. Records
-// without a lock-delay are encoded as before lock-delay existed, and those
-// records still decode; a relock from before lock-delay refuses the new
-// flags rather than misreading them.
+// delayed (a slot in lock-delay), may have a lock-delay and may be shared.
+// Records without a lock-delay and not shared are encoded as before
+// lock-delay and shared holds existed, and those records still decode; a
+// relock from before them refuses the new flags rather than misreading
+// them.
 const (
 	flagDetached = 1 << iota
 	flagBound
@@ -22,6 +23,8 @@ const (
 	flagDelayed
 	// flagLockDelay: HoldRecord.LockDelay > 0, a varint after Granted.
 	flagLockDelay
+	// flagShared: HoldRecord.Shared, only with size 1.
+	flagShared
 )
 
 var errCorruptRecord = errors.New("persist: corrupt hold record")
@@ -43,6 +46,9 @@ func encodeRecord(b []byte, r *locktable.HoldRecord) []byte {
 	}
 	if r.LockDelay != 0 {
 		flags |= flagLockDelay
+	}
+	if r.Shared {
+		flags |= flagShared
 	}
 	b = append(b, recordVersion, flags)
 	b = binary.AppendUvarint(b, uint64(r.Size))
@@ -72,7 +78,8 @@ func decodeRecord(b []byte) (locktable.HoldRecord, error) {
 	// A record is detached, bound (possibly orphaned) or a slot in
 	// lock-delay, exactly one of them; other bits are not ours.
 	flags := b[1]
-	switch flags &^ flagLockDelay {
+	r.Shared = flags&flagShared != 0
+	switch flags &^ (flagLockDelay | flagShared) {
 	case flagDetached:
 		r.Detached = true
 	case flagBound:
@@ -138,7 +145,7 @@ func decodeRecord(b []byte) (locktable.HoldRecord, error) {
 	}
 	r.Name = str()
 	r.Owner = str()
-	if b == nil || len(b) != 0 || size == 0 || size > 1<<32-1 || count == 0 || count > 1<<32-1 {
+	if b == nil || len(b) != 0 || size == 0 || size > 1<<32-1 || count == 0 || count > 1<<32-1 || (r.Shared && size != 1) {
 		return locktable.HoldRecord{}, errCorruptRecord
 	}
 	r.Size, r.Count = uint32(size), uint32(count)

@@ -72,6 +72,19 @@ var codecCases = []struct {
 	{"slot without lock-delay", locktable.HoldRecord{
 		Name: "x", Size: 1, Key: locktable.Key{Fence: 11, Rand: 11}, Count: 1, Deadline: 1, Delayed: true,
 	}},
+	{"shared bound", locktable.HoldRecord{
+		Name: "r", Size: 1, Key: locktable.Key{Fence: 12, Rand: 12}, Owner: "reader", Count: 3, Granted: 5, Bound: true,
+		Shared: true,
+	}},
+	{"shared detached with lock-delay", locktable.HoldRecord{
+		Name: "r", Size: 1, Key: locktable.Key{Fence: 13, Rand: 13}, Count: 1,
+		TTL: 60_000_000_000, Deadline: 1_800_000_000_000_000_000, Granted: 1_700_000_000_000_000_000, Detached: true,
+		LockDelay: 2, Shared: true,
+	}},
+	{"shared slot in lock-delay", locktable.HoldRecord{
+		Name: "r", Size: 1, Key: locktable.Key{Fence: 14, Rand: 14}, Count: 1, Deadline: 9, Delayed: true,
+		LockDelay: 9, Shared: true,
+	}},
 }
 
 // recordsBeforeLockDelay are records as the encoder wrote them before
@@ -83,6 +96,35 @@ var recordsBeforeLockDelay = []struct {
 	{"01020107ffffffffffffffff0180c8afa0259084af82fcacea8b3090bcffe1d6acea8b30036a6f6200", codecCases[2].rec},
 	{"01010163efcdab89674523010180e0ba84bf038080a0bbd29df1fa318080d0e2c6bfce972f05746f6b656e00", codecCases[3].rec},
 	{"0102038080808080202a00000000000000020000f60104706f6f6c12686f73743a313233343a7468726561642d37", codecCases[4].rec},
+}
+
+// recordsBeforeShared are records with lock-delays as the encoder wrote
+// them before shared holds existed (golden bytes).
+var recordsBeforeShared = []struct {
+	hex string
+	rec locktable.HoldRecord
+}{
+	{"010a010808000000000000000280c8afa0259084af82fcacea8b3090bcffe1d6acea8b3002036a6f620177", codecCases[9].rec},
+	{"0109010909000000000000000180e0ba84bf038080a0bbd29df1fa318080d0e2c6bfce972f80d88ee16f05746f6b656e00", codecCases[10].rec},
+	{"010c030a0a000000000000000100909cbae695b0ea8b3090bcffe1d6acea8b3080e0ba84bf0304706f6f6c00", codecCases[11].rec},
+}
+
+// Records written before shared holds decode as exclusive ones, and an
+// exclusive record is written byte for byte as before.
+func TestCodec_DecodesRecordsWrittenBeforeSharedHolds(t *testing.T) {
+	for _, tc := range append(recordsBeforeLockDelay, recordsBeforeShared...) {
+		b, err := hex.DecodeString(tc.hex)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := decodeRecord(b)
+		if err != nil || got != tc.rec || got.Shared {
+			t.Fatalf("decodeRecord(%s) = %+v, %v; want %+v", tc.hex, got, err, tc.rec)
+		}
+		if re := encodeRecord(nil, &got); !bytes.Equal(re, b) {
+			t.Fatalf("an exclusive record encodes as %x; want as before, %x", re, b)
+		}
+	}
 }
 
 func TestCodec_DecodesRecordsWrittenBeforeLockDelay(t *testing.T) {
@@ -170,6 +212,8 @@ func TestCodec_RejectsMalformedRecords(t *testing.T) {
 		{"delayed and bound", func() []byte { b := bytes.Clone(good); b[1] = flagBound | flagDelayed; return b }()},
 		{"delayed and detached", func() []byte { b := bytes.Clone(good); b[1] = flagDetached | flagDelayed; return b }()},
 		{"lock-delay flag alone", func() []byte { b := withDelay(1); b[1] = flagLockDelay; return b }()},
+		{"shared flag alone", func() []byte { b := bytes.Clone(good); b[1] = flagShared; return b }()},
+		{"shared on a semaphore", func() []byte { b := bytes.Clone(good); b[1] |= flagShared; return b }()},
 		{"name longer than the record", func() []byte {
 			r := codecCases[1].rec
 			b := encodeRecord(nil, &r)
@@ -225,7 +269,7 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add([]byte("\x01000000000000000\x040000\x12000000000000000000"))
 	f.Add([]byte{recordVersion, flagBound, 0x81, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0, 0, 0, 0x01, 'a', 0})
 	f.Add([]byte{recordVersion, flagDelayed | flagLockDelay, 0x01, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0, 0x02, 0, 0x02, 0x01, 'a', 0})
-	for _, tc := range recordsBeforeLockDelay {
+	for _, tc := range append(recordsBeforeLockDelay, recordsBeforeShared...) {
 		b, _ := hex.DecodeString(tc.hex)
 		f.Add(b)
 	}

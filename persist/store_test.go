@@ -674,3 +674,98 @@ func wantCorruptError(t *testing.T, err error, dir string) {
 		t.Errorf("error %q does not name the file", err)
 	}
 }
+
+// TestStore_RestartKeepsModes: shared holds and a shared slot in
+// lock-delay are stored (by the log, and by bbolt at Close) and restored
+// shared; an upgrade is stored as its old fence gone and its new one
+// held, exclusive; a downgrade as the same fence, shared.
+func TestStore_RestartKeepsModes(t *testing.T) {
+	for _, how := range []string{"clean close", "crash after sync"} {
+		t.Run(how, func(t *testing.T) {
+			dir := t.TempDir()
+			s := mustOpen(t, dir, Always)
+			tb := mustAttach(t, s, t0)
+			var ev locktable.Events
+			s1, s2, s3 := tb.NewSession(1, nil), tb.NewSession(2, nil), tb.NewSession(3, nil)
+			shared := func(name string) locktable.Request { return locktable.Request{Name: name, Shared: true, TTL: 60 * sec} }
+			grant(t, tb, s1, shared("readers"), t0)
+			grant(t, tb, s2, shared("readers"), t0)
+			old := grant(t, tb, s1, shared("upgraded"), t0)
+			up, out, err := tb.Upgrade(&ev, s1, "upgraded", old, 77, t0)
+			if err != nil || out != locktable.Granted {
+				t.Fatalf("Upgrade = %v, %v, %v; want granted", up, out, err)
+			}
+			down := grant(t, tb, s2, locktable.Request{Name: "downgraded", TTL: 60 * sec}, t0)
+			if err := tb.Downgrade(&ev, "downgraded", down, t0); err != nil {
+				t.Fatalf("Downgrade = %v", err)
+			}
+			grant(t, tb, s3, locktable.Request{Name: "slot", Shared: true, LockDelay: 10 * sec}, t0)
+			tb.CloseSession(&ev, s3, t0)
+			if err := s.Sync(); err != nil {
+				t.Fatalf("Sync: %v", err)
+			}
+			want := tb.Snapshot()
+			from := dir
+			if how == "crash after sync" {
+				from = copyStoreFile(t, dir)
+			} else if err := s.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			got, _ := loadDir(t, from)
+			wantRecords(t, "stored", got, want)
+			var shapes []string
+			for _, r := range sortRecs(got) {
+				shapes = append(shapes, fmt.Sprintf("%s shared=%v delayed=%v", r.Name, r.Shared, r.Delayed))
+				if r.Key.Fence == old.Fence {
+					t.Fatalf("the upgraded hold's old fence %d is still stored: %+v", old.Fence, r)
+				}
+			}
+			wantShapes := []string{
+				"readers shared=true delayed=false", "readers shared=true delayed=false",
+				"upgraded shared=false delayed=false", "downgraded shared=true delayed=false", "slot shared=true delayed=true",
+			}
+			if !slices.Equal(shapes, wantShapes) {
+				t.Fatalf("stored: %q; want %q", shapes, wantShapes)
+			}
+
+			// After a restart, readers still share and exclude a writer.
+			now := t0 + sec
+			s2nd := mustOpen(t, from, Always)
+			tb2 := newTable()
+			if restored, dropped, err := s2nd.RestoreInto(tb2, now, 30*time.Second); err != nil || restored != 5 || dropped != 0 {
+				t.Fatalf("RestoreInto = %d, %d, %v; want 5 restored", restored, dropped, err)
+			}
+			other := tb2.NewSession(9, nil)
+			try := func(req locktable.Request) locktable.Outcome {
+				t.Helper()
+				ev.Reset()
+				req.Rand = 1
+				_, out, err := tb2.Acquire(&ev, other, req, now, false)
+				if err != nil {
+					t.Fatalf("Acquire(%+v) = %v", req, err)
+				}
+				return out
+			}
+			for _, tc := range []struct {
+				req  locktable.Request
+				want locktable.Outcome
+			}{
+				{locktable.Request{Name: "readers"}, locktable.Busy},
+				{shared("readers"), locktable.Granted},
+				{shared("upgraded"), locktable.Busy},
+				{locktable.Request{Name: "downgraded"}, locktable.Busy},
+				{shared("downgraded"), locktable.Granted},
+				{locktable.Request{Name: "slot"}, locktable.Busy},
+				{shared("slot"), locktable.Granted},
+			} {
+				if got := try(tc.req); got != tc.want {
+					t.Fatalf("after the restart, Acquire(%s shared=%v) = %v; want %v", tc.req.Name, tc.req.Shared, got, tc.want)
+				}
+			}
+			var left int64
+			if left, err = tb2.Check(&ev, "upgraded", up, now); err != nil || left <= 0 {
+				t.Fatalf("Check of the upgraded key after the restart = %d, %v", left, err)
+			}
+		})
+	}
+}

@@ -136,8 +136,16 @@ func (f *FSM) ApplyOp(op Op) *Result {
 		r.Int = int64(t.ForceUnlock(&r.Events, op.Name, op.Now))
 	case OpCancel:
 		if s := sess(); s != nil {
-			r.Bool = t.CancelWait(s)
+			// The requests it kept waiting (readers behind a writer or an
+			// upgrade) are granted now, in the result's events.
+			r.Bool = t.CancelWaitAt(&r.Events, s, op.Now)
 		}
+	case OpUpgrade:
+		if s := sess(); s != nil {
+			r.Key, r.Outcome, r.Err = t.Upgrade(&r.Events, s, op.Name, op.Key, op.Rand, op.Now)
+		}
+	case OpDowngrade:
+		r.Err = t.Downgrade(&r.Events, op.Name, op.Key, op.Now)
 	case OpExpire:
 		r.Int, r.Bool = t.ExpireBatch(&r.Events, op.Now, op.Max)
 	case OpFailover:

@@ -46,6 +46,13 @@ func (g *opGen) next() Op {
 		}
 		return g.keys[g.rng.IntN(len(g.keys))]
 	}
+	// Upgrades and downgrades mostly of recent keys, the likeliest live.
+	pickRecent := func() keyOf {
+		if len(g.keys) == 0 {
+			return pickKey()
+		}
+		return g.keys[len(g.keys)-1-g.rng.IntN(min(len(g.keys), 4))]
+	}
 	switch n := g.rng.IntN(100); {
 	case n < 10 || len(g.open) == 0:
 		g.nextSess++
@@ -69,7 +76,16 @@ func (g *opGen) next() Op {
 		if g.rng.IntN(3) == 0 {
 			req.LockDelay = int64(1+g.rng.IntN(10)) * 1_000_000
 		}
+		if name != "sem" && g.rng.IntN(2) == 0 {
+			req.Shared = true
+		}
 		return Op{Kind: OpAcquire, Now: g.now, Session: pickSess(), Request: req, Wait: g.rng.IntN(2) == 0}
+	case n < 50:
+		k := pickRecent()
+		return Op{Kind: OpUpgrade, Now: g.now, Session: pickSess(), Name: k.name, Key: k.key, Rand: g.rng.Uint64()}
+	case n < 53:
+		k := pickRecent()
+		return Op{Kind: OpDowngrade, Now: g.now, Name: k.name, Key: k.key}
 	case n < 60:
 		k := pickKey()
 		return Op{Kind: OpUnlock, Now: g.now, Name: k.name, Key: k.key}
@@ -102,8 +118,13 @@ func (g *opGen) learn(op Op, r *Result) {
 	if op.Kind == OpAcquire && r.Outcome == locktable.Granted {
 		g.keys = append(g.keys, keyOf{op.Request.Name, r.Key})
 	}
+	if op.Kind == OpUpgrade && r.Outcome == locktable.Granted {
+		g.keys = append(g.keys, keyOf{op.Name, r.Key})
+	}
 	for _, gr := range r.Events.Grants {
-		g.keys = append(g.keys, keyOf{gr.Name, gr.Key})
+		if !gr.Lost {
+			g.keys = append(g.keys, keyOf{gr.Name, gr.Key})
+		}
 	}
 }
 
@@ -112,7 +133,7 @@ func render(r *Result) string {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "key=%v out=%d int=%d bool=%v err=%v", r.Key, r.Outcome, r.Int, r.Bool, r.Err)
 	for _, g := range r.Events.Grants {
-		fmt.Fprintf(&b, " grant{%d %s %v ttl=%d dl=%d}", g.Session.ID, g.Name, g.Key, g.TTL, g.Deadline)
+		fmt.Fprintf(&b, " grant{%d %s %v ttl=%d dl=%d upgrade=%v lost=%v}", g.Session.ID, g.Name, g.Key, g.TTL, g.Deadline, g.Upgrade, g.Lost)
 	}
 	for _, rel := range r.Events.Releases {
 		fmt.Fprintf(&b, " release%+v", rel)
@@ -406,5 +427,97 @@ func TestOp_EntriesWrittenBeforeLockDelay(t *testing.T) {
 	b, _ := op.Encode()
 	if got, err := DecodeOp(b); err != nil || got != op {
 		t.Fatalf("round trip of %+v: %+v, %v", op, got, err)
+	}
+}
+
+// TestFSM_ModesAreTheSameOnEveryReplica: shared holds, a waiting upgrade
+// and a downgrade give every replica — of any shard count, or restored
+// from a snapshot taken while the upgrade waits — the same results: the
+// upgrade's new key (its random part from the entry), the readers a
+// downgrade lets in.
+func TestFSM_ModesAreTheSameOnEveryReplica(t *testing.T) {
+	now := int64(1_750_000_000_000_000_000)
+	a := NewFSM(locktable.Config{Shards: 1, FenceStart: 100}, nil)
+	b := NewFSM(locktable.Config{Shards: 16, FenceStart: 100}, nil)
+	var c *FSM // restored mid-way
+	apply := func(op Op) *Result {
+		t.Helper()
+		entry, err := op.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ra := a.Apply(&raft.Log{Data: entry}).(*Result)
+		rb := b.Apply(&raft.Log{Data: entry}).(*Result)
+		if render(ra) != render(rb) {
+			t.Fatalf("%+v:\n a: %s\n b: %s", op, render(ra), render(rb))
+		}
+		if c != nil {
+			if rc := c.ApplyOp(op); render(rc) != render(ra) {
+				t.Fatalf("%+v on the restored replica:\n %s\nwant %s", op, render(rc), render(ra))
+			}
+		}
+		return ra
+	}
+	for s := uint64(1); s <= 4; s++ {
+		apply(Op{Kind: OpOpen, Now: now, Session: s})
+	}
+	reader := func(s uint64) locktable.Request {
+		return locktable.Request{Name: "x", Shared: true, Rand: s, TTL: 1e9}
+	}
+	k1 := apply(Op{Kind: OpAcquire, Now: now, Session: 1, Request: reader(1)}).Key
+	k2 := apply(Op{Kind: OpAcquire, Now: now, Session: 2, Request: reader(2)}).Key
+	apply(Op{Kind: OpAcquire, Now: now, Session: 3, Request: locktable.Request{Name: "x", Rand: 3}, Wait: true})
+	if r := apply(Op{Kind: OpUpgrade, Now: now, Session: 1, Name: "x", Key: k1, Rand: 0xabc}); r.Outcome != locktable.Queued || r.Err != nil {
+		t.Fatalf("upgrade: %s; want queued", render(r))
+	}
+	apply(Op{Kind: OpAcquire, Now: now, Session: 4, Request: reader(4), Wait: true})
+	if r := apply(Op{Kind: OpUpgrade, Now: now, Session: 2, Name: "x", Key: k2, Rand: 0xdef}); r.Err != locktable.ErrDeadlock {
+		t.Fatalf("second upgrade: %s; want ErrDeadlock", render(r))
+	}
+
+	c = NewFSM(locktable.Config{Shards: 4, FenceStart: 100}, nil)
+	if err := c.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, a)))); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	if li, _ := c.Table().Lock("x", now); len(li.Waiters) != 3 || !li.Waiters[0].Upgrade || !li.Holds[0].Shared {
+		t.Fatalf("restored lock: %+v; want the upgrade first of 3 waiters, shared holds", li)
+	}
+
+	up := apply(Op{Kind: OpUnlock, Now: now + 1, Name: "x", Key: k2})
+	if len(up.Events.Grants) != 1 || !up.Events.Grants[0].Upgrade || up.Events.Grants[0].Key.Rand != 0xabc || up.Events.Grants[0].Key.Fence <= k2.Fence {
+		t.Fatalf("unlock of the other reader: %s; want the upgrade granted with the entry's random part", render(up))
+	}
+	nk := up.Events.Grants[0].Key
+	down := apply(Op{Kind: OpDowngrade, Now: now + 2, Name: "x", Key: nk})
+	if down.Err != nil || len(down.Events.Grants) != 0 {
+		t.Fatalf("downgrade: %s; want no grant (a writer heads the queue)", render(down))
+	}
+	if r := apply(Op{Kind: OpCancel, Now: now + 3, Session: 3}); !r.Bool || len(r.Events.Grants) != 1 || r.Events.Grants[0].Session.ID != 4 {
+		t.Fatalf("cancel of the writer: %s; want the reader behind it granted", render(r))
+	}
+	if r := apply(Op{Kind: OpDowngrade, Now: now + 3, Name: "x", Key: nk}); r.Err != locktable.ErrNotExclusive {
+		t.Fatalf("second downgrade: %s; want ErrNotExclusive", render(r))
+	}
+	sa := snapshotBytes(t, a)
+	if !bytes.Equal(sa, snapshotBytes(t, b)) || !bytes.Equal(sa, snapshotBytes(t, c)) {
+		t.Fatal("final snapshots differ")
+	}
+}
+
+// TestOp_UpgradeEntriesRoundTrip: upgrade and downgrade entries carry
+// what the FSM needs, the random part included.
+func TestOp_UpgradeEntriesRoundTrip(t *testing.T) {
+	for _, op := range []Op{
+		{Kind: OpUpgrade, Now: 5, Session: 3, Name: "x", Key: locktable.Key{Fence: 7, Rand: 8}, Rand: 1<<64 - 1},
+		{Kind: OpDowngrade, Now: 6, Name: "x", Key: locktable.Key{Fence: 9, Rand: 1}},
+		{Kind: OpAcquire, Now: 7, Session: 3, Request: locktable.Request{Name: "x", Shared: true, Rand: 2}},
+	} {
+		b, err := op.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := DecodeOp(b); err != nil || got != op {
+			t.Fatalf("round trip of %+v (%s): %+v, %v", op, b, got, err)
+		}
 	}
 }

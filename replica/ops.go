@@ -21,12 +21,17 @@ const (
 	OpCancel   Kind = "cancel"   // a WAIT ran out
 	OpExpire   Kind = "expire"   // the leader's expiry timer
 	OpFailover Kind = "failover" // a new leader orphans the old leader's sessions
+	// OpUpgrade: UPGRADE (Session upgrades Name's shared hold of Key,
+	// Rand the new key's random part).
+	OpUpgrade Kind = "upgrade"
+	// OpDowngrade: DOWNGRADE (Name's exclusive hold of Key).
+	OpDowngrade Kind = "downgrade"
 )
 
 // Op is one log entry. Now is the proposing leader's clock; Session is the
 // acting session's ID. An entry is JSON; fields added since (Max, Reason,
-// Request.LockDelay) are left out when zero, so entries written before
-// them decode as they were meant.
+// Rand, Request.LockDelay, Request.Shared) are left out when zero, so
+// entries written before them decode as they were meant.
 type Op struct {
 	Kind    Kind              `json:"k"`
 	Now     int64             `json:"now"`
@@ -46,6 +51,10 @@ type Op struct {
 	// ReasonKilled or ReasonReset. It decides the releases' reason and so
 	// whether the holds' lock-delays apply (not after a RESET).
 	Reason locktable.Reason `json:"reason,omitempty"`
+	// Rand (upgrade) is the random part of the upgraded hold's new key,
+	// drawn by the proposing leader (as Request.Rand is for an acquire):
+	// every replica must give the hold the same key.
+	Rand uint64 `json:"rand,omitempty"`
 	// Leader and LeaderAddr (failover): the new leader's Raft ID and the
 	// address its clients use, for followers' -MOVED replies.
 	Leader     string `json:"leader,omitempty"`
@@ -68,10 +77,10 @@ func DecodeOp(b []byte) (Op, error) {
 // waiting sessions and the releases the op caused; the node that proposed
 // the op delivers the grants to its connections.
 type Result struct {
-	Key     locktable.Key
-	Outcome locktable.Outcome
-	Int     int64 // Renew: TTL now set; Check: time left; Force: holds released
-	Bool    bool  // Cancel: whether the request was still queued; Expire: whether due holds remain
+	Key     locktable.Key     // Acquire, Upgrade: the key granted at once
+	Outcome locktable.Outcome // Acquire, Upgrade
+	Int     int64             // Renew: TTL now set; Check: time left; Force: holds released
+	Bool    bool              // Cancel: whether the request (or upgrade) was still queued; Expire: whether due holds remain
 	Err     error
 	Events  locktable.Events
 }

@@ -22,7 +22,7 @@ import (
 // which raft runs concurrently with later Applies, encodes it. The
 // encoding is binary and versioned:
 //
-//	magic "\x00RLSNAP" | version byte (2) | body | CRC-32C of body (4 bytes, big endian)
+//	magic "\x00RLSNAP" | version byte (3) | body | CRC-32C of body (4 bytes, big endian)
 //
 // body, in uvarints (u), zig-zag varints (v), length-prefixed strings (s)
 // and fixed 8-byte big-endian words (w):
@@ -31,23 +31,27 @@ import (
 //	u #sessions, each: u id | u #fences, each: u fence
 //	u #locks, each: s name | u size
 //	    | u #holds, each: u fence | w rand | s owner | u count | v ttl | v deadline
-//	                      | v granted | flags byte (1 detached, 2 bound, 4 orphan, 8 delayed)
+//	                      | v granted | flags byte (1 detached, 2 bound, 4 orphan, 8 delayed, 16 shared)
 //	                      | u session | v lock-delay
 //	    | u #waiters, each: u session | s name | u size | s owner | v ttl | w rand
-//	                        | flags byte (1 detach) | v enqueued | v lock-delay
+//	                        | flags byte (1 detach, 2 shared) | v enqueued | v lock-delay
+//	                        | u upgrade (the upgraded hold's fence; 0: none)
 //
 // A hold's name and size are its lock's; a delayed hold is a slot in
-// lock-delay. Version 1 is version 2 without the lock-delays (and so
-// without delayed holds). Snapshots written before version 1 are the JSON
-// of fsmState. Restore reads all three (a JSON snapshot starts with '{',
-// never with the magic's NUL byte).
+// lock-delay; a waiter with an upgrade fence is a waiting UPGRADE of that
+// hold. Version 2 is version 3 without modes (no shared flags, no upgrade
+// fences: every hold and request exclusive); version 1 is version 2
+// without the lock-delays (and so without delayed holds). Snapshots
+// written before version 1 are the JSON of fsmState. Restore reads them
+// all (a JSON snapshot starts with '{', never with the magic's NUL byte).
 
 // snapshotMagic starts every binary snapshot.
 const snapshotMagic = "\x00RLSNAP"
 
 // snapshotVersion is the encoding Persist writes; decodeSnapshot also
-// reads version 1, written before lock-delay.
-const snapshotVersion byte = 2
+// reads version 2, written before shared holds, and version 1, written
+// before lock-delay.
+const snapshotVersion byte = 3
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
@@ -122,7 +126,7 @@ func encodeSnapshot(w io.Writer, st *fsmState) error {
 			e.v(h.TTL)
 			e.v(h.Deadline)
 			e.v(h.Granted)
-			e.byte(flag(h.Detached, 1) | flag(h.Bound, 2) | flag(h.Orphan, 4) | flag(h.Delayed, 8))
+			e.byte(flag(h.Detached, 1) | flag(h.Bound, 2) | flag(h.Orphan, 4) | flag(h.Delayed, 8) | flag(h.Shared, 16))
 			e.u(h.SessionID)
 			e.v(h.LockDelay)
 		}
@@ -135,9 +139,10 @@ func encodeSnapshot(w io.Writer, st *fsmState) error {
 			e.s(ws.Request.Owner)
 			e.v(ws.Request.TTL)
 			e.w(ws.Request.Rand)
-			e.byte(flag(ws.Request.Detach, 1))
+			e.byte(flag(ws.Request.Detach, 1) | flag(ws.Request.Shared, 2))
 			e.v(ws.Enqueued)
 			e.v(ws.Request.LockDelay)
+			e.u(ws.Upgrade)
 		}
 	}
 	if e.err != nil {
@@ -397,6 +402,7 @@ func (d *decoder) state() fsmState {
 			h.Granted = d.v()
 			fl := d.byte()
 			h.Detached, h.Bound, h.Orphan, h.Delayed = fl&1 != 0, fl&2 != 0, fl&4 != 0, fl&8 != 0
+			h.Shared = d.version >= 3 && fl&16 != 0
 			h.SessionID = d.u()
 			if d.version >= 2 {
 				h.LockDelay = d.v()
@@ -413,10 +419,15 @@ func (d *decoder) state() fsmState {
 				ws.Request.Owner = d.s()
 				ws.Request.TTL = d.v()
 				ws.Request.Rand = d.w()
-				ws.Request.Detach = d.byte()&1 != 0
+				fl := d.byte()
+				ws.Request.Detach = fl&1 != 0
+				ws.Request.Shared = d.version >= 3 && fl&2 != 0
 				ws.Enqueued = d.v()
 				if d.version >= 2 {
 					ws.Request.LockDelay = d.v()
+				}
+				if d.version >= 3 {
+					ws.Upgrade = d.u()
 				}
 				ls.Waiters = append(ls.Waiters, ws)
 			}

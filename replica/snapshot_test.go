@@ -47,7 +47,7 @@ func fullState() fsmState {
 		return locktable.HoldState{
 			HoldRecord: locktable.HoldRecord{Name: name, Size: size, Key: locktable.Key{Fence: fence, Rand: 0xfedcba9876543210},
 				Owner: "o", Count: 3, TTL: 5e9, Deadline: -7, Granted: 1 << 62, Detached: true, Bound: true,
-				LockDelay: 7e9, Delayed: true},
+				LockDelay: 7e9, Delayed: true, Shared: true},
 			SessionID: session, Orphan: true,
 		}
 	}
@@ -58,11 +58,11 @@ func fullState() fsmState {
 			Locks: []locktable.LockState{{
 				Name: "a\x00b", Size: 2,
 				Holds: []locktable.HoldState{hold("a\x00b", 2, 11, 1), hold("a\x00b", 2, 12, 1)},
-				Waiters: []locktable.WaiterState{{SessionID: 2, Enqueued: -1,
-					Request: locktable.Request{Name: "a\x00b", TTL: 1, Size: 2, Owner: "w", Detach: true, Rand: 1<<64 - 1, LockDelay: 60e9}}},
+				Waiters: []locktable.WaiterState{{SessionID: 2, Enqueued: -1, Upgrade: 11,
+					Request: locktable.Request{Name: "a\x00b", TTL: 1, Size: 2, Owner: "w", Detach: true, Rand: 1<<64 - 1, LockDelay: 60e9, Shared: true}}},
 			}, {
 				Name: "c", Size: 1, Holds: []locktable.HoldState{hold("c", 1, 13, 2)},
-				Waiters: []locktable.WaiterState{{SessionID: 2, Enqueued: 9, Request: locktable.Request{Name: "c", TTL: 2, Size: 1, Owner: "x", Detach: true, Rand: 5, LockDelay: 1}}},
+				Waiters: []locktable.WaiterState{{SessionID: 2, Enqueued: 9, Upgrade: 1 << 40, Request: locktable.Request{Name: "c", TTL: 2, Size: 1, Owner: "x", Detach: true, Rand: 5, LockDelay: 1, Shared: true}}},
 			}},
 		},
 		Leader: "n1", LeaderAddr: "127.0.0.1:6380", LeaderTerm: 7,
@@ -122,6 +122,41 @@ func TestSnapshot_EveryFieldRoundTrips(t *testing.T) {
 // (golden bytes).
 const snapshotV1 = "00524c534e415001808080808080808010026e310e3132372e302e302e313a36333830070201020c0b02010d020361006202020bfedcba9876543210016f0380c8afa0250d8080808080808080800107010cfedcba9876543210016f0380c8afa0250d80808080808080808001070101020361006202017702ffffffffffffffff0101016301010dfedcba9876543210016f0380c8afa0250d80808080808080808001070201020163010178040000000000000005011210b48680"
 
+// snapshotV2 is fullState, without modes, as version 2 wrote it, before
+// shared holds (golden bytes).
+const snapshotV2 = "00524c534e415002808080808080808010026e310e3132372e302e302e313a36333830070201020c0b02010d020361006202020bfedcba9876543210016f0380c8afa0250d808080808080808080010f018098dc93340cfedcba9876543210016f0380c8afa0250d808080808080808080010f018098dc933401020361006202017702ffffffffffffffff010180e0ba84bf03016301010dfedcba9876543210016f0380c8afa0250d808080808080808080010f028098dc933401020163010178040000000000000005011202fd36a396"
+
+// withoutModes returns st with every hold and request exclusive and no
+// upgrade waiting: what a snapshot written before shared holds holds.
+func withoutModes(st fsmState) fsmState {
+	for i := range st.Locks {
+		ls := &st.Locks[i]
+		for j := range ls.Holds {
+			ls.Holds[j].Shared = false
+		}
+		for j := range ls.Waiters {
+			ls.Waiters[j].Request.Shared, ls.Waiters[j].Upgrade = false, 0
+		}
+	}
+	return st
+}
+
+// TestSnapshot_RestoresVersion2: a snapshot written before shared holds
+// decodes to its state, every hold and request exclusive.
+func TestSnapshot_RestoresVersion2(t *testing.T) {
+	b, err := hex.DecodeString(snapshotV2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeSnapshot(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("decodeSnapshot(version 2) = %v", err)
+	}
+	if want := withoutModes(fullState()); !reflect.DeepEqual(got, want) {
+		t.Fatalf("version 2:\n got %+v\nwant %+v", got, want)
+	}
+}
+
 // TestSnapshot_RestoresVersion1: a snapshot written before lock-delay
 // decodes to its state, without lock-delays.
 func TestSnapshot_RestoresVersion1(t *testing.T) {
@@ -133,7 +168,7 @@ func TestSnapshot_RestoresVersion1(t *testing.T) {
 	if err != nil {
 		t.Fatalf("decodeSnapshot(version 1) = %v", err)
 	}
-	want := fullState()
+	want := withoutModes(fullState())
 	for i := range want.Locks {
 		ls := &want.Locks[i]
 		for j := range ls.Holds {
@@ -345,6 +380,8 @@ func FuzzDecodeSnapshot(f *testing.F) {
 	f.Add(b.Bytes())
 	v1, _ := hex.DecodeString(snapshotV1)
 	f.Add(v1)
+	v2, _ := hex.DecodeString(snapshotV2)
+	f.Add(v2)
 	f.Add([]byte(`{"Locks":[]}`))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, in []byte) {
