@@ -98,8 +98,9 @@ type LostError struct {
 	Cause error
 	// Reason is the server's reason when the loss was learnt from the
 	// lock's "released" event (ReasonExpired, ReasonForced, ReasonKilled,
-	// ReasonDisconnect, ReasonReset, or ReasonUnlock: another client
-	// unlocked it with its key); empty when it was learnt otherwise. The
+	// ReasonDisconnect, ReasonReset, ReasonUpgraded: an UPGRADE with its
+	// key elsewhere, or ReasonUnlock: another client unlocked it with its
+	// key); empty when it was learnt otherwise. The
 	// Cause then matches ErrNotHeld, and also ErrExpired (expired) or
 	// ErrConnClosed (disconnect, killed, for a hold bound to its
 	// connection).

@@ -63,6 +63,7 @@ const (
 	ReasonForced     = "forced"     // FORCEUNLOCK
 	ReasonKilled     = "killed"     // CLIENT KILL of the holding connection
 	ReasonReset      = "reset"      // RESET on the holding connection
+	ReasonUpgraded   = "upgraded"   // UPGRADE replaced the fence (an Acquired with the new one follows)
 )
 
 // Event is one change of a lock, in the order the server made them (per

@@ -34,7 +34,7 @@ each, until interrupted (like etcdctl watch and consul watch):
   2025-06-01T12:00:02.790+02:00 jobs:build free
 
 The reasons of a release: unlock, disconnect, expired, forced, killed,
-reset. free: the lock has no holders, no waiters and no slot in lock-delay
+reset, upgraded (UPGRADE gave the hold a new fence). free: the lock has no holders, no waiters and no slot in lock-delay
 left. A name that is empty, has blanks or unprintable characters is
 quoted. With -o json each event is an object: {"time", "lock", "event",
 "fence", "reason", "waiters"} (the last three when they apply).
