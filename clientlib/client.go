@@ -91,6 +91,9 @@ type Client struct {
 
 	keepers sync.WaitGroup // one per hold: the renew/watch goroutine
 
+	// loss tells held locks of their loss from the lock events.
+	loss *lossWatch
+
 	// mu guards the fields below.
 	mu     sync.Mutex
 	closed bool
@@ -99,6 +102,7 @@ type Client struct {
 	holds  map[*hold]struct{}         // held (not yet released or lost)
 	owned  map[ownerKey]*hold         // held with an OWNER, for re-entry
 	pools  map[endpoint]*redis.Client // shared pools by address; pool among them
+	subs   map[*subscriber]struct{}   // pub/sub connections: Watchers, the lossWatch
 	leader endpoint                   // where lock commands go; zero: not known
 }
 
@@ -147,7 +151,9 @@ func New(opt Options) (*Client, error) {
 		holds:   make(map[*hold]struct{}),
 		owned:   make(map[ownerKey]*hold),
 		pools:   make(map[endpoint]*redis.Client),
+		subs:    make(map[*subscriber]struct{}),
 	}
+	c.loss = newLossWatch(c)
 	c.pool = c.newPool(addrs[0])
 	c.pools[addrs[0]] = c.pool
 	return c, nil
@@ -206,7 +212,8 @@ func splitAddr(a string) (network, addr string) {
 // (Lost is closed, Context cancelled, Err is a *LostError with cause
 // ErrClosed), its connection closed, so that the server releases it; a
 // DETACHed hold stays until its TTL runs out. Lock calls still waiting
-// return ErrClosed. Close waits for the goroutines the Client started.
+// return ErrClosed; every Watcher stops (its Events closes). Close waits for
+// the goroutines the Client started.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -224,6 +231,16 @@ func (c *Client) Close() error {
 		h.lose(ErrClosed)
 	}
 	c.keepers.Wait()
+	c.loss.close()
+	c.mu.Lock()
+	subs := make([]*subscriber, 0, len(c.subs))
+	for s := range c.subs {
+		subs = append(subs, s)
+	}
+	c.mu.Unlock()
+	for _, s := range subs {
+		s.close() // a Watcher's Events closes
+	}
 	c.mu.Lock()
 	conns := make([]*lockConn, 0, len(c.conns))
 	for lc := range c.conns {
@@ -363,8 +380,9 @@ func (c *Client) Check(ctx context.Context, name, key string) (time.Duration, er
 }
 
 // ForceUnlock releases every hold of name, whoever holds it, and returns how
-// many it released. The holders learn of it at their next renewal (their
-// Lost channel closes); holders without a TTL do not learn of it at all.
+// many it released. The holders learn of it from the lock's "released ...
+// forced" event at once (a clientlib Lock's Lost channel closes), or at
+// their next renewal against a server without lock events.
 func (c *Client) ForceUnlock(ctx context.Context, name string) (int, error) {
 	n, err := int64Reply(c.poolDo(ctx, c.retryUntil(), false, "FORCEUNLOCK", name))
 	if err != nil {

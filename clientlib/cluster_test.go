@@ -49,10 +49,13 @@ func startCluster(t *testing.T, n int) *testCluster {
 		}
 	}
 	for i, cn := range c.nodes {
+		// Lock events come from each member's FSM table, as relock
+		// server wires them (cmd/relock/cluster.go).
+		hub := commands.NewHub()
 		node, err := replica.NewNode(replica.NodeConfig{
 			ID: servers[i].ID, Transport: cn.trans,
 			Logs: raft.NewInmemStore(), Stable: raft.NewInmemStore(), Snapshots: raft.NewInmemSnapshotStore(),
-			Table:            locktable.Config{Shards: 4, FenceStart: 1},
+			Table:            locktable.Config{Shards: 4, FenceStart: 1, Notify: hub.Notify, Watched: hub.Watched},
 			HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
 			LeaderLeaseTimeout: 100 * time.Millisecond,
 		})
@@ -63,7 +66,7 @@ func startCluster(t *testing.T, n int) *testCluster {
 		// The server must listen before its address can be advertised, and
 		// the address must be set before the node can lead: the cluster is
 		// bootstrapped only once every server listens.
-		cl := &commands.Cluster{Node: node}
+		cl := &commands.Cluster{Node: node, Hub: hub}
 		srv, err := runServer(commands.Config{Cluster: cl, Shards: 4, RestoreGrace: 30 * time.Second})
 		if err != nil {
 			t.Fatal(err)
@@ -392,5 +395,30 @@ func TestCluster_DroppedConnectionOnSameLeaderIsStillALoss(t *testing.T) {
 	}
 	if info, err := admin.Inspect(ctx, "killed"); err != nil || info != nil {
 		t.Fatalf("after the loss: %+v, %v; want no lock", info, err)
+	}
+}
+
+// TestCluster_LossNoticedFromAFollowersEvent: the Client's loss watch
+// subscribes on the first address, a follower, which publishes the
+// leader's changes as its log applies them: a FORCEUNLOCK is noticed at
+// once, not at the renewal 20 s away.
+func TestCluster_LossNoticedFromAFollowersEvent(t *testing.T) {
+	cl := startCluster(t, 3)
+	leader := cl.leader()
+	c := newClusterClient(t, cl.addrs(leader))
+	admin := newClusterClient(t, []string{cl.nodes[leader].srv.Addr})
+	ctx := testCtx(t, 20*time.Second)
+	l, err := c.Lock(ctx, "followed", clientlib.TTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := admin.ForceUnlock(ctx, "followed"); err != nil || n != 1 {
+		t.Fatalf("ForceUnlock = %d, %v", n, err)
+	}
+	took := lostWithin(t, l, 2*time.Second)
+	t.Logf("loss reported %v after FORCEUNLOCK", took)
+	var lost *clientlib.LostError
+	if !errors.As(l.Err(), &lost) || lost.Reason != clientlib.ReasonForced {
+		t.Fatalf("Err = %v; want a loss learnt from the forced event", l.Err())
 	}
 }

@@ -46,6 +46,30 @@
 // the storage it writes, so that a write from a holder that lost the lock
 // can be refused there.
 //
+// A loss is also noticed at once, not at the next renewal, from the
+// server's lock events: while a Client holds locks, one connection of its
+// own subscribes to the event channel of each, and the server's
+// "released" event for a hold's fence (TTL expired, FORCEUNLOCK, CLIENT
+// KILL, UNLOCK with its key elsewhere) marks it lost within milliseconds —
+// holds without a TTL, which never renew, included. LostError.Reason then
+// names the server's reason. Lock returns once that subscription is
+// confirmed (it is sent while the LOCK is under way, so it costs no round
+// trip). Renewal stays the fallback: against a server without lock events
+// (SUBSCRIBE refused) the Client watches nothing and relies on it, and
+// after the event connection was re-established every hold is checked
+// with CHECK, as events may have been missed meanwhile.
+//
+// # Events
+//
+// Watch delivers the events of the locks matching a pattern — acquired,
+// released (with the reason), contended, free — on a channel, in order per
+// lock, over a connection of its own that reconnects by itself:
+//
+//	w, err := c.Watch(ctx, "jobs:*")
+//	for ev := range w.Events() {
+//		fmt.Println(ev.Lock, ev.Kind, ev.Fence, ev.Reason)
+//	}
+//
 // # Clusters
 //
 // A relock cluster is a Raft group in which only the leader serves lock

@@ -25,8 +25,9 @@ var (
 	// it when the lock has no free capacity. The lock result is then nil.
 	ErrWaitTimeout = errors.New("lock not granted within the wait")
 	// ErrLost: a lock this client held is no longer held although it was
-	// not unlocked through it: the server answered NOTHELD to a renewal
-	// (expiry, FORCEUNLOCK), the connection the hold was bound to closed
+	// not unlocked through it: the server published its release (see
+	// LostError.Reason) or answered NOTHELD to a renewal (expiry,
+	// FORCEUNLOCK), the connection the hold was bound to closed
 	// (in cluster mode: and the hold could not be re-attached on a leader
 	// in time), renewals kept failing until the TTL deadline passed, or
 	// the Client was closed. Lock.Err returns a *LostError that matches ErrLost and
@@ -95,6 +96,15 @@ type LostError struct {
 	Name  string
 	Fence uint64
 	Cause error
+	// Reason is the server's reason when the loss was learnt from the
+	// lock's "released" event (ReasonExpired, ReasonForced, ReasonKilled,
+	// ReasonDisconnect, ReasonReset, ReasonUpgraded: an UPGRADE with its
+	// key elsewhere, or ReasonUnlock: another client unlocked it with its
+	// key); empty when it was learnt otherwise. The
+	// Cause then matches ErrNotHeld, and also ErrExpired (expired) or
+	// ErrConnClosed (disconnect, killed, for a hold bound to its
+	// connection).
+	Reason string
 }
 
 func (e *LostError) Error() string {
@@ -103,6 +113,18 @@ func (e *LostError) Error() string {
 
 // Unwrap returns ErrLost and the cause, so that errors.Is matches both.
 func (e *LostError) Unwrap() []error { return []error{ErrLost, e.Cause} }
+
+// releasedError is the cause of a loss learnt from a "released" event.
+type releasedError struct {
+	reason string
+	is     []error // the sentinels it matches
+}
+
+func (e *releasedError) Error() string {
+	return "released by the server (" + e.reason + ")"
+}
+
+func (e *releasedError) Unwrap() []error { return e.is }
 
 // serverError turns a go-redis error reply into a *ServerError; other
 // errors (network, context) are returned as they are.

@@ -95,7 +95,9 @@ func ExampleWait() {
 	// true
 }
 
-// A loss is reported, never hidden: here an operator force-unlocks.
+// A loss is reported, never hidden: here an operator force-unlocks. The
+// Lock learns of it from the server's "released <fence> forced" event at
+// once, although its TTL of an hour would not renew for 20 minutes.
 func ExampleLock_Lost() {
 	addr, stop := exampleServer()
 	defer stop()
@@ -106,18 +108,23 @@ func ExampleLock_Lost() {
 	}
 	defer c.Close()
 
-	l, err := c.Lock(ctx, "migration", clientlib.TTL(300*time.Millisecond))
+	l, err := c.Lock(ctx, "migration", clientlib.TTL(time.Hour))
 	if err != nil {
 		log.Fatal(err)
 	}
 	if _, err := c.ForceUnlock(ctx, "migration"); err != nil {
 		log.Fatal(err)
 	}
-	<-l.Lost() // at the next renewal, within 100 ms
+	<-l.Lost() // within milliseconds
 	fmt.Println(errors.Is(l.Err(), clientlib.ErrLost), errors.Is(l.Err(), clientlib.ErrNotHeld))
+	var lost *clientlib.LostError
+	if errors.As(l.Err(), &lost) {
+		fmt.Println("reason:", lost.Reason)
+	}
 	fmt.Println(l.Context().Err())
 	// Output:
 	// true true
+	// reason: forced
 	// context canceled
 }
 
@@ -238,4 +245,48 @@ func ExampleOptions_cluster() {
 		log.Print(l.Err())
 	case <-time.After(time.Minute): // the work, under l.Context()
 	}
+}
+
+// Lock events: what happens to the locks matching a pattern, as it
+// happens.
+func ExampleClient_Watch() {
+	addr, stop := exampleServer()
+	defer stop()
+	ctx := context.Background()
+	c, err := clientlib.New(clientlib.Options{Addr: addr})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	w, err := c.Watch(ctx, "jobs:*") // subscribed when Watch returns
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+
+	l, err := c.Lock(ctx, "jobs:build")
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := l.Unlock(ctx); err != nil {
+		log.Fatal(err)
+	}
+	for ev := range w.Events() {
+		switch ev.Kind {
+		case clientlib.Acquired:
+			fmt.Println(ev.Lock, "acquired, fence matches:", ev.Fence == l.Fence())
+		case clientlib.Released:
+			fmt.Println(ev.Lock, "released:", ev.Reason)
+		case clientlib.Free:
+			fmt.Println(ev.Lock, "free")
+		}
+		if ev.Kind == clientlib.Free {
+			break
+		}
+	}
+	// Output:
+	// jobs:build acquired, fence matches: true
+	// jobs:build released: unlock
+	// jobs:build free
 }

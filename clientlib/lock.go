@@ -24,6 +24,9 @@ type lockConfig struct {
 	owner     string
 	detach    bool
 	autoRenew bool
+	// lockDelay is LOCKDELAY's value when hasLockDelay.
+	lockDelay    time.Duration
+	hasLockDelay bool
 	// exclusive: owner is this call's alone (no other Lock call or hold
 	// of this Client uses it at the same time), so that a hold with it
 	// found after an unknown outcome is this call's (see requeue.go).
@@ -65,6 +68,17 @@ func Owner(id string) LockOption { return func(c *lockConfig) { c.owner = id } }
 // release it and is not a loss (the Lock renews over a new connection), so
 // its key can be handed to another process. It needs a TTL.
 func Detach() LockOption { return func(c *lockConfig) { c.detach = true } }
+
+// LockDelay sets the hold's lock-delay (LOCKDELAY): when the hold ends
+// involuntarily — its connection closes, its TTL runs out, CLIENT KILL —
+// its slot stays taken for d more, so that a holder that was merely slow
+// cannot overlap the next one. UNLOCK and FORCEUNLOCK never delay.
+// LockDelay(0) asks for none, whatever the server's --lock-delay; without
+// the option the server's --lock-delay applies. d is rounded up to whole
+// milliseconds; the server allows up to 60 s.
+func LockDelay(d time.Duration) LockOption {
+	return func(c *lockConfig) { c.lockDelay, c.hasLockDelay = d, true }
+}
 
 // NoAutoRenew turns auto-renewal off: the caller renews with Lock.Renew
 // before the TTL runs out. The Lock still reports loss: a closed connection
@@ -115,6 +129,8 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 		return nil, fmt.Errorf("%s %s: negative size", op, quote(name))
 	case cfg.hasWait && cfg.wait < 0:
 		return nil, fmt.Errorf("%s %s: negative wait", op, quote(name))
+	case cfg.hasLockDelay && cfg.lockDelay < 0:
+		return nil, fmt.Errorf("%s %s: negative lock-delay", op, quote(name))
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, c.ctxError(ctx, op, name, err)
@@ -124,6 +140,16 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 			return l, err
 		}
 	}
+	// Subscribe to the lock's events while the request is under way, so
+	// that a hold learns of its loss at once (losswatch.go). The
+	// reference goes to the hold, or is dropped on the way out.
+	ready := c.loss.want(name)
+	watching := true
+	defer func() {
+		if watching {
+			c.loss.unwant(name)
+		}
+	}()
 	// In cluster mode the request carries an OWNER unique to this call,
 	// so that it can be sent again after an unknown outcome (requeue.go).
 	wireOwner, requeue := cfg.owner, false
@@ -266,6 +292,7 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 		lost:       make(chan struct{}),
 		stopc:      make(chan struct{}),
 		resched:    make(chan struct{}, 1),
+		checkc:     make(chan struct{}, 1),
 		keeperDone: make(chan struct{}),
 		refs:       1,
 	}
@@ -289,6 +316,20 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 		h.cancel(ErrClosed)
 		lc.close()
 		return nil, ErrClosed
+	}
+	c.loss.attach(h)
+	watching = false
+	// Return once the lock's events are watched (or the server has none),
+	// so that a release from now on is noticed at once; a slow watch
+	// connection delays Lock at most ReadTimeout (renewal still detects a
+	// loss).
+	timer := time.NewTimer(c.opt.ReadTimeout)
+	defer timer.Stop()
+	select {
+	case <-ready:
+	case <-ctx.Done():
+	case <-timer.C:
+	case <-h.lost:
 	}
 	return &Lock{h: h}, nil
 }
@@ -467,6 +508,9 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	}
 	h.opMu.Lock()
 	defer h.opMu.Unlock()
+	// Until Unlock returns, a "released ... unlock" event is this UNLOCK's.
+	h.unlocking.Add(1)
+	defer h.unlocking.Add(-1)
 	h.mu.Lock()
 	last := h.refs == 1
 	h.refs--
@@ -596,7 +640,15 @@ type hold struct {
 	// attachMu serializes re-attachments (keeper, Lock.Renew, re-entry).
 	attachMu   sync.Mutex
 	resched    chan struct{} // buffered(1): the schedule changed
+	checkc     chan struct{} // buffered(1): ask the server whether it is still held
 	keeperDone chan struct{} // closed when the keeper returned
+
+	// unlocking counts this Client's UNLOCKs of the hold under way: a
+	// "released ... unlock" event is then its own, not a loss.
+	unlocking atomic.Int32
+	// watched: the lossWatch routes the events of the hold's fence to it.
+	// Guarded by the lossWatch's mu.
+	watched bool
 
 	// mu guards the fields below.
 	mu sync.Mutex
@@ -658,7 +710,11 @@ func (h *hold) end(state holdState, cause error) {
 	}
 	h.state = state
 	if state == stateLost {
-		h.err = &LostError{Name: h.name, Fence: h.fence, Cause: cause}
+		le := &LostError{Name: h.name, Fence: h.fence, Cause: cause}
+		if re, ok := cause.(*releasedError); ok {
+			le.Reason = re.reason
+		}
+		h.err = le
 		cause = h.err
 	}
 	h.mu.Unlock()
@@ -669,6 +725,7 @@ func (h *hold) end(state holdState, cause error) {
 	}
 	h.stop()
 	h.c.forget(h)
+	h.c.loss.detach(h)
 	if lc := h.conn(); state == stateReleased && !lc.dead() {
 		h.c.putLockConn(lc)
 	} else {

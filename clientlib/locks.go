@@ -9,8 +9,11 @@ import (
 
 // LockInfo describes one lock as LOCKS reports it. Keys are never shown.
 type LockInfo struct {
-	Name    string
-	Size    int
+	Name string
+	Size int
+	// Delayed is the number of the lock's slots in lock-delay: taken for a
+	// while after a hold ended involuntarily (see LockDelay).
+	Delayed int
 	Holders []HolderInfo // in grant order
 	Waiters []WaiterInfo // in queue order
 }
@@ -146,7 +149,7 @@ func parseLockInfo(v any) (LockInfo, error) {
 	if err != nil {
 		return LockInfo{}, err
 	}
-	li := LockInfo{Name: str(m["name"]), Size: int(num(m["size"]))}
+	li := LockInfo{Name: str(m["name"]), Size: int(num(m["size"])), Delayed: int(num(m["delayed"]))}
 	hs, _ := m["holders"].([]any)
 	for _, hv := range hs {
 		hm, err := fields(hv)

@@ -59,6 +59,10 @@ func (h *hold) keep() {
 				return
 			}
 		case <-h.resched:
+		case <-h.checkc:
+			if !h.verify() {
+				return
+			}
 		case <-timer.C:
 			if !h.tick() {
 				return
@@ -144,4 +148,42 @@ func (h *hold) manualTTL() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return !h.autoRenew && !h.deadline.IsZero()
+}
+
+// checkSoon asks the keeper to check with the server that the hold is
+// still held: events about it may have been missed.
+func (h *hold) checkSoon() {
+	select {
+	case h.checkc <- struct{}{}:
+	default:
+	}
+}
+
+// verify sends CHECK and reports whether the hold is still held; a
+// NOTHELD (or, for a bound hold on a single server, a broken connection)
+// marks it lost. Other failures are left to the renewal.
+func (h *hold) verify() bool {
+	if _, err := h.do(h.c.opt.ReadTimeout, "CHECK", h.name, h.key); err != nil {
+		return !errors.Is(h.failed("CHECK", err), ErrLost)
+	}
+	return true
+}
+
+// releasedBy marks the hold lost after the server's "released <fence>
+// reason" event for it, unless it is the event of this Client's own
+// UNLOCK. Called by the lossWatch's reader.
+func (h *hold) releasedBy(reason string) {
+	if reason == ReasonUnlock && h.unlocking.Load() > 0 {
+		return
+	}
+	is := []error{ErrNotHeld}
+	switch reason {
+	case ReasonExpired:
+		is = append(is, ErrExpired)
+	case ReasonDisconnect, ReasonKilled:
+		if !h.detached {
+			is = append(is, ErrConnClosed)
+		}
+	}
+	h.lose(&releasedError{reason: reason, is: is})
 }

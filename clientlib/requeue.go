@@ -123,7 +123,19 @@ func acquireArgs(op, name string, try bool, cfg lockConfig, owner string, start 
 	if cfg.detach {
 		args = append(args, "DETACH")
 	}
+	if cfg.hasLockDelay {
+		args = append(args, "LOCKDELAY", lockDelayMS(cfg.lockDelay))
+	}
 	return args
+}
+
+// lockDelayMS is LOCKDELAY's argument for d: 0 for none, else whole
+// milliseconds rounded up.
+func lockDelayMS(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return durationMS(d)
 }
 
 // outcomeUnknown reports whether err leaves it unknown whether the request

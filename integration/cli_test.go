@@ -275,3 +275,79 @@ func sameSet(a, b []string) bool {
 	}
 	return true
 }
+
+// TestCLI_WatchJSON: `relock watch -o json` prints one JSON object per
+// event of a lock another client takes and releases — acquired, released
+// (unlock), free — and exits 0 on SIGINT.
+func TestCLI_WatchJSON(t *testing.T) {
+	srv := startServer(t)
+	admin := srv.client(t)
+	cmd := exec.Command(relockBin, "watch", "--addr", srv.Addr, "-o", "json", "jobs:*")
+	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
+	p := startEventLines(t, cmd)
+	// Subscribed once CLIENT LIST shows a connection with psub=1.
+	eventually(t, 10*time.Second, func() bool {
+		list, err := admin.ClientList(ctxFor(t, 5*time.Second)).Result()
+		return err == nil && strings.Contains(list, " psub=1 ")
+	}, "relock watch did not subscribe")
+	fence := lockAndUnlock(t, srv, "jobs:cli")
+	for _, want := range []string{"acquired " + fence, "released " + fence + " unlock", "free"} {
+		line := p.next(t, 10*time.Second)
+		var ev struct {
+			Time   string      `json:"time"`
+			Lock   string      `json:"lock"`
+			Event  string      `json:"event"`
+			Fence  json.Number `json:"fence"`
+			Reason string      `json:"reason"`
+		}
+		dec := json.NewDecoder(strings.NewReader(line))
+		dec.UseNumber()
+		if err := dec.Decode(&ev); err != nil {
+			t.Fatalf("relock watch printed %q: %v", line, err)
+		}
+		got := strings.Join(strings.Fields(ev.Event+" "+ev.Fence.String()+" "+ev.Reason), " ")
+		if _, err := time.Parse(time.RFC3339Nano, ev.Time); err != nil || ev.Lock != "jobs:cli" || got != want {
+			t.Fatalf("relock watch printed %s; want lock jobs:cli, %q and an RFC 3339 time", line, want)
+		}
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	p.exit(t)
+}
+
+// TestCLI_RunLockDelay: `relock run --lock-delay` asks for LOCKDELAY:
+// when relock dies holding the lock (here its own command kills it), the
+// lock stays taken for the delay; with --lock-delay 0 it does not, even
+// on a server whose --lock-delay is a minute.
+func TestCLI_RunLockDelay(t *testing.T) {
+	srv := startServer(t, "--lock-delay", "1m")
+	admin := srv.client(t)
+	for _, tt := range []struct {
+		delay   string
+		delayed int64
+	}{{"30s", 1}, {"0", 0}} {
+		name := "run-delay-" + tt.delay
+		// The command kills relock (its parent) with SIGKILL: the hold's
+		// connection drops, an involuntary release.
+		_, stderr, code := relockCLI(t, nil, "run", "--addr", srv.Addr, "--lock-delay", tt.delay, name, "--", "sh", "-c", "kill -9 $PPID")
+		if code != 128+9 && code != -1 {
+			t.Fatalf("relock run --lock-delay %s: exit %d, stderr %q; want killed", tt.delay, code, stderr)
+		}
+		eventually(t, 5*time.Second, func() bool {
+			l, ok := lockOf(t, admin, name)
+			if tt.delayed == 0 {
+				return !ok
+			}
+			return ok && len(l.Holders) == 0 && l.Delayed == tt.delayed
+		}, "--lock-delay %s: want %d slots in lock-delay", tt.delay, tt.delayed)
+	}
+	_, stderr, code := relockCLI(t, nil, "run", "--addr", srv.Addr, "--lock-delay", "61s", "x", "--", "true")
+	if code != 64 || !strings.Contains(stderr, "--lock-delay must be between 0 and 60s") {
+		t.Errorf("relock run --lock-delay 61s: exit %d, stderr %q; want 64", code, stderr)
+	}
+	_, stderr, code = relockCLI(t, nil, "server", "--listen", "127.0.0.1:0", "--lock-delay", "61s")
+	if code != 1 || !strings.Contains(stderr, "--lock-delay must be between 0 and 60s") {
+		t.Errorf("relock server --lock-delay 61s: exit %d, stderr %q; want 1", code, stderr)
+	}
+}

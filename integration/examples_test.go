@@ -203,3 +203,93 @@ func TestExample_ShellRedisCLI(t *testing.T) {
 	}
 	expectNoLocks(t, srv)
 }
+
+// The lock-event examples: wait until a lock is free (subscribe, then
+// TRYLOCK on each free), and alert when a held lock is lost (subscribe to
+// its own channel: forced and expired alert, the holder's own UNLOCK does
+// not).
+
+var (
+	waitFreeLines = []string{
+		`holder: acquired reports:daily fence=\d+`,
+		`waiter: reports:daily is busy; waiting for its free event`,
+		`holder: released reports:daily`,
+		`waiter: acquired reports:daily fence=\d+ \(after the holder's: (True|true)\)`,
+		`waiter: released reports:daily`,
+	}
+	lostAlertLines = []string{
+		`acquired jobs:nightly fence=(\d+) ttl=60s`,
+		`ALERT: lost jobs:nightly fence=\d+ \(forced\)`,
+		`acquired jobs:nightly fence=\d+ ttl=300ms, not renewed`,
+		`ALERT: lost jobs:nightly fence=\d+ \(expired\)`,
+		`acquired jobs:nightly fence=\d+ ttl=60s`,
+		`released jobs:nightly: alert=(False|false)`,
+	}
+)
+
+// expectAlertFences fails unless each ALERT names the fence of the
+// acquisition just before it.
+func expectAlertFences(t *testing.T, r exampleRun) {
+	t.Helper()
+	acquired := regexp.MustCompile(`^acquired jobs:nightly fence=(\d+) `)
+	alert := regexp.MustCompile(`^ALERT: lost jobs:nightly fence=(\d+) `)
+	last := ""
+	for _, line := range strings.Split(r.stdout, "\n") {
+		if m := acquired.FindStringSubmatch(line); m != nil {
+			last = m[1]
+		}
+		if m := alert.FindStringSubmatch(line); m != nil && m[1] != last {
+			t.Errorf("%q alerts for fence %s; the hold acquired last has %s", line, m[1], last)
+		}
+	}
+}
+
+func TestExample_PythonWaitUntilFree(t *testing.T) {
+	t.Parallel()
+	py := needPythonRedis(t)
+	srv := startServer(t)
+	r := runExample(t, srv, "examples/python", nil, py, "wait_free.py")
+	if r.code != 0 {
+		t.Fatalf("wait_free.py exited %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	expectLines(t, r, waitFreeLines...)
+	expectNoLocks(t, srv)
+}
+
+func TestExample_PythonLostAlert(t *testing.T) {
+	t.Parallel()
+	py := needPythonRedis(t)
+	srv := startServer(t)
+	r := runExample(t, srv, "examples/python", nil, py, "lost_alert.py")
+	if r.code != 0 {
+		t.Fatalf("lost_alert.py exited %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	expectLines(t, r, lostAlertLines...)
+	expectAlertFences(t, r)
+	expectNoLocks(t, srv)
+}
+
+func TestExample_NodeWaitUntilFree(t *testing.T) {
+	t.Parallel()
+	node, _ := needNodeModule(t, "redis")
+	srv := startServer(t)
+	r := runExample(t, srv, "examples/node", nil, node, "wait-free.js")
+	if r.code != 0 {
+		t.Fatalf("wait-free.js exited %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	expectLines(t, r, waitFreeLines...)
+	expectNoLocks(t, srv)
+}
+
+func TestExample_NodeLostAlert(t *testing.T) {
+	t.Parallel()
+	node, _ := needNodeModule(t, "redis")
+	srv := startServer(t)
+	r := runExample(t, srv, "examples/node", nil, node, "lost-alert.js")
+	if r.code != 0 {
+		t.Fatalf("lost-alert.js exited %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	expectLines(t, r, lostAlertLines...)
+	expectAlertFences(t, r)
+	expectNoLocks(t, srv)
+}

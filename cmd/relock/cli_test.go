@@ -351,15 +351,15 @@ func TestWriteLocksJSON(t *testing.T) {
 		{Name: "jobs:build", Size: 1,
 			Holders: []clientlib.HolderInfo{{Fence: 17, Owner: "ci", ClientID: 3, ClientName: "runner", ClientAddr: "127.0.0.1:5000", TTL: 59400 * time.Millisecond, Age: 600 * time.Millisecond, Count: 2}},
 			Waiters: []clientlib.WaiterInfo{{ClientID: 4, Owner: "deployer", Waited: 1500 * time.Millisecond}}},
-		{Name: "jobs:token", Size: 2,
+		{Name: "jobs:token", Size: 2, Delayed: 1,
 			Holders: []clientlib.HolderInfo{{Fence: 18, ClientID: -1, TTL: -1, Detached: true, Count: 1}}},
 	}
 	var b bytes.Buffer
 	if err := writeLocksJSON(&b, locks, true); err != nil {
 		t.Fatal(err)
 	}
-	want := `[{"name":"jobs:build","size":1,"holders":[{"fence":17,"owner":"ci","client_id":3,"client_name":"runner","client_addr":"127.0.0.1:5000","detached":false,"ttl_ms":59400,"age_ms":600,"count":2}],"waiters":[{"client_id":4,"owner":"deployer","client_name":"","client_addr":"","waited_ms":1500}]},` +
-		`{"name":"jobs:token","size":2,"holders":[{"fence":18,"owner":"","client_id":-1,"client_name":"","client_addr":"","detached":true,"ttl_ms":-1,"age_ms":0,"count":1}],"waiters":[]}]` + "\n"
+	want := `[{"name":"jobs:build","size":1,"delayed":0,"holders":[{"fence":17,"owner":"ci","client_id":3,"client_name":"runner","client_addr":"127.0.0.1:5000","detached":false,"ttl_ms":59400,"age_ms":600,"count":2}],"waiters":[{"client_id":4,"owner":"deployer","client_name":"","client_addr":"","waited_ms":1500}]},` +
+		`{"name":"jobs:token","size":2,"delayed":1,"holders":[{"fence":18,"owner":"","client_id":-1,"client_name":"","client_addr":"","detached":true,"ttl_ms":-1,"age_ms":0,"count":1}],"waiters":[]}]` + "\n"
 	if got := b.String(); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
@@ -392,5 +392,68 @@ func TestCompletion_ModelBuilds(t *testing.T) {
 	}
 	if _, err := completionModel(parser); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestParse_LockDelayFromFlagVariableAndConfigFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "relock.yaml")
+	if err := os.WriteFile(path, []byte("lock-delay: 4s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		env  string
+		args []string
+		want time.Duration
+	}{
+		{"", []string{"server"}, 0},
+		{"", []string{"server", "--lock-delay", "2s"}, 2 * time.Second},
+		{"3s", []string{"server"}, 3 * time.Second},
+		{"", []string{"server", "--config", path}, 4 * time.Second},
+		{"3s", []string{"server", "--config", path}, 3 * time.Second}, // the environment wins over the file
+	}
+	t.Setenv("RELOCK_LOCK_DELAY", "") // restored when the test ends
+	for _, tt := range tests {
+		if tt.env != "" {
+			os.Setenv("RELOCK_LOCK_DELAY", tt.env)
+		} else {
+			os.Unsetenv("RELOCK_LOCK_DELAY")
+		}
+		p := parseArgs(t, tt.args...)
+		if p.err != nil || p.root.Server.LockDelay != tt.want {
+			t.Errorf("RELOCK_LOCK_DELAY=%q relock %v: --lock-delay %v, err %v; want %v", tt.env, tt.args, p.root.Server.LockDelay, p.err, tt.want)
+		}
+	}
+}
+
+func TestServer_LockDelayOverTheMaximumRefused(t *testing.T) {
+	for _, d := range []time.Duration{61 * time.Second, -time.Second} {
+		err := (&serverCmd{LockDelay: d}).Run()
+		if err == nil || !strings.Contains(err.Error(), "--lock-delay must be between 0 and 60s") {
+			t.Errorf("--lock-delay %v: %v; want refused", d, err)
+		}
+	}
+}
+
+func TestParse_RunLockDelayOnlyWhenGiven(t *testing.T) {
+	p := parseArgs(t, "run", "x", "--", "true")
+	if p.err != nil || p.root.Run.LockDelay != nil {
+		t.Fatalf("relock run without --lock-delay: %v, %v; want none (the server's default)", p.root.Run.LockDelay, p.err)
+	}
+	p = parseArgs(t, "run", "--lock-delay", "0", "x", "--", "true")
+	if p.err != nil || p.root.Run.LockDelay == nil || *p.root.Run.LockDelay != 0 {
+		t.Fatalf("relock run --lock-delay 0: %v, %v; want 0 (none, whatever the server's default)", p.root.Run.LockDelay, p.err)
+	}
+}
+
+func TestParse_WatchTakesClientFlagsBeforeItsName(t *testing.T) {
+	p := parseArgs(t, "--addr", "127.0.0.1:7000", "watch", "-o", "json", "jobs:*")
+	if p.err != nil || p.ctx.Selected().Name != "watch" {
+		t.Fatalf("relock --addr X watch: %v", p.err)
+	}
+	if w := p.root.Watch; w.Addr != "127.0.0.1:7000" || w.Output != "json" || w.Pattern != "jobs:*" {
+		t.Errorf("parsed %+v", w)
+	}
+	if p := parseArgs(t, "watch"); p.err != nil || p.root.Watch.Pattern != "*" || p.root.Watch.Output != "text" {
+		t.Errorf("relock watch: pattern %q, output %q, %v; want * and text", p.root.Watch.Pattern, p.root.Watch.Output, p.err)
 	}
 }

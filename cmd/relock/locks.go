@@ -106,10 +106,12 @@ func (l *locksCmd) show(c *clientlib.Client, w io.Writer, compact bool) error {
 // lockJSON is one lock in `relock locks -o json`. Field names follow LOCKS
 // (client-id, client-name, client-addr) in snake case; durations are
 // milliseconds. ttl_ms is -1 for a hold without a TTL, client_id -1 for a
-// detached or orphaned hold. Keys are never shown.
+// detached or orphaned hold; delayed counts the slots in lock-delay. Keys
+// are never shown.
 type lockJSON struct {
 	Name    string       `json:"name"`
 	Size    int          `json:"size"`
+	Delayed int          `json:"delayed"`
 	Holders []holderJSON `json:"holders"`
 	Waiters []waiterJSON `json:"waiters"`
 }
@@ -139,7 +141,7 @@ type waiterJSON struct {
 func writeLocksJSON(w io.Writer, locks []clientlib.LockInfo, compact bool) error {
 	out := make([]lockJSON, 0, len(locks))
 	for _, lk := range locks {
-		j := lockJSON{Name: lk.Name, Size: lk.Size, Holders: []holderJSON{}, Waiters: []waiterJSON{}}
+		j := lockJSON{Name: lk.Name, Size: lk.Size, Delayed: lk.Delayed, Holders: []holderJSON{}, Waiters: []waiterJSON{}}
 		for _, h := range lk.Holders {
 			ttl := int64(-1)
 			if h.TTL >= 0 {

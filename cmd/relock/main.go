@@ -27,6 +27,7 @@ type cli struct {
 
 	Run    runCmd    `cmd:"" help:"Run a command while holding a lock (like flock(1))."`
 	Locks  locksCmd  `cmd:"" help:"List locks with their holders and waiters."`
+	Watch  watchCmd  `cmd:"" help:"Print lock events as they happen (acquired, released, contended, free)."`
 	Unlock unlockCmd `cmd:"" help:"Release a lock: every hold (--force), or the hold with a key."`
 
 	Cluster clusterCmd `cmd:"" help:"Raft cluster membership: status, add, remove."`
@@ -135,7 +136,7 @@ func reportRunError(stderr io.Writer, err error) int {
 var (
 	clientValueFlags = map[string]bool{"--addr": true, "--user": true, "--password": true, "--tls-ca": true, "--tls-cert": true, "--tls-key": true}
 	clientBoolFlags  = map[string]bool{"--tls": true}
-	toolNames        = map[string]bool{"run": true, "locks": true, "unlock": true, "bench": true, "cluster": true}
+	toolNames        = map[string]bool{"run": true, "locks": true, "watch": true, "unlock": true, "bench": true, "cluster": true}
 )
 
 func hoistClientFlags(args []string) []string {

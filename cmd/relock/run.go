@@ -30,12 +30,13 @@ const (
 type runCmd struct {
 	clientFlags `embed:""`
 
-	Wait             time.Duration `short:"w" xor:"wait" placeholder:"D" help:"Give up when the lock is not granted within D (exit with --conflict-exit-code). Default: wait as long as it takes."`
-	Nonblock         bool          `short:"n" xor:"wait" help:"Give up at once when the lock is busy (like flock -n)."`
-	TTL              time.Duration `name:"ttl" default:"15s" placeholder:"D" help:"TTL of the hold, renewed every third of it: a lost lock is noticed within D/3 (at once if the connection drops)."`
-	Size             int           `default:"1" placeholder:"N" help:"Run while holding one of the N slots of a semaphore lock."`
-	ConflictExitCode int           `default:"1" placeholder:"N" help:"Exit status when the lock is not granted (--nonblock, --wait)."`
-	KillGrace        time.Duration `default:"5s" placeholder:"D" help:"When the lock is lost the command gets SIGTERM at once and SIGKILL after D."`
+	Wait             time.Duration  `short:"w" xor:"wait" placeholder:"D" help:"Give up when the lock is not granted within D (exit with --conflict-exit-code). Default: wait as long as it takes."`
+	Nonblock         bool           `short:"n" xor:"wait" help:"Give up at once when the lock is busy (like flock -n)."`
+	TTL              time.Duration  `name:"ttl" default:"15s" placeholder:"D" help:"TTL of the hold, renewed every third of it: a lost lock is noticed within D/3 (at once if the connection drops)."`
+	Size             int            `default:"1" placeholder:"N" help:"Run while holding one of the N slots of a semaphore lock."`
+	LockDelay        *time.Duration `name:"lock-delay" placeholder:"D" help:"Lock-delay of the hold (LOCKDELAY): if it ends involuntarily (relock killed, connection lost, TTL ran out) nobody gets the lock for D more (0: none; default: the server's --lock-delay; at most 60s)."`
+	ConflictExitCode int            `default:"1" placeholder:"N" help:"Exit status when the lock is not granted (--nonblock, --wait)."`
+	KillGrace        time.Duration  `default:"5s" placeholder:"D" help:"When the lock is lost the command gets SIGTERM at once and SIGKILL after D."`
 
 	Name    string   `arg:"" help:"Lock name."`
 	Command []string `arg:"" passthrough:"" placeholder:"-- COMMAND [ARG...]" help:"Command to run while holding the lock."`
@@ -75,6 +76,8 @@ func (r *runCmd) Run() error {
 		return &exitError{exitRunUsage, errors.New("run: --size must be at least 1")}
 	case r.Wait < 0:
 		return &exitError{exitRunUsage, errors.New("run: --wait must not be negative")}
+	case r.LockDelay != nil && (*r.LockDelay < 0 || *r.LockDelay > maxLockDelay):
+		return &exitError{exitRunUsage, fmt.Errorf("run: --lock-delay must be between 0 and 60s (got %v)", *r.LockDelay)}
 	}
 	c, err := r.newClient()
 	if err != nil {
@@ -100,6 +103,9 @@ func (r *runCmd) acquire(c *clientlib.Client, sigs <-chan os.Signal) (*clientlib
 	opts := []clientlib.LockOption{clientlib.TTL(r.TTL), clientlib.Size(r.Size)}
 	if r.Wait > 0 {
 		opts = append(opts, clientlib.Wait(r.Wait))
+	}
+	if r.LockDelay != nil {
+		opts = append(opts, clientlib.LockDelay(*r.LockDelay))
 	}
 	type result struct {
 		l   *clientlib.Lock
