@@ -51,7 +51,7 @@ func newMetrics(s *Server) *metrics {
 	}, []string{"code"})
 	// The codes relock replies with start at 0, so that rate() and
 	// increase() see the first error of each.
-	for _, code := range []string{"ERR", "NOTHELD", "SIZEMISMATCH", "LIMIT", "NOAUTH", "NOPERM", "WRONGPASS", "NOPROTO"} {
+	for _, code := range []string{"ERR", "NOTHELD", "SIZEMISMATCH", "LIMIT", "NOAUTH", "NOPERM", "WRONGPASS", "NOPROTO", "DEADLOCK"} {
 		m.errors.WithLabelValues(code)
 	}
 

@@ -514,7 +514,8 @@ func compatRedisCLI(t *testing.T, srv, authSrv *server) string {
 		}
 	}
 	locks := strings.Join(cli.do(t, "LOCKS"), "\n")
-	for _, want := range []string{`1) 1) "name"`, `2) "cli"`, `"holders"`, `(integer) ` + strings.Split(key, "-")[0], `"client-id"`} {
+	// (With 10 fields per lock, redis-cli pads the inner numbers: "1)  1)".)
+	for _, want := range []string{`1)  1) "name"`, `2) "cli"`, `"holders"`, `(integer) ` + strings.Split(key, "-")[0], `"client-id"`} {
 		if !strings.Contains(locks, want) {
 			t.Errorf("LOCKS output lacks %q:\n%s", want, locks)
 		}
