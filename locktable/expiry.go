@@ -199,6 +199,9 @@ func (t *Table) ExpireBatch(ev *Events, now int64, max int) (next int64, more bo
 			sh.release(t, ev, sh.expiry.at(0).hold, "", ReasonExpired, now)
 			released++
 			sh.mu.Unlock()
+			// Multi-locks this release let through are granted now, so
+			// that their holds' deadlines count for the next one.
+			t.settle(ev, now)
 			continue
 		}
 		t.sched.mu.Unlock()

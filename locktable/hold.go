@@ -113,9 +113,18 @@ func (r Reason) String() string {
 // Grant tells that a queued request was granted, or, with Lost, that a
 // queued upgrade never will be.
 type Grant struct {
-	Session  *Session // the waiting session
-	Name     string
-	Key      Key
+	Session *Session // the waiting session
+	// Name and Key are a single request's (Acquire, Upgrade); "" and zero
+	// for a multi-lock's.
+	Name string
+	Key  Key
+	// Names and Keys are a multi-lock's (Table.AcquireMulti), granted on
+	// all its names at once: its names and their keys in request order
+	// (a re-entered hold's key is its own). nil for a single request.
+	Names []string
+	Keys  []Key
+	// TTL and Deadline are the hold's (a multi-lock's: its first name's;
+	// a re-entered hold may keep a longer TTL).
 	TTL      int64 // the hold's TTL duration in ns; 0: none
 	Deadline int64 // the hold's expiry time; 0: none
 	// Upgrade: the grant is of a waiting Table.Upgrade: Key is the

@@ -28,6 +28,10 @@ type WaiterInfo struct {
 	// waits for exclusive mode ahead of every request: always listed
 	// first.
 	Upgrade bool
+	// Multi is, for a leg of a waiting multi-lock (Table.AcquireMulti),
+	// the number of its names (it waits on each of their queues); 0 for
+	// a single request.
+	Multi int
 }
 
 // LockInfo describes one lock. Keys are never part of it.
@@ -219,6 +223,9 @@ func (sh *shard) info(t *Table, lid uint32, name string, now int64) LockInfo {
 				SessionID: int64(w.session.ID), Owner: w.req.Owner, Waited: now - w.enqueued,
 				Shared: w.req.Shared, Upgrade: w.upgrade != 0,
 			}
+			if w.multi != nil {
+				wi.Multi = len(w.multi.legs)
+			}
 			if w.upgrade != 0 {
 				wi.Owner = sh.owner(w.upgrade)
 			}
@@ -281,6 +288,15 @@ func (t *Table) Dump(now int64) string {
 				}
 				if w.upgrade != 0 {
 					b.WriteString(" upgrade=" + sh.hold(w.upgrade).key.String())
+				}
+				if w.multi != nil {
+					b.WriteString(" multi=")
+					for i, leg := range w.multi.legs {
+						if i > 0 {
+							b.WriteString(",")
+						}
+						b.WriteString(leg.req.Name)
+					}
 				}
 				b.WriteString("}")
 			}

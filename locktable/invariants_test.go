@@ -2,6 +2,7 @@ package locktable
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"unsafe"
 )
@@ -75,6 +76,7 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 	fences := make(map[uint64]bool) // unique fences make unique keys
 	// linked counts, per session, the live holds that name it as theirs.
 	linked := make(map[*Session]int)
+	var multis []*multiWait // the waiting multi-locks, once per leg
 	seen := make(map[*Session]bool)
 	for _, s := range sessions {
 		seen[s] = true
@@ -259,7 +261,7 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 			}
 			// Nobody waits for what the lock could grant: the head does
 			// not fit (but for shared requests when the bucket is full).
-			if q.head != nil && sh.waiterFits(lid, q.head) && (q.head.upgrade != 0 || !q.head.req.Shared || !tb.bucketFull(sh, q.head.bucket)) {
+			if q.head != nil && q.head.multi == nil && sh.waiterFits(lid, q.head) && (q.head.upgrade != 0 || !q.head.req.Shared || !tb.bucketFull(sh, q.head.bucket)) {
 				fail("lock %q: the head of its queue (session %d, shared %v, upgrade %v) fits the lock's %d records", name, q.head.session.ID, q.head.req.Shared, q.head.upgrade != 0, n)
 			}
 			n = 0
@@ -298,7 +300,12 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 				if s.closed {
 					fail("lock %q: waiter of closed session %d still queued", name, s.ID)
 				}
-				if s.waiting != w {
+				if m := w.multi; m != nil {
+					multis = append(multis, m)
+					if s.waiting != m.legs[0] || m.done || !slices.Contains(m.legs, w) {
+						fail("lock %q: session %d does not know its multi-lock waits here (done %v)", name, s.ID, m.done)
+					}
+				} else if s.waiting != w {
 					fail("lock %q: session %d does not know it waits here", name, s.ID)
 				}
 				s.mu.Unlock()
@@ -367,6 +374,44 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 			}
 		}
 		sh.mu.Unlock()
+	}
+
+	// Multi-locks (SPEC §8.4): all legs queued, none granted, each on its
+	// own lock, the shards listed in index order; and none is left that
+	// heads all its queues and fits all its locks (settle grants those
+	// before an operation returns), but when a bucket is full or its
+	// session is closing.
+	for _, m := range multis {
+		if m != m.legs[0].multi {
+			continue
+		}
+		m.lock()
+		heads, full := true, false
+		for i, w := range m.legs {
+			if !w.queued || w.multi != m || w.session != m.legs[0].session || w.enqueued != m.legs[0].enqueued {
+				fail("multi-lock of session %d: leg %q not queued with its siblings", w.session.ID, w.req.Name)
+			}
+			if !slices.Contains(m.shards, w.sh) || (i > 0 && w.req.Name == m.legs[0].req.Name) {
+				fail("multi-lock of session %d: leg %q in a shard it does not list, or a name twice", w.session.ID, w.req.Name)
+			}
+			if q := w.sh.queues[w.lock]; q == nil || q.head != w || !w.sh.legFits(w.lock, w) {
+				heads = false
+			}
+			full = full || tb.bucketFull(w.sh, w.bucket)
+		}
+		for i := 1; i < len(m.shards); i++ {
+			if m.shards[i-1].idx >= m.shards[i].idx {
+				fail("multi-lock of session %d: shards not in index order", m.legs[0].session.ID)
+			}
+		}
+		s := m.legs[0].session
+		s.mu.Lock()
+		closed := s.closed
+		s.mu.Unlock()
+		if heads && !full && !closed {
+			fail("multi-lock of session %d heads all its queues and fits all its locks, but waits", s.ID)
+		}
+		m.unlock()
 	}
 
 	for s := range seen {

@@ -120,16 +120,35 @@ func (sh *shard) dropIfEmpty(id uint32) {
 // same non-empty owner exists (it is re-entered, in its own mode only:
 // ErrModeMismatch), it grants at once and returns the key. Otherwise, if
 // wait, s is queued behind earlier waiters of either mode (Queued); if
-// not, nothing changes (Busy).
+// not, nothing changes (Busy). A request that would wait on a size-1 lock
+// whose holders wait, along a chain, for a hold of the request's
+// participant (its Owner, else s) fails with a *DeadlockError instead,
+// and nothing changes (SPEC §8.5, deadlock.go).
 func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait bool) (Key, Outcome, error) {
+	defer t.settle(ev, now)
+	k, out, err, st := t.acquire(ev, s, req, now, wait, true)
+	if st != nil {
+		if derr := t.findDeadlock(st); derr != nil {
+			return Key{}, 0, derr
+		}
+		k, out, err, _ = t.acquire(ev, s, req, now, wait, false)
+	}
+	return k, out, err
+}
+
+// acquire is Acquire in the critical section of the name's shard. With
+// detect, a request that would wait on holds is not queued: its edges come
+// back for the deadlock walk, which runs without the mutex, and the
+// caller calls again without detect.
+func (t *Table) acquire(ev *Events, s *Session, req Request, now int64, wait, detect bool) (Key, Outcome, error, *waitStart) {
 	if req.Size == 0 {
 		req.Size = 1
 	}
 	if req.Name == "" || req.TTL < 0 || req.LockDelay < 0 || req.LockDelay > MaxLockDelay || (req.Shared && req.Size != 1) {
-		return Key{}, 0, ErrBadRequest
+		return Key{}, 0, ErrBadRequest, nil
 	}
 	if req.Detach && req.TTL == 0 {
-		return Key{}, 0, ErrDetachNeedsTTL
+		return Key{}, 0, ErrDetachNeedsTTL, nil
 	}
 	sh, hash := t.shardOf(req.Name)
 	sh.mu.Lock()
@@ -141,39 +160,39 @@ func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait boo
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return Key{}, 0, ErrSessionClosed
+		return Key{}, 0, ErrSessionClosed, nil
 	}
 
 	var l *lockRec
 	if lid != 0 {
 		l = sh.lock(lid)
 		if l.size != req.Size {
-			return Key{}, 0, &SizeMismatchError{Have: l.size, Want: req.Size}
+			return Key{}, 0, &SizeMismatchError{Have: l.size, Want: req.Size}, nil
 		}
 		if id := sh.ownedHold(lid, req.Owner); id != 0 {
 			h := sh.hold(id)
 			if h.is(shared) != req.Shared {
-				return Key{}, 0, ErrModeMismatch
+				return Key{}, 0, ErrModeMismatch, nil
 			}
 			if h.is(detached) != req.Detach {
-				return Key{}, 0, ErrDetachMismatch
+				return Key{}, 0, ErrDetachMismatch, nil
 			}
 			if h.count == math.MaxUint32 {
-				return Key{}, 0, ErrTooManyReentries
+				return Key{}, 0, ErrTooManyReentries, nil
 			}
 			h.count++
 			sh.restartTTL(id, req.TTL, now)
 			sh.journalPut(id, req.Name)
-			return h.key, Granted, nil
+			return h.key, Granted, nil, nil
 		}
 	}
 
 	canGrant := lid == 0 || (sh.fits(lid, req.Shared) && sh.queues[lid] == nil)
 	if !canGrant && !wait {
-		return Key{}, Busy, nil
+		return Key{}, Busy, nil, nil
 	}
 	if s.waiting != nil && !canGrant {
-		return Key{}, 0, ErrAlreadyWaiting
+		return Key{}, 0, ErrAlreadyWaiting, nil
 	}
 	if max := t.cfg.MaxHoldsPerSession; max > 0 && !req.Detach {
 		used := s.bound
@@ -181,15 +200,15 @@ func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait boo
 			used++
 		}
 		if used >= max {
-			return Key{}, 0, ErrTooManyHolds
+			return Key{}, 0, ErrTooManyHolds, nil
 		}
 	}
 	if q := sh.queues[lid]; !canGrant && t.cfg.MaxWaiters > 0 && q != nil && q.n >= t.cfg.MaxWaiters {
-		return Key{}, 0, ErrTooManyWaiters
+		return Key{}, 0, ErrTooManyWaiters, nil
 	}
 	bucket := t.bucketOf(hash)
 	if canGrant && t.bucketFull(sh, bucket) {
-		return Key{}, 0, ErrTableFull
+		return Key{}, 0, ErrTableFull, nil
 	}
 	if lid == 0 {
 		lid = sh.newLock(req.Name, hash, req.Size)
@@ -199,11 +218,18 @@ func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait boo
 		if !req.Detach {
 			s.link(t, sh.base|hid(id))
 		}
-		return sh.hold(id).key, Granted, nil
+		return sh.hold(id).key, Granted, nil, nil
 	}
-	sh.enqueue(lid, &waiter{sh: sh, lock: lid, bucket: bucket, session: s, req: req, enqueued: now})
+	if detect && lid != 0 {
+		if edges := sh.holdEdges(t, lid, req.Shared, 0, nil); len(edges) > 0 {
+			return Key{}, 0, nil, &waitStart{who: participantOf(req.Owner, s), edges: edges}
+		}
+	}
+	w := &waiter{sh: sh, lock: lid, bucket: bucket, session: s, req: req, enqueued: now, owner: req.Owner}
+	sh.enqueue(lid, w)
+	s.waiting = w
 	sh.notify(NoticeContended, req.Name, 0, 0, sh.queues[lid].n)
-	return Key{}, Queued, nil
+	return Key{}, Queued, nil, nil
 }
 
 // ownedHold returns the hold of lock lid whose owner is owner, or 0 (also
@@ -466,6 +492,7 @@ func (t *Table) Unlock(ev *Events, name string, k Key, now int64) error {
 // of its shard, after expiring that lock's due holds. ErrNotHeld if k does
 // not hold name (then fn does not run).
 func (t *Table) withHold(ev *Events, name string, k Key, now int64, fn func(sh *shard, id uint32)) error {
+	defer t.settle(ev, now) // after the unlock
 	sh, hash := t.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -526,6 +553,7 @@ func (t *Table) Check(ev *Events, name string, k Key, now int64) (int64, error) 
 // grants waiters. It returns the number of holds released, slots not
 // counted.
 func (t *Table) ForceUnlock(ev *Events, name string, now int64) int {
+	defer t.settle(ev, now) // after the unlock
 	sh, hash := t.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()

@@ -2,6 +2,7 @@ package locktable
 
 import (
 	"cmp"
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -70,7 +71,15 @@ type mWaiter struct {
 	sess     *mSession
 	req      Request
 	enqueued int64
-	upgrade  *mHold // a waiting upgrade of this shared hold; nil: a request
+	upgrade  *mHold  // a waiting upgrade of this shared hold; nil: a request
+	multi    *mMulti // the multi-lock it is a leg of; nil: a single request
+}
+
+// mMulti is a waiting multi-lock: its legs, one per name in request order.
+type mMulti struct {
+	legs    []*mWaiter
+	done    bool
+	pending bool
 }
 
 type mLock struct {
@@ -92,6 +101,13 @@ type model struct {
 	grants   []grantRec
 	releases []Release
 	issued   []Key
+	// settle lists the multi-locks to settle at the end of the op (after
+	// each release of an ExpireBatch), in the order found.
+	settle []*mMulti
+	// tableErr is the table's error for the op being applied: a
+	// *DeadlockError the model finds to be a cycle of its own graph is
+	// the model's answer too (which cycle is the table's choice).
+	tableErr error
 }
 
 func newModel(cfg Config, tb *Table, sessions int) *model {
@@ -257,6 +273,12 @@ func (m *model) free(l *mLock, h *mHold) {
 func (m *model) grantWaiters(l *mLock) {
 	for len(l.waiters) > 0 {
 		w := l.waiters[0]
+		if w.multi != nil {
+			if legReentry(l, w) != nil || fits(l, w.req.Shared) {
+				m.toSettle(w.multi)
+			}
+			return
+		}
 		if !waiterFits(l, w) {
 			return
 		}
@@ -274,11 +296,11 @@ func (m *model) grantWaiters(l *mLock) {
 		}
 		if h := w.upgrade; h != nil {
 			m.upgradeHold(h, w.req.Rand)
-			m.grants = append(m.grants, grantRec{w.sess.id, l.name, h.key, h.ttl, h.deadline, true, false})
+			m.grants = append(m.grants, grantRec{w.sess.id, l.name, h.key, h.ttl, h.deadline, true, false, "", ""})
 			continue
 		}
 		g := m.newHold(l, w.sess, w.req)
-		m.grants = append(m.grants, grantRec{w.sess.id, l.name, g.key, g.ttl, g.deadline, false, false})
+		m.grants = append(m.grants, grantRec{w.sess.id, l.name, g.key, g.ttl, g.deadline, false, false, "", ""})
 	}
 }
 
@@ -314,6 +336,9 @@ func (m *model) upgrade(s *mSession, name string, k Key, rnd uint64) (Key, Outco
 		return Key{}, 0, ErrAlreadyWaiting
 	}
 	w := &mWaiter{sess: s, req: Request{Name: name, Rand: rnd}, enqueued: m.now, upgrade: h}
+	if err := m.deadlock(participantM(h.owner, s), []*mWaiter{w}, []*mLock{l}); err != nil {
+		return Key{}, 0, err
+	}
 	l.waiters = append([]*mWaiter{w}, l.waiters...)
 	s.waiting = w
 	return Key{}, Queued, nil
@@ -340,7 +365,7 @@ func (m *model) downgrade(name string, k Key) error {
 // expireWhere releases the due holds that pick selects, and ends their
 // slots in lock-delay that are due, earliest deadline first (ties: lowest
 // fence), at most max of them (0: no bound).
-func (m *model) expireWhere(pick func(l *mLock) bool, max int) {
+func (m *model) expireWhere(pick func(l *mLock) bool, max int, settleEach bool) {
 	for released := 0; max == 0 || released < max; released++ {
 		var due *mHold
 		for _, l := range m.locks {
@@ -365,12 +390,15 @@ func (m *model) expireWhere(pick func(l *mLock) bool, max int) {
 		} else {
 			m.release(due, ReasonExpired)
 		}
+		if settleEach {
+			m.settleAll()
+		}
 	}
 }
 
 // expireLock releases the due holds of one lock.
 func (m *model) expireLock(name string) {
-	m.expireWhere(func(l *mLock) bool { return l.name == name }, 0)
+	m.expireWhere(func(l *mLock) bool { return l.name == name }, 0, false)
 }
 
 func (m *model) acquire(s *mSession, req Request, wait bool) (Key, Outcome, error) {
@@ -430,6 +458,11 @@ func (m *model) acquire(s *mSession, req Request, wait bool) (Key, Outcome, erro
 	}
 	if free && m.bucketHolds(req.Name) >= m.bucketCap() {
 		return Key{}, 0, ErrTableFull
+	}
+	if !free {
+		if err := m.deadlock(participantM(req.Owner, s), []*mWaiter{{sess: s, req: req}}, []*mLock{l}); err != nil {
+			return Key{}, 0, err
+		}
 	}
 	if l == nil {
 		l = &mLock{name: req.Name, size: req.Size}
@@ -513,10 +546,17 @@ func (m *model) cancelWait(s *mSession) bool {
 		return false
 	}
 	s.waiting = nil
-	l := m.locks[w.req.Name]
-	l.waiters = slices.DeleteFunc(l.waiters, func(x *mWaiter) bool { return x == w })
-	m.grantWaiters(l)
-	m.dropIfEmpty(l)
+	legs := []*mWaiter{w}
+	if w.multi != nil {
+		legs = w.multi.legs
+		w.multi.done = true
+	}
+	for _, w := range legs {
+		l := m.locks[w.req.Name]
+		l.waiters = slices.DeleteFunc(l.waiters, func(x *mWaiter) bool { return x == w })
+		m.grantWaiters(l)
+		m.dropIfEmpty(l)
+	}
 	return true
 }
 
@@ -546,7 +586,7 @@ func (m *model) closeSession(s *mSession, why Reason) {
 }
 
 func (m *model) expire(max int) (int64, bool) {
-	m.expireWhere(func(*mLock) bool { return true }, max)
+	m.expireWhere(func(*mLock) bool { return true }, max, true)
 	var next int64
 	for _, l := range m.locks {
 		for _, h := range l.holds {
@@ -639,7 +679,10 @@ func (m *model) apply(o op) result {
 		res.key, res.out, res.err = m.upgrade(s, o.name, o.key, o.rnd)
 	case opDowngrade:
 		res.err = m.downgrade(o.name, o.key)
+	case opAcquireMulti:
+		res.keys, res.out, res.err = m.acquireMulti(s, o.reqs, o.wait)
 	}
+	m.settleAll()
 	res.grants, res.releases = m.grants, m.releases
 	return res
 }
@@ -705,6 +748,15 @@ func (m *model) dump() string {
 			if w.upgrade != nil {
 				b.WriteString(" upgrade=" + w.upgrade.key.String())
 			}
+			if w.multi != nil {
+				b.WriteString(" multi=")
+				for i, leg := range w.multi.legs {
+					if i > 0 {
+						b.WriteString(",")
+					}
+					b.WriteString(leg.req.Name)
+				}
+			}
 			b.WriteString("}")
 		}
 		b.WriteString("\n")
@@ -742,6 +794,9 @@ func (m *model) lockInfos() []LockInfo {
 			}
 			if w.upgrade != nil {
 				wi.Owner = w.upgrade.owner
+			}
+			if w.multi != nil {
+				wi.Multi = len(w.multi.legs)
 			}
 			li.Waiters = append(li.Waiters, wi)
 		}
@@ -849,6 +904,7 @@ func runModel(seed uint64, steps int, verbose bool) (failure, oplog string) {
 		o := gen.next(r.now, nextDeadline(r.tb))
 		before := r.tb.Locks(Query{}, r.now)
 		got := r.apply(o)
+		m.tableErr = got.err
 		want := m.apply(o)
 		gen.learnFrom(o, r)
 		e := logEntry{now: r.now, op: o, res: got}
@@ -918,6 +974,18 @@ func checkFIFO(before, after []LockInfo, grants []grantRec) error {
 			waiting[li.Name][w.SessionID] = true
 		}
 	}
+	// A multi-lock's grant is one grant per name.
+	var single []grantRec
+	for _, g := range grants {
+		if g.Names == "" {
+			single = append(single, g)
+			continue
+		}
+		for _, name := range strings.Split(g.Names, ",") {
+			single = append(single, grantRec{SessionID: g.SessionID, Name: name})
+		}
+	}
+	grants = single
 	granted := map[string]map[int64]bool{}
 	for _, g := range grants {
 		if granted[g.Name] == nil {
@@ -961,6 +1029,9 @@ func (c *fenceCheck) step(issued []Key, grants []grantRec) error {
 			}
 			continue
 		}
+		if g.Names != "" {
+			continue // its new keys are among issued; re-entered ones are old
+		}
 		if g.Key.Fence <= last {
 			return fmt.Errorf("grant of fence %d after one of %d in the same step", g.Key.Fence, last)
 		}
@@ -1002,4 +1073,361 @@ func TestModel_RandomOpsMatchReference(t *testing.T) {
 			t.Fatalf("%s\nrerun with: go test ./locktable -run TestModel_RandomOpsMatchReference -model.seed=%d -v", msg, seed)
 		}
 	}
+}
+
+// Multi-locks (SPEC §8.4) in the model: a waiting multi-lock is one
+// waiter per name, linked, queued at once; a queue whose head is a leg
+// grants nothing, and records the multi-lock when the leg fits its lock
+// (or re-enters its owner's hold); at the end of the op (after each
+// release of an ExpireBatch) each recorded multi-lock, in order, is granted
+// if it heads all its queues and fits all its locks, and what follows it
+// on them is granted then.
+
+func (m *model) toSettle(x *mMulti) {
+	if !x.pending {
+		x.pending = true
+		m.settle = append(m.settle, x)
+	}
+}
+
+func (m *model) settleAll() {
+	for len(m.settle) > 0 {
+		x := m.settle[0]
+		m.settle = m.settle[1:]
+		x.pending = false
+		m.settleMulti(x)
+	}
+}
+
+// legReentry returns the hold of l that leg w would re-enter, or nil.
+func legReentry(l *mLock, w *mWaiter) *mHold {
+	if w.req.Owner == "" {
+		return nil
+	}
+	for _, h := range l.holds {
+		if h.owner == w.req.Owner && !h.delayed {
+			if h.shared != w.req.Shared || h.detached != w.req.Detach {
+				return nil
+			}
+			return h
+		}
+	}
+	return nil
+}
+
+func (m *model) settleMulti(x *mMulti) {
+	if x.done {
+		return
+	}
+	perBucket := map[uint64]int{}
+	for _, w := range x.legs {
+		l := m.locks[w.req.Name]
+		if l.waiters[0] != w || (legReentry(l, w) == nil && !fits(l, w.req.Shared)) {
+			return
+		}
+		if legReentry(l, w) == nil {
+			perBucket[bucket(l.name)]++
+			if m.bucketHolds(l.name)+perBucket[bucket(l.name)] > m.bucketCap() {
+				return
+			}
+		}
+	}
+	s := x.legs[0].sess
+	if s.closed {
+		return
+	}
+	re := make([]*mHold, len(x.legs))
+	for i, w := range x.legs {
+		re[i] = legReentry(m.locks[w.req.Name], w)
+	}
+	var names []string
+	var keys []Key
+	var ttl, deadline int64
+	for i, w := range x.legs {
+		l := m.locks[w.req.Name]
+		l.waiters = l.waiters[1:]
+		h := re[i]
+		if h != nil {
+			h.count++
+			m.restartTTL(h, w.req.TTL)
+		} else {
+			h = m.newHold(l, s, w.req)
+		}
+		names, keys = append(names, l.name), append(keys, h.key)
+		if i == 0 {
+			ttl, deadline = h.ttl, h.deadline
+		}
+	}
+	s.waiting = nil
+	x.done = true
+	n, k := multiRec(names, keys)
+	m.grants = append(m.grants, grantRec{SessionID: s.id, TTL: ttl, Deadline: deadline, Names: n, Keys: k})
+	for _, w := range x.legs {
+		m.grantWaiters(m.locks[w.req.Name])
+	}
+}
+
+func (m *model) acquireMulti(s *mSession, reqs []Request, wait bool) ([]Key, Outcome, error) {
+	if len(reqs) == 0 {
+		return nil, 0, ErrBadRequest
+	}
+	rs := slices.Clone(reqs)
+	seen := map[string]bool{}
+	for i := range rs {
+		r := &rs[i]
+		if r.Size == 0 {
+			r.Size = 1
+		}
+		f := rs[0]
+		if r.Name == "" || r.Size != 1 || r.TTL < 0 || r.LockDelay < 0 || r.LockDelay > MaxLockDelay || seen[r.Name] ||
+			r.TTL != f.TTL || r.Owner != f.Owner || r.Detach != f.Detach || r.Shared != f.Shared || r.LockDelay != f.LockDelay {
+			return nil, 0, ErrBadRequest
+		}
+		seen[r.Name] = true
+	}
+	if rs[0].Detach && rs[0].TTL == 0 {
+		return nil, 0, ErrDetachNeedsTTL
+	}
+	for _, r := range rs {
+		m.expireLock(r.Name)
+	}
+	if s.closed {
+		return nil, 0, ErrSessionClosed
+	}
+	free, newHolds := true, 0
+	re := make([]*mHold, len(rs))
+	ls := make([]*mLock, len(rs))
+	for i, r := range rs {
+		l := m.locks[r.Name]
+		ls[i] = l
+		if l == nil {
+			newHolds++
+			continue
+		}
+		if l.size != 1 {
+			return nil, 0, ErrSizeMismatch
+		}
+		if r.Owner != "" {
+			var h *mHold
+			for _, x := range l.holds {
+				if x.owner == r.Owner && !x.delayed {
+					h = x
+					break
+				}
+			}
+			if h != nil {
+				if h.shared != r.Shared {
+					return nil, 0, ErrModeMismatch
+				}
+				if h.detached != r.Detach {
+					return nil, 0, ErrDetachMismatch
+				}
+				re[i] = h
+				continue
+			}
+		}
+		newHolds++
+		if !fits(l, r.Shared) || len(l.waiters) > 0 {
+			free = false
+		}
+	}
+	if !free && !wait {
+		return nil, Busy, nil
+	}
+	if !free && s.waiting != nil {
+		return nil, 0, ErrAlreadyWaiting
+	}
+	if max := m.cfg.MaxHoldsPerSession; max > 0 && !rs[0].Detach {
+		used := m.bound(s)
+		if s.waiting != nil {
+			used++
+		}
+		need := 1
+		if free {
+			need = newHolds
+		}
+		if need > 0 && used+need > max {
+			return nil, 0, ErrTooManyHolds
+		}
+	}
+	if !free && m.cfg.MaxWaiters > 0 {
+		for _, l := range ls {
+			if l != nil && len(l.waiters) >= m.cfg.MaxWaiters {
+				return nil, 0, ErrTooManyWaiters
+			}
+		}
+	}
+	if free {
+		perBucket := map[uint64]int{}
+		for i, r := range rs {
+			if re[i] == nil {
+				perBucket[bucket(r.Name)]++
+				if m.bucketHolds(r.Name)+perBucket[bucket(r.Name)] > m.bucketCap() {
+					return nil, 0, ErrTableFull
+				}
+			}
+		}
+		keys := make([]Key, len(rs))
+		for i, r := range rs {
+			if h := re[i]; h != nil {
+				h.count++
+				m.restartTTL(h, r.TTL)
+				keys[i] = h.key
+				continue
+			}
+			l := ls[i]
+			if l == nil {
+				l = &mLock{name: r.Name, size: 1}
+				m.locks[r.Name] = l
+			}
+			keys[i] = m.newHold(l, s, r).key
+		}
+		return keys, Granted, nil
+	}
+	x := &mMulti{}
+	for _, r := range rs {
+		x.legs = append(x.legs, &mWaiter{sess: s, req: r, enqueued: m.now, multi: x})
+	}
+	if err := m.deadlock(participantM(rs[0].Owner, s), x.legs, ls); err != nil {
+		return nil, 0, err
+	}
+	for i, w := range x.legs {
+		l := ls[i]
+		if l == nil {
+			l = &mLock{name: w.req.Name, size: 1}
+			m.locks[w.req.Name] = l
+		}
+		l.waiters = append(l.waiters, w)
+	}
+	s.waiting = x.legs[0]
+	return nil, Queued, nil
+}
+
+// Deadlocks (SPEC §8.5) in the model: the wait-for graph of participants
+// (an owner, else a session), computed from the whole model; a request
+// that would wait fails when a participant it waits for reaches it.
+
+type mParticipant struct {
+	owner string
+	sess  *mSession
+}
+
+func participantM(owner string, s *mSession) mParticipant {
+	if owner != "" {
+		return mParticipant{owner: owner}
+	}
+	return mParticipant{sess: s}
+}
+
+func holdParticipant(h *mHold) mParticipant {
+	switch {
+	case h.delayed:
+		return mParticipant{}
+	case h.owner != "":
+		return mParticipant{owner: h.owner}
+	case h.sess != nil:
+		return mParticipant{sess: h.sess}
+	}
+	return mParticipant{}
+}
+
+func waiterParticipant(w *mWaiter) mParticipant {
+	if w.upgrade != nil {
+		return participantM(w.upgrade.owner, w.sess)
+	}
+	return participantM(w.req.Owner, w.sess)
+}
+
+// blockers returns the participants of the holds of l that w, a waiter
+// of l (queued or about to be), waits for.
+func blockers(l *mLock, w *mWaiter) []mParticipant {
+	if l == nil || l.size != 1 || (w.multi != nil && legReentry(l, w) != nil) {
+		return nil
+	}
+	var out []mParticipant
+	for _, h := range l.holds {
+		if h == w.upgrade || (w.req.Shared && h.shared) {
+			continue
+		}
+		if p := holdParticipant(h); p != (mParticipant{}) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// waitsOf returns p's queued requests, each with its lock.
+func (m *model) waitsOf(p mParticipant) (ws []*mWaiter, ls []*mLock) {
+	for _, l := range m.sortedLocks() {
+		for _, w := range l.waiters {
+			if waiterParticipant(w) == p {
+				ws, ls = append(ws, w), append(ls, l)
+			}
+		}
+	}
+	return ws, ls
+}
+
+// deadlock returns a *DeadlockError if requester r, waiting with the
+// given waiters on the given locks, would close a cycle: some
+// participant it waits for reaches r in the graph.
+func (m *model) deadlock(r mParticipant, ws []*mWaiter, ls []*mLock) error {
+	seen := map[mParticipant]bool{}
+	var todo []mParticipant
+	for i, w := range ws {
+		todo = append(todo, blockers(ls[i], w)...)
+	}
+	for len(todo) > 0 {
+		p := todo[0]
+		todo = todo[1:]
+		if p == r {
+			var de *DeadlockError
+			if errors.As(m.tableErr, &de) && m.validCycle(r, ws, ls, de.Locks) {
+				return de
+			}
+			return &DeadlockError{Locks: []string{"(no valid cycle reported)"}}
+		}
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		pws, pls := m.waitsOf(p)
+		for i, w := range pws {
+			todo = append(todo, blockers(pls[i], w)...)
+		}
+	}
+	return nil
+}
+
+// validCycle reports whether locks is a cycle of the model's graph
+// through r, about to wait with ws on ls: r waits on locks[0] for a
+// participant that waits on locks[1] … for r.
+func (m *model) validCycle(r mParticipant, ws []*mWaiter, ls []*mLock, locks []string) bool {
+	if len(locks) == 0 {
+		return false
+	}
+	cur := map[mParticipant]bool{}
+	for i, w := range ws {
+		if ls[i] != nil && ls[i].name == locks[0] {
+			for _, p := range blockers(ls[i], w) {
+				cur[p] = true
+			}
+		}
+	}
+	for _, name := range locks[1:] {
+		next := map[mParticipant]bool{}
+		l := m.locks[name]
+		if l == nil {
+			return false
+		}
+		for _, w := range l.waiters {
+			if cur[waiterParticipant(w)] {
+				for _, p := range blockers(l, w) {
+					next[p] = true
+				}
+			}
+		}
+		cur = next
+	}
+	return cur[r]
 }

@@ -25,6 +25,7 @@ const (
 	opAdvance
 	opUpgrade
 	opDowngrade
+	opAcquireMulti
 )
 
 // op is one call on a Table. Sessions are named by their index in the
@@ -41,6 +42,7 @@ type op struct {
 	max  int    // opExpire: the batch bound (0: none)
 	why  Reason // opCloseSession: the reason (0: CloseSession's)
 	rnd  uint64 // opUpgrade: the new key's random part
+	reqs []Request // opAcquireMulti
 }
 
 func (o op) String() string {
@@ -77,6 +79,17 @@ func (o op) String() string {
 		return fmt.Sprintf("Upgrade(%s, %q, %v, rand=%x)", sess, o.name, o.key, o.rnd)
 	case opDowngrade:
 		return fmt.Sprintf("Downgrade(%q, %v)", o.name, o.key)
+	case opAcquireMulti:
+		var names []string
+		for _, r := range o.reqs {
+			names = append(names, fmt.Sprintf("%q/%x", r.Name, r.Rand))
+		}
+		var r Request
+		if len(o.reqs) > 0 {
+			r = o.reqs[0]
+		}
+		return fmt.Sprintf("AcquireMulti(%s, %s ttl=%d size=%d owner=%q detach=%v delay=%d shared=%v, wait=%v)",
+			sess, strings.Join(names, ","), r.TTL, r.Size, r.Owner, r.Detach, r.LockDelay, r.Shared, o.wait)
 	}
 	return "?"
 }
@@ -91,6 +104,17 @@ type grantRec struct {
 	Deadline  int64
 	Upgrade   bool
 	Lost      bool
+	// Names and Keys are a multi-lock grant's, rendered.
+	Names string
+	Keys  string
+}
+
+// multiRec renders a multi-lock grant's names and keys for a grantRec.
+func multiRec(names []string, keys []Key) (string, string) {
+	if names == nil {
+		return "", ""
+	}
+	return strings.Join(names, ","), fmt.Sprint(keys)
 }
 
 // result is what one op returned and the events it caused.
@@ -98,6 +122,7 @@ type result struct {
 	key      Key
 	out      Outcome
 	err      error
+	keys     []Key // AcquireMulti's
 	n        int64 // Renew's TTL, Check's remaining time, ForceUnlock's count, Expire's next deadline, CancelWait's 0/1
 	more     bool  // ExpireBatch: due holds remain
 	grants   []grantRec
@@ -106,7 +131,7 @@ type result struct {
 
 func (a result) equal(b result) bool {
 	sameErr := (a.err == nil) == (b.err == nil) && (a.err == nil || a.err.Error() == b.err.Error())
-	return a.key == b.key && a.out == b.out && sameErr && a.n == b.n && a.more == b.more &&
+	return a.key == b.key && slices.Equal(a.keys, b.keys) && a.out == b.out && sameErr && a.n == b.n && a.more == b.more &&
 		slices.Equal(a.grants, b.grants) && slices.Equal(a.releases, b.releases)
 }
 
@@ -116,6 +141,8 @@ func (r result) format(kind opKind) string {
 	switch kind {
 	case opAcquire, opUpgrade:
 		fmt.Fprintf(&b, "%v %s %s", r.key, outcomeName(r.out), errName(r.err))
+	case opAcquireMulti:
+		fmt.Fprintf(&b, "%v %s %s", r.keys, outcomeName(r.out), errName(r.err))
 	case opUnlock, opDowngrade:
 		b.WriteString(errName(r.err))
 	case opRenew, opCheck:
@@ -126,7 +153,7 @@ func (r result) format(kind opKind) string {
 		fmt.Fprint(&b, r.n, " more=", r.more)
 	}
 	for _, g := range r.grants {
-		fmt.Fprintf(&b, " grant{s%d %q %v ttl=%d deadline=%d upgrade=%v lost=%v}", g.SessionID, g.Name, g.Key, g.TTL, g.Deadline, g.Upgrade, g.Lost)
+		fmt.Fprintf(&b, " grant{s%d %q %v ttl=%d deadline=%d upgrade=%v lost=%v names=%s keys=%s}", g.SessionID, g.Name, g.Key, g.TTL, g.Deadline, g.Upgrade, g.Lost, g.Names, g.Keys)
 	}
 	for _, x := range r.releases {
 		fmt.Fprintf(&b, " release{%q fence=%d owner=%q session=%d %v held=%d delayed-until=%d}",
@@ -226,10 +253,17 @@ func (r *runner) apply(o op) result {
 		}
 	case opDowngrade:
 		res.err = r.tb.Downgrade(&r.ev, o.name, o.key, r.now)
+	case opAcquireMulti:
+		res.keys, res.out, res.err = r.tb.AcquireMulti(&r.ev, s, o.reqs, r.now, o.wait)
+		r.issued = append(r.issued, res.keys...)
 	}
 	for _, g := range r.ev.Grants {
-		res.grants = append(res.grants, grantRec{g.Session.ID, g.Name, g.Key, g.TTL, g.Deadline, g.Upgrade, g.Lost})
-		if !g.Lost {
+		names, keys := multiRec(g.Names, g.Keys)
+		res.grants = append(res.grants, grantRec{g.Session.ID, g.Name, g.Key, g.TTL, g.Deadline, g.Upgrade, g.Lost, names, keys})
+		switch {
+		case g.Names != nil:
+			r.issued = append(r.issued, g.Keys...)
+		case !g.Lost:
 			r.issued = append(r.issued, g.Key)
 		}
 	}
@@ -415,6 +449,8 @@ func (g *opGen) next(now, deadline int64) op {
 	case n < 77:
 		name := g.name()
 		return op{kind: opDowngrade, name: name, key: g.key(name)}
+	case n < 82 && g.rng.IntN(2) == 0:
+		return g.multi()
 	case n < 82:
 		slot := g.rng.IntN(len(g.slots))
 		o := op{kind: opCloseSession, sess: g.slots[slot]}
@@ -442,17 +478,61 @@ func (g *opGen) next(now, deadline int64) op {
 	}
 }
 
+// multi returns a random AcquireMulti: one to three names, mostly of
+// size-1 locks, in any order, with the same options; rarely a name twice,
+// a semaphore's name or a size.
+func (g *opGen) multi() op {
+	pool := []string{"a", "d", "a:1", "b:", "a", "d"}
+	if g.rng.IntN(10) == 0 {
+		pool = append(pool, "b", "c") // semaphores: *SizeMismatchError
+	}
+	n := 1 + g.rng.IntN(3)
+	var owner string
+	if g.rng.IntN(5) < 2 {
+		owner = []string{"o1", "o2"}[g.rng.IntN(2)]
+	}
+	base := Request{
+		TTL: g.ttl(), Owner: owner, Detach: g.rng.IntN(9) == 0,
+		LockDelay: g.lockDelay(), Shared: g.rng.IntN(3) == 0,
+	}
+	if g.rng.IntN(30) == 0 {
+		base.Size = uint32(g.rng.IntN(3))
+	}
+	var reqs []Request
+	seen := map[string]bool{}
+	for len(reqs) < n {
+		name := pool[g.rng.IntN(len(pool))]
+		if seen[name] && g.rng.IntN(20) != 0 {
+			continue // a name twice, rarely: ErrBadRequest
+		}
+		seen[name] = true
+		r := base
+		r.Name, r.Rand = name, g.rng.Uint64()
+		reqs = append(reqs, r)
+	}
+	if g.rng.IntN(60) == 0 {
+		reqs = nil
+	}
+	return op{kind: opAcquireMulti, sess: g.session(), reqs: reqs, wait: g.rng.IntN(3) != 0}
+}
+
 // learnFrom records the keys the runner's last op issued, under their
 // lock names.
 func (g *opGen) learnFrom(o op, r *runner) {
-	for _, k := range r.issued {
+	for i, k := range r.issued {
 		name := o.req.Name
 		if o.kind == opUpgrade {
 			name = o.name
 		}
+		if o.kind == opAcquireMulti && i < len(o.reqs) {
+			name = o.reqs[i].Name
+		}
 		for _, gr := range r.ev.Grants {
 			if gr.Key == k {
 				name = gr.Name
+			}
+			if j := slices.Index(gr.Keys, k); j >= 0 {
+				name = gr.Names[j]
 			}
 		}
 		g.learn(name, k)

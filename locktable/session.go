@@ -96,6 +96,7 @@ func (t *Table) CloseSessionFor(ev *Events, s *Session, why Reason, now int64) {
 	t.endSession(ev, s, now, func(sh *shard, id uint32) {
 		sh.release(t, ev, id, "", why, now)
 	})
+	t.settle(ev, now)
 }
 
 // endSession marks s closed, takes its queued request out of the queue
@@ -118,7 +119,9 @@ func (t *Table) endSession(ev *Events, s *Session, now int64, each func(sh *shar
 	slot := s.slot
 	s.mu.Unlock()
 
-	if w != nil {
+	if w != nil && w.multi != nil {
+		t.cancelMulti(ev, w.multi, now)
+	} else if w != nil {
 		sh := w.sh
 		sh.mu.Lock()
 		// The waiter may have been granted or cancelled meanwhile;

@@ -34,8 +34,25 @@ package locktable
 // Errors, in this order, and nothing changes: ErrSessionClosed;
 // ErrNotHeld if k does not hold name; ErrNotShared if the hold is
 // exclusive; ErrDeadlock if another upgrade of the lock waits (each would
-// wait for the other's hold to end); ErrAlreadyWaiting.
+// wait for the other's hold to end); ErrAlreadyWaiting; a *DeadlockError
+// if another holder of the lock waits, along a chain, for a hold of the
+// upgrade's participant (the hold's owner, else s; SPEC §8.5,
+// deadlock.go).
 func (t *Table) Upgrade(ev *Events, s *Session, name string, k Key, rnd uint64, now int64) (Key, Outcome, error) {
+	defer t.settle(ev, now)
+	nk, out, err, st := t.upgrade(ev, s, name, k, rnd, now, true)
+	if st != nil {
+		if derr := t.findDeadlock(st); derr != nil {
+			return Key{}, 0, derr
+		}
+		nk, out, err, _ = t.upgrade(ev, s, name, k, rnd, now, false)
+	}
+	return nk, out, err
+}
+
+// upgrade is Upgrade in the critical section of the name's shard; detect
+// as in acquire.
+func (t *Table) upgrade(ev *Events, s *Session, name string, k Key, rnd uint64, now int64, detect bool) (Key, Outcome, error, *waitStart) {
 	sh, hash := t.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -45,30 +62,38 @@ func (t *Table) Upgrade(ev *Events, s *Session, name string, k Key, rnd uint64, 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return Key{}, 0, ErrSessionClosed
+		return Key{}, 0, ErrSessionClosed, nil
 	}
 	id := sh.findHold(lid, k)
 	if id == 0 {
-		return Key{}, 0, ErrNotHeld
+		return Key{}, 0, ErrNotHeld, nil
 	}
 	if !sh.hold(id).is(shared) {
-		return Key{}, 0, ErrNotShared
+		return Key{}, 0, ErrNotShared, nil
 	}
 	if sh.lock(lid).nholds == 1 {
-		return sh.upgradeHold(t, id, name, rnd), Granted, nil
+		return sh.upgradeHold(t, id, name, rnd), Granted, nil, nil
 	}
 	if sh.upgradeWaiter(lid) != nil {
-		return Key{}, 0, ErrDeadlock
+		return Key{}, 0, ErrDeadlock, nil
 	}
 	if s.waiting != nil {
-		return Key{}, 0, ErrAlreadyWaiting
+		return Key{}, 0, ErrAlreadyWaiting, nil
 	}
-	sh.enqueue(lid, &waiter{
+	owner := sh.owner(id)
+	if detect {
+		if edges := sh.holdEdges(t, lid, false, id, nil); len(edges) > 0 {
+			return Key{}, 0, nil, &waitStart{who: participantOf(owner, s), edges: edges}
+		}
+	}
+	w := &waiter{
 		sh: sh, lock: lid, bucket: t.bucketOf(hash), session: s,
-		req: Request{Name: name, Rand: rnd}, enqueued: now, upgrade: id,
-	})
+		req: Request{Name: name, Rand: rnd}, enqueued: now, upgrade: id, owner: owner,
+	}
+	sh.enqueue(lid, w)
+	s.waiting = w
 	sh.notify(NoticeContended, name, 0, 0, sh.queues[lid].n)
-	return Key{}, Queued, nil
+	return Key{}, Queued, nil, nil
 }
 
 // upgradeHold makes shared hold id, its lock's only record, exclusive

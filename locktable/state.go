@@ -53,6 +53,11 @@ type WaiterState struct {
 	// is for, a hold of the same lock; 0: an ordinary request. An upgrade
 	// is its lock's first waiter.
 	Upgrade uint64 `json:",omitempty"`
+	// Multi is, for a leg of a waiting multi-lock (Table.AcquireMulti),
+	// the names of all its legs in request order (its own among them);
+	// each of those locks lists a leg of the session with the same
+	// options. nil: a single request.
+	Multi []string `json:",omitempty"`
 }
 
 // State returns the table's state. It holds every shard mutex at once
@@ -98,6 +103,12 @@ func (t *Table) State(extra []*Session) State {
 					ws := WaiterState{SessionID: w.session.ID, Request: w.req, Enqueued: w.enqueued}
 					if w.upgrade != 0 {
 						ws.Upgrade = sh.hold(w.upgrade).key.Fence
+					}
+					if w.multi != nil {
+						ws.Multi = make([]string, len(w.multi.legs))
+						for i, leg := range w.multi.legs {
+							ws.Multi[i] = leg.req.Name
+						}
 					}
 					ls.Waiters = append(ls.Waiters, ws)
 					sessions[w.session.ID] = w.session
@@ -149,6 +160,9 @@ func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Sessi
 	// lists link them.
 	boundTo := map[hid]*Session{}
 	byFence := map[uint64]hid{}
+	// multis are the multi-locks being put together, by session; each
+	// leg goes to its place in legs as its lock is loaded.
+	multis := map[*Session]*multiWait{}
 	t.fence.Store(st.Fence)
 	for _, ls := range st.Locks {
 		sh, hash := t.shardOf(ls.Name)
@@ -190,11 +204,18 @@ func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Sessi
 				return nil, fmt.Errorf("locktable: waiter of session %d: bad request", ws.SessionID)
 			}
 			s := sessions[ws.SessionID]
-			if s == nil || s.waiting != nil {
+			if s == nil || (s.waiting != nil && (ws.Multi == nil || multis[s] == nil)) {
 				return nil, fmt.Errorf("locktable: waiter names unknown or busy session %d", ws.SessionID)
 			}
-			w := &waiter{sh: sh, lock: lid, bucket: bucket, session: s, req: ws.Request, enqueued: ws.Enqueued}
+			w := &waiter{sh: sh, lock: lid, bucket: bucket, session: s, req: ws.Request, enqueued: ws.Enqueued, owner: ws.Request.Owner}
+			if ws.Multi != nil {
+				if err := t.loadLeg(multis, s, w, ws); err != nil {
+					return nil, err
+				}
+			}
 			switch {
+			case ws.Multi != nil:
+				// A leg may head a queue it fits: its siblings wait.
 			case ws.Upgrade != 0:
 				h, ok := byFence[ws.Upgrade]
 				hsh, id := t.holdAt(h)
@@ -202,13 +223,31 @@ func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Sessi
 					return nil, fmt.Errorf("locktable: lock %q: upgrade of session %d is not first or names no shared hold of it", ls.Name, ws.SessionID)
 				}
 				w.upgrade = id
+				w.owner = sh.owner(id)
 			case ws.Request.Shared && ls.Size != 1:
 				return nil, fmt.Errorf("locktable: lock %q: shared waiter of session %d on a semaphore", ls.Name, ws.SessionID)
 			case i == 0 && !ws.Request.Shared && sh.fits(lid, false):
 				return nil, fmt.Errorf("locktable: lock %q: session %d waits for capacity the lock has", ls.Name, ws.SessionID)
 			}
 			sh.enqueue(lid, w)
+			if s.waiting == nil {
+				s.waiting = w
+			}
 		}
+	}
+	for s, m := range multis {
+		for i, w := range m.legs {
+			if w == nil {
+				return nil, fmt.Errorf("locktable: multi-lock of session %d lacks its leg on %q", s.ID, m.legs[0].req.Name)
+			}
+			if i > 0 && w.req.Name == m.legs[0].req.Name {
+				return nil, fmt.Errorf("locktable: multi-lock of session %d names %q twice", s.ID, w.req.Name)
+			}
+			m.shards = append(m.shards, w.sh)
+		}
+		slices.SortFunc(m.shards, func(a, b *shard) int { return int(a.idx) - int(b.idx) })
+		m.shards = slices.Compact(m.shards)
+		s.waiting = m.legs[0]
 	}
 	// Rebuild each session's list in its saved order (newest first), by
 	// linking oldest first.
@@ -232,6 +271,40 @@ func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Sessi
 		}
 	}
 	return sessions, nil
+}
+
+// loadLeg puts w, a leg of the multi-lock ws describes, in its place in
+// the multi-lock of s being loaded, checking it against the legs loaded
+// before it.
+func (t *Table) loadLeg(multis map[*Session]*multiWait, s *Session, w *waiter, ws WaiterState) error {
+	bad := func(what string) error {
+		return fmt.Errorf("locktable: leg %q of the multi-lock of session %d: %s", ws.Request.Name, s.ID, what)
+	}
+	i := slices.Index(ws.Multi, ws.Request.Name)
+	if i < 0 || ws.Upgrade != 0 || ws.Request.Size > 1 {
+		return bad("not one of its names, an upgrade or a semaphore's")
+	}
+	m := multis[s]
+	if m == nil {
+		m = &multiWait{legs: make([]*waiter, len(ws.Multi))}
+		multis[s] = m
+	}
+	if len(m.legs) != len(ws.Multi) || m.legs[i] != nil {
+		return bad("names differ from its other legs', or twice")
+	}
+	for j, o := range m.legs {
+		if o == nil {
+			continue
+		}
+		a, b := o.req, ws.Request
+		if o.req.Name != ws.Multi[j] || a.TTL != b.TTL || a.Owner != b.Owner || a.Detach != b.Detach ||
+			a.Shared != b.Shared || a.LockDelay != b.LockDelay || o.enqueued != ws.Enqueued {
+			return bad("options differ from its other legs'")
+		}
+	}
+	w.multi = m
+	m.legs[i] = w
+	return nil
 }
 
 // OrphanSession ends s as if its server had stopped rather than its client

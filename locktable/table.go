@@ -66,6 +66,11 @@ type Table struct {
 	fence atomic.Uint64
 	// journaled counts the changes ever journaled (see JournalSeq).
 	journaled atomic.Uint64
+	// settling lists the multi-locks releases may have made grantable
+	// (multi.go); ownerWaits the queued requests of each owner
+	// (deadlock.go).
+	settling   settleList
+	ownerWaits ownerWaits
 }
 
 // shard is one partition of the lock namespace. Locks and holds are
@@ -117,6 +122,7 @@ type shard struct {
 	journal    []Change
 	journaled  *atomic.Uint64 // the table's count of journaled changes
 	cfg        *Config        // the table's (Notify)
+	ownerWaits *ownerWaits    // the table's
 	_          [64]byte       // keep neighbouring shards' mutexes off one cache line
 }
 
@@ -146,6 +152,7 @@ func New(cfg Config) *Table {
 		sh.holds.limit = 1<<t.localBits - 1
 		sh.journaled = &t.journaled
 		sh.cfg = &t.cfg
+		sh.ownerWaits = &t.ownerWaits
 		sh.buckets = make([]uint32, maxShards/n)
 		sh.owners = make(map[uint32]string)
 		sh.delays = make(map[uint32]int64)

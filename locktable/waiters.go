@@ -14,9 +14,18 @@ type waiter struct {
 	// in sh) that is to become exclusive; 0: an ordinary request. Only
 	// req.Name and req.Rand (the new key's) of its req are set. It is
 	// always its queue's head, and removed when that hold ends.
-	upgrade    uint32
+	upgrade uint32
+	// multi is, for a leg of a multi-lock (Table.AcquireMulti), the
+	// request it is one leg of; nil: a single request. It is immutable.
+	multi *multiWait
+	// owner is the waiter's participant when it is an owner (SPEC §8.5):
+	// the request's Owner, or an upgrade's hold's; "": its session.
+	owner      string
 	queued     bool
 	prev, next *waiter
+	// oprev/onext link a waiter with an owner into Table.ownerWaits;
+	// guarded by its mutex.
+	oprev, onext *waiter
 }
 
 // waitQueue is a FIFO of waiters with O(1) removal from anywhere.
@@ -69,8 +78,9 @@ func (q *waitQueue) remove(w *waiter) {
 	q.n--
 }
 
-// enqueue queues w on lock lid, as its session's wait: at the tail, or
-// at the head for an upgrade. Caller holds sh.mu and the session's mutex.
+// enqueue queues w on lock lid: at the tail, or at the head for an
+// upgrade. The caller makes it its session's wait (Session.waiting; a
+// multi-lock's first leg). Caller holds sh.mu and the session's mutex.
 func (sh *shard) enqueue(lid uint32, w *waiter) {
 	q := sh.queues[lid]
 	if q == nil {
@@ -83,7 +93,9 @@ func (sh *shard) enqueue(lid uint32, w *waiter) {
 		q.push(w)
 	}
 	sh.waiters++
-	w.session.waiting = w
+	if w.owner != "" {
+		sh.ownerWaits.add(w)
+	}
 }
 
 // upgradeWaiter returns lock lid's waiting upgrade, or nil. Caller holds
@@ -123,6 +135,9 @@ func (sh *shard) dequeue(w *waiter) {
 		delete(sh.queues, w.lock)
 	}
 	sh.waiters--
+	if w.owner != "" {
+		sh.ownerWaits.remove(w)
+	}
 }
 
 // cancelWaiter removes w from its queue if it is still queued and clears the
@@ -173,10 +188,17 @@ func (t *Table) cancelWait(ev *Events, s *Session, now int64) bool {
 	if w == nil {
 		return false
 	}
+	if w.multi != nil {
+		ok := t.cancelMulti(ev, w.multi, now)
+		t.settle(ev, now)
+		return ok
+	}
 	sh := w.sh
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	return sh.cancelWaiter(t, ev, w, now)
+	ok := sh.cancelWaiter(t, ev, w, now)
+	sh.mu.Unlock()
+	t.settle(ev, now)
+	return ok
 }
 
 // fits reports whether a request of the given mode fits lock lid's holds
@@ -221,6 +243,15 @@ func (sh *shard) grantWaiters(t *Table, ev *Events, lid uint32, name string, now
 			return
 		}
 		w := q.head
+		if w.multi != nil {
+			// A multi-lock is granted on all its locks at once, which
+			// takes all their shards: Table.settle does it once this
+			// operation lets go of sh. Nothing behind it goes first.
+			if sh.legFits(lid, w) {
+				t.toSettle(w.multi)
+			}
+			return
+		}
 		if !sh.waiterFits(lid, w) {
 			return
 		}
