@@ -235,14 +235,14 @@ func (o *owner) handle(m *msg) {
 			c.wait = nil
 			sess.setWaiting("") // set again if the LOCK waits on
 			c.startWait(&pendingWait{since: lock.since, run: func() *pendingWait {
-				if srv.timeOut(sess) {
+				if srv.timeOut(sess, lock.multi) {
 					return nil
 				}
 				return lock
 			}})
 			return
 		}
-		if o.srv.timeOut(c.sess) {
+		if o.srv.timeOut(c.sess, c.wait.multi) {
 			c.endWait()
 		} // else granted meanwhile: the grant is in the inbox
 	case msgChecked:

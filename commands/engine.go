@@ -32,6 +32,9 @@ type engine interface {
 	bound(sess *session) int
 
 	acquire(ev *locktable.Events, sess *session, req locktable.Request, now int64, wait bool) (locktable.Key, locktable.Outcome, error)
+	// acquireMulti takes every name of reqs at once, or queues on all of
+	// them at one instant (MLOCK).
+	acquireMulti(ev *locktable.Events, sess *session, reqs []locktable.Request, now int64, wait bool) ([]locktable.Key, locktable.Outcome, error)
 	unlock(ev *locktable.Events, name string, key locktable.Key, now int64) error
 	renew(ev *locktable.Events, sess *session, name string, key locktable.Key, ttl, now int64) (int64, error)
 	check(ev *locktable.Events, name string, key locktable.Key, now int64) (int64, error)
@@ -77,6 +80,9 @@ func (e localEngine) bound(sess *session) int {
 }
 func (e localEngine) acquire(ev *locktable.Events, sess *session, req locktable.Request, now int64, wait bool) (locktable.Key, locktable.Outcome, error) {
 	return e.t.Acquire(ev, sess.lt, req, now, wait)
+}
+func (e localEngine) acquireMulti(ev *locktable.Events, sess *session, reqs []locktable.Request, now int64, wait bool) ([]locktable.Key, locktable.Outcome, error) {
+	return e.t.AcquireMulti(ev, sess.lt, reqs, now, wait)
 }
 func (e localEngine) unlock(ev *locktable.Events, name string, key locktable.Key, now int64) error {
 	return e.t.Unlock(ev, name, key, now)
@@ -219,6 +225,10 @@ func (e raftEngine) acquire(ev *locktable.Events, sess *session, req locktable.R
 		return locktable.Key{}, 0, err
 	}
 	return r.Key, r.Outcome, nil
+}
+
+func (e raftEngine) acquireMulti(ev *locktable.Events, sess *session, reqs []locktable.Request, now int64, wait bool) ([]locktable.Key, locktable.Outcome, error) {
+	return nil, 0, errors.New("MLOCK is not served in a cluster yet")
 }
 
 func (e raftEngine) unlock(ev *locktable.Events, name string, key locktable.Key, now int64) error {

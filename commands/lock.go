@@ -3,6 +3,7 @@ package commands
 import (
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/relock/relock/locktable"
@@ -205,6 +206,125 @@ func (sess *session) cmdForceUnlock(args [][]byte) *pendingWait {
 	return nil
 }
 
+// cmdMLock: MLOCK numnames name [name ...] [TTL ms] [WAIT ms] [OWNER id]
+// [DETACH] [SHARED] [LOCKDELAY ms] — every name at once or none; waits on
+// all of them at one instant.
+func (sess *session) cmdMLock(args [][]byte) *pendingWait {
+	return sess.acquireMulti(args, lockOpts&^resp.OptSize, true)
+}
+
+// cmdMTryLock: MTRYLOCK numnames name [name ...] [TTL ms] [OWNER id]
+// [DETACH] [SHARED] [LOCKDELAY ms]
+func (sess *session) cmdMTryLock(args [][]byte) *pendingWait {
+	return sess.acquireMulti(args, lockOpts&^(resp.OptSize|resp.OptWait), false)
+}
+
+func (sess *session) acquireMulti(args [][]byte, allowed resp.Opt, wait bool) *pendingWait {
+	srv := sess.srv
+	n, ok := resp.ParseInt(args[1])
+	if !ok {
+		sess.fail(resp.ErrNotInteger)
+		return nil
+	}
+	if n < 1 {
+		sess.fail("ERR numnames must be at least 1")
+		return nil
+	}
+	if int(n) > len(args)-2 {
+		sess.fail(resp.ErrSyntax)
+		return nil
+	}
+	if n > int64(srv.cfg.MaxMulti) {
+		sess.fail(resp.Limit("more than max-multi (" + itoa(int64(srv.cfg.MaxMulti)) + ") names"))
+		return nil
+	}
+	names := args[2 : 2+n]
+	opts, err := resp.ScanOptions(args[2+n:], allowed)
+	if err != nil {
+		sess.fail(err.Error())
+		return nil
+	}
+	seen := make(map[string]struct{}, len(names))
+	for _, name := range names {
+		if !sess.checkName(name) {
+			return nil
+		}
+		if _, dup := seen[string(name)]; dup {
+			sess.fail("ERR lock '" + resp.Printable(string(name)) + "' is named twice")
+			return nil
+		}
+		seen[string(name)] = struct{}{}
+	}
+	if len(opts.Owner) > srv.cfg.MaxNameLen {
+		sess.fail(resp.Limit("OWNER longer than max-name-len (" + itoa(int64(srv.cfg.MaxNameLen)) + " bytes)"))
+		return nil
+	}
+	ttl := srv.cfg.DefaultTTL
+	if opts.Has&resp.OptTTL != 0 {
+		ttl = time.Duration(opts.TTL) * time.Millisecond
+		if !sess.checkTTL(ttl) {
+			return nil
+		}
+	}
+	if opts.Detach && ttl == 0 {
+		sess.fail(resp.ErrDetachTTL)
+		return nil
+	}
+	timeout := srv.cfg.DefaultWait
+	if opts.Has&resp.OptWait != 0 {
+		timeout = time.Duration(opts.Wait) * time.Millisecond
+	}
+	delay := int64(srv.cfg.LockDelay)
+	if opts.Has&resp.OptLockDelay != 0 {
+		delay = opts.LockDelay * int64(time.Millisecond)
+	}
+	reqs := make([]locktable.Request, len(names))
+	for i, name := range names {
+		reqs[i] = locktable.Request{
+			Name: string(name), TTL: int64(ttl), Size: 1, Owner: string(opts.Owner),
+			Detach: opts.Detach, Shared: opts.Shared, LockDelay: delay, Rand: randKey(),
+		}
+	}
+	now := srv.now()
+	sess.ev.Reset()
+	keys, outcome, err := srv.eng.acquireMulti(&sess.ev, sess, reqs, now, wait)
+	var cerr error
+	if err == nil && outcome == locktable.Granted {
+		cerr = sess.commitGrants(&sess.ev, reqs, keys)
+	} else {
+		cerr = sess.commit(&sess.ev, false)
+	}
+	if err != nil {
+		sess.tableError(err, string(names[0]))
+		return nil
+	}
+	if cerr != nil && outcome == locktable.Granted {
+		var ev locktable.Events
+		for i, k := range keys {
+			srv.eng.unlock(&ev, reqs[i].Name, k, srv.now())
+		}
+		srv.commit(&ev, false)
+		sess.persistError(cerr)
+		return nil
+	}
+	switch outcome {
+	case locktable.Granted:
+		srv.stats.grants.Add(int64(len(keys)))
+		if ttl > 0 {
+			srv.expiry.schedule(now + int64(ttl))
+		}
+		sess.w.Array(len(keys))
+		for _, k := range keys {
+			sess.writeKey(k)
+		}
+	case locktable.Busy:
+		sess.w.NullArray()
+	case locktable.Queued:
+		return &pendingWait{name: reqs[0].Name, timeout: timeout, since: time.Now(), multi: true}
+	}
+	return nil
+}
+
 // cmdUpgrade: UPGRADE name key [WAIT ms] — the shared hold becomes
 // exclusive, at once if it is the lock's only hold, else once the others
 // are gone (waiting ahead of every queued request). Reply: the new key;
@@ -340,6 +460,7 @@ func (sess *session) persistError(err error) {
 // tableError turns a locktable sentinel error into its RESP error.
 func (sess *session) tableError(err error, name string) {
 	var sm *locktable.SizeMismatchError
+	var dl *locktable.DeadlockError
 	switch {
 	case errors.Is(err, errMoved):
 		sess.fail(sess.srv.eng.moved())
@@ -367,6 +488,12 @@ func (sess *session) tableError(err error, name string) {
 		sess.fail("ERR the hold is exclusive already (UPGRADE takes a shared hold)")
 	case errors.Is(err, locktable.ErrNotExclusive):
 		sess.fail("ERR the hold is shared already (DOWNGRADE takes an exclusive hold)")
+	case errors.As(err, &dl):
+		names := make([]string, len(dl.Locks))
+		for i, l := range dl.Locks {
+			names[i] = "'" + resp.Printable(l) + "'"
+		}
+		sess.fail("DEADLOCK waiting would close a cycle of waits through locks " + strings.Join(names, " -> ") + "; nothing changed")
 	case errors.Is(err, locktable.ErrDeadlock):
 		sess.fail("DEADLOCK another UPGRADE of '" + resp.Printable(name) + "' is waiting: each would wait for the other's shared hold")
 	case errors.Is(err, locktable.ErrTooManyHolds):

@@ -109,7 +109,7 @@ func (sess *session) writeLocks(locks []locktable.LockInfo) {
 		w.BulkString("waiters")
 		w.Array(len(l.Waiters))
 		for _, wt := range l.Waiters {
-			w.Map(7)
+			w.Map(8)
 			w.BulkString("client-id")
 			w.Int(wt.SessionID)
 			w.BulkString("owner")
@@ -121,6 +121,8 @@ func (sess *session) writeLocks(locks []locktable.LockInfo) {
 			w.BulkString(mode(wt.Shared))
 			w.BulkString("upgrade")
 			w.Int(b2i(wt.Upgrade))
+			w.BulkString("multi")
+			w.Int(int64(wt.Multi))
 		}
 		w.BulkString("delayed")
 		w.Int(int64(l.Delayed))

@@ -46,6 +46,8 @@ type Config struct {
 	// LockDelay is the lock-delay of requests without LOCKDELAY (0: none;
 	// at most 60s): see SPEC §8.2 and docs/protocol.md.
 	LockDelay time.Duration
+	// MaxMulti bounds the names of one MLOCK (0 means 64).
+	MaxMulti int
 	// PubsubLimit is the unsent event output a subscribed connection may
 	// have before it is disconnected (0 means 8 MiB).
 	PubsubLimit int
@@ -96,6 +98,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxNameLen <= 0 {
 		c.MaxNameLen = 1024
+	}
+	if c.MaxMulti <= 0 {
+		c.MaxMulti = 64
 	}
 	if c.Shards <= 0 {
 		c.Shards = 1
@@ -604,8 +609,11 @@ func (s *Server) undoGrants(gs []locktable.Grant, commit func(*locktable.Events)
 		if g.Lost {
 			continue // granted nothing: its answer (-NOTHELD) reveals no change
 		}
-		s.log.Warn("grant not committed; releasing it and closing its connection", "lock", g.Name, "client", g.Session.ID)
+		s.log.Warn("grant not committed; releasing it and closing its connection", "lock", g.Name, "locks", g.Names, "client", g.Session.ID)
 		s.eng.unlock(&ev, g.Name, g.Key, s.now())
+		for i, name := range g.Names {
+			s.eng.unlock(&ev, name, g.Keys[i], s.now())
+		}
 		if sess := s.sessionOf(g.Session); sess != nil {
 			sess.kill()
 		}
@@ -631,6 +639,18 @@ func (sess *session) commit(ev *locktable.Events, sync bool) error {
 func (sess *session) commitGrant(ev *locktable.Events, name string, key locktable.Key) error {
 	if sess.c != nil && sess.c.commitLater(ev, true) {
 		sess.uncommitted = append(sess.uncommitted, heldRef{name: name, key: key})
+		return nil
+	}
+	return sess.srv.commit(ev, true)
+}
+
+// commitGrants is commitGrant for the holds of a multi-lock granted at
+// once.
+func (sess *session) commitGrants(ev *locktable.Events, reqs []locktable.Request, keys []locktable.Key) error {
+	if sess.c != nil && sess.c.commitLater(ev, true) {
+		for i, k := range keys {
+			sess.uncommitted = append(sess.uncommitted, heldRef{name: reqs[i].Name, key: k})
+		}
 		return nil
 	}
 	return sess.srv.commit(ev, true)
@@ -712,6 +732,13 @@ func (s *Server) releaseUndelivered(g locktable.Grant, commit func(*locktable.Ev
 		return // a lost upgrade granted nothing
 	}
 	var ev locktable.Events
+	if g.Names != nil {
+		for i, name := range g.Names {
+			s.eng.unlock(&ev, name, g.Keys[i], s.now())
+		}
+		commit(&ev)
+		return
+	}
 	if s.eng.unlock(&ev, g.Name, g.Key, s.now()) == nil {
 		commit(&ev)
 	}

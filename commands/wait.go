@@ -27,12 +27,13 @@ type pendingWait struct {
 	resume  func() *pendingWait
 	run     func() *pendingWait
 	started bool // run: its goroutine was started
+	multi   bool // an MLOCK: its nil is a null array
 }
 
 // timeOut ends a LOCK whose WAIT ran out: it leaves the queue and its
 // reply is a null. False: it was granted meanwhile, and the grant is on
 // its way.
-func (s *Server) timeOut(sess *session) bool {
+func (s *Server) timeOut(sess *session, multi bool) bool {
 	var ev locktable.Events
 	if !s.eng.cancelWait(&ev, sess, s.now()) {
 		sess.commit(&ev, false)
@@ -40,7 +41,11 @@ func (s *Server) timeOut(sess *session) bool {
 	}
 	sess.commit(&ev, false) // the requests behind it that it let in
 	s.stats.waitTimeouts.Add(1)
-	sess.w.Null()
+	if multi {
+		sess.w.NullArray()
+	} else {
+		sess.w.Null()
+	}
 	return true
 }
 
@@ -58,6 +63,13 @@ func (s *Server) grantReply(sess *session, pw *pendingWait, g locktable.Grant) {
 	}
 	s.stats.grants.Add(1)
 	s.stats.waitGrants.Add(1)
+	if g.Names != nil {
+		sess.w.Array(len(g.Keys))
+		for _, k := range g.Keys {
+			sess.writeKey(k)
+		}
+		return
+	}
 	sess.writeKey(g.Key)
 }
 

@@ -139,16 +139,16 @@ func TestConformance_RESP2(t *testing.T) {
 		{send: "INFO nosuchsection", reply: "$0\r\n\r\n"},
 
 		// COMMAND: real entries for relock's commands.
-		{send: "COMMAND COUNT", reply: ":27\r\n"},
+		{send: "COMMAND COUNT", reply: ":29\r\n"},
 		{send: "COMMAND LIST", reply: bulkArray("auth", "check", "client", "cluster", "command", "config", "dbsize", "downgrade", "echo",
-			"forceunlock", "hello", "info", "lock", "locks", "ping", "psubscribe", "punsubscribe", "quit", "renew", "reset",
+			"forceunlock", "hello", "info", "lock", "locks", "mlock", "mtrylock", "ping", "psubscribe", "punsubscribe", "quit", "renew", "reset",
 			"select", "subscribe", "time", "trylock", "unlock", "unsubscribe", "upgrade")},
 		{send: "COMMAND INFO lock", reply: "*1\r\n*10\r\n$4\r\nlock\r\n:-2\r\n*2\r\n+write\r\n+blocking\r\n" +
 			":1\r\n:1\r\n:1\r\n*1\r\n+@lock\r\n*0\r\n*0\r\n*0\r\n"},
 		{send: "COMMAND INFO unlock nosuch", match: `\*2\r\n\*10\r\n\$6\r\nunlock\r\n:3\r\n(?s:.*)\$-1\r\n`},
 		{send: "COMMAND DOCS unlock", match: `\*2\r\n\$6\r\nunlock\r\n\*8\r\n\$7\r\nsummary\r\n\$\d+\r\n[^\r]+\r\n` +
 			`\$5\r\nsince\r\n\$\d+\r\n[0-9.]+\r\n\$5\r\ngroup\r\n\$4\r\nlock\r\n\$6\r\nsyntax\r\n\$15\r\nUNLOCK name key\r\n`},
-		{send: "COMMAND", match: `\*27\r\n(?s:.*)`},
+		{send: "COMMAND", match: `\*29\r\n(?s:.*)`},
 		{send: "COMMAND FROB", match: `-ERR unknown subcommand 'FROB'\. Try COMMAND HELP\.\r\n`},
 
 		// CONFIG GET: a minimal set; DBSIZE; TIME.
@@ -172,7 +172,10 @@ func TestConformance_RESP2(t *testing.T) {
 		{send: "LOCK a", match: keyReply, save: "KEY FENCE"},
 		{send: "DBSIZE", reply: ":1\r\n"},
 		{send: "TRYLOCK a", reply: nullBulk},
-		{send: "LOCK a WAIT 1", reply: nullBulk},
+		// Waiting on its own hold would wait forever (nobody else can run
+		// this connection's UNLOCK): a deadlock of one.
+		{send: "LOCK a WAIT 1", reply: "-DEADLOCK waiting would close a cycle of waits through locks 'a'; nothing changed\r\n"},
+		{conn: "b", send: "LOCK a WAIT 1", reply: nullBulk},
 		{send: "CHECK a $KEY", reply: ":-1\r\n"},
 		{send: "RENEW a $KEY", reply: ":-1\r\n"},
 		{send: "RENEW a $KEY TTL 60000", reply: ":60000\r\n"},
@@ -255,9 +258,9 @@ func TestConformance_RESP2(t *testing.T) {
 		{conn: "b", send: "LOCK w", match: keyReply, save: "WKEY"},
 		{conn: "c", send: "CLIENT ID", match: `:(\d+)\r\n`, save: "CID"},
 		{conn: "c", send: "LOCK w WAIT 0", later: true}, // WAIT 0: no limit
-		{send: "LOCKS MATCH w", until: true, match: `(?s).*\$7\r\nwaiters\r\n\*1\r\n\*14\r\n\$9\r\nclient-id\r\n:$CID\r\n` +
+		{send: "LOCKS MATCH w", until: true, match: `(?s).*\$7\r\nwaiters\r\n\*1\r\n\*16\r\n\$9\r\nclient-id\r\n:$CID\r\n` +
 			`\$5\r\nowner\r\n\$-1\r\n\$6\r\nwaited\r\n:\d+\r\n` +
-			`\$11\r\nclient-name\r\n\$-1\r\n\$11\r\nclient-addr\r\n\$\d+\r\n127\.0\.0\.1:\d+\r\n\$4\r\nmode\r\n\$9\r\nexclusive\r\n\$7\r\nupgrade\r\n:0\r\n\$7\r\ndelayed\r\n:0\r\n`},
+			`\$11\r\nclient-name\r\n\$-1\r\n\$11\r\nclient-addr\r\n\$\d+\r\n127\.0\.0\.1:\d+\r\n\$4\r\nmode\r\n\$9\r\nexclusive\r\n\$7\r\nupgrade\r\n:0\r\n\$5\r\nmulti\r\n:0\r\n\$7\r\ndelayed\r\n:0\r\n`},
 		{send: "CLIENT LIST ID $CID", match: `\$\d+\r\nid=$CID .* flags=b .* cmd=lock .*\n\r\n`},
 		{send: "INFO clients", match: `(?s).*blocked_clients:1\r\n.*`},
 		{conn: "b", send: "UNLOCK w $WKEY", reply: ":1\r\n"},
@@ -414,7 +417,7 @@ func TestConformance_Limits(t *testing.T) {
 		// max-waiters (per lock).
 		{conn: "b", send: "CLIENT ID", match: `:(\d+)\r\n`, save: "BID"},
 		{conn: "b", send: "LOCK l WAIT 10000", later: true},
-		{send: "LOCKS MATCH l", until: true, match: `(?s).*\$7\r\nwaiters\r\n\*1\r\n\*14\r\n\$9\r\nclient-id\r\n:$BID\r\n.*`},
+		{send: "LOCKS MATCH l", until: true, match: `(?s).*\$7\r\nwaiters\r\n\*1\r\n\*16\r\n\$9\r\nclient-id\r\n:$BID\r\n.*`},
 		{conn: "c", send: "LOCK l WAIT 10000", reply: "-LIMIT too many waiters on this lock (max-waiters 1)\r\n"},
 		{conn: "c", send: "TRYLOCK l", reply: nullBulk},
 
@@ -459,7 +462,7 @@ func TestConformance_RESP3(t *testing.T) {
 
 		{send: "LOCK a", match: keyReply, save: "KEY FENCE"},
 		{send: "TRYLOCK a", reply: "_\r\n"},
-		{send: "LOCK a WAIT 1", reply: "_\r\n"},
+		{conn: "b", send: "LOCK a WAIT 1", reply: "_\r\n"},
 		{send: "CHECK a $KEY", reply: ":-1\r\n"},
 		{send: "UNLOCK a 1-0000000000000000", reply: notHeld},
 		{conn: "b", send: "CLIENT ID", match: `:(\d+)\r\n`, save: "BID"},
@@ -471,9 +474,9 @@ func TestConformance_RESP3(t *testing.T) {
 			`\$3\r\nttl\r\n:-1\r\n\$3\r\nage\r\n:\d+\r\n\$8\r\ndetached\r\n:0\r\n\$5\r\ncount\r\n:1\r\n` +
 			`\$11\r\nclient-name\r\n_\r\n\$11\r\nclient-addr\r\n\$\d+\r\n127\.0\.0\.1:\d+\r\n` +
 			`\$4\r\nmode\r\n\$9\r\nexclusive\r\n\$7\r\nwaiters\r\n\*1\r\n` +
-			`%7\r\n\$9\r\nclient-id\r\n:$BID\r\n\$5\r\nowner\r\n\$6\r\nwaiter\r\n\$6\r\nwaited\r\n:\d+\r\n` +
+			`%8\r\n\$9\r\nclient-id\r\n:$BID\r\n\$5\r\nowner\r\n\$6\r\nwaiter\r\n\$6\r\nwaited\r\n:\d+\r\n` +
 			`\$11\r\nclient-name\r\n\$5\r\nother\r\n\$11\r\nclient-addr\r\n\$\d+\r\n127\.0\.0\.1:\d+\r\n` +
-			`\$4\r\nmode\r\n\$9\r\nexclusive\r\n\$7\r\nupgrade\r\n:0\r\n\$7\r\ndelayed\r\n:0\r\n`},
+			`\$4\r\nmode\r\n\$9\r\nexclusive\r\n\$7\r\nupgrade\r\n:0\r\n\$5\r\nmulti\r\n:0\r\n\$7\r\ndelayed\r\n:0\r\n`},
 		{send: "UNLOCK a $KEY", reply: ":1\r\n"},
 		{conn: "b", match: keyReply, save: "BKEY"},
 
@@ -486,7 +489,7 @@ func TestConformance_RESP3(t *testing.T) {
 		{send: "CONFIG GET nosuch", reply: "%0\r\n"},
 		{send: "COMMAND DOCS check", match: `%1\r\n\$5\r\ncheck\r\n%4\r\n\$7\r\nsummary\r\n(?s:.*)\$14\r\nCHECK name key\r\n`},
 		{send: "COMMAND INFO nosuch", reply: "*1\r\n_\r\n"},
-		{send: "COMMAND COUNT", reply: ":27\r\n"},
+		{send: "COMMAND COUNT", reply: ":29\r\n"},
 		{send: "DBSIZE", reply: ":1\r\n"},
 		{send: "TIME", match: `\*2\r\n\$10\r\n\d{10}\r\n\$\d\r\n\d{1,6}\r\n`},
 		{send: "PING", reply: "+PONG\r\n"},

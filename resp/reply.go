@@ -96,6 +96,16 @@ func (w *Writer) Push(n int) {
 	w.header('*', int64(n))
 }
 
+// NullArray writes the null array: *-1 in RESP2 (what BLPOP answers on
+// timeout), _ in RESP3.
+func (w *Writer) NullArray() {
+	if w.Proto == 3 {
+		w.B = append(w.B, "_\r\n"...)
+		return
+	}
+	w.B = append(w.B, "*-1\r\n"...)
+}
+
 // Array writes an array header for n elements.
 func (w *Writer) Array(n int) { w.header('*', int64(n)) }
 
