@@ -38,10 +38,10 @@ type op struct {
 	name string
 	key  Key
 	ttl  int64
-	dt   int64  // opAdvance: how far the clock moves
-	max  int    // opExpire: the batch bound (0: none)
-	why  Reason // opCloseSession: the reason (0: CloseSession's)
-	rnd  uint64 // opUpgrade: the new key's random part
+	dt   int64     // opAdvance: how far the clock moves
+	max  int       // opExpire: the batch bound (0: none)
+	why  Reason    // opCloseSession: the reason (0: CloseSession's)
+	rnd  uint64    // opUpgrade: the new key's random part
 	reqs []Request // opAcquireMulti
 }
 

@@ -166,7 +166,8 @@ func (t *Table) LoadState(st State, conn func(id uint64) any) (map[uint64]*Sessi
 	t.fence.Store(st.Fence)
 	for _, ls := range st.Locks {
 		sh, hash := t.shardOf(ls.Name)
-		if ls.Name == "" || ls.Size == 0 || len(ls.Holds) == 0 {
+		// A lock without holds exists only for a multi-lock waiting on it.
+		if ls.Name == "" || ls.Size == 0 || (len(ls.Holds) == 0 && (len(ls.Waiters) == 0 || ls.Waiters[0].Multi == nil)) {
 			return nil, fmt.Errorf("locktable: lock %q: bad size, holds or queue", ls.Name)
 		}
 		if sh.find(ls.Name, hash) != 0 {

@@ -125,6 +125,10 @@ func (f *FSM) ApplyOp(op Op) *Result {
 		if s := sess(); s != nil {
 			r.Key, r.Outcome, r.Err = t.Acquire(&r.Events, s, op.Request, op.Now, op.Wait)
 		}
+	case OpAcquireMulti:
+		if s := sess(); s != nil {
+			r.Keys, r.Outcome, r.Err = t.AcquireMulti(&r.Events, s, op.Requests, op.Now, op.Wait)
+		}
 	case OpUnlock:
 		r.Err = t.Unlock(&r.Events, op.Name, op.Key, op.Now)
 	case OpRenew:

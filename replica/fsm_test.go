@@ -2,9 +2,12 @@ package replica
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -58,6 +61,23 @@ func (g *opGen) next() Op {
 		g.nextSess++
 		g.open = append(g.open, g.nextSess)
 		return Op{Kind: OpOpen, Now: g.now, Session: g.nextSess}
+	case n < 45 && g.rng.IntN(4) == 0:
+		// A multi-lock of two or three size-1 names, in any order.
+		order := g.rng.Perm(3)[:2+g.rng.IntN(2)]
+		base := locktable.Request{Shared: g.rng.IntN(3) == 0}
+		if g.rng.IntN(2) == 0 {
+			base.Owner = fmt.Sprintf("o%d", g.rng.IntN(2))
+		}
+		if g.rng.IntN(2) == 0 {
+			base.TTL = int64(1+g.rng.IntN(20)) * 1_000_000
+		}
+		var reqs []locktable.Request
+		for _, i := range order {
+			r := base
+			r.Name, r.Rand = names[i], g.rng.Uint64()
+			reqs = append(reqs, r)
+		}
+		return Op{Kind: OpAcquireMulti, Now: g.now, Session: pickSess(), Requests: reqs, Wait: g.rng.IntN(3) != 0}
 	case n < 45:
 		name := names[g.rng.IntN(len(names))]
 		req := locktable.Request{Name: name, Rand: g.rng.Uint64()}
@@ -121,8 +141,16 @@ func (g *opGen) learn(op Op, r *Result) {
 	if op.Kind == OpUpgrade && r.Outcome == locktable.Granted {
 		g.keys = append(g.keys, keyOf{op.Name, r.Key})
 	}
+	if op.Kind == OpAcquireMulti && r.Outcome == locktable.Granted {
+		for i, k := range r.Keys {
+			g.keys = append(g.keys, keyOf{op.Requests[i].Name, k})
+		}
+	}
 	for _, gr := range r.Events.Grants {
-		if !gr.Lost {
+		for i, k := range gr.Keys {
+			g.keys = append(g.keys, keyOf{gr.Names[i], k})
+		}
+		if !gr.Lost && gr.Names == nil {
 			g.keys = append(g.keys, keyOf{gr.Name, gr.Key})
 		}
 	}
@@ -131,9 +159,13 @@ func (g *opGen) learn(op Op, r *Result) {
 // render gives a result a comparable text form (sessions by ID).
 func render(r *Result) string {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "key=%v out=%d int=%d bool=%v err=%v", r.Key, r.Outcome, r.Int, r.Bool, r.Err)
+	fmt.Fprintf(&b, "key=%v keys=%v out=%d int=%d bool=%v err=%v", r.Key, r.Keys, r.Outcome, r.Int, r.Bool, r.Err)
+	var de *locktable.DeadlockError
+	if errors.As(r.Err, &de) {
+		fmt.Fprintf(&b, " deadlock=%q", de.Locks)
+	}
 	for _, g := range r.Events.Grants {
-		fmt.Fprintf(&b, " grant{%d %s %v ttl=%d dl=%d upgrade=%v lost=%v}", g.Session.ID, g.Name, g.Key, g.TTL, g.Deadline, g.Upgrade, g.Lost)
+		fmt.Fprintf(&b, " grant{%d %s %v names=%q keys=%v ttl=%d dl=%d upgrade=%v lost=%v}", g.Session.ID, g.Name, g.Key, g.Names, g.Keys, g.TTL, g.Deadline, g.Upgrade, g.Lost)
 	}
 	for _, rel := range r.Events.Releases {
 		fmt.Fprintf(&b, " release%+v", rel)
@@ -415,7 +447,7 @@ func TestOp_EntriesWrittenBeforeLockDelay(t *testing.T) {
 		{`{"k":"close","now":6,"s":3}`, Op{Kind: OpClose, Now: 6, Session: 3}},
 	} {
 		got, err := DecodeOp([]byte(tc.entry))
-		if err != nil || got != tc.want {
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
 			t.Fatalf("DecodeOp(%s) = %+v, %v; want %+v", tc.entry, got, err, tc.want)
 		}
 		if b, _ := got.Encode(); string(b) != tc.entry {
@@ -425,7 +457,7 @@ func TestOp_EntriesWrittenBeforeLockDelay(t *testing.T) {
 	op := Op{Kind: OpClose, Now: 6, Session: 3, Reason: locktable.ReasonKilled}
 	op.Request.LockDelay = 7
 	b, _ := op.Encode()
-	if got, err := DecodeOp(b); err != nil || got != op {
+	if got, err := DecodeOp(b); err != nil || !reflect.DeepEqual(got, op) {
 		t.Fatalf("round trip of %+v: %+v, %v", op, got, err)
 	}
 }
@@ -516,8 +548,88 @@ func TestOp_UpgradeEntriesRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, err := DecodeOp(b); err != nil || got != op {
+		if got, err := DecodeOp(b); err != nil || !reflect.DeepEqual(got, op) {
 			t.Fatalf("round trip of %+v (%s): %+v, %v", op, b, got, err)
 		}
+	}
+}
+
+// TestFSM_MultiLocksAndDeadlocksAreTheSameOnEveryReplica: a multi-lock
+// entry queues and is granted alike on replicas of any shard count and on
+// one restored from a snapshot taken while it waited; a deadlock is the
+// same *locktable.DeadlockError, with the same cycle, on each.
+func TestFSM_MultiLocksAndDeadlocksAreTheSameOnEveryReplica(t *testing.T) {
+	now := int64(1_750_000_000_000_000_000)
+	a := NewFSM(locktable.Config{Shards: 1, FenceStart: 100}, nil)
+	b := NewFSM(locktable.Config{Shards: 16, FenceStart: 100}, nil)
+	var c *FSM // restored mid-way
+	apply := func(op Op) []*Result {
+		t.Helper()
+		entry, err := op.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		op, err = DecodeOp(entry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs := []*Result{a.Apply(&raft.Log{Data: entry}).(*Result), b.Apply(&raft.Log{Data: entry}).(*Result)}
+		if c != nil {
+			rs = append(rs, c.ApplyOp(op))
+		}
+		for _, r := range rs[1:] {
+			if render(r) != render(rs[0]) {
+				t.Fatalf("%+v:\n %s\nwant %s", op, render(r), render(rs[0]))
+			}
+		}
+		return rs
+	}
+	for s := uint64(1); s <= 3; s++ {
+		apply(Op{Kind: OpOpen, Now: now, Session: s})
+	}
+	req := func(name string, rnd uint64) locktable.Request { return locktable.Request{Name: name, Rand: rnd} }
+	ky := apply(Op{Kind: OpAcquire, Now: now, Session: 2, Request: req("y", 1)})[0].Key
+	r := apply(Op{Kind: OpAcquireMulti, Now: now, Session: 1, Requests: []locktable.Request{req("y", 2), req("x", 3)}, Wait: true})[0]
+	if r.Outcome != locktable.Queued || r.Err != nil || r.Keys != nil {
+		t.Fatalf("mlock y x: %s; want queued", render(r))
+	}
+
+	c = NewFSM(locktable.Config{Shards: 4, FenceStart: 100}, nil)
+	if err := c.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, a)))); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	if li, _ := c.Table().Lock("x", now); len(li.Holds) != 0 || len(li.Waiters) != 1 || li.Waiters[0].Multi != 2 {
+		t.Fatalf("restored x: %+v; want no hold and the multi-lock's leg", li)
+	}
+
+	// Session 1 holds nothing while it waits: session 3 takes z, and
+	// waits for x behind the multi-lock though x is free.
+	kz := apply(Op{Kind: OpAcquire, Now: now, Session: 3, Request: req("z", 4)})[0].Key
+	if r := apply(Op{Kind: OpAcquire, Now: now, Session: 3, Request: req("x", 5), Wait: true})[0]; r.Outcome != locktable.Queued {
+		t.Fatalf("lock x behind the multi-lock: %s; want queued", render(r))
+	}
+	// Session 2 asks for z: it would wait for 3, which waits (behind
+	// the multi-lock, not on a hold) — no deadlock.
+	if r := apply(Op{Kind: OpAcquire, Now: now, Session: 2, Request: req("z", 6), Wait: true})[0]; r.Outcome != locktable.Queued || r.Err != nil {
+		t.Fatalf("lock z: %s; want queued", render(r))
+	}
+	for _, r := range apply(Op{Kind: OpUnlock, Now: now + 1, Name: "y", Key: ky}) {
+		if len(r.Events.Grants) != 1 || len(r.Events.Grants[0].Keys) != 2 || r.Events.Grants[0].Names[0] != "y" {
+			t.Fatalf("unlock y: %s; want the multi-lock granted", render(r))
+		}
+	}
+	// Now 1 holds x and y; 3 waits for x (on 1's hold), 2 for z (on 3's).
+	// 1 asking for z closes the cycle z → x → … : 1 waits on z for 3,
+	// 3 waits on x for 1.
+	for _, r := range apply(Op{Kind: OpAcquire, Now: now + 2, Session: 1, Request: req("z", 7), Wait: true}) {
+		var de *locktable.DeadlockError
+		if !errors.As(r.Err, &de) || !errors.Is(r.Err, locktable.ErrDeadlock) || !slices.Equal(de.Locks, []string{"z", "x"}) {
+			t.Fatalf("lock z by 1: %s; want a DeadlockError through z, x", render(r))
+		}
+	}
+	apply(Op{Kind: OpUnlock, Now: now + 3, Name: "z", Key: kz})
+	sa := snapshotBytes(t, a)
+	if !bytes.Equal(sa, snapshotBytes(t, b)) || !bytes.Equal(sa, snapshotBytes(t, c)) {
+		t.Fatal("final snapshots differ")
 	}
 }

@@ -26,22 +26,28 @@ const (
 	OpUpgrade Kind = "upgrade"
 	// OpDowngrade: DOWNGRADE (Name's exclusive hold of Key).
 	OpDowngrade Kind = "downgrade"
+	// OpAcquireMulti: MLOCK / MTRYLOCK (Session asks for every request
+	// of Requests at once; Wait as for an acquire).
+	OpAcquireMulti Kind = "mlock"
 )
 
 // Op is one log entry. Now is the proposing leader's clock; Session is the
 // acting session's ID. An entry is JSON; fields added since (Max, Reason,
-// Rand, Request.LockDelay, Request.Shared) are left out when zero, so
-// entries written before them decode as they were meant.
+// Rand, Request.LockDelay, Request.Shared, Requests) are left out when
+// zero, so entries written before them decode as they were meant.
 type Op struct {
 	Kind    Kind              `json:"k"`
 	Now     int64             `json:"now"`
 	Session uint64            `json:"s,omitempty"`
 	Request locktable.Request `json:"req,omitzero"`
-	Wait    bool              `json:"wait,omitempty"`
-	Name    string            `json:"name,omitempty"`
-	Key     locktable.Key     `json:"key,omitzero"`
-	TTL     int64             `json:"ttl,omitempty"`
-	Grace   int64             `json:"grace,omitempty"`
+	// Requests (mlock) are the multi-lock's requests, one per name in
+	// the client's order, each with the random part of its key.
+	Requests []locktable.Request `json:"reqs,omitempty"`
+	Wait     bool                `json:"wait,omitempty"`
+	Name     string              `json:"name,omitempty"`
+	Key      locktable.Key       `json:"key,omitzero"`
+	TTL      int64               `json:"ttl,omitempty"`
+	Grace    int64               `json:"grace,omitempty"`
 	// Max bounds the holds an expire op releases (0: no bound, as in
 	// entries written before it existed): part of the entry, so that every
 	// replica releases the same batch.
@@ -76,8 +82,14 @@ func DecodeOp(b []byte) (Op, error) {
 // Result is what applying an op returned. Events carry the grants to
 // waiting sessions and the releases the op caused; the node that proposed
 // the op delivers the grants to its connections.
+//
+// Err is the table's error value as the FSM returned it on this node: a
+// *locktable.DeadlockError (errors.Is ErrDeadlock) with its cycle's lock
+// names, like every error, is the same on every node that applies the
+// entry, since the table decides it from the replicated state alone.
 type Result struct {
 	Key     locktable.Key     // Acquire, Upgrade: the key granted at once
+	Keys    []locktable.Key   // AcquireMulti: the keys granted at once, in request order
 	Outcome locktable.Outcome // Acquire, Upgrade
 	Int     int64             // Renew: TTL now set; Check: time left; Force: holds released
 	Bool    bool              // Cancel: whether the request (or upgrade) was still queued; Expire: whether due holds remain

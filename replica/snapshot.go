@@ -22,7 +22,7 @@ import (
 // which raft runs concurrently with later Applies, encodes it. The
 // encoding is binary and versioned:
 //
-//	magic "\x00RLSNAP" | version byte (3) | body | CRC-32C of body (4 bytes, big endian)
+//	magic "\x00RLSNAP" | version byte (4) | body | CRC-32C of body (4 bytes, big endian)
 //
 // body, in uvarints (u), zig-zag varints (v), length-prefixed strings (s)
 // and fixed 8-byte big-endian words (w):
@@ -36,10 +36,13 @@ import (
 //	    | u #waiters, each: u session | s name | u size | s owner | v ttl | w rand
 //	                        | flags byte (1 detach, 2 shared) | v enqueued | v lock-delay
 //	                        | u upgrade (the upgraded hold's fence; 0: none)
+//	                        | u #multi names, each: s name (a multi-lock leg's
+//	                          names, its own among them; 0: a single request)
 //
 // A hold's name and size are its lock's; a delayed hold is a slot in
 // lock-delay; a waiter with an upgrade fence is a waiting UPGRADE of that
-// hold. Version 2 is version 3 without modes (no shared flags, no upgrade
+// hold. Version 3 is version 4 without multi-locks (no multi names);
+// version 2 is version 3 without modes (no shared flags, no upgrade
 // fences: every hold and request exclusive); version 1 is version 2
 // without the lock-delays (and so without delayed holds). Snapshots
 // written before version 1 are the JSON of fsmState. Restore reads them
@@ -49,9 +52,9 @@ import (
 const snapshotMagic = "\x00RLSNAP"
 
 // snapshotVersion is the encoding Persist writes; decodeSnapshot also
-// reads version 2, written before shared holds, and version 1, written
-// before lock-delay.
-const snapshotVersion byte = 3
+// reads version 3, written before multi-locks, version 2, written before
+// shared holds, and version 1, written before lock-delay.
+const snapshotVersion byte = 4
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
@@ -143,6 +146,10 @@ func encodeSnapshot(w io.Writer, st *fsmState) error {
 			e.v(ws.Enqueued)
 			e.v(ws.Request.LockDelay)
 			e.u(ws.Upgrade)
+			e.u(uint64(len(ws.Multi)))
+			for _, name := range ws.Multi {
+				e.s(name)
+			}
 		}
 	}
 	if e.err != nil {
@@ -428,6 +435,14 @@ func (d *decoder) state() fsmState {
 				}
 				if d.version >= 3 {
 					ws.Upgrade = d.u()
+				}
+				if d.version >= 4 {
+					if nm := d.n(); nm > 0 {
+						ws.Multi = make([]string, 0, grow(nm))
+						for k := 0; k < nm && d.err == nil; k++ {
+							ws.Multi = append(ws.Multi, d.s())
+						}
+					}
 				}
 				ls.Waiters = append(ls.Waiters, ws)
 			}

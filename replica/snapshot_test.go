@@ -58,11 +58,11 @@ func fullState() fsmState {
 			Locks: []locktable.LockState{{
 				Name: "a\x00b", Size: 2,
 				Holds: []locktable.HoldState{hold("a\x00b", 2, 11, 1), hold("a\x00b", 2, 12, 1)},
-				Waiters: []locktable.WaiterState{{SessionID: 2, Enqueued: -1, Upgrade: 11,
+				Waiters: []locktable.WaiterState{{SessionID: 2, Enqueued: -1, Upgrade: 11, Multi: []string{"a\x00b", "c"},
 					Request: locktable.Request{Name: "a\x00b", TTL: 1, Size: 2, Owner: "w", Detach: true, Rand: 1<<64 - 1, LockDelay: 60e9, Shared: true}}},
 			}, {
 				Name: "c", Size: 1, Holds: []locktable.HoldState{hold("c", 1, 13, 2)},
-				Waiters: []locktable.WaiterState{{SessionID: 2, Enqueued: 9, Upgrade: 1 << 40, Request: locktable.Request{Name: "c", TTL: 2, Size: 1, Owner: "x", Detach: true, Rand: 5, LockDelay: 1, Shared: true}}},
+				Waiters: []locktable.WaiterState{{SessionID: 2, Enqueued: 9, Upgrade: 1 << 40, Multi: []string{"c"}, Request: locktable.Request{Name: "c", TTL: 2, Size: 1, Owner: "x", Detach: true, Rand: 5, LockDelay: 1, Shared: true}}},
 			}},
 		},
 		Leader: "n1", LeaderAddr: "127.0.0.1:6380", LeaderTerm: 7,
@@ -126,6 +126,37 @@ const snapshotV1 = "00524c534e415001808080808080808010026e310e3132372e302e302e31
 // shared holds (golden bytes).
 const snapshotV2 = "00524c534e415002808080808080808010026e310e3132372e302e302e313a36333830070201020c0b02010d020361006202020bfedcba9876543210016f0380c8afa0250d808080808080808080010f018098dc93340cfedcba9876543210016f0380c8afa0250d808080808080808080010f018098dc933401020361006202017702ffffffffffffffff010180e0ba84bf03016301010dfedcba9876543210016f0380c8afa0250d808080808080808080010f028098dc933401020163010178040000000000000005011202fd36a396"
 
+// snapshotV3 is fullState, without multi-locks, as version 3 wrote it,
+// before multi-locks (golden bytes).
+const snapshotV3 = "00524c534e415003808080808080808010026e310e3132372e302e302e313a36333830070201020c0b02010d020361006202020bfedcba9876543210016f0380c8afa0250d808080808080808080011f018098dc93340cfedcba9876543210016f0380c8afa0250d808080808080808080011f018098dc933401020361006202017702ffffffffffffffff030180e0ba84bf030b016301010dfedcba9876543210016f0380c8afa0250d808080808080808080011f028098dc93340102016301017804000000000000000503120280808080802036b9fd29"
+
+// withoutMulti returns st without multi-lock waiters: what a snapshot
+// written before multi-locks holds.
+func withoutMulti(st fsmState) fsmState {
+	for i := range st.Locks {
+		for j := range st.Locks[i].Waiters {
+			st.Locks[i].Waiters[j].Multi = nil
+		}
+	}
+	return st
+}
+
+// TestSnapshot_RestoresVersion3: a snapshot written before multi-locks
+// decodes to its state, every waiter a single request.
+func TestSnapshot_RestoresVersion3(t *testing.T) {
+	b, err := hex.DecodeString(snapshotV3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeSnapshot(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("decodeSnapshot(version 3) = %v", err)
+	}
+	if want := withoutMulti(fullState()); !reflect.DeepEqual(got, want) {
+		t.Fatalf("version 3:\n got %+v\nwant %+v", got, want)
+	}
+}
+
 // withoutModes returns st with every hold and request exclusive and no
 // upgrade waiting: what a snapshot written before shared holds holds.
 func withoutModes(st fsmState) fsmState {
@@ -138,7 +169,7 @@ func withoutModes(st fsmState) fsmState {
 			ls.Waiters[j].Request.Shared, ls.Waiters[j].Upgrade = false, 0
 		}
 	}
-	return st
+	return withoutMulti(st)
 }
 
 // TestSnapshot_RestoresVersion2: a snapshot written before shared holds
@@ -382,6 +413,8 @@ func FuzzDecodeSnapshot(f *testing.F) {
 	f.Add(v1)
 	v2, _ := hex.DecodeString(snapshotV2)
 	f.Add(v2)
+	v3, _ := hex.DecodeString(snapshotV3)
+	f.Add(v3)
 	f.Add([]byte(`{"Locks":[]}`))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, in []byte) {
