@@ -228,7 +228,11 @@ func (e raftEngine) acquire(ev *locktable.Events, sess *session, req locktable.R
 }
 
 func (e raftEngine) acquireMulti(ev *locktable.Events, sess *session, reqs []locktable.Request, now int64, wait bool) ([]locktable.Key, locktable.Outcome, error) {
-	return nil, 0, errors.New("MLOCK is not served in a cluster yet")
+	r, err := e.propose(ev, sess, replica.Op{Kind: replica.OpAcquireMulti, Now: now, Session: sess.id, Requests: reqs, Wait: wait})
+	if err != nil {
+		return nil, 0, err
+	}
+	return r.Keys, r.Outcome, nil
 }
 
 func (e raftEngine) unlock(ev *locktable.Events, name string, key locktable.Key, now int64) error {

@@ -97,6 +97,7 @@ func TestEngine_RaftPassesTheEngineTests(t *testing.T) {
 		"TestLockDelay_DisconnectKeepsTheLockForTheDelay",
 		"TestLockDelay_UnlockAndForceUnlockNeverDelay",
 		"TestShared_[A-Za-z]+",
+		"TestMulti_[A-Za-z]+",
 	}
 	out := runChildTests(t, engineEnv+"=raft", 4*time.Minute, tests)
 	if n := strings.Count(out, "--- PASS: Test"); n < 10 {
