@@ -15,7 +15,14 @@
 // exclusive (waiting ahead of the queue) or an exclusive one downgraded
 // (shared.go).
 //
-// Concurrency: a Table is safe for concurrent use. Every check-and-act on a
+// Multi-locks (SPEC §8.4, multi.go) queue one leg per name at one
+// instant and are granted on all names at once; a request that would wait
+// and close a wait-for cycle fails with a *DeadlockError (SPEC §8.5,
+// deadlock.go).
+//
+// Concurrency: a Table is safe for concurrent use. An operation takes
+// several shard mutexes only in shard-index order (AcquireMulti, the
+// grant of a multi-lock, State). Every check-and-act on a
 // lock happens in one critical section of the lock's shard. A [Session]'s
 // own mutex is only ever taken while its caller holds a shard mutex or no
 // mutex at all (lock order: shard, then session), never the other way round.

@@ -2,6 +2,7 @@ package locktable
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 )
@@ -248,4 +249,69 @@ func wantSlice[T comparable](t *testing.T, what string, got, want []T) {
 			t.Fatalf("%s = %v; want %v", what, got, want)
 		}
 	}
+}
+
+// acquireMulti runs AcquireMulti with fresh random key parts where reqs
+// set none.
+func (f *fixture) acquireMulti(s *Session, reqs []Request, wait bool) ([]Key, Outcome, error) {
+	f.t.Helper()
+	reqs = append([]Request(nil), reqs...)
+	for i := range reqs {
+		if reqs[i].Rand == 0 {
+			f.rand = f.rand*6364136223846793005 + 1442695040888963407
+			reqs[i].Rand = f.rand
+		}
+	}
+	f.ev.Reset()
+	ks, out, err := f.tb.AcquireMulti(&f.ev, s, reqs, f.now, wait)
+	f.check()
+	return ks, out, err
+}
+
+// multiReqs returns one request per name, each like base.
+func multiReqs(base Request, names ...string) []Request {
+	var reqs []Request
+	for _, n := range names {
+		r := base
+		r.Name = n
+		reqs = append(reqs, r)
+	}
+	return reqs
+}
+
+func (f *fixture) mustGrantMulti(s *Session, base Request, names ...string) []Key {
+	f.t.Helper()
+	ks, out, err := f.acquireMulti(s, multiReqs(base, names...), false)
+	if err != nil || out != Granted || len(ks) != len(names) {
+		f.t.Fatalf("AcquireMulti(%q) by session %d = %v, %v, %v; want %d keys, Granted", names, s.ID, ks, outcomeName(out), err, len(names))
+	}
+	return ks
+}
+
+func (f *fixture) mustQueueMulti(s *Session, base Request, names ...string) {
+	f.t.Helper()
+	ks, out, err := f.acquireMulti(s, multiReqs(base, names...), true)
+	if err != nil || out != Queued || ks != nil {
+		f.t.Fatalf("AcquireMulti(%q, wait) by session %d = %v, %v, %v; want Queued", names, s.ID, ks, outcomeName(out), err)
+	}
+}
+
+// wantDeadlock fails unless err is a *DeadlockError through locks.
+func wantDeadlock(t *testing.T, what string, err error, locks ...string) {
+	t.Helper()
+	var de *DeadlockError
+	if !errors.As(err, &de) || !errors.Is(err, ErrDeadlock) || !slices.Equal(de.Locks, locks) {
+		t.Fatalf("%s: error = %v; want a DeadlockError through %q", what, err, locks)
+	}
+}
+
+// waiters returns the session ids queued on name, in order (none if the
+// lock does not exist).
+func (f *fixture) waiters(name string) []int64 {
+	li, _ := f.tb.Lock(name, f.now)
+	var ids []int64
+	for _, w := range li.Waiters {
+		ids = append(ids, w.SessionID)
+	}
+	return ids
 }

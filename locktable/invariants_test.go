@@ -397,7 +397,15 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 			if q := w.sh.queues[w.lock]; q == nil || q.head != w || !w.sh.legFits(w.lock, w) {
 				heads = false
 			}
-			full = full || tb.bucketFull(w.sh, w.bucket)
+			if w.sh.reentry(w.lock, w) == 0 {
+				need := uint32(1)
+				for _, v := range m.legs[:i] {
+					if v.sh == w.sh && v.bucket == w.bucket && v.sh.reentry(v.lock, v) == 0 {
+						need++
+					}
+				}
+				full = full || w.sh.buckets[w.bucket]+need > tb.bucketCap
+			}
 		}
 		for i := 1; i < len(m.shards); i++ {
 			if m.shards[i-1].idx >= m.shards[i].idx {

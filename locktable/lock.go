@@ -126,21 +126,28 @@ func (sh *shard) dropIfEmpty(id uint32) {
 // and nothing changes (SPEC §8.5, deadlock.go).
 func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait bool) (Key, Outcome, error) {
 	defer t.settle(ev, now)
-	k, out, err, st := t.acquire(ev, s, req, now, wait, true)
-	if st != nil {
-		if derr := t.findDeadlock(st); derr != nil {
-			return Key{}, 0, derr
+	detect := true
+	for try := 0; ; try++ {
+		k, out, err, st := t.acquire(ev, s, req, now, wait, detect, try < maxSettleFirst)
+		switch {
+		case err == errSettleFirst:
+			t.settle(ev, now)
+		case st != nil:
+			if derr := t.findDeadlock(st); derr != nil {
+				return Key{}, 0, derr
+			}
+			detect = false
+		default:
+			return k, out, err
 		}
-		k, out, err, _ = t.acquire(ev, s, req, now, wait, false)
 	}
-	return k, out, err
 }
 
 // acquire is Acquire in the critical section of the name's shard. With
 // detect, a request that would wait on holds is not queued: its edges come
 // back for the deadlock walk, which runs without the mutex, and the
 // caller calls again without detect.
-func (t *Table) acquire(ev *Events, s *Session, req Request, now int64, wait, detect bool) (Key, Outcome, error, *waitStart) {
+func (t *Table) acquire(ev *Events, s *Session, req Request, now int64, wait, detect, settleFirst bool) (Key, Outcome, error, *waitStart) {
 	if req.Size == 0 {
 		req.Size = 1
 	}
@@ -154,6 +161,9 @@ func (t *Table) acquire(ev *Events, s *Session, req Request, now int64, wait, de
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	lid := sh.expireLock(t, ev, sh.find(req.Name, hash), req.Name, now)
+	if settleFirst && t.settling.n.Load() != 0 {
+		return Key{}, 0, errSettleFirst, nil
+	}
 
 	// A closed session takes nothing, not even a re-entry. s.mu is taken
 	// after expireLock, whose releases lock the sessions they unbind.

@@ -1,6 +1,7 @@
 package locktable
 
 import (
+	"errors"
 	"math"
 	"slices"
 	"sync"
@@ -247,21 +248,39 @@ type multiLeg struct {
 // see deadlock.go).
 func (t *Table) AcquireMulti(ev *Events, s *Session, reqs []Request, now int64, wait bool) ([]Key, Outcome, error) {
 	defer t.settle(ev, now)
-	keys, out, err, st := t.acquireMulti(ev, s, reqs, now, wait, true)
-	if st != nil {
-		if derr := t.findDeadlock(st); derr != nil {
-			return nil, 0, derr
+	detect := true
+	for try := 0; ; try++ {
+		keys, out, err, st := t.acquireMulti(ev, s, reqs, now, wait, detect, try < maxSettleFirst)
+		switch {
+		case err == errSettleFirst:
+			t.settle(ev, now)
+		case st != nil:
+			if derr := t.findDeadlock(st); derr != nil {
+				return nil, 0, derr
+			}
+			detect = false
+		default:
+			return keys, out, err
 		}
-		keys, out, err, _ = t.acquireMulti(ev, s, reqs, now, wait, false)
 	}
-	return keys, out, err
 }
+
+// errSettleFirst: the expiries that an Acquire, AcquireMulti or Upgrade
+// ran first left multi-locks to settle, one of which may head the
+// request's queue and be granted ahead of it; the caller settles them and
+// tries again (at most maxSettleFirst times: with concurrent operations
+// the list may fill again), so that a request is never queued behind a
+// multi-lock its own operation then grants (and granted in the same
+// operation's events).
+var errSettleFirst = errors.New("locktable: settle multi-locks first")
+
+const maxSettleFirst = 3
 
 // acquireMulti is AcquireMulti in the critical section of the names'
 // shards. With detect, a request that would wait and whose wait has hold
 // edges is not queued: its edges come back for the deadlock walk, to be
 // run without the mutexes, and the caller calls again without detect.
-func (t *Table) acquireMulti(ev *Events, s *Session, reqs []Request, now int64, wait, detect bool) ([]Key, Outcome, error, *waitStart) {
+func (t *Table) acquireMulti(ev *Events, s *Session, reqs []Request, now int64, wait, detect, settleFirst bool) ([]Key, Outcome, error, *waitStart) {
 	if len(reqs) == 0 {
 		return nil, 0, ErrBadRequest, nil
 	}
@@ -297,6 +316,9 @@ func (t *Table) acquireMulti(ev *Events, s *Session, reqs []Request, now int64, 
 	for i := range legs {
 		lg := &legs[i]
 		lg.lid = lg.sh.expireLock(t, ev, lg.sh.find(rs[i].Name, lg.hash), rs[i].Name, now)
+	}
+	if settleFirst && t.settling.n.Load() != 0 {
+		return nil, 0, errSettleFirst, nil
 	}
 
 	// As in Acquire, s.mu after the expiries.

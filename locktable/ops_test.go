@@ -312,6 +312,9 @@ type opGen struct {
 	keys  map[string][]Key  // keys issued per lock name
 	names []string          // lock names in play
 	sizes map[string]uint32 // the size usually asked for each name
+	// deadlocky: waits without TTLs on size-1 names, multi-locks and
+	// upgrades, so that wait-for cycles form (TestModel_DeadlocksMatchReference).
+	deadlocky bool
 }
 
 func newOpGen(rng *rand.Rand, sessions int) *opGen {
@@ -398,6 +401,9 @@ func (g *opGen) learn(name string, k Key) {
 // next returns a random op for a table whose clock reads now and whose
 // earliest deadline is next (0: none).
 func (g *opGen) next(now, deadline int64) op {
+	if g.deadlocky {
+		return g.nextDeadlocky()
+	}
 	switch n := g.rng.IntN(100); {
 	case n < 34:
 		name := g.name()
@@ -536,5 +542,42 @@ func (g *opGen) learnFrom(o op, r *runner) {
 			}
 		}
 		g.learn(name, k)
+	}
+}
+
+// nextDeadlocky returns an op for a wait-for graph: mostly waiting
+// requests for size-1 names by few sessions and owners, no TTLs.
+func (g *opGen) nextDeadlocky() op {
+	names := []string{"a", "d", "a:1", "b:"}
+	owner := func() string {
+		if g.rng.IntN(3) == 0 {
+			return []string{"o1", "o2"}[g.rng.IntN(2)]
+		}
+		return ""
+	}
+	switch n := g.rng.IntN(100); {
+	case n < 50:
+		req := Request{Name: names[g.rng.IntN(len(names))], Owner: owner(), Shared: g.rng.IntN(4) == 0, Rand: g.rng.Uint64()}
+		return op{kind: opAcquire, sess: g.session(), req: req, wait: g.rng.IntN(5) != 0}
+	case n < 65:
+		o := g.multi()
+		for i := range o.reqs {
+			o.reqs[i].TTL, o.reqs[i].Detach, o.reqs[i].LockDelay = 0, false, 0
+		}
+		return o
+	case n < 75:
+		name := names[g.rng.IntN(len(names))]
+		return op{kind: opUpgrade, sess: g.session(), name: name, key: g.key(name), rnd: g.rng.Uint64()}
+	case n < 87:
+		name := names[g.rng.IntN(len(names))]
+		return op{kind: opUnlock, name: name, key: g.key(name)}
+	case n < 95:
+		return op{kind: opCancelWait, sess: g.session()}
+	default:
+		slot := g.rng.IntN(len(g.slots))
+		o := op{kind: opCloseSession, sess: g.slots[slot]}
+		g.slots[slot] = g.n
+		g.n++
+		return o
 	}
 }

@@ -40,23 +40,33 @@ package locktable
 // deadlock.go).
 func (t *Table) Upgrade(ev *Events, s *Session, name string, k Key, rnd uint64, now int64) (Key, Outcome, error) {
 	defer t.settle(ev, now)
-	nk, out, err, st := t.upgrade(ev, s, name, k, rnd, now, true)
-	if st != nil {
-		if derr := t.findDeadlock(st); derr != nil {
-			return Key{}, 0, derr
+	detect := true
+	for try := 0; ; try++ {
+		nk, out, err, st := t.upgrade(ev, s, name, k, rnd, now, detect, try < maxSettleFirst)
+		switch {
+		case err == errSettleFirst:
+			t.settle(ev, now)
+		case st != nil:
+			if derr := t.findDeadlock(st); derr != nil {
+				return Key{}, 0, derr
+			}
+			detect = false
+		default:
+			return nk, out, err
 		}
-		nk, out, err, _ = t.upgrade(ev, s, name, k, rnd, now, false)
 	}
-	return nk, out, err
 }
 
 // upgrade is Upgrade in the critical section of the name's shard; detect
 // as in acquire.
-func (t *Table) upgrade(ev *Events, s *Session, name string, k Key, rnd uint64, now int64, detect bool) (Key, Outcome, error, *waitStart) {
+func (t *Table) upgrade(ev *Events, s *Session, name string, k Key, rnd uint64, now int64, detect, settleFirst bool) (Key, Outcome, error, *waitStart) {
 	sh, hash := t.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	lid := sh.expireLock(t, ev, sh.find(name, hash), name, now)
+	if settleFirst && t.settling.n.Load() != 0 {
+		return Key{}, 0, errSettleFirst, nil
+	}
 
 	// As in Acquire, s.mu after expireLock.
 	s.mu.Lock()
@@ -72,7 +82,11 @@ func (t *Table) upgrade(ev *Events, s *Session, name string, k Key, rnd uint64, 
 		return Key{}, 0, ErrNotShared, nil
 	}
 	if sh.lock(lid).nholds == 1 {
-		return sh.upgradeHold(t, id, name, rnd), Granted, nil, nil
+		nk := sh.upgradeHold(t, id, name, rnd)
+		// A multi-lock leg of the hold's owner heading the queue may
+		// re-enter the hold now that it is exclusive.
+		sh.grantWaiters(t, ev, lid, name, now)
+		return nk, Granted, nil, nil
 	}
 	if sh.upgradeWaiter(lid) != nil {
 		return Key{}, 0, ErrDeadlock, nil

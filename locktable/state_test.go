@@ -1,6 +1,7 @@
 package locktable
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -182,5 +183,37 @@ func TestLoadState_RefusesImpossibleModes(t *testing.T) {
 				t.Fatalf("LoadState = %v; want ok: %v", err, tc.ok)
 			}
 		})
+	}
+}
+
+// State and LoadState carry waiting multi-locks (their legs, linked),
+// so that both tables then grant them alike.
+func TestLoadState_RoundTripKeepsMultiLocks(t *testing.T) {
+	f := newFixture(t, Config{Shards: 4})
+	h, a, b := f.session(), f.session(), f.session()
+	ky := f.mustGrant(h, Request{Name: "y"})
+	f.mustQueueMulti(a, Request{Owner: "o", TTL: 50 * ms}, "x", "y", "z")
+	f.mustQueue(b, Request{Name: "x"})
+	st := f.tb.State(nil)
+	tb := New(Config{Shards: 2})
+	sessions, err := tb.LoadState(st, nil)
+	if err != nil {
+		t.Fatalf("LoadState = %v", err)
+	}
+	checkInvariants(t, tb, sessions[h.ID], sessions[a.ID], sessions[b.ID])
+	wantEqual(t, "loaded dump", tb.Dump(f.now), f.tb.Dump(f.now))
+	wantEqual(t, "a waits", sessions[a.ID].Waiting(), true)
+	f.mustUnlock("y", ky)
+	var ev Events
+	wantErr(t, "Unlock on the loaded table", tb.Unlock(&ev, "y", ky, f.now), nil)
+	checkInvariants(t, tb)
+	wantEqual(t, "dump after the grant", tb.Dump(f.now), f.tb.Dump(f.now))
+	if len(ev.Grants) != 1 || !slices.Equal(ev.Grants[0].Names, []string{"x", "y", "z"}) {
+		t.Fatalf("grants on the loaded table: %+v; want the multi-lock's", ev.Grants)
+	}
+	// A state whose multi-lock lacks a leg is refused.
+	st.Locks = slices.DeleteFunc(st.Locks, func(ls LockState) bool { return ls.Name == "z" })
+	if _, err := New(Config{}).LoadState(st, nil); err == nil {
+		t.Fatal("LoadState of a multi-lock without its leg on z succeeded")
 	}
 }
