@@ -1385,12 +1385,17 @@ func (m *model) waitsOf(p mParticipant) (ws []*mWaiter, ls []*mLock) {
 
 // deadlock returns a *DeadlockError if requester r, waiting with the
 // given waiters on the given locks, would close a cycle: some
-// participant it waits for reaches r in the graph.
+// participant it waits for reaches r in the graph. A wait on r's own
+// hold (a cycle of one) is not one: the request waits.
 func (m *model) deadlock(r mParticipant, ws []*mWaiter, ls []*mLock) error {
 	seen := map[mParticipant]bool{}
 	var todo []mParticipant
 	for i, w := range ws {
-		todo = append(todo, blockers(ls[i], w)...)
+		for _, p := range blockers(ls[i], w) {
+			if p != r {
+				todo = append(todo, p)
+			}
+		}
 	}
 	for len(todo) > 0 {
 		p := todo[0]
