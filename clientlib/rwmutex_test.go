@@ -380,3 +380,54 @@ func TestRWMutex_DowngradeLetsAQueuedReaderIn(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestLock_SharedHoldIsRenewedWhileItsUpgradeWaits(t *testing.T) {
+	srv := startServer(t, commands.Config{})
+	c := newClient(t, srv)
+	other := newClient(t, srv)
+	ctx := testCtx(t, 30*time.Second)
+	const ttl = 300 * time.Millisecond
+	a, err := c.Lock(ctx, "long-wait", clientlib.Shared(), clientlib.TTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := other.Lock(ctx, "long-wait", clientlib.Shared())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := a.Key()
+	upgraded := make(chan error, 1)
+	go func() { upgraded <- a.Upgrade(ctx) }()
+	upgradeWaits(t, other, "long-wait")
+	// The hold's connection waits for the UPGRADE; the renewals go by key
+	// on another one. Several TTLs later it is still held.
+	start := time.Now()
+	for n := 0; time.Since(start) < 5*ttl; n++ {
+		if n > 10000 {
+			t.Fatal("too many checks")
+		}
+		if left, err := other.Check(ctx, "long-wait", key); err != nil || left <= 0 || left > ttl {
+			t.Fatalf("CHECK %v into the upgrade's wait = %v, %v", time.Since(start), left, err)
+		}
+		notLost(t, a)
+		time.Sleep(20 * time.Millisecond) // pacing, not waiting for a condition
+	}
+	if err := b.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-upgraded:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the upgrade did not complete")
+	}
+	notLost(t, a)
+	if _, err := other.Check(ctx, "long-wait", a.Key()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
