@@ -97,6 +97,10 @@ side_by_side() {
 	for c in 1 16 64 256; do both "cycle c=$c" --mode cycle -c "$c" -d "$DUR"; done
 	for c in 1 16 64 256; do run "ping c=$c" relock "$RELOCK_PORT" --mode ping -c "$c" -d "$DUR"; done
 	for c in 16 64; do both "contend c=$c" --mode contend -c "$c" -d "$DUR"; done
+	# Shared holds (relock only; Redis has none): LOCK … SHARED cycles next
+	# to the exclusive "cycle c=16", and readers and writers on one lock.
+	run "shared cycle c=16" relock "$RELOCK_PORT" --mode cycle --shared -c 16 -d "$DUR"
+	run "rw c=16: 90 % readers" relock "$RELOCK_PORT" --mode rw -c 16 -d "$DUR"
 	# Lock events: what 100 pattern subscribers cost the cycle (idle ones:
 	# their patterns match no lock of the run; watching ones: 16 of them
 	# get every event of one connection's lock), and how soon an event

@@ -2,7 +2,8 @@
 // the Redis protocol. It is built on go-redis and adds what raw commands
 // leave to the user: a dedicated connection per lock, waits that a ctx
 // aborts at once, auto-renewal of TTL holds, loss notification, fencing
-// tokens, and helpers for the usual patterns (Semaphore, Election, Mutex).
+// tokens, and helpers for the usual patterns (Semaphore, Election, Mutex,
+// RWMutex).
 //
 // # Locks
 //
@@ -150,12 +151,16 @@
 // of a resource). Election is leader election, the primary/secondary
 // failover pattern: Campaign waits to lead, the Lock's Lost channel says
 // when leadership ends, Resign hands it to the next candidate, Leader and
-// Observe show who leads. Mutex is a sync.Locker on a lock.
+// Observe show who leads. Mutex is a sync.Locker on a lock. RWMutex is a
+// reader/writer lock on shared holds (see Shared): readers share it, a
+// writer has it alone, and Upgrade makes a reader the writer atomically
+// (Lock.Upgrade: a new key and a larger fence, renewed and watched like
+// the old), Downgrade lets the queued readers back in.
 //
 // # Errors
 //
 // Error replies are *ServerError values matching ErrNotHeld,
-// ErrSizeMismatch, ErrLimit or ErrClusterDown with errors.Is. Network errors are go-redis's
+// ErrSizeMismatch, ErrLimit, ErrDeadlock or ErrClusterDown with errors.Is. Network errors are go-redis's
 // and net's own, wrapped.
 //
 // The package imports only go-redis and the standard library; its tests

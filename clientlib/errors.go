@@ -47,6 +47,11 @@ var (
 	// ErrExpired is the cause of a loss when the hold's TTL deadline passed
 	// without a successful renewal.
 	ErrExpired = errors.New("TTL deadline passed without renewal")
+	// ErrDeadlock: the request would wait forever, so the server refused
+	// it at once and changed nothing — a second Lock.Upgrade of a lock
+	// while another upgrade of it waits (each would wait for the other's
+	// shared hold, which the caller keeps). The server's DEADLOCK.
+	ErrDeadlock = errors.New("the request would deadlock")
 	// ErrClusterDown: a cluster had no leader (an election) for longer
 	// than the call could wait (Options.FailoverTimeout, its ctx). The
 	// server's CLUSTERDOWN.
@@ -55,7 +60,8 @@ var (
 
 // ServerError is an error reply from the server, e.g.
 // "SIZEMISMATCH lock 'x' has size 3, requested 1". It matches ErrNotHeld,
-// ErrSizeMismatch, ErrLimit or ErrClusterDown when its code says so.
+// ErrSizeMismatch, ErrLimit, ErrDeadlock or ErrClusterDown when its code
+// says so.
 type ServerError struct {
 	Op    string // the command, e.g. "LOCK"
 	Name  string // the lock name, if the command has one
@@ -84,6 +90,8 @@ func (e *ServerError) Unwrap() error {
 		return ErrSizeMismatch
 	case "LIMIT":
 		return ErrLimit
+	case "DEADLOCK":
+		return ErrDeadlock
 	case "CLUSTERDOWN":
 		return ErrClusterDown
 	}

@@ -218,6 +218,43 @@ func ExampleMutex() {
 	// editing
 }
 
+// Readers share a cache, a reader that finds it stale becomes the writer
+// atomically (no other writer gets in between), rebuilds it, and lets the
+// readers back in.
+func ExampleRWMutex() {
+	addr, stop := exampleServer()
+	defer stop()
+	c, err := clientlib.New(clientlib.Options{Addr: addr})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+
+	cache := c.RWMutex("cache:users", clientlib.TTL(10*time.Second))
+	if err := cache.RLock(ctx); err != nil {
+		log.Fatal(err)
+	}
+	read := cache.RHeld().Fence()
+	stale := true // what the read found
+	if stale {
+		if err := cache.Upgrade(ctx, clientlib.Wait(5*time.Second)); err != nil {
+			log.Fatal(err) // ErrWaitTimeout, ErrDeadlock: still a reader
+		}
+		fmt.Println("rebuilding under fence larger than the read's:", cache.Held().Fence() > read)
+		if err := cache.Downgrade(ctx); err != nil {
+			log.Fatal(err)
+		}
+	}
+	fmt.Println("reading, shared:", cache.RHeld().Shared())
+	if err := cache.RUnlock(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// rebuilding under fence larger than the read's: true
+	// reading, shared: true
+}
+
 // A client of a three-node cluster: any member's address will do, the
 // Client finds the leader, and a held lock moves to a new leader by itself.
 // (Not run: it needs a cluster.)

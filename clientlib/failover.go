@@ -74,7 +74,7 @@ func (h *hold) reattach(ctx context.Context, ttl time.Duration) (got time.Durati
 		return 0, nil, false
 	}
 	c := h.c
-	args := []any{"RENEW", h.name, h.key}
+	args := []any{"RENEW", h.name, h.currentKey()}
 	if ttl > 0 {
 		args = append(args, "TTL", durationMS(ttl))
 	}
@@ -144,7 +144,7 @@ func (h *hold) boundTo(lc *lockConn, id int64, timeout time.Duration) error {
 			continue
 		}
 		for _, hi := range li.Holders {
-			if hi.Fence == h.fence {
+			if _, fence := h.keyFence(); hi.Fence == fence {
 				if hi.ClientID != id {
 					return errNotAttached
 				}

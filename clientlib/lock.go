@@ -23,6 +23,7 @@ type lockConfig struct {
 	size      int // 0: 1
 	owner     string
 	detach    bool
+	shared    bool
 	autoRenew bool
 	// lockDelay is LOCKDELAY's value when hasLockDelay.
 	lockDelay    time.Duration
@@ -80,6 +81,14 @@ func LockDelay(d time.Duration) LockOption {
 	return func(c *lockConfig) { c.lockDelay, c.hasLockDelay = d, true }
 }
 
+// Shared asks for a shared hold (SHARED): a reader. Shared holds of a
+// lock coexist; an ordinary (exclusive) hold excludes every other hold.
+// One FIFO queue serves both modes, so a shared request behind a waiting
+// exclusive one waits (writers never starve). A shared lock has one slot:
+// Shared with Size above 1 is refused by the server. Lock.Upgrade turns a
+// shared hold into an exclusive one atomically; see also RWMutex.
+func Shared() LockOption { return func(c *lockConfig) { c.shared = true } }
+
 // NoAutoRenew turns auto-renewal off: the caller renews with Lock.Renew
 // before the TTL runs out. The Lock still reports loss: a closed connection
 // at once, an expiry when the TTL deadline passes.
@@ -131,6 +140,8 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 		return nil, fmt.Errorf("%s %s: negative wait", op, quote(name))
 	case cfg.hasLockDelay && cfg.lockDelay < 0:
 		return nil, fmt.Errorf("%s %s: negative lock-delay", op, quote(name))
+	case cfg.shared && cfg.size > 1:
+		return nil, fmt.Errorf("%s %s: a shared lock has size 1", op, quote(name))
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, c.ctxError(ctx, op, name, err)
@@ -287,6 +298,7 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 		fence:      fence,
 		owner:      cfg.owner,
 		detached:   cfg.detach,
+		shared:     cfg.shared,
 		autoRenew:  cfg.autoRenew,
 		lc:         lc,
 		lost:       make(chan struct{}),
@@ -395,12 +407,15 @@ func (c *Client) reenter(name string, cfg lockConfig) (l *Lock, done bool, err e
 	if cfg.ttl > 0 {
 		args = append(args, "TTL", durationMS(cfg.ttl))
 	}
-	if cfg.size > 0 {
+	if cfg.size > 0 && !cfg.shared {
 		args = append(args, "SIZE", cfg.size)
 	}
 	args = append(args, "OWNER", cfg.owner)
 	if cfg.detach {
 		args = append(args, "DETACH")
+	}
+	if cfg.shared {
+		args = append(args, "SHARED")
 	}
 	sent := time.Now()
 	res, err := h.do(c.opt.ReadTimeout, args...)
@@ -415,7 +430,7 @@ func (c *Client) reenter(name string, cfg lockConfig) (l *Lock, done bool, err e
 		}
 		return nil, true, err
 	}
-	if key, _ := res.(string); key != h.key {
+	if key, _ := res.(string); key != h.currentKey() {
 		// A new grant: the old hold was gone. Give it back and start over.
 		h.do(c.opt.ReadTimeout, "UNLOCK", name, key)
 		h.lose(ErrNotHeld)
@@ -458,13 +473,25 @@ type Lock struct {
 func (l *Lock) Name() string { return l.h.name }
 
 // Key returns the hold's key, the secret proof of ownership: any client that
-// presents it may UNLOCK, RENEW or CHECK the hold.
-func (l *Lock) Key() string { return l.h.key }
+// presents it may UNLOCK, RENEW or CHECK the hold. Upgrade replaces it.
+func (l *Lock) Key() string { return l.h.currentKey() }
 
 // Fence returns the hold's fencing token: strictly greater than the fence of
 // every earlier grant of the server, so that a storage service can reject a
 // write from an older holder. Re-entries with Owner share the fence.
-func (l *Lock) Fence() uint64 { return l.h.fence }
+// Upgrade replaces it with a larger one.
+func (l *Lock) Fence() uint64 {
+	_, fence := l.h.keyFence()
+	return fence
+}
+
+// Shared reports whether the hold is shared (a reader: taken with Shared,
+// or downgraded) rather than exclusive.
+func (l *Lock) Shared() bool {
+	l.h.mu.Lock()
+	defer l.h.mu.Unlock()
+	return l.h.shared
+}
 
 // Lost is closed when the lock is lost: see ErrLost. It stays open after
 // Unlock.
@@ -521,7 +548,7 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	if !h.held() {
 		return l.Err()
 	}
-	_, err := h.do(h.c.opt.ReadTimeout, "UNLOCK", h.name, h.key)
+	_, err := h.do(h.c.opt.ReadTimeout, "UNLOCK", h.name, h.currentKey())
 	err = serverError("UNLOCK", h.name, err)
 	switch {
 	case err == nil:
@@ -579,9 +606,10 @@ func (l *Lock) Check(ctx context.Context) (time.Duration, error) {
 		return 0, err
 	}
 	h := l.h
-	res, err := h.do(h.c.opt.ReadTimeout, "CHECK", h.name, h.key)
+	key := h.currentKey()
+	res, err := h.do(h.c.opt.ReadTimeout, "CHECK", h.name, key)
 	if err != nil {
-		return 0, h.failed("CHECK", err)
+		return 0, h.failedKey("CHECK", key, err)
 	}
 	ms, _ := res.(int64)
 	if ms < 0 {
@@ -617,8 +645,6 @@ const ttlUnknown = -1
 type hold struct {
 	c         *Client
 	name      string
-	key       string
-	fence     uint64
 	owner     string
 	detached  bool
 	autoRenew bool
@@ -646,12 +672,22 @@ type hold struct {
 	// unlocking counts this Client's UNLOCKs of the hold under way: a
 	// "released ... unlock" event is then its own, not a loss.
 	unlocking atomic.Int32
+	// upgrading is set while this Client's UPGRADE of the hold is under
+	// way (see Lock.Upgrade): the hold's connection is busy with it, a
+	// "released <old fence> upgraded" event is its own, and a NOTHELD to
+	// a command sent with the old key may be the upgrade's doing.
+	upgrading atomic.Bool
 	// watched: the lossWatch routes the events of the hold's fence to it.
 	// Guarded by the lossWatch's mu.
 	watched bool
 
 	// mu guards the fields below.
 	mu sync.Mutex
+	// key and fence are the hold's; an UPGRADE replaces both.
+	key   string
+	fence uint64
+	// shared: a shared hold (SHARED, or DOWNGRADE); else exclusive.
+	shared bool
 	// lc is the connection the hold lives on; a re-attachment replaces it.
 	lc *lockConn
 	// dead is closed when lc closes; nil for a detached hold, which
@@ -768,7 +804,8 @@ func (h *hold) renew(ttl time.Duration) (time.Duration, error) {
 		}
 		// Re-attached meanwhile: renew on the new connection.
 	}
-	args := []any{"RENEW", h.name, h.key}
+	key := h.currentKey()
+	args := []any{"RENEW", h.name, key}
 	if ttl > 0 {
 		args = append(args, "TTL", durationMS(ttl))
 	}
@@ -783,7 +820,7 @@ func (h *hold) renew(ttl time.Duration) (time.Duration, error) {
 	sent := time.Now()
 	res, err := h.do(timeout, args...)
 	if err != nil {
-		return 0, h.failed("RENEW", err)
+		return 0, h.failedKey("RENEW", key, err)
 	}
 	ms, _ := res.(int64)
 	got := msDuration(ms)
@@ -815,10 +852,18 @@ func (h *hold) renewedLocked(sent time.Time, got time.Duration) {
 // bind the hold to a pooled connection, so they are not sent (renew
 // re-attaches instead).
 func (h *hold) do(timeout time.Duration, args ...any) (any, error) {
+	cmd, _ := args[0].(string)
 	if lc := h.conn(); !lc.dead() {
+		if h.upgrading.Load() && cmd != "UPGRADE" {
+			// The connection waits for the UPGRADE's reply: anything sent
+			// on it would wait behind it. Send by key through the pool
+			// (the hold stays bound to its connection).
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			return h.c.poolDo(ctx, time.Time{}, cmd != "UNLOCK", args...)
+		}
 		return lc.doHeld(timeout, args...)
 	}
-	cmd, _ := args[0].(string)
 	if !h.detached && (!h.c.cluster || cmd == "RENEW" || cmd == "TRYLOCK") {
 		return nil, ErrConnClosed
 	}
@@ -847,6 +892,35 @@ func (h *hold) failed(op string, err error) error {
 		return err
 	}
 	return h.err
+}
+
+// failedKey is failed for a command sent with key: a NOTHELD is not a
+// loss when an UPGRADE of this Client replaced the key meanwhile (or may
+// be doing so now); the error is then returned as it is and the keeper
+// retries with the new key. (A loss during the upgrade is the UPGRADE's
+// to report: it gets NOTHELD.)
+func (h *hold) failedKey(op, key string, err error) error {
+	serr := serverError(op, h.name, err)
+	if (errors.Is(serr, ErrNotHeld) || errors.Is(serr, redis.ErrPoolTimeout)) &&
+		(h.upgrading.Load() || h.currentKey() != key) {
+		// (A pool timeout: the command chose the hold's connection just
+		// before an UPGRADE took it.)
+		return serr
+	}
+	return h.failed(op, err)
+}
+
+// keyFence returns the hold's key and fence.
+func (h *hold) keyFence() (string, uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.key, h.fence
+}
+
+// currentKey returns the hold's key.
+func (h *hold) currentKey() string {
+	key, _ := h.keyFence()
+	return key
 }
 
 // connClosed is the cause of a loss by a network error on a bound hold's

@@ -31,6 +31,8 @@ type HolderInfo struct {
 	// detached, orphaned, or unnamed).
 	ClientName string
 	ClientAddr string
+	// Mode is "shared" or "exclusive".
+	Mode string
 }
 
 // WaiterInfo is one waiter of a lock.
@@ -40,6 +42,10 @@ type WaiterInfo struct {
 	Waited     time.Duration
 	ClientName string
 	ClientAddr string
+	// Mode is "shared" or "exclusive" (an upgrade waits for exclusive).
+	Mode string
+	// Upgrade: a waiting UPGRADE (listed first).
+	Upgrade bool
 }
 
 // LocksQuery selects locks for Locks.
@@ -166,6 +172,7 @@ func parseLockInfo(v any) (LockInfo, error) {
 			Count:      int(num(hm["count"])),
 			ClientName: str(hm["client-name"]),
 			ClientAddr: str(hm["client-addr"]),
+			Mode:       str(hm["mode"]),
 		})
 	}
 	ws, _ := m["waiters"].([]any)
@@ -180,6 +187,8 @@ func parseLockInfo(v any) (LockInfo, error) {
 			Waited:     time.Duration(num(wm["waited"])) * time.Millisecond,
 			ClientName: str(wm["client-name"]),
 			ClientAddr: str(wm["client-addr"]),
+			Mode:       str(wm["mode"]),
+			Upgrade:    num(wm["upgrade"]) != 0,
 		})
 	}
 	return li, nil

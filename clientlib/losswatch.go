@@ -123,7 +123,8 @@ func (w *lossWatch) attach(h *hold) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if n := w.names[h.name]; n != nil {
-		n.holds[h.fence] = h
+		_, fence := h.keyFence()
+		n.holds[fence] = h
 		h.watched = true
 	}
 }
@@ -136,10 +137,35 @@ func (w *lossWatch) detach(h *hold) {
 		return
 	}
 	h.watched = false
-	if n := w.names[h.name]; n != nil && n.holds[h.fence] == h {
-		delete(n.holds, h.fence)
+	if n := w.names[h.name]; n != nil {
+		_, fence := h.keyFence()
+		if n.holds[fence] == h {
+			delete(n.holds, fence)
+		}
 	}
 	w.releaseLocked(h.name)
+}
+
+// upgraded gives the hold its new key and fence (an UPGRADE's), and routes
+// the events of the new fence to it instead of the old one's, in one step:
+// the "released <old fence> upgraded" event, whenever it comes, then
+// either finds the hold upgrading (not a loss) or finds no hold.
+func (w *lossWatch) upgraded(h *hold, key string, fence uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	h.mu.Lock()
+	old := h.fence
+	h.key, h.fence, h.shared = key, fence, false
+	h.mu.Unlock()
+	if !h.watched {
+		return
+	}
+	if n := w.names[h.name]; n != nil {
+		if n.holds[old] == h {
+			delete(n.holds, old)
+		}
+		n.holds[fence] = h
+	}
 }
 
 func (w *lossWatch) poke() {

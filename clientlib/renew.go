@@ -163,8 +163,9 @@ func (h *hold) checkSoon() {
 // NOTHELD (or, for a bound hold on a single server, a broken connection)
 // marks it lost. Other failures are left to the renewal.
 func (h *hold) verify() bool {
-	if _, err := h.do(h.c.opt.ReadTimeout, "CHECK", h.name, h.key); err != nil {
-		return !errors.Is(h.failed("CHECK", err), ErrLost)
+	key := h.currentKey()
+	if _, err := h.do(h.c.opt.ReadTimeout, "CHECK", h.name, key); err != nil {
+		return !errors.Is(h.failedKey("CHECK", key, err), ErrLost)
 	}
 	return true
 }
@@ -175,6 +176,9 @@ func (h *hold) verify() bool {
 func (h *hold) releasedBy(reason string) {
 	if reason == ReasonUnlock && h.unlocking.Load() > 0 {
 		return
+	}
+	if reason == ReasonUpgraded && h.upgrading.Load() {
+		return // this Client's UPGRADE: the hold goes on with a new fence
 	}
 	is := []error{ErrNotHeld}
 	switch reason {

@@ -114,7 +114,7 @@ func acquireArgs(op, name string, try bool, cfg lockConfig, owner string, start 
 		}
 		args = append(args, "WAIT", w)
 	}
-	if cfg.size > 0 {
+	if cfg.size > 0 && !cfg.shared { // a shared lock has size 1; SHARED with SIZE is refused
 		args = append(args, "SIZE", cfg.size)
 	}
 	if owner != "" {
@@ -122,6 +122,9 @@ func acquireArgs(op, name string, try bool, cfg lockConfig, owner string, start 
 	}
 	if cfg.detach {
 		args = append(args, "DETACH")
+	}
+	if cfg.shared {
+		args = append(args, "SHARED")
 	}
 	if cfg.hasLockDelay {
 		args = append(args, "LOCKDELAY", lockDelayMS(cfg.lockDelay))

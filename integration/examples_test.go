@@ -293,3 +293,25 @@ func TestExample_NodeLostAlert(t *testing.T) {
 	expectAlertFences(t, r)
 	expectNoLocks(t, srv)
 }
+
+func TestExample_PythonReadWriteCache(t *testing.T) {
+	t.Parallel()
+	py := needPythonRedis(t)
+	srv := startServer(t)
+	r := runExample(t, srv, "examples/python", nil, py, "rw_cache.py")
+	if r.code != 0 {
+		t.Fatalf("rw_cache.py exited %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	expectLines(t, r,
+		// The three readers met at a barrier: they held the lock at once.
+		`readers sharing cache:users: 3`,
+		`writer waiting behind 3 readers: True`,
+		`late reader queued behind the writer: True`,
+		`rebuilt to version 2 fence=\d+ holding the lock alone: True`,
+		`late reader saw version 2`,
+		`stale=True; upgraded: fence \d+ -> \d+ \(larger: True\)`,
+		`old key: NOTHELD`,
+		`rebuilt to version 3; downgraded: queued reader got in and saw version 3`,
+	)
+	expectNoLocks(t, srv)
+}

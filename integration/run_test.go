@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/relock/relock/clientlib"
 )
 
 // The tests of `relock run` use this test binary as the command run under
@@ -34,6 +36,9 @@ func init() {
 //     "<fence> end <ns>".
 //   - env: writes RELOCK_NAME, RELOCK_KEY and RELOCK_FENCE, one a line, and
 //     exits with $RELOCK_IT_CODE.
+//   - gate: appends "<fence> start <ns>", waits (at most 30 s, else exits
+//     101) until the file has $RELOCK_IT_PEERS start lines and the file
+//     $RELOCK_IT_GATE exists, then appends "<fence> end <ns>".
 //   - hang: writes its pid and waits to be killed (at most a minute). With
 //     RELOCK_IT_TERM=ignore it ignores SIGTERM; with RELOCK_IT_TERM=exit3 it
 //     appends "term" on SIGTERM and exits 3.
@@ -56,6 +61,25 @@ func runChild(mode string) int {
 		fence := os.Getenv("RELOCK_FENCE")
 		appendLine(fmt.Sprintf("%s start %d", fence, time.Now().UnixNano()))
 		time.Sleep(100 * time.Millisecond) // the work done under the lock
+		appendLine(fmt.Sprintf("%s end %d", fence, time.Now().UnixNano()))
+		return 0
+	case "gate":
+		fence := os.Getenv("RELOCK_FENCE")
+		appendLine(fmt.Sprintf("%s start %d", fence, time.Now().UnixNano()))
+		peers, _ := strconv.Atoi(os.Getenv("RELOCK_IT_PEERS"))
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			b, _ := os.ReadFile(file)
+			_, gateErr := os.Stat(os.Getenv("RELOCK_IT_GATE"))
+			if strings.Count(string(b), " start ") >= peers && gateErr == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				fmt.Fprintln(os.Stderr, "gate: peers or gate not there within 30s")
+				return 101
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 		appendLine(fmt.Sprintf("%s end %d", fence, time.Now().UnixNano()))
 		return 0
 	case "env":
@@ -239,6 +263,87 @@ func TestRun_ConcurrentRunsNeverOverlap(t *testing.T) {
 		if cur.fence <= prev.fence {
 			t.Fatalf("fence %d ran after fence %d", cur.fence, prev.fence)
 		}
+	}
+}
+
+// runIntervals reads the "<fence> start|end <ns>" lines of file.
+func runIntervals(t *testing.T, file string) map[uint64][2]int64 {
+	t.Helper()
+	out := map[uint64][2]int64{}
+	for _, line := range readLines(t, file) {
+		var fence uint64
+		var what string
+		var at int64
+		if _, err := fmt.Sscanf(line, "%d %s %d", &fence, &what, &at); err != nil {
+			t.Fatalf("bad line %q: %v", line, err)
+		}
+		iv := out[fence]
+		if what == "start" {
+			iv[0] = at
+		} else {
+			iv[1] = at
+		}
+		out[fence] = iv
+	}
+	return out
+}
+
+func TestRun_SharedRunsOverlapAndAnExclusiveRunWaitsForThem(t *testing.T) {
+	srv := startServer(t)
+	dir := t.TempDir()
+	readers, writer, gate := filepath.Join(dir, "readers"), filepath.Join(dir, "writer"), filepath.Join(dir, "gate")
+	env := []string{"RELOCK_IT_FILE=" + readers, "RELOCK_IT_GATE=" + gate, "RELOCK_IT_PEERS=2"}
+	// Each shared command waits until both have started: they end only if
+	// they ran at once.
+	a := startRun(t, srv, "gate", env, "--shared", "rw")
+	b := startRun(t, srv, "gate", env, "--shared", "rw")
+	eventually(t, 20*time.Second, func() bool { return len(readLines(t, readers)) >= 2 },
+		"the two shared runs did not both start; stderr:\n%s\n%s", a.stderr, b.stderr)
+	// The writer queues behind the readers; until the gate opens they
+	// cannot end, so it must wait.
+	w := startRun(t, srv, "interval", []string{"RELOCK_IT_FILE=" + writer}, "rw")
+	c, err := clientlib.New(clientlib.Options{Addr: srv.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	eventually(t, 20*time.Second, func() bool {
+		info, err := c.Inspect(ctxFor(t, 5*time.Second), "rw")
+		return err == nil && info != nil && len(info.Waiters) == 1 && info.Waiters[0].Mode == "exclusive"
+	}, "the exclusive run is not waiting; stderr:\n%s", w.stderr)
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range []*relockRun{a, b, w} {
+		if code := r.exitCode(t, 30*time.Second); code != 0 {
+			t.Fatalf("run %d exited %d; stderr:\n%s", i, code, r.stderr)
+		}
+	}
+	shared, excl := runIntervals(t, readers), runIntervals(t, writer)
+	if len(shared) != 2 || len(excl) != 1 {
+		t.Fatalf("intervals: shared %v, exclusive %v", shared, excl)
+	}
+	var ivs [][2]int64
+	for _, iv := range shared {
+		ivs = append(ivs, iv)
+	}
+	if !(ivs[0][0] < ivs[1][1] && ivs[1][0] < ivs[0][1]) {
+		t.Fatalf("shared runs did not overlap: %v", ivs)
+	}
+	for _, iv := range excl {
+		for _, s := range ivs {
+			if iv[0] < s[1] {
+				t.Fatalf("exclusive run started at %d before a shared run ended at %d", iv[0], s[1])
+			}
+		}
+	}
+}
+
+func TestRun_SharedTakesNoSize(t *testing.T) {
+	srv := startServer(t)
+	r := startRun(t, srv, "env", nil, "--shared", "--size", "2", "x")
+	if code := r.exitCode(t, 30*time.Second); code != 64 {
+		t.Fatalf("exit %d, want 64; stderr:\n%s", code, r.stderr)
 	}
 }
 

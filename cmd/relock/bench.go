@@ -26,7 +26,7 @@ import (
 type benchCmd struct {
 	clientFlags `embed:""`
 	Target      string        `help:"Which server protocol to drive: relock (LOCK/UNLOCK) or redis (SET NX PX + EVALSHA)." enum:"relock,redis" default:"relock"`
-	Mode        string        `help:"cycle: each connection locks and unlocks its own name; contend: all connections on one name; hold: take --locks locks and report server memory per lock; pipeline: --pipeline TRYLOCKs then UNLOCKs per round trip; ping: PING+PING cycles, the I/O ceiling; events: how soon a lock event reaches a subscriber (relock). stall-locks, stall-expiry, stall-auth, stall-preauth, stall-unread (relock, loopback only): an attack while another connection PINGs every --interval (see README, Benchmarks)." enum:"cycle,contend,hold,pipeline,ping,events,stall-locks,stall-expiry,stall-auth,stall-preauth,stall-unread" default:"cycle"`
+	Mode        string        `help:"cycle: each connection locks and unlocks its own name; contend: all connections on one name; rw (relock): all connections on bench:rw, every 10th cycle of a connection exclusive and the others shared (90 % readers); hold: take --locks locks and report server memory per lock; pipeline: --pipeline TRYLOCKs then UNLOCKs per round trip; ping: PING+PING cycles, the I/O ceiling; events: how soon a lock event reaches a subscriber (relock). stall-locks, stall-expiry, stall-auth, stall-preauth, stall-unread (relock, loopback only): an attack while another connection PINGs every --interval (see README, Benchmarks)." enum:"cycle,contend,rw,hold,pipeline,ping,events,stall-locks,stall-expiry,stall-auth,stall-preauth,stall-unread" default:"cycle"`
 	Connections int           `short:"c" help:"Concurrent connections (stall-locks, stall-expiry: taking the locks; stall-auth, stall-preauth, stall-unread: attacking)." default:"16"`
 	Duration    time.Duration `short:"d" help:"How long to run (cycle, contend, pipeline; each stall attack)." default:"5s"`
 	TTL         time.Duration `help:"Lock TTL (Redis needs one; 0 for relock: none). stall-expiry: when, from its start, every hold expires." default:"10s"`
@@ -35,6 +35,7 @@ type benchCmd struct {
 	Interval    time.Duration `help:"Stall modes: the bystander sends one PING per interval." default:"1ms"`
 	ServerLog   string        `help:"Stall modes: the server's log file, to report how much each attack made it grow." placeholder:"FILE"`
 	Poll        time.Duration `help:"Redis contend mode: sleep between failed SET NX attempts." default:"0s"`
+	Shared      bool          `help:"Cycle and contend modes (relock): take the locks SHARED (readers), to compare shared cycles with exclusive ones."`
 	Subscribers int           `help:"Cycle mode (relock): this many pattern subscribers to lock events during the run, subscriber i on __lock__:<--subscribe-pattern with {i} replaced by i>." default:"0"`
 	SubPattern  string        `name:"subscribe-pattern" help:"With --subscribers: the glob of subscriber i; the default watches the lock of connection i, if any (bench:<i> is connection i's lock)." default:"bench:{i}*"`
 	Label       string        `help:"Label for the JSON result."`
@@ -52,7 +53,9 @@ type benchResult struct {
 	Ops          int64   `json:"ops"` // cycles, handoffs, or locks held
 	OpsPerSec    float64 `json:"ops_per_sec"`
 	Requests     int64   `json:"requests"`
-	Wasted       int64   `json:"wasted_requests"` // failed SET NX polls
+	Wasted       int64   `json:"wasted_requests"`         // failed SET NX polls
+	Shared       bool    `json:"shared,omitempty"`        // --shared
+	Exclusive    int64   `json:"exclusive_ops,omitempty"` // rw: the cycles that were exclusive
 	P50us        float64 `json:"p50_us"`
 	P99us        float64 `json:"p99_us"`
 	P999us       float64 `json:"p999_us"`
@@ -88,9 +91,11 @@ type benchRun struct {
 	ops    atomic.Int64
 	reqs   atomic.Int64
 	wasted atomic.Int64
-	errs   atomic.Int64
-	errMu  sync.Mutex
-	err1   string
+	// exclusive counts the rw mode's exclusive cycles.
+	exclusive atomic.Int64
+	errs      atomic.Int64
+	errMu     sync.Mutex
+	err1      string
 }
 
 func (r *benchRun) fail(err error) {
@@ -121,6 +126,12 @@ func (c *benchCmd) Run() error {
 	}
 	if c.Target == "redis" && c.TTL <= 0 {
 		return errors.New("the Redis idiom needs a --ttl")
+	}
+	if c.Mode == "rw" && c.Target != "relock" {
+		return errors.New("--mode rw drives relock only (Redis has no shared locks)")
+	}
+	if c.Shared && (c.Target != "relock" || (c.Mode != "cycle" && c.Mode != "contend")) {
+		return errors.New("--shared applies to relock's cycle and contend modes")
 	}
 	if _, err := c.tlsConfig(); err != nil {
 		return err
@@ -171,6 +182,7 @@ func (c *benchCmd) Run() error {
 		return err
 	}
 	res.Label, res.Target, res.Mode, res.Connections = c.Label, c.Target, c.Mode, c.Connections
+	res.Shared = c.Shared
 	res.Errors = r.errs.Load()
 	res.FirstError = r.err1
 	if c.JSON {
@@ -229,7 +241,7 @@ func (r *benchRun) timed(pid int) (benchResult, error) {
 	ops := r.ops.Load()
 	res := benchResult{
 		Seconds: elapsed.Seconds(), Ops: ops, OpsPerSec: float64(ops) / elapsed.Seconds(),
-		Requests: r.reqs.Load(), Wasted: r.wasted.Load(),
+		Requests: r.reqs.Load(), Wasted: r.wasted.Load(), Exclusive: r.exclusive.Load(),
 		P50us: float64(h.ValueAtQuantile(50)), P99us: float64(h.ValueAtQuantile(99)),
 		P999us: float64(h.ValueAtQuantile(99.9)), MaxUs: float64(h.Max()),
 	}
@@ -251,8 +263,11 @@ func (r *benchRun) timed(pid int) (benchResult, error) {
 func (r *benchRun) worker(ctx context.Context, id int, rdb *redis.Client, h *hdrhistogram.Histogram) int64 {
 	c := r.cmd
 	name := "bench:" + strconv.Itoa(id)
-	if c.Mode == "contend" {
+	switch c.Mode {
+	case "contend":
 		name = "bench:contended"
+	case "rw":
+		name = "bench:rw"
 	}
 	ttlMs := c.TTL.Milliseconds()
 	var n, seq int64
@@ -268,8 +283,16 @@ func (r *benchRun) worker(ctx context.Context, id int, rdb *redis.Client, h *hdr
 			r.reqs.Add(2)
 		case c.Mode == "pipeline":
 			err = r.pipelineRound(ctx, rdb, name)
+		case c.Mode == "rw":
+			// Every 10th cycle of a connection is a writer's, the
+			// connections out of step: 90 % readers at any time.
+			exclusive := (i+id)%10 == 0
+			err = r.relockCycle(ctx, rdb, name, ttlMs, !exclusive)
+			if err == nil && exclusive {
+				r.exclusive.Add(1)
+			}
 		case c.Target == "relock":
-			err = r.relockCycle(ctx, rdb, name, ttlMs)
+			err = r.relockCycle(ctx, rdb, name, ttlMs, c.Shared)
 		default:
 			seq++
 			err = r.redisCycle(ctx, rdb, name, strconv.Itoa(id)+"-"+strconv.FormatInt(seq, 10), ttlMs)
@@ -293,10 +316,14 @@ func (r *benchRun) worker(ctx context.Context, id int, rdb *redis.Client, h *hdr
 	return n
 }
 
-func (r *benchRun) relockCycle(ctx context.Context, rdb *redis.Client, name string, ttlMs int64) error {
+// relockCycle takes name (SHARED if shared) and releases it.
+func (r *benchRun) relockCycle(ctx context.Context, rdb *redis.Client, name string, ttlMs int64, shared bool) error {
 	args := []any{"LOCK", name}
 	if ttlMs > 0 {
 		args = append(args, "TTL", ttlMs)
+	}
+	if shared {
+		args = append(args, "SHARED")
 	}
 	key, err := rdb.Do(ctx, args...).Text()
 	r.reqs.Add(1)
@@ -494,9 +521,16 @@ func printSummary(w io.Writer, r *benchResult) {
 		}
 		return
 	}
-	unit := map[string]string{"cycle": "cycles", "contend": "handoffs", "hold": "locks", "pipeline": "cycles", "ping": "cycles"}[r.Mode]
-	fmt.Fprintf(w, "====== %s %s, %d connections ======\n", r.Target, r.Mode, r.Connections)
+	unit := map[string]string{"cycle": "cycles", "contend": "handoffs", "rw": "cycles", "hold": "locks", "pipeline": "cycles", "ping": "cycles"}[r.Mode]
+	mode := r.Mode
+	if r.Shared {
+		mode += " (shared)"
+	}
+	fmt.Fprintf(w, "====== %s %s, %d connections ======\n", r.Target, mode, r.Connections)
 	fmt.Fprintf(w, "  %d %s in %.2f s: %.0f %s/s\n", r.Ops, unit, r.Seconds, r.OpsPerSec, unit)
+	if r.Mode == "rw" {
+		fmt.Fprintf(w, "  %d shared, %d exclusive\n", r.Ops-r.Exclusive, r.Exclusive)
+	}
 	if r.Mode == "hold" {
 		fmt.Fprintf(w, "  server RSS per held lock: %.0f bytes", r.BytesPerLock)
 		if r.UsedPerLock > 0 {

@@ -34,6 +34,7 @@ type runCmd struct {
 	Nonblock         bool           `short:"n" xor:"wait" help:"Give up at once when the lock is busy (like flock -n)."`
 	TTL              time.Duration  `name:"ttl" default:"15s" placeholder:"D" help:"TTL of the hold, renewed every third of it: a lost lock is noticed within D/3 (at once if the connection drops)."`
 	Size             int            `default:"1" placeholder:"N" help:"Run while holding one of the N slots of a semaphore lock."`
+	Shared           bool           `help:"Run under a shared hold (a reader): several relock run --shared of NAME run at once, a run without it waits for them (and they for it). Not with --size."`
 	LockDelay        *time.Duration `name:"lock-delay" placeholder:"D" help:"Lock-delay of the hold (LOCKDELAY): if it ends involuntarily (relock killed, connection lost, TTL ran out) nobody gets the lock for D more (0: none; default: the server's --lock-delay; at most 60s)."`
 	ConflictExitCode int            `default:"1" placeholder:"N" help:"Exit status when the lock is not granted (--nonblock, --wait)."`
 	KillGrace        time.Duration  `default:"5s" placeholder:"D" help:"When the lock is lost the command gets SIGTERM at once and SIGKILL after D."`
@@ -48,6 +49,10 @@ func (r *runCmd) Help() string {
 and consul lock. COMMAND gets RELOCK_NAME, RELOCK_KEY (the hold's key) and
 RELOCK_FENCE (its fencing token) in its environment. SIGINT, SIGTERM and
 SIGHUP are forwarded to it. The lock is released when it exits.
+
+With --shared the command runs under a shared hold: any number of
+relock run --shared NAME run at once, while a relock run NAME without it
+(a writer) waits until they are done, and they wait for it.
 
 If the lock is lost (server gone, TTL not renewable, FORCEUNLOCK), COMMAND
 (its whole process group) gets SIGTERM at once and SIGKILL after
@@ -74,6 +79,8 @@ func (r *runCmd) Run() error {
 		return &exitError{exitRunUsage, errors.New("run: --ttl must be positive")}
 	case r.Size < 1:
 		return &exitError{exitRunUsage, errors.New("run: --size must be at least 1")}
+	case r.Shared && r.Size != 1:
+		return &exitError{exitRunUsage, errors.New("run: --shared takes no --size (a shared lock has one writer slot)")}
 	case r.Wait < 0:
 		return &exitError{exitRunUsage, errors.New("run: --wait must not be negative")}
 	case r.LockDelay != nil && (*r.LockDelay < 0 || *r.LockDelay > maxLockDelay):
@@ -101,6 +108,9 @@ func (r *runCmd) acquire(c *clientlib.Client, sigs <-chan os.Signal) (*clientlib
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	opts := []clientlib.LockOption{clientlib.TTL(r.TTL), clientlib.Size(r.Size)}
+	if r.Shared {
+		opts = append(opts, clientlib.Shared())
+	}
 	if r.Wait > 0 {
 		opts = append(opts, clientlib.Wait(r.Wait))
 	}
