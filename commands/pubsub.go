@@ -166,8 +166,10 @@ func (h *Hub) queue(sub *subscriber, m message) {
 // subscriber is a connection's subscriptions and its queue of messages.
 type subscriber struct {
 	c *conn
-	// channels (lock names) and patterns (globs) belong to the
-	// connection's owner, or to its command running off the owner.
+	// setMu guards channels (lock names) and patterns (globs): the
+	// connection's owner changes them, and so may its command running
+	// off the owner (RESET) while the owner closes the connection.
+	setMu    sync.Mutex
 	channels map[string]struct{}
 	patterns map[string]struct{}
 
@@ -180,13 +182,35 @@ type subscriber struct {
 	overflow bool // over the limit: disconnect
 }
 
-func (sub *subscriber) count() int { return len(sub.channels) + len(sub.patterns) }
+func (sub *subscriber) count() int {
+	sub.setMu.Lock()
+	defer sub.setMu.Unlock()
+	return len(sub.channels) + len(sub.patterns)
+}
+
+// names returns sub's lock names (pattern: globs), sorted.
+func (sub *subscriber) names(pattern bool) []string {
+	sub.setMu.Lock()
+	defer sub.setMu.Unlock()
+	set := sub.channels
+	if pattern {
+		set = sub.patterns
+	}
+	out := make([]string, 0, len(set))
+	for name := range set {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
+}
 
 // subscribed reports whether the session has any subscription.
 func (sess *session) subscribed() bool { return sess.sub != nil && sess.sub.count() > 0 }
 
 // subscribe adds lock name (pattern: a glob) to sub's subscriptions.
 func (h *Hub) subscribe(sub *subscriber, name string, pattern bool) {
+	sub.setMu.Lock()
+	defer sub.setMu.Unlock()
 	set := sub.channels
 	if pattern {
 		set = sub.patterns
@@ -194,7 +218,7 @@ func (h *Hub) subscribe(sub *subscriber, name string, pattern bool) {
 	if _, ok := set[name]; ok {
 		return
 	}
-	if sub.count() == 0 {
+	if len(sub.channels)+len(sub.patterns) == 0 {
 		h.conns.Add(1)
 	}
 	set[name] = struct{}{}
@@ -227,6 +251,8 @@ func (h *Hub) subscribe(sub *subscriber, name string, pattern bool) {
 // unsubscribe removes lock name (pattern: a glob) from sub's
 // subscriptions; false if it was not there.
 func (h *Hub) unsubscribe(sub *subscriber, name string, pattern bool) bool {
+	sub.setMu.Lock()
+	defer sub.setMu.Unlock()
 	set := sub.channels
 	if pattern {
 		set = sub.patterns
@@ -235,7 +261,7 @@ func (h *Hub) unsubscribe(sub *subscriber, name string, pattern bool) bool {
 		return false
 	}
 	delete(set, name)
-	if sub.count() == 0 {
+	if len(sub.channels)+len(sub.patterns) == 0 {
 		h.conns.Add(-1)
 	}
 	h.mu.Lock()
@@ -305,10 +331,10 @@ func (h *Hub) unsubscribeAll(sub *subscriber) {
 	if sub == nil {
 		return
 	}
-	for name := range sub.channels {
+	for _, name := range sub.names(false) {
 		h.unsubscribe(sub, name, false)
 	}
-	for glob := range sub.patterns {
+	for _, glob := range sub.names(true) {
 		h.unsubscribe(sub, glob, true)
 	}
 	sub.mu.Lock()
@@ -448,15 +474,8 @@ func (sess *session) unsubscribeCmd(args [][]byte, pattern bool) *pendingWait {
 	if len(args) == 1 {
 		var all []string
 		if sub != nil {
-			set := sub.channels
-			if pattern {
-				set = sub.patterns
-			}
-			for name := range set {
-				all = append(all, name)
-			}
+			all = sub.names(pattern) // sorted: a stable order for clients and tests
 		}
-		slices.Sort(all) // a stable order for clients and tests
 		if len(all) == 0 {
 			n := 0
 			if sub != nil {
