@@ -36,41 +36,12 @@ func (sess *session) acquire(args [][]byte, allowed resp.Opt, wait bool) *pendin
 	if !sess.checkName(args[1]) {
 		return nil
 	}
-	if len(opts.Owner) > srv.cfg.MaxNameLen {
-		sess.fail(resp.Limit("OWNER longer than max-name-len (" + itoa(int64(srv.cfg.MaxNameLen)) + " bytes)"))
+	req, timeout, ok := sess.request(opts)
+	if !ok {
 		return nil
 	}
-	ttl := srv.cfg.DefaultTTL
-	if opts.Has&resp.OptTTL != 0 {
-		ttl = time.Duration(opts.TTL) * time.Millisecond
-		if !sess.checkTTL(ttl) {
-			return nil
-		}
-	}
-	if opts.Detach && ttl == 0 {
-		sess.fail(resp.ErrDetachTTL)
-		return nil
-	}
-	timeout := srv.cfg.DefaultWait
-	if opts.Has&resp.OptWait != 0 {
-		timeout = time.Duration(opts.Wait) * time.Millisecond
-	}
-	req := locktable.Request{
-		Name:   string(args[1]),
-		TTL:    int64(ttl),
-		Size:   1,
-		Owner:  string(opts.Owner),
-		Detach: opts.Detach,
-		Shared: opts.Shared,
-		Rand:   randKey(),
-	}
-	if opts.Has&resp.OptSize != 0 {
-		req.Size = uint32(opts.Size)
-	}
-	req.LockDelay = int64(srv.cfg.LockDelay)
-	if opts.Has&resp.OptLockDelay != 0 {
-		req.LockDelay = opts.LockDelay * int64(time.Millisecond)
-	}
+	req.Name = string(args[1])
+	ttl := time.Duration(req.TTL)
 	now := srv.now()
 	sess.ev.Reset()
 	key, outcome, err := srv.eng.acquire(&sess.ev, sess, req, now, wait)
@@ -255,35 +226,16 @@ func (sess *session) acquireMulti(args [][]byte, allowed resp.Opt, wait bool) *p
 		}
 		seen[string(name)] = struct{}{}
 	}
-	if len(opts.Owner) > srv.cfg.MaxNameLen {
-		sess.fail(resp.Limit("OWNER longer than max-name-len (" + itoa(int64(srv.cfg.MaxNameLen)) + " bytes)"))
+	tmpl, timeout, ok := sess.request(opts)
+	if !ok {
 		return nil
 	}
-	ttl := srv.cfg.DefaultTTL
-	if opts.Has&resp.OptTTL != 0 {
-		ttl = time.Duration(opts.TTL) * time.Millisecond
-		if !sess.checkTTL(ttl) {
-			return nil
-		}
-	}
-	if opts.Detach && ttl == 0 {
-		sess.fail(resp.ErrDetachTTL)
-		return nil
-	}
-	timeout := srv.cfg.DefaultWait
-	if opts.Has&resp.OptWait != 0 {
-		timeout = time.Duration(opts.Wait) * time.Millisecond
-	}
-	delay := int64(srv.cfg.LockDelay)
-	if opts.Has&resp.OptLockDelay != 0 {
-		delay = opts.LockDelay * int64(time.Millisecond)
-	}
+	ttl := time.Duration(tmpl.TTL)
 	reqs := make([]locktable.Request, len(names))
 	for i, name := range names {
-		reqs[i] = locktable.Request{
-			Name: string(name), TTL: int64(ttl), Size: 1, Owner: string(opts.Owner),
-			Detach: opts.Detach, Shared: opts.Shared, LockDelay: delay, Rand: randKey(),
-		}
+		reqs[i] = tmpl
+		reqs[i].Name = string(name)
+		reqs[i].Rand = randKey()
 	}
 	now := srv.now()
 	sess.ev.Reset()
@@ -323,6 +275,43 @@ func (sess *session) acquireMulti(args [][]byte, allowed resp.Opt, wait bool) *p
 		return &pendingWait{name: reqs[0].Name, timeout: timeout, since: time.Now(), multi: true}
 	}
 	return nil
+}
+
+// request turns the options of a LOCK, TRYLOCK or MLOCK into a request
+// (without its name) with the server's defaults, and the WAIT to apply;
+// false: an option was refused (the error is written).
+func (sess *session) request(opts resp.Options) (locktable.Request, time.Duration, bool) {
+	cfg := &sess.srv.cfg
+	if len(opts.Owner) > cfg.MaxNameLen {
+		sess.fail(resp.Limit("OWNER longer than max-name-len (" + itoa(int64(cfg.MaxNameLen)) + " bytes)"))
+		return locktable.Request{}, 0, false
+	}
+	ttl := cfg.DefaultTTL
+	if opts.Has&resp.OptTTL != 0 {
+		ttl = time.Duration(opts.TTL) * time.Millisecond
+		if !sess.checkTTL(ttl) {
+			return locktable.Request{}, 0, false
+		}
+	}
+	if opts.Detach && ttl == 0 {
+		sess.fail(resp.ErrDetachTTL)
+		return locktable.Request{}, 0, false
+	}
+	timeout := cfg.DefaultWait
+	if opts.Has&resp.OptWait != 0 {
+		timeout = time.Duration(opts.Wait) * time.Millisecond
+	}
+	req := locktable.Request{
+		TTL: int64(ttl), Size: 1, Owner: string(opts.Owner), Detach: opts.Detach, Shared: opts.Shared,
+		LockDelay: int64(cfg.LockDelay), Rand: randKey(),
+	}
+	if opts.Has&resp.OptSize != 0 {
+		req.Size = uint32(opts.Size)
+	}
+	if opts.Has&resp.OptLockDelay != 0 {
+		req.LockDelay = opts.LockDelay * int64(time.Millisecond)
+	}
+	return req, timeout, true
 }
 
 // cmdUpgrade: UPGRADE name key [WAIT ms] — the shared hold becomes
