@@ -163,6 +163,10 @@ func (cp *clusterCampaign) kill(i int) {
 	cp.kills++
 }
 
+// errConnGone: a dialNode client's one connection was closed, and no
+// request went out.
+var errConnGone = errors.New("this client's connection was closed (a new connection is a new client)")
+
 // dialNode connects to addr (a refused connection fails at once, without
 // go-redis's dial retries and their log lines) and returns a client on
 // that one connection, which it never replaces. ReadTimeout -1: a blocking
@@ -180,7 +184,7 @@ func dialNode(ctx context.Context, addr string, readTimeout time.Duration) (*red
 			conn := net.Conn(nil)
 			used.Do(func() { conn = nc })
 			if conn == nil {
-				return nil, errors.New("connection closed") // never re-dialled: a new connection is a new client
+				return nil, errConnGone // never re-dialled: a new connection is a new client
 			}
 			return conn, nil
 		}})
@@ -264,11 +268,11 @@ func (w *clusterWorker) drop() {
 	w.hangUp()
 }
 
-// send runs do on a connection to the leader. A reply that says the
-// request was not applied (-MOVED, -CLUSTERDOWN, an ended session) sends
-// it again, to the node named or after a pause; it is not recorded. It
-// returns do's error and the interval of the attempt that counted, done
-// false if the campaign ended first.
+// send runs do on a connection to the leader. A request that was not
+// applied (-MOVED, -CLUSTERDOWN, an ended session, a connection found
+// closed before sending) is not recorded and is sent again, to the node
+// named or after a pause. It returns do's error and the interval of the
+// attempt that counted, done false if the campaign ended first.
 func (w *clusterWorker) send(ctx context.Context, in *chaosInput, wait time.Duration, do func(context.Context) error) (err error, done bool) {
 	for ctx.Err() == nil {
 		if w.c == nil && !w.connect(ctx) {
@@ -286,6 +290,7 @@ func (w *clusterWorker) send(ctx context.Context, in *chaosInput, wait time.Dura
 			msg = err.Error()
 		}
 		switch {
+		case errors.Is(err, errConnGone): // closed while idle (a leader that lost leadership): nothing was sent
 		case strings.HasPrefix(msg, "MOVED "):
 			w.next = msg[strings.LastIndexByte(msg, ' ')+1:]
 		case strings.HasPrefix(msg, "CLUSTERDOWN"):
