@@ -1,11 +1,14 @@
 # relock — see README.md. `make run` starts a server; `make test` runs
 # every test (installing the tools they need when run as root); `make
-# chaos` runs the long kill -9 campaign (CHAOS_ROUNDS kills, default 25).
+# chaos` runs the long kill -9 campaigns (CHAOS_ROUNDS kills of a single
+# server, default 25; CLUSTER_CHAOS_KILLS kills of a cluster's leader,
+# default 20).
 
 GO      ?= go
 BIN     := bin/relock
 FUZZTIME ?= 30s
 CHAOS_ROUNDS ?= 25
+CLUSTER_CHAOS_KILLS ?= 20
 
 .PHONY: all build run test test-race integration chaos unit fuzz lint fmt vet bench bench-stall bench-cluster bench-redis deps clean
 
@@ -52,10 +55,13 @@ unit:
 integration: deps
 	$(GO) test -race -count=1 -timeout 8m ./integration/
 
-# The kill -9 campaign (integration/chaos_test.go) with CHAOS_ROUNDS kills
-# instead of the 3 `make test` runs; RELOCK_CHAOS_SEED=n repeats a run.
+# The kill -9 campaigns with more kills than the 3 that `make test` runs:
+# a single server killed CHAOS_ROUNDS times (integration/chaos_test.go),
+# and a 3-node cluster whose leader is killed CLUSTER_CHAOS_KILLS times
+# (integration/cluster_chaos_test.go); RELOCK_CHAOS_SEED=n repeats a run.
 chaos: deps
-	RELOCK_CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(GO) test -race -count=1 -timeout 20m -v -run '^TestChaos' ./integration/
+	RELOCK_CHAOS_ROUNDS=$(CHAOS_ROUNDS) RELOCK_CLUSTER_CHAOS_KILLS=$(CLUSTER_CHAOS_KILLS) \
+		$(GO) test -race -count=1 -timeout 20m -v -run '^(TestChaos|TestCluster_Chaos)' ./integration/
 
 # Every fuzz target for FUZZTIME each (seed corpora also run in `make test`).
 fuzz:

@@ -67,7 +67,7 @@ func clusterReport(in, md, js, etcdVersion, load0, settings string) {
 		}
 		runs = append(runs, r)
 		if r.Mode == "failover" {
-			failovers[r.Target] = append(failovers[r.Target], r.FailoverMs)
+			failovers[failoverSet(r)] = append(failovers[failoverSet(r)], r.FailoverMs)
 			continue
 		}
 		if _, ok := byKey[r.Label+"|relock"]; !ok {
@@ -103,19 +103,27 @@ func clusterReport(in, md, js, etcdVersion, load0, settings string) {
 		}
 	}
 	med := map[string]float64{}
-	for _, t := range []string{"etcd", "relock"} {
+	for _, t := range failoverSets {
 		slices.Sort(failovers[t])
 		med[t] = median(failovers[t])
 	}
-	kills := fmt.Sprintf("failover (%d / %d kills)", len(failovers["relock"]), len(failovers["etcd"]))
 	maxOf := func(t string) float64 {
 		if len(failovers[t]) == 0 {
 			return 0
 		}
 		return failovers[t][len(failovers[t])-1]
 	}
-	add(kills, "median ms, kill -9 to a grant", med["etcd"], med["relock"], "relock ≤ 1000", len(failovers["relock"]) > 0 && med["relock"] <= 1000)
-	add(kills, "max ms", maxOf("etcd"), maxOf("relock"), "relock ≤ 2000", len(failovers["relock"]) > 0 && maxOf("relock") <= 2000)
+	for _, t := range []string{"relock", "relock-mtls"} {
+		if t == "relock-mtls" && len(failovers[t]) == 0 {
+			continue // a results file from before the mTLS scenario
+		}
+		kills := fmt.Sprintf("failover (%d / %d kills)", len(failovers[t]), len(failovers["etcd"]))
+		if t == "relock-mtls" {
+			kills = fmt.Sprintf("failover, relock with Raft mTLS (%d / %d kills)", len(failovers[t]), len(failovers["etcd"]))
+		}
+		add(kills, "median ms, kill -9 to a grant", med["etcd"], med[t], "relock ≤ 1000", len(failovers[t]) > 0 && med[t] <= 1000)
+		add(kills, "max ms", maxOf("etcd"), maxOf(t), "relock ≤ 2000", len(failovers[t]) > 0 && maxOf(t) <= 2000)
+	}
 
 	var b strings.Builder
 	host, _ := os.Hostname()
@@ -129,7 +137,8 @@ func clusterReport(in, md, js, etcdVersion, load0, settings string) {
 		"etcd %s ×3 (built from go.etcd.io/etcd/server/v3, fsync on, default `--heartbeat-interval 100 --election-timeout 1000`).\n", etcdVersion)
 	fmt.Fprintf(&b, "All six servers pinned to core 0, the load generators to core 1; loopback. Both through their leader: `relock bench` (go-redis, "+
 		"LOCK+UNLOCK; contend: LOCK blocks on the server) and `clusterbench etcd` (clientv3 `concurrency.Mutex` Lock+Unlock, one client and session per connection). "+
-		"Failover: kill -9 of the leader to the first lock granted to a client retrying against the survivors — an attempt (a fresh name) every 10 ms without waiting for the previous ones; relock follows -MOVED, etcd requests carry WithRequireLeader — then the node is restarted. Settings: %s.\n", settings)
+		"Failover: kill -9 of the leader to the first lock granted to a client retrying against the survivors — an attempt (a fresh name) every 10 ms without waiting for the previous ones; relock follows -MOVED, etcd requests carry WithRequireLeader — then the node is restarted. "+
+		"Raft mTLS: the same on a second relock cluster whose nodes run with `--raft-tls-cert`/`--raft-tls-key`/`--raft-tls-ca` (P-256 certificates from a throwaway CA), idle during the throughput runs; kills alternate between relock, etcd and relock with mTLS. Settings: %s.\n", settings)
 	fmt.Fprintf(&b, "Ratio is relock ÷ etcd. Noisy shared VM: compare ranges over runs, not one cell.\n\n")
 	fmt.Fprintf(&b, "| scenario | metric | etcd | relock | ratio | target | met |\n|---|---|---:|---:|---:|---|---|\n")
 	for _, r := range rows {
@@ -145,14 +154,19 @@ func clusterReport(in, md, js, etcdVersion, load0, settings string) {
 	if errs > 0 {
 		fmt.Fprintf(&b, "\n%d errors in the timed runs (see bench/results-cluster.json).\n", errs)
 	}
-	for _, t := range []string{"relock", "etcd"} {
+	for _, t := range failoverSets {
 		var ms []string
 		for _, r := range runs {
-			if r.Mode == "failover" && r.Target == t {
+			if r.Mode == "failover" && failoverSet(r) == t {
 				ms = append(ms, fmt.Sprintf("%.0f", r.FailoverMs))
 			}
 		}
-		fmt.Fprintf(&b, "\n%s failover times (ms, in kill order): %s", t, strings.Join(ms, ", "))
+		if len(ms) > 0 {
+			fmt.Fprintf(&b, "\n%s failover times (ms, in kill order): %s", failoverNames[t], strings.Join(ms, ", "))
+		}
+	}
+	if p, m := failovers["relock"], failovers["relock-mtls"]; len(p) > 0 && len(m) > 0 && med["relock"] > 0 && maxOf("relock") > 0 {
+		fmt.Fprintf(&b, "\n\nRaft mTLS ÷ plaintext: median %.2f, max %.2f.", med["relock-mtls"]/med["relock"], maxOf("relock-mtls")/maxOf("relock"))
 	}
 	b.WriteString("\n")
 	if err := os.WriteFile(md, []byte(b.String()), 0o644); err != nil {
@@ -167,6 +181,21 @@ func clusterReport(in, md, js, etcdVersion, load0, settings string) {
 		log.Fatal(err)
 	}
 	fmt.Print(b.String())
+}
+
+// The failover measurements: relock's plaintext cluster, etcd, and
+// relock's cluster with Raft mutual TLS (label "failover raft-mtls").
+var (
+	failoverSets  = []string{"relock", "relock-mtls", "etcd"}
+	failoverNames = map[string]string{"relock": "relock", "relock-mtls": "relock (Raft mTLS)", "etcd": "etcd"}
+)
+
+// failoverSet returns which failover measurement a run belongs to.
+func failoverSet(r clusterRun) string {
+	if r.Target == "relock" && strings.Contains(r.Label, "mtls") {
+		return "relock-mtls"
+	}
+	return r.Target
 }
 
 func median(sorted []float64) float64 {
