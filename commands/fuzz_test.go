@@ -46,6 +46,9 @@ func FuzzExec(f *testing.F) {
 		"CLIENT SETNAME x\r\nCLIENT LIST\r\nCLIENT KILL ID 999\r\nRESET\r\n",
 		"RENEW a 1-0000000000000000 TTL 10\r\nCHECK a 1-0000000000000000\r\n",
 		"CONFIG GET *\r\nDBSIZE\r\nTIME\r\nPING\r\nECHO x\r\nSELECT 0\r\nAUTH x\r\n",
+		"LOCK s SHARED LOCKDELAY 10\r\nUPGRADE s 1-0000000000000000 WAIT 1\r\nDOWNGRADE s 1-0000000000000000\r\n",
+		"MLOCK 2 a b TTL 100\r\nMTRYLOCK 3 a b c SHARED\r\nMLOCK 1 a WAIT 1\r\nLOCKS\r\n",
+		"SUBSCRIBE __lock__:a\r\nPSUBSCRIBE __lock__:*\r\nUNSUBSCRIBE\r\nPUNSUBSCRIBE x\r\n",
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))
