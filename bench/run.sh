@@ -101,6 +101,12 @@ side_by_side() {
 	# to the exclusive "cycle c=16", and readers and writers on one lock.
 	run "shared cycle c=16" relock "$RELOCK_PORT" --mode cycle --shared -c 16 -d "$DUR"
 	run "rw c=16: 90 % readers" relock "$RELOCK_PORT" --mode rw -c 16 -d "$DUR"
+	# Multi-locks (relock only): MLOCK of 2, 8 and 32 names of a connection's
+	# own, each released by its own UNLOCK, next to the single "cycle c=16";
+	# and MLOCKs of the same 2 names, half in the opposite order, which must
+	# never stall (a deadlock would).
+	for n in 2 8 32; do run "mlock c=16 names=$n" relock "$RELOCK_PORT" --mode mlock --names "$n" -c 16 -d "$DUR"; done
+	run "mlock-contend c=16" relock "$RELOCK_PORT" --mode mlock-contend --names 2 -c 16 -d "$DUR"
 	# Lock events: what 100 pattern subscribers cost the cycle (idle ones:
 	# their patterns match no lock of the run; watching ones: 16 of them
 	# get every event of one connection's lock), and how soon an event

@@ -26,16 +26,26 @@ import (
 // A lockConn goes back to the Client's idle list only when it carries no
 // hold and no queued wait (after UNLOCK, a nil reply or an error reply);
 // after anything else (abort, network error, loss) it is closed.
+//
+// The holds of one LockMany share one lockConn (the server bound them all
+// to the connection of their MLOCK): leave counts them down, and the
+// connection is put back or closed only when the last of them ended.
 type lockConn struct {
 	c   *Client
 	ep  endpoint // the server it is connected to
 	rdb *redis.Client
 	cur *watchConn // the socket; never changes
 
-	// mu guards handed and aborted.
+	// mu guards the fields below.
 	mu      sync.Mutex
 	handed  bool // go-redis has the socket
 	aborted bool // abort ran
+	// holds counts the holds bound to the connection that have not ended
+	// yet, when more than one shares it (LockMany); 0 for a single hold.
+	holds int
+	// unclean: a hold that shared the connection ended otherwise than by
+	// UNLOCK, so the connection is closed, not reused, after the last.
+	unclean bool
 
 	closeOnce sync.Once
 }
@@ -102,6 +112,45 @@ func (lc *lockConn) abort() {
 	lc.aborted = true
 	lc.mu.Unlock()
 	lc.cur.Close()
+}
+
+// share records that n holds are bound to the connection (LockMany).
+func (lc *lockConn) share(n int) {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	lc.holds = n
+}
+
+// shared reports whether more than one hold is bound to the connection.
+func (lc *lockConn) shared() bool {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	return lc.holds > 1
+}
+
+// leave is called once by each hold bound to the connection when it ends:
+// released (by UNLOCK, the connection carrying nothing of it any more) or
+// not. When the last hold leaves, the connection goes back to the idle
+// list if every hold was released and it is alive, and is closed
+// otherwise, so that the server surely releases whatever is left.
+func (lc *lockConn) leave(released bool) {
+	lc.mu.Lock()
+	lc.holds--
+	if !released {
+		lc.unclean = true
+	}
+	last, clean := lc.holds <= 0, !lc.unclean
+	if last {
+		lc.holds, lc.unclean = 0, false
+	}
+	lc.mu.Unlock()
+	switch {
+	case !last:
+	case clean && !lc.dead():
+		lc.c.putLockConn(lc)
+	default:
+		lc.close()
+	}
 }
 
 // close closes the connection for good and forgets it. Idempotent.

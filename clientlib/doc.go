@@ -19,6 +19,15 @@
 // to lock is an error and a nil check on the error is all a caller needs.
 // Cancelling the ctx of a waiting Lock returns the ctx's error at once.
 //
+// LockMany takes several names with one MLOCK: all of them at one instant
+// or none, holding none while it waits, so two LockMany calls never
+// deadlock whatever the order of their names. Each name is its own *Lock;
+// they share the connection of their MLOCK (see LockMany). ErrDeadlock
+// (from Lock, LockMany and Upgrade) says the server refused a wait that
+// would never end; since each Lock call has its own connection, the
+// server sees the calls of one worker as one participant only when they
+// share an Owner id.
+//
 // # Connections
 //
 // The server binds a hold to the connection that took it and releases it

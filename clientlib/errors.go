@@ -48,9 +48,13 @@ var (
 	// without a successful renewal.
 	ErrExpired = errors.New("TTL deadline passed without renewal")
 	// ErrDeadlock: the request would wait forever, so the server refused
-	// it at once and changed nothing — a second Lock.Upgrade of a lock
-	// while another upgrade of it waits (each would wait for the other's
-	// shared hold, which the caller keeps). The server's DEADLOCK.
+	// it at once and changed nothing. A Lock, LockMany or Lock.Upgrade
+	// whose wait would close a cycle of waits (this connection, or Owner,
+	// holds a lock that a holder of what it asks for waits for, directly
+	// or along a chain; the reply names the locks of the cycle), or a
+	// second Lock.Upgrade of a lock while another upgrade of it waits
+	// (each would wait for the other's shared hold, which the caller
+	// keeps). Release something held and try again. The server's DEADLOCK.
 	ErrDeadlock = errors.New("the request would deadlock")
 	// ErrClusterDown: a cluster had no leader (an election) for longer
 	// than the call could wait (Options.FailoverTimeout, its ctx). The

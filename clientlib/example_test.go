@@ -327,3 +327,38 @@ func ExampleClient_Watch() {
 	// jobs:build released: unlock
 	// jobs:build free
 }
+
+// Taking several locks at once: both accounts or neither, whatever order
+// other transfers name them in, and no partial hold while waiting.
+func ExampleClient_LockMany() {
+	addr, stop := exampleServer()
+	defer stop()
+	ctx := context.Background()
+	c, err := clientlib.New(clientlib.Options{Addr: addr})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	locks, err := c.LockMany(ctx, []string{"account:alice", "account:bob"},
+		clientlib.TTL(10*time.Second), clientlib.Owner("worker-1"))
+	switch {
+	case errors.Is(err, clientlib.ErrDeadlock):
+		// worker-1 holds a lock that a holder of alice or bob waits for:
+		// nothing was taken; release what it holds and retry.
+		return
+	case err != nil:
+		log.Fatal(err)
+	}
+	for _, l := range locks {
+		fmt.Println("holding", l.Name(), "with a fence:", l.Fence() > 0)
+	}
+	for _, l := range locks {
+		if err := l.Unlock(ctx); err != nil { // each its own hold
+			log.Fatal(err)
+		}
+	}
+	// Output:
+	// holding account:alice with a fence: true
+	// holding account:bob with a fence: true
+}

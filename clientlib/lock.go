@@ -291,6 +291,32 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 		lc.close()
 		return nil, fmt.Errorf("%s %s: unexpected reply %v", op, quote(name), res)
 	}
+	h := c.newHold(name, key, fence, cfg, lc, granted)
+	if !c.register(h) {
+		h.cancel(ErrClosed)
+		lc.close()
+		return nil, ErrClosed
+	}
+	c.loss.attach(h)
+	watching = false
+	// Return once the lock's events are watched (or the server has none),
+	// so that a release from now on is noticed at once; a slow watch
+	// connection delays Lock at most ReadTimeout (renewal still detects a
+	// loss).
+	timer := time.NewTimer(c.opt.ReadTimeout)
+	defer timer.Stop()
+	select {
+	case <-ready:
+	case <-ctx.Done():
+	case <-timer.C:
+	case <-h.lost:
+	}
+	return &Lock{h: h}, nil
+}
+
+// newHold is the client's side of a hold granted at granted on lc, with
+// the options of cfg; its keeper is not started yet (see register).
+func (c *Client) newHold(name, key string, fence uint64, cfg lockConfig, lc *lockConn, granted time.Time) *hold {
 	h := &hold{
 		c:          c,
 		name:       name,
@@ -324,26 +350,7 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 		h.ttl = ttlUnknown
 		h.renewAt = granted
 	}
-	if !c.register(h) {
-		h.cancel(ErrClosed)
-		lc.close()
-		return nil, ErrClosed
-	}
-	c.loss.attach(h)
-	watching = false
-	// Return once the lock's events are watched (or the server has none),
-	// so that a release from now on is noticed at once; a slow watch
-	// connection delays Lock at most ReadTimeout (renewal still detects a
-	// loss).
-	timer := time.NewTimer(c.opt.ReadTimeout)
-	defer timer.Stop()
-	select {
-	case <-ready:
-	case <-ctx.Done():
-	case <-timer.C:
-	case <-h.lost:
-	}
-	return &Lock{h: h}, nil
+	return h
 }
 
 // register records a new hold and starts its keeper, unless the Client was
@@ -737,7 +744,8 @@ func (h *hold) lose(cause error) {
 // keeper is told to stop (end never waits for it: the keeper calls end
 // too). After a release by UNLOCK the connection carries nothing and goes
 // back to the idle list; otherwise it is closed, so that the server surely
-// releases a bound hold.
+// releases a bound hold. A connection that LockMany's holds share is put
+// back or closed when the last of them ends (lockConn.leave).
 func (h *hold) end(state holdState, cause error) {
 	h.mu.Lock()
 	if h.state != stateHeld {
@@ -762,11 +770,7 @@ func (h *hold) end(state holdState, cause error) {
 	h.stop()
 	h.c.forget(h)
 	h.c.loss.detach(h)
-	if lc := h.conn(); state == stateReleased && !lc.dead() {
-		h.c.putLockConn(lc)
-	} else {
-		lc.close()
-	}
+	h.conn().leave(state == stateReleased)
 }
 
 // stop tells the keeper to stop, aborting a re-attachment's dials.

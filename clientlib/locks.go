@@ -46,6 +46,9 @@ type WaiterInfo struct {
 	Mode string
 	// Upgrade: a waiting UPGRADE (listed first).
 	Upgrade bool
+	// Multi is, for a leg of a waiting MLOCK (LockMany), how many names
+	// it waits on at once; 0 for a single request.
+	Multi int
 }
 
 // LocksQuery selects locks for Locks.
@@ -189,6 +192,7 @@ func parseLockInfo(v any) (LockInfo, error) {
 			ClientAddr: str(wm["client-addr"]),
 			Mode:       str(wm["mode"]),
 			Upgrade:    num(wm["upgrade"]) != 0,
+			Multi:      int(num(wm["multi"])),
 		})
 	}
 	return li, nil

@@ -34,7 +34,8 @@ const upgradeSlice = 500 * time.Millisecond
 // it lets the other upgrade through. A *LostError matching ErrNotHeld
 // when the shared hold ended while waiting (expiry, FORCEUNLOCK): the Lock
 // is lost and Lost is closed. An error if the hold is exclusive already,
-// or the Lock was unlocked or lost.
+// or the Lock was unlocked or lost, or while it shares its connection
+// with other held Locks of one LockMany (see LockMany).
 func (l *Lock) Upgrade(ctx context.Context, opts ...LockOption) error {
 	h := l.h
 	var cfg lockConfig
@@ -54,6 +55,11 @@ func (l *Lock) Upgrade(ctx context.Context, opts ...LockOption) error {
 	}
 	if !l.Shared() {
 		return fmt.Errorf("UPGRADE %s: the hold is exclusive already", quote(h.name))
+	}
+	if h.conn().shared() {
+		// A waiting UPGRADE would keep the other holds' RENEWs and
+		// UNLOCKs waiting behind it on the connection they share.
+		return fmt.Errorf("UPGRADE %s: the hold shares its connection with other holds of a LockMany; release them first, or take this lock with Lock", quote(h.name))
 	}
 	var until time.Time // zero: no limit of the caller's
 	if cfg.hasWait && cfg.wait > 0 {

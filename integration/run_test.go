@@ -39,6 +39,9 @@ func init() {
 //   - gate: appends "<fence> start <ns>", waits (at most 30 s, else exits
 //     101) until the file has $RELOCK_IT_PEERS start lines and the file
 //     $RELOCK_IT_GATE exists, then appends "<fence> end <ns>".
+//   - names: writes RELOCK_NAME, RELOCK_KEY, RELOCK_FENCE, RELOCK_NAMES,
+//     RELOCK_KEYS and RELOCK_FENCES, one a line, then waits (at most 30 s,
+//     else exits 101) until the file $RELOCK_IT_GATE exists.
 //   - hang: writes its pid and waits to be killed (at most a minute). With
 //     RELOCK_IT_TERM=ignore it ignores SIGTERM; with RELOCK_IT_TERM=exit3 it
 //     appends "term" on SIGTERM and exits 3.
@@ -86,6 +89,23 @@ func runChild(mode string) int {
 		appendLine(os.Getenv("RELOCK_NAME") + "\n" + os.Getenv("RELOCK_KEY") + "\n" + os.Getenv("RELOCK_FENCE"))
 		code, _ := strconv.Atoi(os.Getenv("RELOCK_IT_CODE"))
 		return code
+	case "names":
+		var lines []string
+		for _, v := range []string{"RELOCK_NAME", "RELOCK_KEY", "RELOCK_FENCE", "RELOCK_NAMES", "RELOCK_KEYS", "RELOCK_FENCES"} {
+			lines = append(lines, os.Getenv(v))
+		}
+		appendLine(strings.Join(lines, "\n"))
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if _, err := os.Stat(os.Getenv("RELOCK_IT_GATE")); err == nil {
+				return 0
+			}
+			if time.Now().After(deadline) {
+				fmt.Fprintln(os.Stderr, "names: gate not there within 30s")
+				return 101
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 	case "hang":
 		switch os.Getenv("RELOCK_IT_TERM") {
 		case "ignore":
@@ -554,4 +574,120 @@ func TestTools_LocksTableAndForceUnlock(t *testing.T) {
 		out, _, _ := relockTool(t, "locks", "--addr", srv.Addr, "jobs:*")
 		return strings.Contains(out, "jobs:a") && !strings.Contains(out, "worker-1")
 	}, "the waiter holds jobs:a")
+}
+
+// A run with several names holds them all while its command runs, and
+// passes every name's key and fence; a second run sharing one name waits
+// without holding its other name, and runs once the first is done.
+func TestRun_SeveralNamesAllOrNoneAndASecondRunSharingOneWaits(t *testing.T) {
+	srv := startServer(t)
+	dir := t.TempDir()
+	envFile, gate, second := filepath.Join(dir, "env"), filepath.Join(dir, "gate"), filepath.Join(dir, "second")
+	first := startRun(t, srv, "names", []string{"RELOCK_IT_FILE=" + envFile, "RELOCK_IT_GATE=" + gate},
+		"--lock", "many:b", "--lock", "many:c", "many:a")
+	eventually(t, 20*time.Second, func() bool { return len(readLines(t, envFile)) >= 6 },
+		"the first run's command did not start; stderr:\n%s", first.stderr)
+	env := readLines(t, envFile)
+	if env[0] != "many:a" || env[3] != "many:a many:b many:c" {
+		t.Fatalf("RELOCK_NAME %q, RELOCK_NAMES %q; want many:a and \"many:a many:b many:c\"", env[0], env[3])
+	}
+	keys, fences := strings.Fields(env[4]), strings.Fields(env[5])
+	if len(keys) != 3 || len(fences) != 3 || keys[0] != env[1] || fences[0] != env[2] {
+		t.Fatalf("RELOCK_KEYS %q, RELOCK_FENCES %q do not match RELOCK_KEY %q, RELOCK_FENCE %q", env[4], env[5], env[1], env[2])
+	}
+	c, err := clientlib.New(clientlib.Options{Addr: srv.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	inspect := func(name string) *clientlib.LockInfo {
+		t.Helper()
+		info, err := c.Inspect(ctxFor(t, 5*time.Second), name)
+		if err != nil {
+			t.Fatalf("inspect %s: %v", name, err)
+		}
+		if info == nil {
+			return &clientlib.LockInfo{Name: name}
+		}
+		return info
+	}
+	for i, name := range []string{"many:a", "many:b", "many:c"} {
+		info := inspect(name)
+		if len(info.Holders) != 1 || strconv.FormatUint(info.Holders[0].Fence, 10) != fences[i] {
+			t.Fatalf("%s: holders %+v, want the fence %s the command got", name, info.Holders, fences[i])
+		}
+		if !strings.HasPrefix(keys[i], fences[i]+"-") {
+			t.Fatalf("%s: key %q is not of fence %s", name, keys[i], fences[i])
+		}
+	}
+
+	// The second run shares many:c: it waits, on both of its names at
+	// once, holding neither.
+	w := startRun(t, srv, "interval", []string{"RELOCK_IT_FILE=" + second}, "--lock", "many:c", "many:d")
+	eventually(t, 20*time.Second, func() bool {
+		d, cc := inspect("many:d"), inspect("many:c")
+		return len(d.Waiters) == 1 && d.Waiters[0].Multi == 2 && len(cc.Waiters) == 1
+	}, "the second run is not waiting on many:c and many:d; stderr:\n%s", w.stderr)
+	if d := inspect("many:d"); len(d.Holders) != 0 {
+		t.Fatalf("many:d is held while the second run waits: %+v", d.Holders)
+	}
+	if got := readLines(t, second); len(got) != 0 {
+		t.Fatalf("the second run's command ran while the first held many:c: %q", got)
+	}
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := first.exitCode(t, 30*time.Second); code != 0 {
+		t.Fatalf("first run exited %d; stderr:\n%s", code, first.stderr)
+	}
+	if code := w.exitCode(t, 30*time.Second); code != 0 {
+		t.Fatalf("second run exited %d; stderr:\n%s", code, w.stderr)
+	}
+	if got := runIntervals(t, second); len(got) != 1 {
+		t.Fatalf("second run's intervals %v, want one", got)
+	}
+	for _, name := range []string{"many:a", "many:b", "many:c", "many:d"} {
+		if info := inspect(name); len(info.Holders) != 0 || len(info.Waiters) != 0 {
+			t.Fatalf("%s after both runs: %+v", name, info)
+		}
+	}
+}
+
+// Losing any one of a run's names stops its command (exit 75), and the
+// other names are released.
+func TestRun_SeveralNamesLossOfOneStopsTheCommand(t *testing.T) {
+	srv := startServer(t)
+	file := filepath.Join(t.TempDir(), "hang")
+	r := startRun(t, srv, "hang", []string{"RELOCK_IT_FILE=" + file, "RELOCK_IT_TERM=exit3"},
+		"--kill-grace", "200ms", "--lock", "lose:b", "lose:a")
+	eventually(t, 20*time.Second, func() bool { return len(readLines(t, file)) > 0 }, "child started; stderr:\n%s", r.stderr)
+	c := srv.client(t)
+	forced := time.Now()
+	if n, err := c.Do(ctxFor(t, 5*time.Second), "FORCEUNLOCK", "lose:b").Int(); err != nil || n != 1 {
+		t.Fatalf("FORCEUNLOCK = %d, %v", n, err)
+	}
+	code := r.exitCode(t, 10*time.Second)
+	t.Logf("relock run exited %d, %v after FORCEUNLOCK; stderr:\n%s", code, time.Since(forced), r.stderr)
+	if code != 75 {
+		t.Fatalf("exit status %d, want 75 (lock lost)", code)
+	}
+	if got := readLines(t, file); len(got) != 2 || got[1] != "term" {
+		t.Fatalf("child log %q; want SIGTERM logged", got)
+	}
+	if key, err := c.Do(ctxFor(t, 5*time.Second), "TRYLOCK", "lose:a").Text(); err != nil || key == "" {
+		t.Fatalf("TRYLOCK lose:a after the run = %q, %v; want a key (released)", key, err)
+	}
+}
+
+func TestRun_SeveralNamesRefusesSizeAndRepeatedNames(t *testing.T) {
+	srv := startServer(t)
+	for _, args := range [][]string{
+		{"--size", "2", "--lock", "ref:b", "ref:a"},
+		{"--lock", "ref:a", "ref:a"},
+	} {
+		r := startRun(t, srv, "env", nil, args...)
+		if code := r.exitCode(t, 30*time.Second); code != 64 {
+			t.Fatalf("%q: exit %d, want 64; stderr:\n%s", args, code, r.stderr)
+		}
+	}
 }

@@ -36,6 +36,10 @@ type result struct {
 	BytesPerLock float64 `json:"rss_bytes_per_lock"`
 	Errors       int64   `json:"errors"`
 	Exclusive    int64   `json:"exclusive_ops"`
+	Names        int     `json:"names"`
+	NamesPerSec  float64 `json:"names_per_sec"`
+	Stalls       *int64  `json:"stalls"`
+	MaxGapMs     float64 `json:"max_gap_ms"`
 }
 
 type row struct {
@@ -115,6 +119,48 @@ func main() {
 			r = row{Scenario: label, Metric: "server CPU µs/cycle vs relock exclusive (Redis column)", Redis: b.ServerCPUus, Relock: rl.ServerCPUus, Target: "(reported)", Met: true}
 			if b.ServerCPUus > 0 {
 				r.Ratio = rl.ServerCPUus / b.ServerCPUus
+			}
+			rows = append(rows, r)
+		case strings.HasPrefix(label, "mlock-contend "):
+			// "mlock-contend c=16": MLOCKs of the same 2 names, half in
+			// the opposite order; the Redis column is relock's single-lock
+			// "contend c=16" for scale.
+			conns := strings.TrimPrefix(label, "mlock-contend ")
+			b := byKey["contend "+conns+"|relock"]
+			r := row{Scenario: label, Metric: "handoffs/s vs relock contend handoffs/s (Redis column)", Redis: b.OpsPerSec, Relock: rl.OpsPerSec, Target: "(reported)", Met: true}
+			if b.OpsPerSec > 0 {
+				r.Ratio = rl.OpsPerSec / b.OpsPerSec
+			}
+			rows = append(rows, r)
+			rows = append(rows, row{Scenario: label, Metric: "fairness (min–max share)", Relock: rl.MinShare,
+				Ratio: rl.MaxShare, Target: "within ±10 %", Met: rl.MinShare >= 0.9 && rl.MaxShare <= 1.1})
+			stalls := int64(-1) // missing: not met
+			if rl.Stalls != nil {
+				stalls = *rl.Stalls
+			}
+			rows = append(rows, row{Scenario: label, Metric: "stalls (1 s without a handoff; longest gap ms in Redis column)", Redis: rl.MaxGapMs, Relock: float64(stalls),
+				Target: "0 (no deadlock)", Met: stalls == 0 && rl.Errors == 0 && rl.OpsPerSec > 0})
+		case strings.HasPrefix(label, "mlock "):
+			// "mlock c=16 names=N": MLOCK of N names and N UNLOCKs vs
+			// relock's single "cycle c=16" (LOCK + UNLOCK), same run.
+			conns, _, _ := strings.Cut(strings.TrimPrefix(label, "mlock "), " ")
+			b := byKey["cycle "+conns+"|relock"]
+			r := row{Scenario: label, Metric: "cycles/s vs relock single-lock cycles/s (Redis column)", Redis: b.OpsPerSec, Relock: rl.OpsPerSec, Target: "(reported)", Met: true}
+			if b.OpsPerSec > 0 {
+				r.Ratio = rl.OpsPerSec / b.OpsPerSec
+			}
+			rows = append(rows, r)
+			r = row{Scenario: label, Metric: "names/s vs relock single-lock cycles/s (Redis column)", Redis: b.OpsPerSec, Relock: rl.NamesPerSec, Target: "(reported)", Met: true}
+			if b.OpsPerSec > 0 {
+				r.Ratio = rl.NamesPerSec / b.OpsPerSec
+			}
+			rows = append(rows, r)
+			r = row{Scenario: label, Metric: "server CPU µs/name vs relock µs/cycle (Redis column)", Redis: b.ServerCPUus, Target: "(reported)", Met: true}
+			if rl.Names > 0 {
+				r.Relock = rl.ServerCPUus / float64(rl.Names)
+			}
+			if b.ServerCPUus > 0 {
+				r.Ratio = r.Relock / b.ServerCPUus
 			}
 			rows = append(rows, r)
 		case strings.HasPrefix(label, "rw "):

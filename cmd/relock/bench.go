@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,12 +27,13 @@ import (
 type benchCmd struct {
 	clientFlags `embed:""`
 	Target      string        `help:"Which server protocol to drive: relock (LOCK/UNLOCK) or redis (SET NX PX + EVALSHA)." enum:"relock,redis" default:"relock"`
-	Mode        string        `help:"cycle: each connection locks and unlocks its own name; contend: all connections on one name; rw (relock): all connections on bench:rw, every 10th cycle of a connection exclusive and the others shared (90 % readers); hold: take --locks locks and report server memory per lock; pipeline: --pipeline TRYLOCKs then UNLOCKs per round trip; ping: PING+PING cycles, the I/O ceiling; events: how soon a lock event reaches a subscriber (relock). stall-locks, stall-expiry, stall-auth, stall-preauth, stall-unread (relock, loopback only): an attack while another connection PINGs every --interval (see README, Benchmarks)." enum:"cycle,contend,rw,hold,pipeline,ping,events,stall-locks,stall-expiry,stall-auth,stall-preauth,stall-unread" default:"cycle"`
+	Mode        string        `help:"cycle: each connection locks and unlocks its own name; contend: all connections on one name; rw (relock): all connections on bench:rw, every 10th cycle of a connection exclusive and the others shared (90 % readers); hold: take --locks locks and report server memory per lock; pipeline: --pipeline TRYLOCKs then UNLOCKs per round trip; mlock (relock): each connection MLOCKs its own --names names and UNLOCKs each (pipelined); mlock-contend (relock): all connections MLOCK the same --names names, every other connection listing them in the opposite order, and report stalls (a second without a handoff: a deadlock would be one); ping: PING+PING cycles, the I/O ceiling; events: how soon a lock event reaches a subscriber (relock). stall-locks, stall-expiry, stall-auth, stall-preauth, stall-unread (relock, loopback only): an attack while another connection PINGs every --interval (see README, Benchmarks)." enum:"cycle,contend,rw,hold,pipeline,mlock,mlock-contend,ping,events,stall-locks,stall-expiry,stall-auth,stall-preauth,stall-unread" default:"cycle"`
 	Connections int           `short:"c" help:"Concurrent connections (stall-locks, stall-expiry: taking the locks; stall-auth, stall-preauth, stall-unread: attacking)." default:"16"`
 	Duration    time.Duration `short:"d" help:"How long to run (cycle, contend, pipeline; each stall attack)." default:"5s"`
 	TTL         time.Duration `help:"Lock TTL (Redis needs one; 0 for relock: none). stall-expiry: when, from its start, every hold expires." default:"10s"`
 	Locks       int           `help:"Locks to hold in hold, stall-locks and stall-expiry modes." default:"100000"`
 	Pipeline    int           `short:"P" help:"Pipeline depth: TRYLOCKs per round trip (pipeline), LOCKS pages (stall-locks), wrong AUTHs per connection (stall-auth)." default:"16"`
+	Names       int           `help:"mlock, mlock-contend: names per MLOCK." default:"2"`
 	Interval    time.Duration `help:"Stall modes: the bystander sends one PING per interval." default:"1ms"`
 	ServerLog   string        `help:"Stall modes: the server's log file, to report how much each attack made it grow." placeholder:"FILE"`
 	Poll        time.Duration `help:"Redis contend mode: sleep between failed SET NX attempts." default:"0s"`
@@ -45,24 +47,31 @@ type benchCmd struct {
 
 // benchResult is one run's outcome; `make bench` collects them as JSON.
 type benchResult struct {
-	Label        string  `json:"label,omitempty"`
-	Target       string  `json:"target"`
-	Mode         string  `json:"mode"`
-	Connections  int     `json:"connections"`
-	Seconds      float64 `json:"seconds"`
-	Ops          int64   `json:"ops"` // cycles, handoffs, or locks held
-	OpsPerSec    float64 `json:"ops_per_sec"`
-	Requests     int64   `json:"requests"`
-	Wasted       int64   `json:"wasted_requests"`         // failed SET NX polls
-	Shared       bool    `json:"shared,omitempty"`        // --shared
-	Exclusive    int64   `json:"exclusive_ops,omitempty"` // rw: the cycles that were exclusive
-	P50us        float64 `json:"p50_us"`
-	P99us        float64 `json:"p99_us"`
-	P999us       float64 `json:"p999_us"`
-	MaxUs        float64 `json:"max_us"`
-	ServerCPUus  float64 `json:"server_cpu_us_per_op"`
-	MinShare     float64 `json:"min_share,omitempty"` // contend: least/most a client got, relative to the mean
-	MaxShare     float64 `json:"max_share,omitempty"`
+	Label       string  `json:"label,omitempty"`
+	Target      string  `json:"target"`
+	Mode        string  `json:"mode"`
+	Connections int     `json:"connections"`
+	Seconds     float64 `json:"seconds"`
+	Ops         int64   `json:"ops"` // cycles, handoffs, or locks held
+	OpsPerSec   float64 `json:"ops_per_sec"`
+	Requests    int64   `json:"requests"`
+	Wasted      int64   `json:"wasted_requests"`         // failed SET NX polls
+	Shared      bool    `json:"shared,omitempty"`        // --shared
+	Exclusive   int64   `json:"exclusive_ops,omitempty"` // rw: the cycles that were exclusive
+	P50us       float64 `json:"p50_us"`
+	P99us       float64 `json:"p99_us"`
+	P999us      float64 `json:"p999_us"`
+	MaxUs       float64 `json:"max_us"`
+	ServerCPUus float64 `json:"server_cpu_us_per_op"`
+	MinShare    float64 `json:"min_share,omitempty"` // contend: least/most a client got, relative to the mean
+	MaxShare    float64 `json:"max_share,omitempty"`
+	Names       int     `json:"names,omitempty"`         // mlock modes: names per MLOCK
+	NamesPerSec float64 `json:"names_per_sec,omitempty"` // mlock: names taken (and released) per second
+	// Stalls (mlock-contend) counts the stretches of at least stallGap
+	// in which no connection completed a handoff; MaxGapMs is the longest
+	// time without one.
+	Stalls       *int64  `json:"stalls,omitempty"`
+	MaxGapMs     float64 `json:"max_gap_ms,omitempty"`
 	BytesPerLock float64 `json:"rss_bytes_per_lock,omitempty"`
 	UsedPerLock  float64 `json:"used_memory_bytes_per_lock,omitempty"`
 	Errors       int64   `json:"errors"`
@@ -93,9 +102,12 @@ type benchRun struct {
 	wasted atomic.Int64
 	// exclusive counts the rw mode's exclusive cycles.
 	exclusive atomic.Int64
-	errs      atomic.Int64
-	errMu     sync.Mutex
-	err1      string
+	// lastOp is when an operation last completed (UnixNano): the stall
+	// watch of mlock-contend.
+	lastOp atomic.Int64
+	errs   atomic.Int64
+	errMu  sync.Mutex
+	err1   string
 }
 
 func (r *benchRun) fail(err error) {
@@ -129,6 +141,12 @@ func (c *benchCmd) Run() error {
 	}
 	if c.Mode == "rw" && c.Target != "relock" {
 		return errors.New("--mode rw drives relock only (Redis has no shared locks)")
+	}
+	if isMultiMode(c.Mode) && c.Target != "relock" {
+		return fmt.Errorf("--mode %s drives relock only (MLOCK)", c.Mode)
+	}
+	if isMultiMode(c.Mode) && c.Names < 1 {
+		return errors.New("--names must be at least 1")
 	}
 	if c.Shared && (c.Target != "relock" || (c.Mode != "cycle" && c.Mode != "contend")) {
 		return errors.New("--shared applies to relock's cycle and contend modes")
@@ -183,6 +201,9 @@ func (c *benchCmd) Run() error {
 	}
 	res.Label, res.Target, res.Mode, res.Connections = c.Label, c.Target, c.Mode, c.Connections
 	res.Shared = c.Shared
+	if isMultiMode(c.Mode) {
+		res.Names = c.Names
+	}
 	res.Errors = r.errs.Load()
 	res.FirstError = r.err1
 	if c.JSON {
@@ -221,6 +242,12 @@ func (r *benchRun) timed(pid int) (benchResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.Duration)
 	defer cancel()
 	stopProgress := r.progress(start)
+	r.lastOp.Store(start.UnixNano())
+	var stalls stallWatch
+	if c.Mode == "mlock-contend" {
+		stopWatch := r.watchStalls(ctx, &stalls)
+		defer stopWatch()
+	}
 	var wg sync.WaitGroup
 	for i := range clients {
 		hists[i] = hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
@@ -248,7 +275,17 @@ func (r *benchRun) timed(pid int) (benchResult, error) {
 	if ops > 0 && cpu1 > cpu0 {
 		res.ServerCPUus = float64((cpu1-cpu0)/time.Microsecond) / float64(ops)
 	}
-	if c.Mode == "contend" && ops > 0 {
+	if c.Mode == "mlock" {
+		res.NamesPerSec = res.OpsPerSec * float64(c.Names)
+	}
+	if c.Mode == "mlock-contend" {
+		// The run's last stretch counts too: a deadlock at the end would
+		// leave every connection waiting until the deadline.
+		stalls.observe(time.Now(), time.Unix(0, r.lastOp.Load()))
+		n, gap := stalls.result()
+		res.Stalls, res.MaxGapMs = &n, float64(gap)/float64(time.Millisecond)
+	}
+	if (c.Mode == "contend" || c.Mode == "mlock-contend") && ops > 0 {
 		mean := float64(ops) / float64(len(counts))
 		res.MinShare, res.MaxShare = math.Inf(1), 0
 		for _, n := range counts {
@@ -269,6 +306,20 @@ func (r *benchRun) worker(ctx context.Context, id int, rdb *redis.Client, h *hdr
 	case "rw":
 		name = "bench:rw"
 	}
+	var names []string // the mlock modes'
+	switch c.Mode {
+	case "mlock":
+		for j := 0; j < c.Names; j++ {
+			names = append(names, name+":"+strconv.Itoa(j))
+		}
+	case "mlock-contend":
+		for j := 0; j < c.Names; j++ {
+			names = append(names, "bench:mc:"+strconv.Itoa(j))
+		}
+		if id%2 == 1 {
+			slices.Reverse(names)
+		}
+	}
 	ttlMs := c.TTL.Milliseconds()
 	var n, seq int64
 	for i := 0; i < maxBenchIterations && ctx.Err() == nil; i++ {
@@ -283,6 +334,8 @@ func (r *benchRun) worker(ctx context.Context, id int, rdb *redis.Client, h *hdr
 			r.reqs.Add(2)
 		case c.Mode == "pipeline":
 			err = r.pipelineRound(ctx, rdb, name)
+		case isMultiMode(c.Mode):
+			err = r.mlockCycle(ctx, rdb, names, ttlMs)
 		case c.Mode == "rw":
 			// Every 10th cycle of a connection is a writer's, the
 			// connections out of step: 90 % readers at any time.
@@ -306,6 +359,7 @@ func (r *benchRun) worker(ctx context.Context, id int, rdb *redis.Client, h *hdr
 			continue
 		}
 		h.RecordValue(int64(time.Since(t0) / time.Microsecond))
+		r.lastOp.Store(time.Now().UnixNano())
 		n++
 		if c.Mode == "pipeline" {
 			r.ops.Add(int64(c.Pipeline))
@@ -333,6 +387,93 @@ func (r *benchRun) relockCycle(ctx context.Context, rdb *redis.Client, name stri
 	err = rdb.Do(ctx, "UNLOCK", name, key).Err()
 	r.reqs.Add(1)
 	return err
+}
+
+// mlockCycle takes names with one MLOCK and releases each with its own
+// UNLOCK (pipelined: one round trip).
+func (r *benchRun) mlockCycle(ctx context.Context, rdb *redis.Client, names []string, ttlMs int64) error {
+	args := make([]any, 0, len(names)+4)
+	args = append(args, "MLOCK", len(names))
+	for _, name := range names {
+		args = append(args, name)
+	}
+	if ttlMs > 0 {
+		args = append(args, "TTL", ttlMs)
+	}
+	res, err := rdb.Do(ctx, args...).Slice()
+	r.reqs.Add(1)
+	if err != nil {
+		return err
+	}
+	if len(res) != len(names) {
+		return fmt.Errorf("MLOCK: %d keys for %d names", len(res), len(names))
+	}
+	cmds, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, name := range names {
+			p.Do(ctx, "UNLOCK", name, res[i])
+		}
+		return nil
+	})
+	r.reqs.Add(int64(len(cmds)))
+	return err
+}
+
+// isMultiMode reports whether mode drives MLOCK.
+func isMultiMode(mode string) bool { return mode == "mlock" || mode == "mlock-contend" }
+
+// stallGap is how long mlock-contend may go without a handoff before the
+// stretch counts as a stall: at c=16 on loopback a handoff takes tens of
+// microseconds, so a second without one is no scheduling hiccup.
+const stallGap = time.Second
+
+// stallWatch counts the stretches without a completed operation.
+type stallWatch struct {
+	// mu guards the fields below.
+	mu      sync.Mutex
+	stalls  int64
+	inStall bool
+	maxGap  time.Duration
+}
+
+// observe records that at now the last operation completed at last.
+func (s *stallWatch) observe(now, last time.Time) {
+	gap := now.Sub(last)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.maxGap = max(s.maxGap, gap)
+	switch {
+	case gap >= stallGap && !s.inStall:
+		s.stalls++
+		s.inStall = true
+	case gap < stallGap:
+		s.inStall = false
+	}
+}
+
+func (s *stallWatch) result() (int64, time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stalls, s.maxGap
+}
+
+// watchStalls samples r.lastOp every 10 ms until ctx ends; the returned
+// function waits for it to stop.
+func (r *benchRun) watchStalls(ctx context.Context, s *stallWatch) func() {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				s.observe(now, time.Unix(0, r.lastOp.Load()))
+			}
+		}
+	}()
+	return func() { <-done }
 }
 
 // redisCycle takes the lock with SET NX PX, polling while it is taken, and
@@ -521,15 +662,22 @@ func printSummary(w io.Writer, r *benchResult) {
 		}
 		return
 	}
-	unit := map[string]string{"cycle": "cycles", "contend": "handoffs", "rw": "cycles", "hold": "locks", "pipeline": "cycles", "ping": "cycles"}[r.Mode]
+	unit := map[string]string{"cycle": "cycles", "contend": "handoffs", "rw": "cycles", "hold": "locks", "pipeline": "cycles", "ping": "cycles",
+		"mlock": "cycles", "mlock-contend": "handoffs"}[r.Mode]
 	mode := r.Mode
 	if r.Shared {
 		mode += " (shared)"
+	}
+	if r.Names > 0 {
+		mode += fmt.Sprintf(" of %d names", r.Names)
 	}
 	fmt.Fprintf(w, "====== %s %s, %d connections ======\n", r.Target, mode, r.Connections)
 	fmt.Fprintf(w, "  %d %s in %.2f s: %.0f %s/s\n", r.Ops, unit, r.Seconds, r.OpsPerSec, unit)
 	if r.Mode == "rw" {
 		fmt.Fprintf(w, "  %d shared, %d exclusive\n", r.Ops-r.Exclusive, r.Exclusive)
+	}
+	if r.Mode == "mlock" {
+		fmt.Fprintf(w, "  %.0f names/s (each taken by one MLOCK, released by its own UNLOCK)\n", r.NamesPerSec)
 	}
 	if r.Mode == "hold" {
 		fmt.Fprintf(w, "  server RSS per held lock: %.0f bytes", r.BytesPerLock)
@@ -544,8 +692,11 @@ func printSummary(w io.Writer, r *benchResult) {
 		if r.ServerCPUus > 0 {
 			fmt.Fprintf(w, "  server CPU: %.1f µs per %s\n", r.ServerCPUus, strings.TrimSuffix(unit, "s"))
 		}
-		if r.Mode == "contend" {
+		if r.Mode == "contend" || r.Mode == "mlock-contend" {
 			fmt.Fprintf(w, "  fairness: each client got %.2f to %.2f of the mean share\n", r.MinShare, r.MaxShare)
+		}
+		if r.Stalls != nil {
+			fmt.Fprintf(w, "  stalls (%v or more without a handoff): %d; longest gap %.1f ms\n", stallGap, *r.Stalls, r.MaxGapMs)
 		}
 	}
 	if r.Errors > 0 {

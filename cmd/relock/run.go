@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -39,6 +41,7 @@ type runCmd struct {
 	ConflictExitCode int            `default:"1" placeholder:"N" help:"Exit status when the lock is not granted (--nonblock, --wait)."`
 	KillGrace        time.Duration  `default:"5s" placeholder:"D" help:"When the lock is lost the command gets SIGTERM at once and SIGKILL after D."`
 
+	Locks   []string `name:"lock" short:"l" sep:"none" placeholder:"NAME" help:"Also hold the lock NAME (repeatable): all the names are taken at once or none (MLOCK), and the command runs while holding all of them."`
 	Name    string   `arg:"" help:"Lock name."`
 	Command []string `arg:"" passthrough:"" placeholder:"-- COMMAND [ARG...]" help:"Command to run while holding the lock."`
 }
@@ -49,6 +52,15 @@ func (r *runCmd) Help() string {
 and consul lock. COMMAND gets RELOCK_NAME, RELOCK_KEY (the hold's key) and
 RELOCK_FENCE (its fencing token) in its environment. SIGINT, SIGTERM and
 SIGHUP are forwarded to it. The lock is released when it exits.
+
+With --lock NAME2 (repeatable) the command runs while holding NAME and
+every NAME2: all of them are taken at one instant, or none (MLOCK), and
+while waiting none of them is held, so two runs that list the same names
+in different orders never deadlock. RELOCK_NAME, RELOCK_KEY and
+RELOCK_FENCE are then NAME's; RELOCK_NAMES, RELOCK_KEYS and RELOCK_FENCES
+list every name's, space-separated, in the order NAME, then the --lock
+names. (They are set for a single name too.) Losing any of the locks
+stops the command.
 
 With --shared the command runs under a shared hold: any number of
 relock run --shared NAME run at once, while a relock run NAME without it
@@ -81,6 +93,8 @@ func (r *runCmd) Run() error {
 		return &exitError{exitRunUsage, errors.New("run: --size must be at least 1")}
 	case r.Shared && r.Size != 1:
 		return &exitError{exitRunUsage, errors.New("run: --shared takes no --size (a shared lock has one writer slot)")}
+	case len(r.Locks) > 0 && r.Size != 1:
+		return &exitError{exitRunUsage, errors.New("run: --size takes a single lock name (several names are size-1 locks)")}
 	case r.Wait < 0:
 		return &exitError{exitRunUsage, errors.New("run: --wait must not be negative")}
 	case r.LockDelay != nil && (*r.LockDelay < 0 || *r.LockDelay > maxLockDelay):
@@ -96,15 +110,39 @@ func (r *runCmd) Run() error {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
-	l, err := r.acquire(c, sigs)
+	names := r.names()
+	if err := checkNames(names); err != nil {
+		return &exitError{exitRunUsage, err}
+	}
+	locks, err := r.acquire(c, names, sigs)
 	if err != nil {
 		return err
 	}
-	return r.runUnder(l, argv, sigs)
+	return r.runUnder(locks, argv, sigs)
 }
 
-// acquire takes the lock; a signal aborts the wait.
-func (r *runCmd) acquire(c *clientlib.Client, sigs <-chan os.Signal) (*clientlib.Lock, error) {
+// names are the lock names of the run: NAME, then the --lock names.
+func (r *runCmd) names() []string {
+	return append([]string{r.Name}, r.Locks...)
+}
+
+// checkNames refuses an empty or repeated name.
+func checkNames(names []string) error {
+	seen := make(map[string]bool, len(names))
+	for _, name := range names {
+		switch {
+		case name == "":
+			return errors.New("run: empty lock name")
+		case seen[name]:
+			return fmt.Errorf("run: lock %q is named twice", name)
+		}
+		seen[name] = true
+	}
+	return nil
+}
+
+// acquire takes the locks (all of them or none); a signal aborts the wait.
+func (r *runCmd) acquire(c *clientlib.Client, names []string, sigs <-chan os.Signal) ([]*clientlib.Lock, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	opts := []clientlib.LockOption{clientlib.TTL(r.TTL), clientlib.Size(r.Size)}
@@ -118,52 +156,126 @@ func (r *runCmd) acquire(c *clientlib.Client, sigs <-chan os.Signal) (*clientlib
 		opts = append(opts, clientlib.LockDelay(*r.LockDelay))
 	}
 	type result struct {
-		l   *clientlib.Lock
-		err error
+		locks []*clientlib.Lock
+		err   error
 	}
 	done := make(chan result, 1)
 	go func() {
 		var res result
-		if r.Nonblock {
-			res.l, res.err = c.TryLock(ctx, r.Name, opts...)
-		} else {
-			res.l, res.err = c.Lock(ctx, r.Name, opts...)
+		var l *clientlib.Lock
+		switch {
+		case len(names) > 1 && r.Nonblock:
+			res.locks, res.err = c.TryLockMany(ctx, names, opts...)
+		case len(names) > 1:
+			res.locks, res.err = c.LockMany(ctx, names, opts...)
+		case r.Nonblock:
+			l, res.err = c.TryLock(ctx, names[0], opts...)
+		default:
+			l, res.err = c.Lock(ctx, names[0], opts...)
+		}
+		if l != nil {
+			res.locks = []*clientlib.Lock{l}
 		}
 		done <- res
 	}()
+	what := fmt.Sprintf("lock %q", names[0])
+	if len(names) > 1 {
+		what = fmt.Sprintf("locks %q", names)
+	}
 	var res result
 	select {
 	case res = <-done:
 	case sig := <-sigs:
 		cancel()
-		if res = <-done; res.l != nil {
-			res.l.Unlock(context.Background())
+		res = <-done
+		for _, l := range res.locks {
+			l.Unlock(context.Background())
 		}
-		return nil, &exitError{128 + signalNumber(sig), fmt.Errorf("run: interrupted (%v) while waiting for lock %q", sig, r.Name)}
+		return nil, &exitError{128 + signalNumber(sig), fmt.Errorf("run: interrupted (%v) while waiting for %s", sig, what)}
 	}
 	switch {
 	case res.err == nil:
-		return res.l, nil
+		return res.locks, nil
 	case errors.Is(res.err, clientlib.ErrWaitTimeout):
 		why := "is busy"
+		if len(names) > 1 {
+			why = "are not all free"
+		}
 		if r.Wait > 0 {
 			why = "was not granted within " + r.Wait.String()
+			if len(names) > 1 {
+				why = "were not granted within " + r.Wait.String()
+			}
 		}
-		return nil, &exitError{r.ConflictExitCode, fmt.Errorf("run: lock %q %s", r.Name, why)}
+		return nil, &exitError{r.ConflictExitCode, fmt.Errorf("run: %s %s", what, why)}
 	default:
-		return nil, &exitError{exitRunUnavailable, fmt.Errorf("run: cannot take lock %q: %w", r.Name, res.err)}
+		return nil, &exitError{exitRunUnavailable, fmt.Errorf("run: cannot take %s: %w", what, res.err)}
 	}
 }
 
-// runUnder runs argv while l is held and releases l when it exits.
-func (r *runCmd) runUnder(l *clientlib.Lock, argv []string, sigs <-chan os.Signal) error {
+// runEnv is the environment of the command run while holding locks (the
+// first is NAME's).
+func runEnv(locks []*clientlib.Lock) []string {
+	names := make([]string, len(locks))
+	keys := make([]string, len(locks))
+	fences := make([]string, len(locks))
+	for i, l := range locks {
+		names[i], keys[i], fences[i] = l.Name(), l.Key(), strconv.FormatUint(l.Fence(), 10)
+	}
+	return append(os.Environ(),
+		"RELOCK_NAME="+names[0],
+		"RELOCK_KEY="+keys[0],
+		"RELOCK_FENCE="+fences[0],
+		"RELOCK_NAMES="+strings.Join(names, " "),
+		"RELOCK_KEYS="+strings.Join(keys, " "),
+		"RELOCK_FENCES="+strings.Join(fences, " "),
+	)
+}
+
+// anyLost returns a channel closed when one of locks is lost (not
+// released), and a function that stops watching.
+func anyLost(locks []*clientlib.Lock) (<-chan struct{}, func()) {
+	lost := make(chan struct{})
+	var once sync.Once
+	stops := make([]func() bool, len(locks))
+	for i, l := range locks {
+		stops[i] = context.AfterFunc(l.Context(), func() {
+			if l.Err() != nil {
+				once.Do(func() { close(lost) })
+			}
+		})
+	}
+	return lost, func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}
+}
+
+// lostErr returns the loss of the first of locks that was lost, or nil.
+func lostErr(locks []*clientlib.Lock) error {
+	for _, l := range locks {
+		if err := l.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// releaseAll releases locks, reporting failures on stderr.
+func releaseAll(locks []*clientlib.Lock) {
+	for _, l := range locks {
+		if err := releaseLock(l); err != nil {
+			fmt.Fprintf(os.Stderr, "relock: run: releasing lock %q: %v\n", l.Name(), err)
+		}
+	}
+}
+
+// runUnder runs argv while locks are held and releases them when it exits.
+func (r *runCmd) runUnder(locks []*clientlib.Lock, argv []string, sigs <-chan os.Signal) error {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(),
-		"RELOCK_NAME="+l.Name(),
-		"RELOCK_KEY="+l.Key(),
-		"RELOCK_FENCE="+strconv.FormatUint(l.Fence(), 10),
-	)
+	cmd.Env = runEnv(locks)
 	// The command runs in a process group of its own, so that a loss stops
 	// all of it, not only its first process — unless relock runs in the
 	// foreground of a terminal: then it stays in relock's group, where the
@@ -173,7 +285,7 @@ func (r *runCmd) runUnder(l *clientlib.Lock, argv []string, sigs <-chan os.Signa
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	}
 	if err := cmd.Start(); err != nil {
-		releaseLock(l)
+		releaseAll(locks)
 		code := exitRunCannotExec
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
 			code = exitRunNotFound
@@ -197,19 +309,20 @@ func (r *runCmd) runUnder(l *clientlib.Lock, argv []string, sigs <-chan os.Signa
 	}()
 
 	var kill <-chan time.Time
-	lost := l.Lost()
+	lost, stopWatching := anyLost(locks)
+	defer stopWatching()
 	for {
 		select {
 		case <-exited:
-			if err := l.Err(); err != nil {
+			if err := lostErr(locks); err != nil {
 				if !interactive {
 					syscall.Kill(-pid, syscall.SIGKILL) // what is left of the group
 				}
+				releaseAll(notLost(locks)) // the others, at once
 				return &exitError{exitRunLost, fmt.Errorf("run: %w; the command was stopped", err)}
 			}
-			if err := releaseLock(l); err != nil {
-				fmt.Fprintf(os.Stderr, "relock: run: releasing lock %q: %v\n", l.Name(), err)
-			}
+			stopWatching()
+			releaseAll(locks)
 			if code := exitStatus(cmd.ProcessState); code != 0 {
 				return &exitError{code: code}
 			}
@@ -222,7 +335,7 @@ func (r *runCmd) runUnder(l *clientlib.Lock, argv []string, sigs <-chan os.Signa
 			}
 		case <-lost:
 			lost = nil
-			fmt.Fprintf(os.Stderr, "relock: run: %s; sending SIGTERM to the command (SIGKILL in %v)\n", l.Err(), r.KillGrace)
+			fmt.Fprintf(os.Stderr, "relock: run: %s; sending SIGTERM to the command (SIGKILL in %v)\n", lostErr(locks), r.KillGrace)
 			signalCmd(syscall.SIGTERM)
 			t := time.NewTimer(r.KillGrace)
 			defer t.Stop()
@@ -233,6 +346,17 @@ func (r *runCmd) runUnder(l *clientlib.Lock, argv []string, sigs <-chan os.Signa
 			signalCmd(syscall.SIGKILL)
 		}
 	}
+}
+
+// notLost returns the locks that were not lost.
+func notLost(locks []*clientlib.Lock) []*clientlib.Lock {
+	var kept []*clientlib.Lock
+	for _, l := range locks {
+		if l.Err() == nil {
+			kept = append(kept, l)
+		}
+	}
+	return kept
 }
 
 // releaseLock unlocks l, waiting at most a few seconds; a hold whose UNLOCK

@@ -32,6 +32,7 @@ type serverCmd struct {
 	MaxNameLen        int           `help:"Longest lock name in bytes." default:"1024"`
 	MaxWaiters        int           `help:"Most waiters per lock (0: no limit)." default:"0"`
 	MaxHoldsPerClient int           `help:"Most bound holds plus waits per connection (0: no limit)." default:"0"`
+	MaxMulti          int           `help:"Most names one MLOCK or MTRYLOCK may take at once (more: -LIMIT)." default:"64"`
 	LockDelay         time.Duration `name:"lock-delay" help:"Lock-delay of holds whose LOCK names no LOCKDELAY: when such a hold ends involuntarily (its connection closes, its TTL runs out, CLIENT KILL) its slot stays taken this long more (0: none; at most 60s)." default:"0s"`
 	TCPKeepalive      time.Duration `name:"tcp-keepalive" help:"TCP keepalive period (0: OS default)." default:"15s"`
 	Shards            int           `help:"Lock table shards, a power of two (0: GOMAXPROCS×4, rounded up to a power of two)." default:"0"`
@@ -58,6 +59,9 @@ const maxLockDelay = 60 * time.Second
 func (c *serverCmd) Run() error {
 	if c.LockDelay < 0 || c.LockDelay > maxLockDelay {
 		return fmt.Errorf("--lock-delay must be between 0 and 60s (got %v)", c.LockDelay)
+	}
+	if c.MaxMulti < 1 {
+		return fmt.Errorf("--max-multi must be at least 1 (got %d)", c.MaxMulti)
 	}
 	log, err := c.newLogger(os.Stderr)
 	if err != nil {
@@ -115,6 +119,7 @@ func (c *serverCmd) Run() error {
 		MaxNameLen:     c.MaxNameLen,
 		MaxWaiters:     c.MaxWaiters,
 		MaxHolds:       c.MaxHoldsPerClient,
+		MaxMulti:       c.MaxMulti,
 		LockDelay:      c.LockDelay,
 		TCPKeepAlive:   c.TCPKeepalive,
 		Shards:         shards,
