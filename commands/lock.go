@@ -458,6 +458,9 @@ func (sess *session) tableError(err error, name string) {
 	case errors.Is(err, locktable.ErrSessionClosed):
 		sess.fail("ERR this connection's session ended (leader change); reconnect")
 	case errors.As(err, &sm):
+		if sm.Name != "" {
+			name = sm.Name // the one of several names (MLOCK) whose size differs
+		}
 		sess.fail(resp.SizeMismatch(name, sm.Have, sm.Want))
 	case errors.Is(err, locktable.ErrNotHeld):
 		sess.fail(resp.ErrNotHeld)

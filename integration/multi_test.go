@@ -134,7 +134,7 @@ func TestMulti_Errors(t *testing.T) {
 		{[]string{"MLOCK", "3", "a", "b"}, "-ERR syntax error"},
 		{[]string{"MLOCK", "1", "a", "SIZE", "2"}, "-ERR syntax error"},
 		{[]string{"MTRYLOCK", "1", "a", "WAIT", "5"}, "-ERR syntax error"},
-		{[]string{"MLOCK", "2", "a", "sem"}, "-SIZEMISMATCH"},
+		{[]string{"MLOCK", "2", "a", "sem"}, "-SIZEMISMATCH lock 'sem' has size 2"},
 		{many, "-LIMIT more than max-multi (64) names"},
 	} {
 		if got := c.do(t, tc.args...); !strings.HasPrefix(got, tc.want) {

@@ -56,7 +56,12 @@ var (
 // SizeMismatchError is the error for a request whose size differs from the
 // lock's (a shared request wants size 1), and for a Downgrade of a
 // semaphore's hold (Want 1). It matches ErrSizeMismatch with errors.Is.
-type SizeMismatchError struct{ Have, Want uint32 }
+type SizeMismatchError struct {
+	Have, Want uint32
+	// Name is the lock's, set when the request named several
+	// (AcquireMulti); "" otherwise (the request's one name).
+	Name string
+}
 
 func (e *SizeMismatchError) Error() string { return ErrSizeMismatch.Error() }
 

@@ -337,7 +337,7 @@ func (t *Table) acquireMulti(ev *Events, s *Session, reqs []Request, now int64, 
 			continue
 		}
 		if size := sh.lock(lid).size; size != 1 {
-			return nil, 0, &SizeMismatchError{Have: size, Want: 1}, nil
+			return nil, 0, &SizeMismatchError{Have: size, Want: 1, Name: rs[i].Name}, nil
 		}
 		if id := sh.ownedHold(lid, rs[i].Owner); id != 0 {
 			h := sh.hold(id)
