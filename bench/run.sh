@@ -111,8 +111,12 @@ side_by_side() {
 	# their patterns match no lock of the run; watching ones: 16 of them
 	# get every event of one connection's lock), and how soon an event
 	# reaches its subscriber.
+	# (Each against a run without subscribers just before it: on a shared
+	# machine two runs minutes apart differ more than subscribers cost.)
+	run "subscribed base: cycle c=16, no subscribers" relock "$RELOCK_PORT" --mode cycle -c 16 -d "$DUR"
 	run "subscribed cycle c=16: 100 idle pattern subscribers" relock "$RELOCK_PORT" --mode cycle -c 16 -d "$DUR" \
 		--subscribers 100 --subscribe-pattern 'idle:{i}:*'
+	run "subscribed base: cycle c=16, no subscribers" relock "$RELOCK_PORT" --mode cycle -c 16 -d "$DUR"
 	run "subscribed cycle c=16: 100 pattern subscribers, 16 watching the cycled locks" relock "$RELOCK_PORT" --mode cycle -c 16 -d "$DUR" \
 		--subscribers 100
 	run "events: LOCK/UNLOCK to its event at the subscriber" relock "$RELOCK_PORT" --mode events -d "$DUR"

@@ -78,11 +78,20 @@ func main() {
 	}
 	byKey := map[string]result{}
 	var order []string
+	// prevBase: each subscribed run's baseline, the run without
+	// subscribers just before it.
+	prevBase := map[string]result{}
+	var lastBase *result
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		var r result
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			log.Fatalf("%s: %v", *in, err)
+		}
+		if strings.HasPrefix(r.Label, "subscribed base") {
+			lastBase = &r
+		} else if strings.HasPrefix(r.Label, "subscribed ") && lastBase != nil {
+			prevBase[r.Label] = *lastBase
 		}
 		if _, ok := byKey[r.Label+"|redis"]; !ok {
 			if _, ok := byKey[r.Label+"|relock"]; !ok {
@@ -176,11 +185,16 @@ func main() {
 			}
 			rows = append(rows, r)
 			rows = append(rows, row{Scenario: label, Metric: "p99 µs (p50 in Redis column)", Redis: rl.P50us, Relock: rl.P99us, Target: "(reported)", Met: true})
+		case strings.HasPrefix(label, "subscribed base"):
+			// the baseline of the next subscribed row (see below)
 		case strings.HasPrefix(label, "subscribed "):
 			// "subscribed cycle c=16: …": relock with subscribers vs
 			// relock without, in the same run.
 			base, _, _ := strings.Cut(strings.TrimPrefix(label, "subscribed "), ":")
 			b := byKey[base+"|relock"]
+			if pb, ok := prevBase[label]; ok {
+				b = pb // the run without subscribers just before this one
+			}
 			// The target is on what subscribers cost the lock path
 			// (matching every change against 100 patterns); messages
 			// actually delivered cost a write each, reported.
