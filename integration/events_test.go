@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -249,4 +251,59 @@ func TestEvents_EveryClusterMemberPublishes(t *testing.T) {
 	for i, s := range subs {
 		s.expect(c.nodes[i].id, "__lock__:cl acquired "+f, "__lock__:cl released "+f+" unlock", "__lock__:cl free")
 	}
+}
+
+// TestEvents_SubscriberThatStopsReadingIsCutOff: a subscriber that reads
+// nothing is disconnected once its unsent events pass the limit (8 MiB),
+// while the connection making the changes keeps being answered promptly.
+func TestEvents_SubscriberThatStopsReadingIsCutOff(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	slow := subscribe(t, srv, "PSUBSCRIBE", "__lock__:*") // and never reads again
+	c := dialRaw(t, srv)
+	// Batches of LOCK+UNLOCK of a long name: each cycle publishes
+	// acquired, released and free (~3 × 300 bytes).
+	name := "slow:" + strings.Repeat("x", 200)
+	const batch = 500
+	admin := dialRaw(t, srv)
+	deadline := time.Now().Add(60 * time.Second)
+	for round := 0; ; round++ {
+		if time.Now().After(deadline) || round > 1000 {
+			t.Fatalf("the subscriber that reads nothing was not disconnected after %d rounds", round)
+		}
+		// One lock, taken and released batch times: LOCK then UNLOCK.
+		for i := range batch {
+			key := keyOf(t, c.do(t, "LOCK", name, "TTL", "60000"))
+			if got := c.do(t, "UNLOCK", name, key); got != ":1\r\n" {
+				t.Fatalf("UNLOCK %d: %q", i, got)
+			}
+		}
+		info := admin.do(t, "INFO", "stats")
+		if strings.Contains(info, "pubsub_clients_dropped:1\r\n") {
+			break
+		}
+	}
+	start := time.Now()
+	if got := c.do(t, "PING"); got != "+PONG\r\n" || time.Since(start) > time.Second {
+		t.Fatalf("PING after the cut-off: %q in %v", got, time.Since(start))
+	}
+	slow.expectClosedAfterDrain(t)
+}
+
+// expectClosedAfterDrain reads what the server sent before it closed the
+// connection, and fails unless the connection ends within the deadline.
+func (s *subscriber) expectClosedAfterDrain(t testing.TB) {
+	t.Helper()
+	s.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 1<<20)
+	for range 10_000 {
+		if _, err := s.Conn.Read(buf); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("the cut-off subscriber's connection is still open")
+			}
+			return
+		}
+	}
+	t.Fatal("the cut-off subscriber's connection sent too much")
 }
