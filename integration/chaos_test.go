@@ -186,6 +186,9 @@ func (w *chaosWorker) exec(in chaosInput, wait time.Duration, args ...any) chaos
 			out.ttlMs, _ = cmd.Val().(int64)
 		}
 	case errors.Is(err, redis.Nil) && (in.op == opLock || in.op == opTryLock):
+	case errors.As(err, &rerr) && strings.HasPrefix(err.Error(), "DEADLOCK") && in.op == opLock:
+		// Refused (a cycle of waits), nothing changed: as a WAIT that
+		// ran out while the lock was held.
 	case errors.As(err, &rerr) && strings.HasPrefix(err.Error(), "NOTHELD") && in.op != opLock && in.op != opTryLock:
 	case errors.As(err, &rerr):
 		w.cp.t.Errorf("%v: unexpected error reply %v", args, err)

@@ -337,6 +337,10 @@ func (w *clusterWorker) exec(ctx context.Context, in chaosInput, wait time.Durat
 			out.ttlMs, _ = cmd.Val().(int64)
 		}
 	case errors.Is(err, redis.Nil) && acquire:
+	case errors.As(err, &rerr) && strings.HasPrefix(err.Error(), "DEADLOCK") && in.op == opLock:
+		// Workers holding some locks and waiting for others close
+		// cycles: refused, nothing changed — as a WAIT that ran out
+		// while the lock was held.
 	case errors.As(err, &rerr) && strings.HasPrefix(err.Error(), "NOTHELD") && !acquire:
 	case errors.As(err, &rerr) && strings.HasPrefix(err.Error(), "TRYAGAIN"):
 		out.unknown = true
