@@ -169,9 +169,23 @@ func (w *chaosWorker) exec(in chaosInput, wait time.Duration, args ...any) chaos
 	in.call = w.cp.h.now()
 	cmd := w.c.Do(ctx, args...)
 	in.ret = w.cp.h.now()
+	out := chaosReply(w.cp.t, in, cmd, cmd.Err(), args)
+	w.cp.h.add(w.id, in, out)
+	if out.unknown {
+		w.disconnect()
+	}
+	return out
+}
+
+// chaosReply is the outcome of one campaign command from its reply: a
+// key or a TTL, a refusal that changed nothing (nil, NOTHELD, DEADLOCK),
+// or unknown (no reply, -TRYAGAIN, an unexpected error, which also fails
+// the test).
+func chaosReply(t testing.TB, in chaosInput, cmd *redis.Cmd, err error, args []any) chaosOutput {
+	acquire := in.op == opLock || in.op == opTryLock
 	var out chaosOutput
 	var rerr redis.Error
-	switch err := cmd.Err(); {
+	switch {
 	case err == nil:
 		out.ok = true
 		switch in.op {
@@ -179,28 +193,60 @@ func (w *chaosWorker) exec(in chaosInput, wait time.Duration, args ...any) chaos
 			out.key, _ = cmd.Val().(string)
 			f, perr := parseFence(out.key)
 			if perr != nil {
-				w.cp.t.Errorf("%v: %v", args, perr)
+				t.Errorf("%v: %v", args, perr)
 			}
 			out.fence = f
 		case opCheck:
 			out.ttlMs, _ = cmd.Val().(int64)
 		}
-	case errors.Is(err, redis.Nil) && (in.op == opLock || in.op == opTryLock):
+	case errors.Is(err, redis.Nil) && acquire:
 	case errors.As(err, &rerr) && strings.HasPrefix(err.Error(), "DEADLOCK") && in.op == opLock:
-		// Refused (a cycle of waits), nothing changed: as a WAIT that
-		// ran out while the lock was held.
-	case errors.As(err, &rerr) && strings.HasPrefix(err.Error(), "NOTHELD") && in.op != opLock && in.op != opTryLock:
+		// Workers holding some locks and waiting for others close
+		// cycles: refused, nothing changed — as a WAIT that ran out
+		// while the lock was held.
+	case errors.As(err, &rerr) && strings.HasPrefix(err.Error(), "NOTHELD") && !acquire:
+	case errors.As(err, &rerr) && strings.HasPrefix(err.Error(), "TRYAGAIN"):
+		out.unknown = true // a cluster's leader changed while applying it
 	case errors.As(err, &rerr):
-		w.cp.t.Errorf("%v: unexpected error reply %v", args, err)
+		t.Errorf("%v: unexpected error reply %v", args, err)
 		out.unknown = true
 	default:
 		out.unknown = true
 	}
-	w.cp.h.add(w.id, in, out)
-	if out.unknown {
-		w.disconnect()
-	}
 	return out
+}
+
+// randomAcquire draws a campaign's LOCK (with a WAIT) or TRYLOCK on a
+// random lock, with no TTL, a short one (expiring within the round) or a
+// long one, sometimes DETACHed: its input, arguments and WAIT.
+func randomAcquire(rng *rand.Rand, try bool) (chaosInput, []any, time.Duration) {
+	name := chaosNames[rng.IntN(len(chaosNames))]
+	var ttl time.Duration
+	switch r := rng.IntN(100); {
+	case r < 35:
+	case r < 75:
+		ttl = time.Duration(50+rng.IntN(250)) * time.Millisecond
+	default:
+		ttl = 3 * time.Second
+	}
+	detach := ttl > 0 && rng.IntN(100) < 15
+	in := chaosInput{op: opLock, name: name, ttl: int64(ttl), detach: detach}
+	args := []any{"LOCK", name}
+	if try {
+		in.op, args[0] = opTryLock, "TRYLOCK"
+	}
+	if ttl > 0 {
+		args = append(args, "TTL", ttl.Milliseconds())
+	}
+	var wait time.Duration
+	if !try {
+		wait = time.Duration(10+rng.IntN(140)) * time.Millisecond
+		args = append(args, "WAIT", wait.Milliseconds())
+	}
+	if detach {
+		args = append(args, "DETACH")
+	}
+	return in, args, wait
 }
 
 func parseFence(key string) (int64, error) {
@@ -212,38 +258,11 @@ func parseFence(key string) (int64, error) {
 	return f, nil
 }
 
-// acquire runs LOCK (with a WAIT) or TRYLOCK on a random lock, with no
-// TTL, a short one (expiring within the round) or a long one, sometimes
-// DETACHed.
+// acquire runs a random LOCK or TRYLOCK (randomAcquire).
 func (w *chaosWorker) acquire(try bool) {
-	name := chaosNames[w.rng.IntN(len(chaosNames))]
-	var ttl time.Duration
-	switch r := w.rng.IntN(100); {
-	case r < 35:
-	case r < 75:
-		ttl = time.Duration(50+w.rng.IntN(250)) * time.Millisecond
-	default:
-		ttl = 3 * time.Second
-	}
-	detach := ttl > 0 && w.rng.IntN(100) < 15
-	in := chaosInput{op: opLock, name: name, ttl: int64(ttl), detach: detach}
-	args := []any{"LOCK", name}
-	if try {
-		in.op, args[0] = opTryLock, "TRYLOCK"
-	}
-	if ttl > 0 {
-		args = append(args, "TTL", ttl.Milliseconds())
-	}
-	var wait time.Duration
-	if !try {
-		wait = time.Duration(10+w.rng.IntN(140)) * time.Millisecond
-		args = append(args, "WAIT", wait.Milliseconds())
-	}
-	if detach {
-		args = append(args, "DETACH")
-	}
+	in, args, wait := randomAcquire(w.rng, try)
 	if out := w.exec(in, wait, args...); out.ok {
-		w.hold = &chaosHold{name: name, key: out.key, ttl: ttl, detach: detach}
+		w.hold = &chaosHold{name: in.name, key: out.key, ttl: time.Duration(in.ttl), detach: in.detach}
 		w.cp.remember(*w.hold)
 	}
 }

@@ -319,37 +319,7 @@ func (w *clusterWorker) exec(ctx context.Context, in chaosInput, wait time.Durat
 	if !done {
 		return chaosOutput{}, false
 	}
-	acquire := in.op == opLock || in.op == opTryLock
-	var out chaosOutput
-	var rerr redis.Error
-	switch {
-	case err == nil:
-		out.ok = true
-		switch in.op {
-		case opLock, opTryLock:
-			out.key, _ = cmd.Val().(string)
-			f, perr := parseFence(out.key)
-			if perr != nil {
-				w.cp.t.Errorf("%v: %v", args, perr)
-			}
-			out.fence = f
-		case opCheck:
-			out.ttlMs, _ = cmd.Val().(int64)
-		}
-	case errors.Is(err, redis.Nil) && acquire:
-	case errors.As(err, &rerr) && strings.HasPrefix(err.Error(), "DEADLOCK") && in.op == opLock:
-		// Workers holding some locks and waiting for others close
-		// cycles: refused, nothing changed — as a WAIT that ran out
-		// while the lock was held.
-	case errors.As(err, &rerr) && strings.HasPrefix(err.Error(), "NOTHELD") && !acquire:
-	case errors.As(err, &rerr) && strings.HasPrefix(err.Error(), "TRYAGAIN"):
-		out.unknown = true
-	case errors.As(err, &rerr):
-		w.cp.t.Errorf("%v: unexpected error reply %v", args, err)
-		out.unknown = true
-	default:
-		out.unknown = true
-	}
+	out := chaosReply(w.cp.t, in, cmd, err, args)
 	w.cp.h.add(w.id, in, out)
 	if out.unknown {
 		w.drop()
@@ -357,37 +327,11 @@ func (w *clusterWorker) exec(ctx context.Context, in chaosInput, wait time.Durat
 	return out, true
 }
 
-// acquire runs LOCK (with a WAIT) or TRYLOCK on a random lock, with no
-// TTL, a short one or a long one, sometimes DETACHed (chaosWorker's mix).
+// acquire runs a random LOCK or TRYLOCK (randomAcquire).
 func (w *clusterWorker) acquire(ctx context.Context, try bool) {
-	name := chaosNames[w.rng.IntN(len(chaosNames))]
-	var ttl time.Duration
-	switch r := w.rng.IntN(100); {
-	case r < 35:
-	case r < 75:
-		ttl = time.Duration(50+w.rng.IntN(250)) * time.Millisecond
-	default:
-		ttl = 3 * time.Second
-	}
-	detach := ttl > 0 && w.rng.IntN(100) < 15
-	in := chaosInput{op: opLock, name: name, ttl: int64(ttl), detach: detach}
-	args := []any{"LOCK", name}
-	if try {
-		in.op, args[0] = opTryLock, "TRYLOCK"
-	}
-	if ttl > 0 {
-		args = append(args, "TTL", ttl.Milliseconds())
-	}
-	var wait time.Duration
-	if !try {
-		wait = time.Duration(10+w.rng.IntN(140)) * time.Millisecond
-		args = append(args, "WAIT", wait.Milliseconds())
-	}
-	if detach {
-		args = append(args, "DETACH")
-	}
+	in, args, wait := randomAcquire(w.rng, try)
 	if out, _ := w.exec(ctx, in, wait, args...); out.ok {
-		w.hold = &chaosHold{name: name, key: out.key, ttl: ttl, detach: detach}
+		w.hold = &chaosHold{name: in.name, key: out.key, ttl: time.Duration(in.ttl), detach: in.detach}
 		w.cp.remember(*w.hold)
 	}
 }
