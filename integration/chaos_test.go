@@ -417,19 +417,27 @@ func (cp *chaosCampaign) checkPool(w *chaosWorker) {
 	}
 }
 
-func TestChaos_KillDuringLockTrafficKeepsHistoryLinearizable(t *testing.T) {
-	rounds := 3
-	if s := os.Getenv(chaosRoundsEnv); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			t.Fatalf("%s=%q: want a positive number", chaosRoundsEnv, s)
+// chaosSettings returns a campaign's number of kills (countEnv, else
+// def) and its seed (RELOCK_CHAOS_SEED, else the clock).
+func chaosSettings(t *testing.T, countEnv string, def int) (int, uint64) {
+	t.Helper()
+	n := def
+	if s := os.Getenv(countEnv); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 {
+			t.Fatalf("%s=%q: want a positive number", countEnv, s)
 		}
-		rounds = n
+		n = v
 	}
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv(chaosSeedEnv); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)
 	}
+	return n, seed
+}
+
+func TestChaos_KillDuringLockTrafficKeepsHistoryLinearizable(t *testing.T) {
+	rounds, seed := chaosSettings(t, chaosRoundsEnv, 3)
 	t.Logf("seed %d (%s to repeat), %d rounds", seed, chaosSeedEnv, rounds)
 	rng := rand.New(rand.NewPCG(seed, seed^0xc4a05))
 

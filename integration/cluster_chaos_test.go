@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -600,18 +599,7 @@ func (m *takeoverMonitor) poll(ctx context.Context, i int) {
 // history is linearizable for chaos_model_test.go's model, fences are
 // unique and increase in real time, and nothing released comes back.
 func TestCluster_ChaosLeaderKillsKeepHistoryLinearizable(t *testing.T) {
-	kills := 3
-	if s := os.Getenv(clusterChaosKillsEnv); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			t.Fatalf("%s=%q: want a positive number", clusterChaosKillsEnv, s)
-		}
-		kills = n
-	}
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv(chaosSeedEnv); s != "" {
-		seed, _ = strconv.ParseUint(s, 10, 64)
-	}
+	kills, seed := chaosSettings(t, clusterChaosKillsEnv, 3)
 	t.Logf("seed %d (%s to repeat), %d leader kills", seed, chaosSeedEnv, kills)
 	rng := rand.New(rand.NewPCG(seed, seed^0x1eade7))
 
