@@ -193,7 +193,7 @@ func (sess *session) exec(args [][]byte) *pendingWait {
 		sess.fail(errNoPermAdmin(cmd.name))
 		return nil
 	}
-	if sess.sub != nil && sess.w.Proto != 3 && sess.subscribed() && !subscribedModeOK(cmd.name) {
+	if sess.w.Proto != 3 && sess.subscribed() && !subscribedModeOK(cmd.name) {
 		sess.fail("ERR Can't execute '" + cmd.name + "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
 		return nil
 	}
@@ -264,12 +264,7 @@ func (sess *session) clientInfo(now time.Time) string {
 	if waiting != "" {
 		flags = "b"
 	}
-	sess.mu.Lock()
-	user := sess.user
-	sess.mu.Unlock()
-	if user == "" {
-		user = "default"
-	}
+	user := sess.userName()
 	w := 0
 	if waiting != "" {
 		w = 1
