@@ -71,20 +71,30 @@ func (f *FSM) Table() *locktable.Table {
 	return f.table
 }
 
-// Apply applies one log entry; it returns a *Result.
+// Apply applies one log entry: a batch of ops (the result is a []*Result,
+// one per op, in order) or, as written before batching, one op's JSON (a
+// *Result). An entry that cannot be decoded gives a *Result with Err.
 func (f *FSM) Apply(l *raft.Log) any {
-	op, err := DecodeOp(l.Data)
+	ops, batch, err := decodeEntry(l.Data)
 	if err != nil {
 		return &Result{Err: err}
 	}
-	r := f.ApplyOp(op)
+	rs := make([]*Result, len(ops))
+	failover := false
+	for i := range ops {
+		rs[i] = f.ApplyOp(ops[i])
+		failover = failover || ops[i].Kind == OpFailover
+	}
 	f.mu.Lock()
 	f.applied = l.Index
-	if op.Kind == OpFailover {
+	if failover {
 		f.leaderTerm = l.Term
 	}
 	f.mu.Unlock()
-	return r
+	if !batch {
+		return rs[0]
+	}
+	return rs
 }
 
 // ApplyOp applies a decoded op. It is Apply without the log (tests, and

@@ -36,6 +36,10 @@ type NodeConfig struct {
 	Bootstrap []raft.Server
 	// Timing; zero values take the Default* timeouts above.
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
+	// MaxInflight bounds the entries the leader has appended and not yet
+	// applied (0: DefaultMaxInflight); proposals queue meanwhile and go
+	// into one entry (batch.go).
+	MaxInflight int
 	// LogOutput receives raft's own log (nil: discarded), unless Logger
 	// is set: then raft logs through it.
 	LogOutput io.Writer
@@ -60,6 +64,8 @@ type Node struct {
 	ID   raft.ServerID
 	Raft *raft.Raft
 	FSM  *FSM
+	// batch turns proposals into entries.
+	batch *batcher
 	// closers are what Open assembled around the node, closed by Close
 	// after the node shut down.
 	closers []io.Closer
@@ -103,33 +109,24 @@ func NewNode(c NodeConfig) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
-	return &Node{ID: c.ID, Raft: r, FSM: fsm}, nil
+	return &Node{ID: c.ID, Raft: r, FSM: fsm, batch: newBatcher(r, c.MaxInflight)}, nil
 }
 
-// Propose appends op to the log and returns its result once applied on
-// this node. Only the leader may propose; the op's Now and any Request.Rand
-// must already be set by the caller (the leader), so that every node
-// applies the same thing.
+// Propose appends op to the log, in an entry with the ops proposed
+// meanwhile (batch.go), and returns its result once applied on this node.
+// Only the leader may propose; the op's Now and any Request.Rand must
+// already be set by the caller (the leader), so that every node applies
+// the same thing. timeout bounds the wait for raft to take the entry.
 func (n *Node) Propose(op Op, timeout time.Duration) (*Result, error) {
 	if n.Raft.State() != raft.Leader {
 		return nil, ErrNotLeader
 	}
-	entry, err := op.Encode()
-	if err != nil {
-		return nil, err
-	}
-	f := n.Raft.Apply(entry, timeout)
-	if err := f.Error(); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) {
-			return nil, ErrNotLeader // not appended: safe to send elsewhere
-		}
-		if errors.Is(err, raft.ErrLeadershipLost) {
-			return nil, ErrOutcomeUnknown
-		}
-		return nil, err
-	}
-	return f.Response().(*Result), nil
+	return n.batch.propose(op, timeout)
 }
 
 // Shutdown stops the node and waits for it.
-func (n *Node) Shutdown() error { return n.Raft.Shutdown().Error() }
+func (n *Node) Shutdown() error {
+	err := n.Raft.Shutdown().Error()
+	n.batch.close()
+	return err
+}

@@ -28,7 +28,14 @@ type Options struct {
 	Logger    *slog.Logger
 	// Timing; zero values take the Default* timeouts.
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
+	// MaxInflight: see NodeConfig (0: DefaultMaxInflight).
+	MaxInflight int
 }
+
+// logCacheEntries is how many of the newest log entries stay in memory
+// for raft's reads: a few rounds of the largest appends (raft's
+// MaxAppendEntries is 64).
+const logCacheEntries = 1024
 
 // Peer is a member as --raft-peers names it.
 type Peer struct{ ID, Addr string }
@@ -68,10 +75,20 @@ func Open(o Options) (*Node, error) {
 		trans.Close()
 		return nil, err
 	}
+	// Raft reads every entry back from the log store after appending it
+	// (the leader to replicate it, every node to apply it): the cache
+	// answers those reads from memory (docs/raft.md, Log store).
+	logs, err := raft.NewLogCache(logCacheEntries, store)
+	if err != nil {
+		store.Close()
+		trans.Close()
+		return nil, err
+	}
 	cfg := NodeConfig{
-		ID: raft.ServerID(o.ID), Transport: trans, Logs: store, Stable: store, Snapshots: snaps,
+		ID: raft.ServerID(o.ID), Transport: trans, Logs: logs, Stable: store, Snapshots: snaps,
 		Table: o.Table, Conn: o.Conn, Logger: log,
 		HeartbeatTimeout: o.HeartbeatTimeout, ElectionTimeout: o.ElectionTimeout, LeaderLeaseTimeout: o.LeaderLeaseTimeout,
+		MaxInflight: o.MaxInflight,
 	}
 	if o.Bootstrap {
 		if len(o.Peers) == 0 {

@@ -33,10 +33,14 @@ type clusterFlags struct {
 	RaftHeartbeatTimeout time.Duration `name:"raft-heartbeat-timeout" default:"300ms" help:"A follower that hears nothing from the leader for this long (a random 1-2x of it) stands for election: a dead leader is replaced in about 1-2x this. Shorter fails over faster but calls elections on pauses (GC, a busy host, jitter) that long."`
 	RaftElectionTimeout  time.Duration `name:"raft-election-timeout" default:"300ms" help:"How long a candidate waits for votes before it tries again (split votes); at least --raft-heartbeat-timeout."`
 	RaftLeaseTimeout     time.Duration `name:"raft-lease-timeout" default:"150ms" help:"A leader that has not reached a quorum for this long steps down (a partitioned leader stops granting); at most --raft-heartbeat-timeout."`
+
+	// Group commit (replica.DefaultMaxInflight; a test checks that they
+	// agree).
+	RaftMaxInflight int `name:"raft-max-inflight" default:"1" help:"Raft entries the leader has appended and not yet applied; requests that arrive meanwhile go into the next entry together. 1 makes the largest groups (the fewest fsyncs and sends per request: the highest throughput); 2-4 can lower latency under load when disks or links are slow."`
 }
 
 // timing checks the Raft timeouts against each other (as raft does, but
-// naming the flags).
+// naming the flags), and the group commit's bound.
 func (f *clusterFlags) timing() error {
 	for _, d := range []struct {
 		name string
@@ -51,6 +55,9 @@ func (f *clusterFlags) timing() error {
 	}
 	if f.RaftLeaseTimeout > f.RaftHeartbeatTimeout {
 		return fmt.Errorf("--raft-lease-timeout %v is longer than --raft-heartbeat-timeout %v", f.RaftLeaseTimeout, f.RaftHeartbeatTimeout)
+	}
+	if f.RaftMaxInflight < 1 || f.RaftMaxInflight > 64 {
+		return fmt.Errorf("--raft-max-inflight %d: 1 to 64", f.RaftMaxInflight)
 	}
 	return nil
 }
@@ -135,6 +142,7 @@ func (f *clusterFlags) startNode(listen string, shards int, log *slog.Logger) (*
 		Table:            locktable.Config{Shards: shards, FenceStart: 1, Notify: hub.Notify, Watched: hub.Watched},
 		Logger:           log,
 		HeartbeatTimeout: f.RaftHeartbeatTimeout, ElectionTimeout: f.RaftElectionTimeout, LeaderLeaseTimeout: f.RaftLeaseTimeout,
+		MaxInflight: f.RaftMaxInflight,
 	})
 	if err != nil {
 		return nil, nil, err

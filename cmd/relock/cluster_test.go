@@ -112,6 +112,9 @@ func TestRaftTimeouts_DefaultsAreReplicas(t *testing.T) {
 		t.Fatalf("defaults %v/%v/%v, replica's %v/%v/%v", f.RaftHeartbeatTimeout, f.RaftElectionTimeout, f.RaftLeaseTimeout,
 			replica.DefaultHeartbeatTimeout, replica.DefaultElectionTimeout, replica.DefaultLeaderLeaseTimeout)
 	}
+	if f.RaftMaxInflight != replica.DefaultMaxInflight {
+		t.Fatalf("--raft-max-inflight defaults to %d, replica's to %d", f.RaftMaxInflight, replica.DefaultMaxInflight)
+	}
 	if err := f.timing(); err != nil {
 		t.Fatalf("the defaults are refused: %v", err)
 	}
@@ -121,16 +124,19 @@ func TestRaftTimeouts_InconsistentAreRefused(t *testing.T) {
 	ms := time.Millisecond
 	tests := []struct {
 		hb, el, lease time.Duration
+		inflight      int
 		want          string
 	}{
-		{1 * ms, 400 * ms, 1 * ms, "--raft-heartbeat-timeout"},
-		{400 * ms, 300 * ms, 200 * ms, "--raft-election-timeout 300ms is shorter"},
-		{400 * ms, 400 * ms, 500 * ms, "--raft-lease-timeout 500ms is longer"},
+		{1 * ms, 400 * ms, 1 * ms, 1, "--raft-heartbeat-timeout"},
+		{400 * ms, 300 * ms, 200 * ms, 1, "--raft-election-timeout 300ms is shorter"},
+		{400 * ms, 400 * ms, 500 * ms, 1, "--raft-lease-timeout 500ms is longer"},
+		{400 * ms, 400 * ms, 200 * ms, 0, "--raft-max-inflight 0: 1 to 64"},
+		{400 * ms, 400 * ms, 200 * ms, 65, "--raft-max-inflight 65: 1 to 64"},
 	}
 	for _, tt := range tests {
-		f := clusterFlags{RaftHeartbeatTimeout: tt.hb, RaftElectionTimeout: tt.el, RaftLeaseTimeout: tt.lease}
+		f := clusterFlags{RaftHeartbeatTimeout: tt.hb, RaftElectionTimeout: tt.el, RaftLeaseTimeout: tt.lease, RaftMaxInflight: tt.inflight}
 		if err := f.timing(); err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("%v/%v/%v: %v, want %q", tt.hb, tt.el, tt.lease, err, tt.want)
+			t.Errorf("%v/%v/%v/%d: %v, want %q", tt.hb, tt.el, tt.lease, tt.inflight, err, tt.want)
 		}
 	}
 }
