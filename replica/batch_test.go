@@ -388,3 +388,77 @@ func TestCluster_ConcurrentProposalsAreBatched(t *testing.T) {
 		}
 	}
 }
+
+// TestBatcher_GathersTheProposalsExpectedBack: after an entry of three
+// ops, the next entry waits for three proposals (the linger made long
+// here, so that only their arrival ends it) and takes them together.
+func TestBatcher_GathersTheProposalsExpectedBack(t *testing.T) {
+	fr := &fakeRaft{fsm: NewFSM(locktable.Config{Shards: 1, FenceStart: 1}, nil), release: make(chan struct{})}
+	close(fr.release) // entries apply at once
+	b := startBatcher(&batcher{raft: fr, lingerMin: time.Minute, lingerMax: time.Minute}, 1)
+	defer b.close()
+	b.mu.Lock()
+	b.expect = 3 // as after an entry of three
+	b.mu.Unlock()
+	done := make(chan error, 3)
+	propose := func(s uint64) {
+		go func() {
+			_, err := b.propose(Op{Kind: OpOpen, Now: 1, Session: s}, time.Second)
+			done <- err
+		}()
+	}
+	queued := func(n int) func() bool {
+		return func() bool {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			return len(b.queue) == n
+		}
+	}
+	propose(1)
+	waitFor(t, "one queued", queued(1))
+	propose(2)
+	waitFor(t, "two queued", queued(2))
+	if n := fr.appended(); n != 0 {
+		t.Fatalf("%d entries appended before the third proposal came", n)
+	}
+	propose(3)
+	for range 3 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := fr.appended(); n != 1 {
+		t.Fatalf("%d entries for the three, want 1", n)
+	}
+}
+
+// TestBatcher_LoneProposalIsNotHeld: with nothing expected (an idle
+// leader, one connection), a proposal is appended at once, however long
+// the linger could be.
+func TestBatcher_LoneProposalIsNotHeld(t *testing.T) {
+	fr := &fakeRaft{fsm: NewFSM(locktable.Config{Shards: 1, FenceStart: 1}, nil), release: make(chan struct{})}
+	close(fr.release)
+	b := startBatcher(&batcher{raft: fr, lingerMin: time.Minute, lingerMax: time.Minute}, 1)
+	defer b.close()
+	done := make(chan error, 1)
+	go func() {
+		for s := uint64(1); s <= 3; s++ { // each entry of one: one expected back
+			if _, err := b.propose(Op{Kind: OpOpen, Now: 1, Session: s}, time.Second); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("three lone proposals were not applied within 10s: held for the linger")
+	}
+	if n := fr.appended(); n != 3 {
+		t.Fatalf("%d entries, want 3", n)
+	}
+}
