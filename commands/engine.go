@@ -40,8 +40,11 @@ type engine interface {
 	check(ev *locktable.Events, name string, key locktable.Key, now int64) (int64, error)
 	forceUnlock(ev *locktable.Events, name string, now int64) (int, error)
 	// closeSession ends a connection's session; why is
-	// locktable.ReasonDisconnect, ReasonKilled or ReasonReset.
-	closeSession(ev *locktable.Events, sess *session, why locktable.Reason, now int64)
+	// locktable.ReasonDisconnect, ReasonKilled or ReasonReset. An error
+	// (a cluster member that is not, or stopped being, the leader): the
+	// session's holds were not released here (a new leader's takeover
+	// orphans them).
+	closeSession(ev *locktable.Events, sess *session, why locktable.Reason, now int64) error
 	// cancelWait takes the session's queued LOCK (or UPGRADE) out of the
 	// queue, granting in ev the requests behind it that then fit; false:
 	// it was granted meanwhile (the grant is on its way).
@@ -96,11 +99,12 @@ func (e localEngine) check(ev *locktable.Events, name string, key locktable.Key,
 func (e localEngine) forceUnlock(ev *locktable.Events, name string, now int64) (int, error) {
 	return e.t.ForceUnlock(ev, name, now), nil
 }
-func (e localEngine) closeSession(ev *locktable.Events, sess *session, why locktable.Reason, now int64) {
+func (e localEngine) closeSession(ev *locktable.Events, sess *session, why locktable.Reason, now int64) error {
 	sess.mu.Lock()
 	lt := sess.lt
 	sess.mu.Unlock()
 	e.t.CloseSessionFor(ev, lt, why, now)
+	return nil
 }
 func (e localEngine) cancelWait(ev *locktable.Events, sess *session, now int64) bool {
 	return e.t.CancelWaitAt(ev, sess.lt, now)
@@ -270,24 +274,32 @@ func (e raftEngine) forceUnlock(ev *locktable.Events, name string, now int64) (i
 // the next leader's failover entry orphans the holds for RENEW to adopt —
 // as after a crash, so that a rolling restart of the leader does not
 // release every lock its clients hold.
-func (e raftEngine) closeSession(ev *locktable.Events, sess *session, why locktable.Reason, now int64) {
+func (e raftEngine) closeSession(ev *locktable.Events, sess *session, why locktable.Reason, now int64) error {
 	s := e.s
 	// A kill ends a session twice at once (the killer, then the victim's
 	// owner): the second waits for the first's proposal, so that neither
 	// returns before the holds are released.
 	sess.closeMu.Lock()
 	defer sess.closeMu.Unlock()
-	if !sess.clusterOpen.Load() || !e.leader() {
-		return // nothing to close here; a new leader orphans it
+	if !sess.clusterOpen.Load() {
+		return nil // nothing to close
+	}
+	if !e.leader() {
+		return errMoved // a new leader orphans it
 	}
 	sess.clusterOpen.Store(false)
 	op := replica.Op{Kind: replica.OpClose, Now: now, Session: sess.id, Reason: why}
 	if s.endedByStop(sess) {
 		op.Kind = replica.OpCancel
 	}
-	if _, err := e.propose(ev, nil, op); err != nil && !errors.Is(err, errMoved) {
+	_, err := e.propose(ev, nil, op)
+	switch {
+	case errors.Is(err, errMoved):
+		sess.clusterOpen.Store(true) // not appended: still open in the log
+	case err != nil:
 		s.log.Warn("closing a session in the cluster", "client", sess.id, "err", err)
 	}
+	return err
 }
 
 func (e raftEngine) upgrade(ev *locktable.Events, sess *session, name string, key locktable.Key, rnd uint64, now int64) (locktable.Key, locktable.Outcome, error) {

@@ -2,6 +2,7 @@ package commands
 
 import (
 	"crypto/tls"
+	"errors"
 	"runtime"
 	"strings"
 	"sync"
@@ -49,12 +50,27 @@ func (sess *session) cmdQuit(args [][]byte) *pendingWait {
 }
 
 // cmdReset: RESET — the connection becomes as new: its non-detached holds
-// are released, its name cleared, back to RESP2 (as in Redis).
+// are released, its name cleared, back to RESP2 (as in Redis). On a
+// cluster member that is no longer the leader the holds cannot be
+// released: RESET fails (-TRYAGAIN) and changes nothing; should leadership
+// end in the middle of its release, it fails as well, its subscriptions
+// already ended.
 func (sess *session) cmdReset(args [][]byte) *pendingWait {
 	srv := sess.srv
+	if sess.clusterOpen.Load() && !srv.eng.leader() {
+		sess.fail(errResetMoved)
+		return nil
+	}
 	srv.hub.unsubscribeAll(sess.sub)
 	sess.ev.Reset()
-	srv.eng.closeSession(&sess.ev, sess, locktable.ReasonReset, srv.now())
+	if err := srv.eng.closeSession(&sess.ev, sess, locktable.ReasonReset, srv.now()); err != nil {
+		if errors.Is(err, errMoved) {
+			sess.fail(errResetMoved)
+		} else {
+			sess.tableError(err, "")
+		}
+		return nil
+	}
 	sess.commit(&sess.ev, true)
 	sess.mu.Lock()
 	if !sess.ended { // a killed session stays closed
@@ -68,6 +84,9 @@ func (sess *session) cmdReset(args [][]byte) *pendingWait {
 	sess.w.Simple("RESET")
 	return nil
 }
+
+// errResetMoved: RESET on a member that stopped leading.
+const errResetMoved = "TRYAGAIN this node is no longer the cluster's leader: RESET did not release this connection's holds (the new leader releases them after --restore-grace unless they are renewed); reconnect"
 
 // cmdAuth: AUTH [username] password. AUTH password means user "default".
 // Without configured users, as in Redis: AUTH password is an error, and
