@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/relock/relock/locktable"
 )
 
 // Group commit.
@@ -68,8 +69,8 @@ type batcher struct {
 	closed bool          // the batcher stopped: proposals fail at once
 	wake   chan struct{} // cap 1: the queue has proposals
 	// expect is how many proposals the next entry should gather: the
-	// ops of the entry applied last (their connections come back) and
-	// those queued when it was.
+	// connections the entry applied last answered or granted (they come
+	// back, see answered) and the proposals queued when it was applied.
 	expect int
 	// round is how long the entry applied last took, from raft.Apply to
 	// its result: gather lingers at most that long.
@@ -259,8 +260,12 @@ func (b *batcher) complete() {
 				err = fmt.Errorf("replica: an entry of %d ops gave %d results", len(fl.ps), len(rs))
 			}
 		}
+		back := len(fl.ps)
+		if err == nil {
+			back = answered(rs)
+		}
 		b.mu.Lock()
-		b.expect = min(len(fl.ps)+len(b.queue), maxBatchOps)
+		b.expect = min(back+len(b.queue), maxBatchOps)
 		b.round = time.Since(fl.start)
 		b.mu.Unlock()
 		for i, p := range fl.ps {
@@ -272,6 +277,21 @@ func (b *batcher) complete() {
 		}
 		<-b.slots
 	}
+}
+
+// answered counts the connections an entry's results let go on: every
+// op answered now (not a request left waiting in a lock's queue) and
+// every waiter its changes granted. They are the ones expected back with
+// a request; a pile of waiting LOCKs is expected back with nothing.
+func answered(rs []*Result) int {
+	n := 0
+	for _, r := range rs {
+		if r.Outcome != locktable.Queued {
+			n++
+		}
+		n += len(r.Events.Grants)
+	}
+	return n
 }
 
 // close stops the batcher (after raft shut down, so that every future in

@@ -493,3 +493,22 @@ func BenchmarkEntry(b *testing.B) {
 		b.ReportMetric(float64(len(js)), "bytes/entry")
 	})
 }
+
+// TestAnswered: the connections an entry lets go on are its ops answered
+// now and the waiters it granted, not the requests it left queued.
+func TestAnswered(t *testing.T) {
+	grant := locktable.Grant{Name: "x"}
+	rs := []*Result{
+		{Outcome: locktable.Granted},
+		{Outcome: locktable.Queued},
+		{Outcome: locktable.Queued},
+		{}, // an UNLOCK, which granted two waiters
+	}
+	rs[3].Events.Grants = []locktable.Grant{grant, grant}
+	if got := answered(rs); got != 4 {
+		t.Fatalf("answered = %d, want 4 (the grant, the UNLOCK and its two grantees)", got)
+	}
+	if got := answered(rs[1:3]); got != 0 {
+		t.Fatalf("two queued LOCKs: answered = %d, want 0", got)
+	}
+}
