@@ -294,10 +294,19 @@ func (e raftEngine) closeSession(ev *locktable.Events, sess *session, why lockta
 	}
 	_, err := e.propose(ev, nil, op)
 	switch {
-	case errors.Is(err, errMoved):
-		sess.clusterOpen.Store(true) // not appended: still open in the log
-	case err != nil:
+	case err == nil, errors.Is(err, locktable.ErrSessionClosed):
+		return nil // closed now, or already (a takeover on this node orphaned it)
+	case errors.Is(err, errOutcomeUnknown):
+		// Appended: it may be applied yet. The session counts as closed
+		// here; a new leader orphans whatever it still has.
 		s.log.Warn("closing a session in the cluster", "client", sess.id, "err", err)
+	default:
+		// Not appended (not the leader, raft's enqueue timeout or
+		// shutdown): the session is still open in the log.
+		sess.clusterOpen.Store(true)
+		if !errors.Is(err, errMoved) {
+			s.log.Warn("closing a session in the cluster", "client", sess.id, "err", err)
+		}
 	}
 	return err
 }

@@ -46,11 +46,11 @@ const maxBatchOps = 512
 
 // proposal is an op waiting for its entry to be applied.
 type proposal struct {
-	op      Op
-	timeout time.Duration
-	r       *Result
-	err     error
-	done    chan struct{}
+	op       Op
+	deadline time.Time // for raft to take it (zero: none)
+	r        *Result
+	err      error
+	done     chan struct{}
 }
 
 func (p *proposal) finish(r *Result, err error) {
@@ -81,10 +81,11 @@ type batcher struct {
 	// change them).
 	lingerMin, lingerMax time.Duration
 
-	slots    chan struct{} // cap MaxInflight: one per entry in flight
-	inflight chan flight   // cap MaxInflight, closed when send ends
-	stop     chan struct{}
-	ended    chan struct{} // closed when complete ends
+	slots     chan struct{} // cap MaxInflight: one per entry in flight
+	inflight  chan flight   // cap MaxInflight, closed when send ends
+	stop      chan struct{}
+	closeOnce sync.Once
+	ended     chan struct{} // closed when complete ends
 }
 
 // applier is what the batcher needs of raft (tests give it a fake).
@@ -116,9 +117,18 @@ func startBatcher(b *batcher, maxInflight int) *batcher {
 	return b
 }
 
-// propose queues op and waits for its result.
+// propose queues op and waits for its result. timeout bounds the wait
+// until raft takes op's entry (raft.ErrEnqueueTimeout: not appended); an
+// op that cannot be encoded is refused at once, so that it fails alone
+// rather than with the entry it would have shared.
 func (b *batcher) propose(op Op, timeout time.Duration) (*Result, error) {
-	p := &proposal{op: op, timeout: timeout, done: make(chan struct{})}
+	if err := op.encodable(); err != nil {
+		return nil, err
+	}
+	p := &proposal{op: op, done: make(chan struct{})}
+	if timeout > 0 {
+		p.deadline = time.Now().Add(timeout)
+	}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -157,7 +167,7 @@ func (b *batcher) send() {
 				b.failQueued()
 				return
 			}
-			ps := b.take()
+			ps, timeout := b.take()
 			if len(ps) == 0 {
 				<-b.slots
 				break
@@ -167,14 +177,14 @@ func (b *batcher) send() {
 				ops[i] = &p.op
 			}
 			entry, err := encodeEntry(ops)
-			if err != nil {
+			if err != nil { // not for ops propose let in: encodable checked them
 				for _, p := range ps {
 					p.finish(nil, err)
 				}
 				<-b.slots
 				continue
 			}
-			b.inflight <- flight{f: b.raft.Apply(entry, ps[0].timeout), ps: ps, start: time.Now()}
+			b.inflight <- flight{f: b.raft.Apply(entry, timeout), ps: ps, start: time.Now()}
 		}
 	}
 }
@@ -214,21 +224,35 @@ func (b *batcher) gather() bool {
 	return true
 }
 
-// take removes up to maxBatchOps proposals from the head of the queue.
-func (b *batcher) take() []*proposal {
+// take removes up to maxBatchOps proposals from the head of the queue,
+// failing those whose deadline has passed (never appended: safe to
+// retry), and returns the others with the time left to the earliest of
+// their deadlines (0: none), for raft.Apply.
+func (b *batcher) take() ([]*proposal, time.Duration) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	n := min(len(b.queue), maxBatchOps)
-	if n == 0 {
-		return nil
-	}
 	ps := b.queue[:n:n]
 	if n == len(b.queue) {
 		b.queue = nil
 	} else {
 		b.queue = b.queue[n:]
 	}
-	return ps
+	b.mu.Unlock()
+	now := time.Now()
+	var timeout time.Duration
+	live := ps[:0]
+	for _, p := range ps {
+		switch {
+		case p.deadline.IsZero():
+		case !now.Before(p.deadline):
+			p.finish(nil, raft.ErrEnqueueTimeout)
+			continue
+		case timeout == 0 || p.deadline.Sub(now) < timeout:
+			timeout = p.deadline.Sub(now)
+		}
+		live = append(live, p)
+	}
+	return live, timeout
 }
 
 // failQueued ends the proposals never appended: the node stops.
@@ -247,7 +271,7 @@ func (b *batcher) failQueued() {
 func (b *batcher) complete() {
 	defer close(b.ended)
 	for fl := range b.inflight {
-		err := proposeErr(fl.f.Error())
+		err := b.wait(fl.f)
 		var rs []*Result
 		if err == nil {
 			switch r := fl.f.Response().(type) {
@@ -294,10 +318,33 @@ func answered(rs []*Result) int {
 	return n
 }
 
-// close stops the batcher (after raft shut down, so that every future in
-// flight has finished) and fails what is still queued.
+// wait returns an entry's outcome: its future's error, or, once the
+// batcher stops, ErrOutcomeUnknown for a future not answered yet. raft
+// can drop the future of an entry it committed but had not applied when
+// it shut down (it never answers it: hashicorp/raft#498), and the node's
+// Shutdown must not wait for it. The goroutine that waits on the future
+// ends with it (never, for a dropped one: raft's leak, at shutdown only).
+func (b *batcher) wait(f raft.ApplyFuture) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return proposeErr(err)
+	case <-b.stop:
+		select {
+		case err := <-done:
+			return proposeErr(err)
+		default:
+			return ErrOutcomeUnknown
+		}
+	}
+}
+
+// close stops the batcher, once raft has shut down: what is queued fails
+// (never appended), what is in flight and not answered ends with
+// ErrOutcomeUnknown. A second call does nothing.
 func (b *batcher) close() {
-	close(b.stop)
+	b.closeOnce.Do(func() { close(b.stop) })
 	<-b.ended
 }
 
@@ -308,7 +355,7 @@ func proposeErr(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, raft.ErrNotLeader):
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		return ErrNotLeader
 	case errors.Is(err, raft.ErrLeadershipLost):
 		return ErrOutcomeUnknown

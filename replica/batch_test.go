@@ -297,9 +297,11 @@ func TestBatcher_ProposalsWhileAnEntryIsInFlightShareTheNext(t *testing.T) {
 
 // TestBatcher_CloseFailsQueuedAndLaterProposals: proposals queued behind
 // an entry in flight when the node stops fail (they were never
-// appended), and so does every later one, at once.
+// appended), and so does every later one, at once; the entry in flight,
+// which raft has not answered, has an unknown outcome.
 func TestBatcher_CloseFailsQueuedAndLaterProposals(t *testing.T) {
 	fr := &fakeRaft{fsm: NewFSM(locktable.Config{Shards: 1, FenceStart: 1}, nil), release: make(chan struct{})}
+	t.Cleanup(func() { close(fr.release) })
 	b := newBatcher(fr, 1)
 	inflight := make(chan error, 1)
 	go func() {
@@ -317,15 +319,12 @@ func TestBatcher_CloseFailsQueuedAndLaterProposals(t *testing.T) {
 		defer b.mu.Unlock()
 		return len(b.queue) == 1
 	})
-	closed := make(chan struct{})
-	go func() { b.close(); close(closed) }()
+	b.close()
 	if err := <-queued; !errors.Is(err, raft.ErrRaftShutdown) {
 		t.Fatalf("the queued proposal: %v, want ErrRaftShutdown", err)
 	}
-	close(fr.release) // raft finishes what it has (at its shutdown, with an error)
-	<-closed
-	if err := <-inflight; err != nil {
-		t.Fatalf("the entry in flight: %v", err)
+	if err := <-inflight; !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("the entry in flight: %v, want ErrOutcomeUnknown", err)
 	}
 	if _, err := b.propose(Op{Kind: OpOpen, Now: 1, Session: 3}, time.Second); !errors.Is(err, raft.ErrRaftShutdown) {
 		t.Fatalf("a proposal after close: %v", err)
@@ -339,7 +338,7 @@ func TestBatcher_CloseFailsQueuedAndLaterProposals(t *testing.T) {
 // on a real 3-node cluster take fewer entries than ops, and every replica
 // ends in the same state.
 func TestCluster_ConcurrentProposalsAreBatched(t *testing.T) {
-	c := newTestCluster(t, 3)
+	c := newTestClusterTiming(t, 3, 500*time.Millisecond) // no leader change under -race on a busy machine
 	l := c.leader()
 	const conns, cycles = 32, 20
 	for s := uint64(1); s <= conns; s++ {
@@ -510,5 +509,96 @@ func TestAnswered(t *testing.T) {
 	}
 	if got := answered(rs[1:3]); got != 0 {
 		t.Fatalf("two queued LOCKs: answered = %d, want 0", got)
+	}
+}
+
+// TestEntry_MinimalSizes: the smallest op and request take exactly the
+// bytes decodeEntry's counts assume (a count is bounded by them).
+func TestEntry_MinimalSizes(t *testing.T) {
+	head := len(entryMagic) + 2 // magic, version, a one-byte count
+	one, err := encodeEntry([]*Op{{Kind: OpOpen}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(one) - head; got != minOpBytes {
+		t.Fatalf("the smallest op takes %d bytes, minOpBytes is %d", got, minOpBytes)
+	}
+	two, err := encodeEntry([]*Op{{Kind: OpAcquireMulti, Requests: []locktable.Request{{}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(two) - len(one); got != minRequestBytes {
+		t.Fatalf("the smallest request takes %d bytes, minRequestBytes is %d", got, minRequestBytes)
+	}
+}
+
+// TestBatcher_CloseDoesNotWaitForADroppedFuture: raft may never answer
+// the future of an entry it had committed but not applied when it shut
+// down; closing the batcher must not wait for it, and the proposer learns
+// that its outcome is unknown.
+func TestBatcher_CloseDoesNotWaitForADroppedFuture(t *testing.T) {
+	fr := &fakeRaft{fsm: NewFSM(locktable.Config{Shards: 1, FenceStart: 1}, nil), release: make(chan struct{})}
+	t.Cleanup(func() { close(fr.release) })
+	b := newBatcher(fr, 1)
+	res := make(chan error, 1)
+	go func() {
+		_, err := b.propose(Op{Kind: OpOpen, Now: 1, Session: 1}, time.Second)
+		res <- err
+	}()
+	waitFor(t, "the entry", func() bool { return fr.appended() == 1 })
+	closed := make(chan struct{})
+	go func() {
+		b.close()
+		b.close() // a second close does nothing
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("close waited for a future raft never answers")
+	}
+	if err := <-res; !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("the proposal in flight: %v, want ErrOutcomeUnknown", err)
+	}
+}
+
+// TestBatcher_TimeoutBoundsTheQueue: a proposal still queued when its
+// timeout has passed fails with raft's ErrEnqueueTimeout and is never
+// appended; one that cannot be encoded fails at once, alone.
+func TestBatcher_TimeoutBoundsTheQueue(t *testing.T) {
+	fr := &fakeRaft{fsm: NewFSM(locktable.Config{Shards: 1, FenceStart: 1}, nil), release: make(chan struct{})}
+	b := newBatcher(fr, 1)
+	defer b.close()
+	if _, err := b.propose(Op{Kind: "nosuch"}, time.Second); err == nil {
+		t.Fatal("an op of an unknown kind was accepted")
+	}
+	if _, err := b.propose(Op{Kind: OpExpire, Max: -1}, time.Second); err == nil {
+		t.Fatal("an op with a negative max was accepted")
+	}
+	first := make(chan error, 1)
+	go func() {
+		_, err := b.propose(Op{Kind: OpOpen, Now: 1, Session: 1}, time.Second)
+		first <- err
+	}()
+	waitFor(t, "the first entry", func() bool { return fr.appended() == 1 })
+	late := make(chan error, 1)
+	go func() {
+		_, err := b.propose(Op{Kind: OpOpen, Now: 1, Session: 2}, time.Nanosecond)
+		late <- err
+	}()
+	waitFor(t, "a queued proposal", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.queue) == 1
+	})
+	close(fr.release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-late; !errors.Is(err, raft.ErrEnqueueTimeout) {
+		t.Fatalf("a proposal queued past its timeout: %v, want ErrEnqueueTimeout", err)
+	}
+	if n := fr.appended(); n != 1 {
+		t.Fatalf("%d entries appended, want 1 (the late proposal never is)", n)
 	}
 }

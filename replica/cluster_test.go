@@ -22,6 +22,14 @@ type testCluster struct {
 
 func newTestCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
+	return newTestClusterTiming(t, n, 50*time.Millisecond)
+}
+
+// newTestClusterTiming is newTestCluster with timeout as the heartbeat,
+// election and lease timeout (a longer one for tests that must not see a
+// leader change on a loaded machine).
+func newTestClusterTiming(t *testing.T, n int, timeout time.Duration) *testCluster {
+	t.Helper()
 	var trans []raft.Transport
 	var mem []*raft.InmemTransport
 	for i := 0; i < n; i++ {
@@ -36,7 +44,7 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 			}
 		}
 	}
-	return startTestCluster(t, trans, 50*time.Millisecond)
+	return startTestCluster(t, trans, timeout)
 }
 
 // startTestCluster bootstraps a cluster of one node per transport (node i

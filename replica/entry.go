@@ -51,6 +51,27 @@ func kindCode(k Kind) (byte, bool) {
 	return 0, false
 }
 
+// encodable reports why o cannot go into an entry (nil: it can): an
+// unknown kind, or a number out of the encoding's range, which every
+// replica would refuse to decode.
+func (o *Op) encodable() error {
+	if _, ok := kindCode(o.Kind); !ok {
+		return fmt.Errorf("replica: unknown op %q", o.Kind)
+	}
+	if o.Max < 0 || o.Max > math.MaxInt32 {
+		return fmt.Errorf("replica: op %q: max %d out of range", o.Kind, o.Max)
+	}
+	return nil
+}
+
+// minOpBytes and minRequestBytes are the fewest bytes an op and a request
+// take in an entry (every varint one byte, every string empty): a count
+// is never more than what is left divided by them.
+const (
+	minRequestBytes = 14
+	minOpBytes      = 29 + minRequestBytes
+)
+
 // encodeEntry returns the entry of ops, in order.
 func encodeEntry(ops []*Op) ([]byte, error) {
 	b := make([]byte, 0, 16+64*len(ops))
@@ -119,7 +140,7 @@ func decodeEntry(b []byte) (ops []Op, batch bool, err error) {
 		return nil, true, fmt.Errorf("%w: encoding version %d; this relock reads %d", errBadEntry, b[0], entryVersion)
 	}
 	d := entryDecoder{b: b[1:]}
-	n := d.count()
+	n := d.count(minOpBytes)
 	ops = make([]Op, 0, n)
 	for i := 0; i < n && d.err == nil; i++ {
 		var o Op
@@ -143,7 +164,7 @@ func decodeEntry(b []byte) (ops []Op, batch bool, err error) {
 		o.Leader = d.s()
 		o.LeaderAddr = d.s()
 		o.Request = d.request()
-		if m := d.count(); m > 0 {
+		if m := d.count(minRequestBytes); m > 0 {
 			o.Requests = make([]locktable.Request, 0, m)
 			for j := 0; j < m && d.err == nil; j++ {
 				o.Requests = append(o.Requests, d.request())
@@ -213,8 +234,17 @@ func (d *entryDecoder) left() uint64 {
 	return x
 }
 
-// count is a number of items, each at least one byte.
-func (d *entryDecoder) count() int { return int(d.left()) }
+// count is a number of items of at least size bytes each: never more
+// than fit in what is left, so that a corrupt count allocates no more
+// than the entry's own size in items.
+func (d *entryDecoder) count(size int) int {
+	x := d.u()
+	if x > uint64(len(d.b)/size) {
+		d.fail(fmt.Errorf("%d items of at least %d bytes, %d bytes left", x, size, len(d.b)))
+		return 0
+	}
+	return int(x)
+}
 
 func (d *entryDecoder) w() uint64 {
 	if len(d.b) < 8 {
