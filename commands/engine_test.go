@@ -81,6 +81,36 @@ func takeover(t *testing.T, leader *replica.Node) {
 	}
 }
 
+// lockJob has c (a connection of h) take lock "job", and waits until
+// everything the command started has ended.
+func lockJob(t *testing.T, h *testOwner, c *conn) {
+	t.Helper()
+	h.send(c, "LOCK job")
+	if got := h.await(c); len(got) != 1 || got[0] != "KEY" {
+		t.Fatalf("LOCK job: %v", got)
+	}
+	h.waitGoroutines()
+}
+
+// reset sends RESET on c and returns its raw reply.
+func reset(t *testing.T, h *testOwner, c *conn) []string {
+	t.Helper()
+	h.send(c, "RESET")
+	h.roundsUntil("a reply to RESET", func() bool { return len(h.drv.out[c]) > 0 })
+	raw := h.rawReplies(c)
+	h.waitGoroutines()
+	return raw
+}
+
+// forceUnlockJob frees "job" through node (the leader): the harness finds
+// no hold bound to a connection when the test ends.
+func forceUnlockJob(t *testing.T, node *replica.Node) {
+	t.Helper()
+	if _, err := node.Propose(replica.Op{Kind: replica.OpForce, Now: time.Now().UnixNano(), Name: "job"}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestReset_AfterATakeoverOrphanedTheSession: when a takeover on this
 // very node (leadership lost and won again) has already ended the
 // connection's session in the log, RESET has nothing left to release
@@ -90,23 +120,13 @@ func TestReset_AfterATakeoverOrphanedTheSession(t *testing.T) {
 	leader := nodes[l]
 	h := newTestOwner(t, clusterServer(t, leader), false)
 	c := h.connect()
-	h.send(c, "LOCK job")
-	if got := h.await(c); len(got) != 1 || got[0] != "KEY" {
-		t.Fatalf("LOCK job: %v", got)
-	}
-	h.waitGoroutines()
+	lockJob(t, h, c)
 	takeover(t, leader)
-	h.send(c, "RESET")
-	h.roundsUntil("a reply to RESET", func() bool { return len(h.drv.out[c]) > 0 })
-	if got := h.replies(c); len(got) != 1 || got[0] != "+RESET" {
-		t.Fatalf("RESET of a session the takeover ended: %v, want +RESET", got)
+	if got := reset(t, h, c); len(got) != 1 || got[0] != "+RESET\r\n" {
+		t.Fatalf("RESET of a session the takeover ended: %q, want +RESET", got)
 	}
-	h.waitGoroutines()
-	// The orphan is the new takeover's to release (after the grace);
-	// freed here so that the harness finds no hold bound to a connection.
-	if _, err := leader.Propose(replica.Op{Kind: replica.OpForce, Now: time.Now().UnixNano(), Name: "job"}, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	// The orphan is the takeover's to release (after the grace).
+	forceUnlockJob(t, leader)
 }
 
 // TestReset_OnAMemberThatStoppedLeadingIsRefused: a connection holds a
@@ -123,11 +143,7 @@ func TestReset_OnAMemberThatStoppedLeadingIsRefused(t *testing.T) {
 	if got := h.await(c); len(got) != 1 || got[0] != "+OK" {
 		t.Fatalf("SETNAME: %v", got)
 	}
-	h.send(c, "LOCK job")
-	if got := h.await(c); len(got) != 1 || got[0] != "KEY" {
-		t.Fatalf("LOCK job: %v", got)
-	}
-	h.waitGoroutines()
+	lockJob(t, h, c)
 
 	if err := leader.Raft.LeadershipTransfer().Error(); err != nil {
 		t.Fatal(err)
@@ -140,13 +156,9 @@ func TestReset_OnAMemberThatStoppedLeadingIsRefused(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 
-	h.send(c, "RESET")
-	h.roundsUntil("a reply to RESET", func() bool { return len(h.drv.out[c]) > 0 })
-	raw := h.rawReplies(c)
-	if len(raw) != 1 || !strings.HasPrefix(raw[0], "-TRYAGAIN") {
+	if raw := reset(t, h, c); len(raw) != 1 || !strings.HasPrefix(raw[0], "-TRYAGAIN") {
 		t.Fatalf("RESET on a member that no longer leads: %q, want -TRYAGAIN", raw)
 	}
-	h.waitGoroutines()
 	// Nothing changed: the connection keeps its name, and the hold is
 	// still in the log (the table every member applies).
 	h.send(c, "CLIENT GETNAME")
@@ -171,9 +183,7 @@ func TestReset_OnAMemberThatStoppedLeadingIsRefused(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if _, err := now.Propose(replica.Op{Kind: replica.OpForce, Now: time.Now().UnixNano(), Name: "job"}, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	forceUnlockJob(t, now)
 	for leader.FSM.Bound(c.sess.id) != 0 {
 		if time.Now().After(deadline.Add(10 * time.Second)) {
 			t.Fatal("the old leader did not apply the FORCEUNLOCK in time")

@@ -236,6 +236,26 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// proposeAsync proposes op on a goroutine of its own; its error arrives
+// on the channel.
+func proposeAsync(b *batcher, op Op, timeout time.Duration) <-chan error {
+	res := make(chan error, 1)
+	go func() {
+		_, err := b.propose(op, timeout)
+		res <- err
+	}()
+	return res
+}
+
+// queued reports whether b's queue holds n proposals.
+func queued(b *batcher, n int) func() bool {
+	return func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.queue) == n
+	}
+}
+
 // TestBatcher_ProposalsWhileAnEntryIsInFlightShareTheNext: with one
 // entry in flight, the proposals that arrive meanwhile go into one entry,
 // and each proposer gets its own op's result.
@@ -243,11 +263,7 @@ func TestBatcher_ProposalsWhileAnEntryIsInFlightShareTheNext(t *testing.T) {
 	fr := &fakeRaft{fsm: NewFSM(locktable.Config{Shards: 2, FenceStart: 1}, nil), release: make(chan struct{})}
 	b := newBatcher(fr, 1)
 	defer b.close()
-	first := make(chan error, 1)
-	go func() {
-		_, err := b.propose(Op{Kind: OpOpen, Now: 1, Session: 1}, time.Second)
-		first <- err
-	}()
+	first := proposeAsync(b, Op{Kind: OpOpen, Now: 1, Session: 1}, time.Second)
 	waitFor(t, "the first entry", func() bool { return fr.appended() == 1 })
 
 	const n = 20
@@ -264,11 +280,7 @@ func TestBatcher_ProposalsWhileAnEntryIsInFlightShareTheNext(t *testing.T) {
 			results <- res{i, r, err}
 		}()
 	}
-	waitFor(t, "20 queued proposals", func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return len(b.queue) == n
-	})
+	waitFor(t, "20 queued proposals", queued(b, n))
 	if got := fr.appended(); got != 1 {
 		t.Fatalf("%d entries appended while the first is in flight, want 1", got)
 	}
@@ -303,24 +315,12 @@ func TestBatcher_CloseFailsQueuedAndLaterProposals(t *testing.T) {
 	fr := &fakeRaft{fsm: NewFSM(locktable.Config{Shards: 1, FenceStart: 1}, nil), release: make(chan struct{})}
 	t.Cleanup(func() { close(fr.release) })
 	b := newBatcher(fr, 1)
-	inflight := make(chan error, 1)
-	go func() {
-		_, err := b.propose(Op{Kind: OpOpen, Now: 1, Session: 1}, time.Second)
-		inflight <- err
-	}()
+	inflight := proposeAsync(b, Op{Kind: OpOpen, Now: 1, Session: 1}, time.Second)
 	waitFor(t, "the first entry", func() bool { return fr.appended() == 1 })
-	queued := make(chan error, 1)
-	go func() {
-		_, err := b.propose(Op{Kind: OpOpen, Now: 1, Session: 2}, time.Second)
-		queued <- err
-	}()
-	waitFor(t, "a queued proposal", func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return len(b.queue) == 1
-	})
+	waiting := proposeAsync(b, Op{Kind: OpOpen, Now: 1, Session: 2}, time.Second)
+	waitFor(t, "a queued proposal", queued(b, 1))
 	b.close()
-	if err := <-queued; !errors.Is(err, raft.ErrRaftShutdown) {
+	if err := <-waiting; !errors.Is(err, raft.ErrRaftShutdown) {
 		t.Fatalf("the queued proposal: %v, want ErrRaftShutdown", err)
 	}
 	if err := <-inflight; !errors.Is(err, ErrOutcomeUnknown) {
@@ -399,30 +399,17 @@ func TestBatcher_GathersTheProposalsExpectedBack(t *testing.T) {
 	b.mu.Lock()
 	b.expect = 3 // as after an entry of three
 	b.mu.Unlock()
-	done := make(chan error, 3)
-	propose := func(s uint64) {
-		go func() {
-			_, err := b.propose(Op{Kind: OpOpen, Now: 1, Session: s}, time.Second)
-			done <- err
-		}()
+	var done []<-chan error
+	for s := uint64(1); s <= 2; s++ {
+		done = append(done, proposeAsync(b, Op{Kind: OpOpen, Now: 1, Session: s}, time.Second))
+		waitFor(t, fmt.Sprintf("%d queued", s), queued(b, int(s)))
 	}
-	queued := func(n int) func() bool {
-		return func() bool {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			return len(b.queue) == n
-		}
-	}
-	propose(1)
-	waitFor(t, "one queued", queued(1))
-	propose(2)
-	waitFor(t, "two queued", queued(2))
 	if n := fr.appended(); n != 0 {
 		t.Fatalf("%d entries appended before the third proposal came", n)
 	}
-	propose(3)
-	for range 3 {
-		if err := <-done; err != nil {
+	done = append(done, proposeAsync(b, Op{Kind: OpOpen, Now: 1, Session: 3}, time.Second))
+	for _, d := range done {
+		if err := <-d; err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -540,11 +527,7 @@ func TestBatcher_CloseDoesNotWaitForADroppedFuture(t *testing.T) {
 	fr := &fakeRaft{fsm: NewFSM(locktable.Config{Shards: 1, FenceStart: 1}, nil), release: make(chan struct{})}
 	t.Cleanup(func() { close(fr.release) })
 	b := newBatcher(fr, 1)
-	res := make(chan error, 1)
-	go func() {
-		_, err := b.propose(Op{Kind: OpOpen, Now: 1, Session: 1}, time.Second)
-		res <- err
-	}()
+	res := proposeAsync(b, Op{Kind: OpOpen, Now: 1, Session: 1}, time.Second)
 	waitFor(t, "the entry", func() bool { return fr.appended() == 1 })
 	closed := make(chan struct{})
 	go func() {
@@ -575,22 +558,10 @@ func TestBatcher_TimeoutBoundsTheQueue(t *testing.T) {
 	if _, err := b.propose(Op{Kind: OpExpire, Max: -1}, time.Second); err == nil {
 		t.Fatal("an op with a negative max was accepted")
 	}
-	first := make(chan error, 1)
-	go func() {
-		_, err := b.propose(Op{Kind: OpOpen, Now: 1, Session: 1}, time.Second)
-		first <- err
-	}()
+	first := proposeAsync(b, Op{Kind: OpOpen, Now: 1, Session: 1}, time.Second)
 	waitFor(t, "the first entry", func() bool { return fr.appended() == 1 })
-	late := make(chan error, 1)
-	go func() {
-		_, err := b.propose(Op{Kind: OpOpen, Now: 1, Session: 2}, time.Nanosecond)
-		late <- err
-	}()
-	waitFor(t, "a queued proposal", func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return len(b.queue) == 1
-	})
+	late := proposeAsync(b, Op{Kind: OpOpen, Now: 1, Session: 2}, time.Nanosecond)
+	waitFor(t, "a queued proposal", queued(b, 1))
 	close(fr.release)
 	if err := <-first; err != nil {
 		t.Fatal(err)
