@@ -168,8 +168,14 @@ func (b *batcher) send() {
 				return
 			}
 			ps, timeout := b.take()
-			if len(ps) == 0 {
+			if len(ps) == 0 { // nothing queued, or every one it took had expired
 				<-b.slots
+				b.mu.Lock()
+				more := len(b.queue) > 0
+				b.mu.Unlock()
+				if more {
+					continue
+				}
 				break
 			}
 			ops := make([]*Op, len(ps))
