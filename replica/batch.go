@@ -277,7 +277,7 @@ func (b *batcher) failQueued() {
 func (b *batcher) complete() {
 	defer close(b.ended)
 	for fl := range b.inflight {
-		err := b.wait(fl.f)
+		err := proposeErr(fl.f.Error())
 		var rs []*Result
 		if err == nil {
 			switch r := fl.f.Response().(type) {
@@ -324,31 +324,13 @@ func answered(rs []*Result) int {
 	return n
 }
 
-// wait returns an entry's outcome: its future's error, or, once the
-// batcher stops, ErrOutcomeUnknown for a future not answered yet. raft
-// can drop the future of an entry it committed but had not applied when
-// it shut down (it never answers it: hashicorp/raft#498), and the node's
-// Shutdown must not wait for it. The goroutine that waits on the future
-// ends with it (never, for a dropped one: raft's leak, at shutdown only).
-func (b *batcher) wait(f raft.ApplyFuture) error {
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
-		return proposeErr(err)
-	case <-b.stop:
-		select {
-		case err := <-done:
-			return proposeErr(err)
-		default:
-			return ErrOutcomeUnknown
-		}
-	}
-}
-
-// close stops the batcher, once raft has shut down: what is queued fails
-// (never appended), what is in flight and not answered ends with
-// ErrOutcomeUnknown. A second call does nothing.
+// close stops the batcher: what is queued fails (never appended), what is
+// in flight is waited for. It must run while raft still runs: raft
+// answers every future of a running node (applied, or ErrLeadershipLost
+// once a leader without a quorum steps down), but can drop the future of
+// an entry it committed and had not applied when it shuts down
+// (hashicorp/raft#498), and then nothing would ever answer it. A second
+// call does nothing.
 func (b *batcher) close() {
 	b.closeOnce.Do(func() { close(b.stop) })
 	<-b.ended

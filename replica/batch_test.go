@@ -307,33 +307,6 @@ func TestBatcher_ProposalsWhileAnEntryIsInFlightShareTheNext(t *testing.T) {
 	}
 }
 
-// TestBatcher_CloseFailsQueuedAndLaterProposals: proposals queued behind
-// an entry in flight when the node stops fail (they were never
-// appended), and so does every later one, at once; the entry in flight,
-// which raft has not answered, has an unknown outcome.
-func TestBatcher_CloseFailsQueuedAndLaterProposals(t *testing.T) {
-	fr := &fakeRaft{fsm: NewFSM(locktable.Config{Shards: 1, FenceStart: 1}, nil), release: make(chan struct{})}
-	t.Cleanup(func() { close(fr.release) })
-	b := newBatcher(fr, 1)
-	inflight := proposeAsync(b, Op{Kind: OpOpen, Now: 1, Session: 1}, time.Second)
-	waitFor(t, "the first entry", func() bool { return fr.appended() == 1 })
-	waiting := proposeAsync(b, Op{Kind: OpOpen, Now: 1, Session: 2}, time.Second)
-	waitFor(t, "a queued proposal", queued(b, 1))
-	b.close()
-	if err := <-waiting; !errors.Is(err, raft.ErrRaftShutdown) {
-		t.Fatalf("the queued proposal: %v, want ErrRaftShutdown", err)
-	}
-	if err := <-inflight; !errors.Is(err, ErrOutcomeUnknown) {
-		t.Fatalf("the entry in flight: %v, want ErrOutcomeUnknown", err)
-	}
-	if _, err := b.propose(Op{Kind: OpOpen, Now: 1, Session: 3}, time.Second); !errors.Is(err, raft.ErrRaftShutdown) {
-		t.Fatalf("a proposal after close: %v", err)
-	}
-	if fr.appended() != 1 {
-		t.Fatalf("%d entries appended, want 1", fr.appended())
-	}
-}
-
 // TestCluster_ConcurrentProposalsAreBatched: many connections' proposals
 // on a real 3-node cluster take fewer entries than ops, and every replica
 // ends in the same state.
@@ -519,29 +492,42 @@ func TestEntry_MinimalSizes(t *testing.T) {
 	}
 }
 
-// TestBatcher_CloseDoesNotWaitForADroppedFuture: raft may never answer
-// the future of an entry it had committed but not applied when it shut
-// down; closing the batcher must not wait for it, and the proposer learns
-// that its outcome is unknown.
-func TestBatcher_CloseDoesNotWaitForADroppedFuture(t *testing.T) {
+// TestBatcher_CloseWaitsForTheEntryInFlight: close fails what is queued
+// at once but waits for the entry in flight (raft, still running, answers
+// it), so that its proposers learn its outcome and nothing waits on a
+// future after raft has shut down; a second close does nothing.
+func TestBatcher_CloseWaitsForTheEntryInFlight(t *testing.T) {
 	fr := &fakeRaft{fsm: NewFSM(locktable.Config{Shards: 1, FenceStart: 1}, nil), release: make(chan struct{})}
-	t.Cleanup(func() { close(fr.release) })
 	b := newBatcher(fr, 1)
-	res := proposeAsync(b, Op{Kind: OpOpen, Now: 1, Session: 1}, time.Second)
+	inflight := proposeAsync(b, Op{Kind: OpOpen, Now: 1, Session: 1}, time.Second)
 	waitFor(t, "the entry", func() bool { return fr.appended() == 1 })
+	waiting := proposeAsync(b, Op{Kind: OpOpen, Now: 1, Session: 2}, time.Second)
+	waitFor(t, "a queued proposal", queued(b, 1))
 	closed := make(chan struct{})
 	go func() {
 		b.close()
-		b.close() // a second close does nothing
+		b.close()
 		close(closed)
 	}()
+	if err := <-waiting; !errors.Is(err, raft.ErrRaftShutdown) {
+		t.Fatalf("the queued proposal: %v, want ErrRaftShutdown", err)
+	}
+	select {
+	case <-closed:
+		t.Fatal("close returned before the entry in flight was answered")
+	default:
+	}
+	close(fr.release)
+	if err := <-inflight; err != nil {
+		t.Fatalf("the entry in flight: %v", err)
+	}
 	select {
 	case <-closed:
 	case <-time.After(10 * time.Second):
-		t.Fatal("close waited for a future raft never answers")
+		t.Fatal("close did not return once the entry was answered")
 	}
-	if err := <-res; !errors.Is(err, ErrOutcomeUnknown) {
-		t.Fatalf("the proposal in flight: %v, want ErrOutcomeUnknown", err)
+	if _, err := b.propose(Op{Kind: OpOpen, Now: 1, Session: 3}, time.Second); !errors.Is(err, raft.ErrRaftShutdown) {
+		t.Fatalf("a proposal after close: %v", err)
 	}
 }
 

@@ -124,9 +124,10 @@ func (n *Node) Propose(op Op, timeout time.Duration) (*Result, error) {
 	return n.batch.propose(op, timeout)
 }
 
-// Shutdown stops the node and waits for it.
+// Shutdown stops the node and waits for it: first its proposals (the
+// queued ones fail, the entries in flight are waited for, which raft
+// answers while it runs), then raft.
 func (n *Node) Shutdown() error {
-	err := n.Raft.Shutdown().Error()
 	n.batch.close()
-	return err
+	return n.Raft.Shutdown().Error()
 }
