@@ -125,22 +125,9 @@ func (sh *shard) dropIfEmpty(id uint32) {
 // participant (its Owner, else s) fails with a *DeadlockError instead,
 // and nothing changes (SPEC §8.5, deadlock.go).
 func (t *Table) Acquire(ev *Events, s *Session, req Request, now int64, wait bool) (Key, Outcome, error) {
-	defer t.settle(ev, now)
-	detect := true
-	for try := 0; ; try++ {
-		k, out, err, st := t.acquire(ev, s, req, now, wait, detect, try < maxSettleFirst)
-		switch {
-		case err == errSettleFirst:
-			t.settle(ev, now)
-		case st != nil:
-			if derr := t.findDeadlock(st); derr != nil {
-				return Key{}, 0, derr
-			}
-			detect = false
-		default:
-			return k, out, err
-		}
-	}
+	return decide(t, ev, now, func(detect, settleFirst bool) (Key, Outcome, error, *waitStart) {
+		return t.acquire(ev, s, req, now, wait, detect, settleFirst)
+	})
 }
 
 // acquire is Acquire in the critical section of the name's shard. With

@@ -247,20 +247,35 @@ type multiLeg struct {
 // *DeadlockError when waiting would close a wait-for cycle (SPEC §8.5,
 // see deadlock.go).
 func (t *Table) AcquireMulti(ev *Events, s *Session, reqs []Request, now int64, wait bool) ([]Key, Outcome, error) {
+	return decide(t, ev, now, func(detect, settleFirst bool) ([]Key, Outcome, error, *waitStart) {
+		return t.acquireMulti(ev, s, reqs, now, wait, detect, settleFirst)
+	})
+}
+
+// decide runs attempt, a request's critical section (Acquire's,
+// AcquireMulti's, Upgrade's), until it decides: it settles the
+// multi-locks that expiries left first when attempt asks
+// (errSettleFirst, at most maxSettleFirst times), and when attempt would
+// queue (a *waitStart) it walks the wait-for graph outside every shard's
+// lock, failing with the *DeadlockError if a cycle closes, else trying
+// again without detection. The deferred settle grants the multi-locks
+// the operation's own releases left at queue heads.
+func decide[K any](t *Table, ev *Events, now int64, attempt func(detect, settleFirst bool) (K, Outcome, error, *waitStart)) (K, Outcome, error) {
 	defer t.settle(ev, now)
 	detect := true
 	for try := 0; ; try++ {
-		keys, out, err, st := t.acquireMulti(ev, s, reqs, now, wait, detect, try < maxSettleFirst)
+		k, out, err, st := attempt(detect, try < maxSettleFirst)
 		switch {
 		case err == errSettleFirst:
 			t.settle(ev, now)
 		case st != nil:
 			if derr := t.findDeadlock(st); derr != nil {
-				return nil, 0, derr
+				var none K
+				return none, 0, derr
 			}
 			detect = false
 		default:
-			return keys, out, err
+			return k, out, err
 		}
 	}
 }

@@ -39,22 +39,9 @@ package locktable
 // upgrade's participant (the hold's owner, else s; SPEC §8.5,
 // deadlock.go).
 func (t *Table) Upgrade(ev *Events, s *Session, name string, k Key, rnd uint64, now int64) (Key, Outcome, error) {
-	defer t.settle(ev, now)
-	detect := true
-	for try := 0; ; try++ {
-		nk, out, err, st := t.upgrade(ev, s, name, k, rnd, now, detect, try < maxSettleFirst)
-		switch {
-		case err == errSettleFirst:
-			t.settle(ev, now)
-		case st != nil:
-			if derr := t.findDeadlock(st); derr != nil {
-				return Key{}, 0, derr
-			}
-			detect = false
-		default:
-			return nk, out, err
-		}
-	}
+	return decide(t, ev, now, func(detect, settleFirst bool) (Key, Outcome, error, *waitStart) {
+		return t.upgrade(ev, s, name, k, rnd, now, detect, settleFirst)
+	})
 }
 
 // upgrade is Upgrade in the critical section of the name's shard; detect
