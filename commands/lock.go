@@ -90,7 +90,7 @@ func (sess *session) cmdUnlock(args [][]byte) *pendingWait {
 	}
 	sess.ev.Reset()
 	err := srv.eng.unlock(&sess.ev, string(args[1]), key, srv.now())
-	if sess.settled(err, sess.commit(&sess.ev, err == nil)) {
+	if sess.settled(err, sess.commit(&sess.ev, err == nil), "") {
 		sess.w.Int(1)
 	}
 	return nil
@@ -118,7 +118,7 @@ func (sess *session) cmdRenew(args [][]byte) *pendingWait {
 	now := srv.now()
 	sess.ev.Reset()
 	set, err := srv.eng.renew(&sess.ev, sess, string(args[1]), key, int64(ttl), now)
-	if !sess.settled(err, sess.commit(&sess.ev, err == nil)) {
+	if !sess.settled(err, sess.commit(&sess.ev, err == nil), "") {
 		return nil
 	}
 	if set == 0 {
@@ -336,13 +336,7 @@ func (sess *session) cmdUpgrade(args [][]byte) *pendingWait {
 	name := string(args[1])
 	sess.ev.Reset()
 	nk, outcome, err := srv.eng.upgrade(&sess.ev, sess, name, key, randKey(), srv.now())
-	cerr := sess.commit(&sess.ev, err == nil && outcome == locktable.Granted)
-	if err != nil {
-		sess.tableError(err, name)
-		return nil
-	}
-	if cerr != nil {
-		sess.persistError(cerr)
+	if !sess.settled(err, sess.commit(&sess.ev, err == nil && outcome == locktable.Granted), name) {
 		return nil
 	}
 	if outcome == locktable.Queued {
@@ -364,16 +358,9 @@ func (sess *session) cmdDowngrade(args [][]byte) *pendingWait {
 	name := string(args[1])
 	sess.ev.Reset()
 	err := srv.eng.downgrade(&sess.ev, name, key, srv.now())
-	cerr := sess.commit(&sess.ev, err == nil)
-	if err != nil {
-		sess.tableError(err, name)
-		return nil
+	if sess.settled(err, sess.commit(&sess.ev, err == nil), name) {
+		sess.w.Int(1)
 	}
-	if cerr != nil {
-		sess.persistError(cerr)
-		return nil
-	}
-	sess.w.Int(1)
 	return nil
 }
 
@@ -424,10 +411,11 @@ func (sess *session) writeKey(k locktable.Key) {
 }
 
 // settled reports whether an operation succeeded (err) and was committed
-// (cerr), writing the error reply if not.
-func (sess *session) settled(err, cerr error) bool {
+// (cerr), writing the error reply if not (name: the lock a
+// -SIZEMISMATCH names; "" where the operation cannot get one).
+func (sess *session) settled(err, cerr error, name string) bool {
 	if err != nil {
-		sess.tableError(err, "")
+		sess.tableError(err, name)
 		return false
 	}
 	if cerr != nil {
