@@ -205,29 +205,7 @@ func manyArgs(op string, names []string, try bool, cfg lockConfig) []any {
 	for _, name := range names {
 		args = append(args, name)
 	}
-	if cfg.ttl > 0 {
-		args = append(args, "TTL", durationMS(cfg.ttl))
-	}
-	if !try && cfg.hasWait {
-		w := int64(0)
-		if cfg.wait > 0 {
-			w = durationMS(cfg.wait)
-		}
-		args = append(args, "WAIT", w)
-	}
-	if cfg.owner != "" {
-		args = append(args, "OWNER", cfg.owner)
-	}
-	if cfg.detach {
-		args = append(args, "DETACH")
-	}
-	if cfg.shared {
-		args = append(args, "SHARED")
-	}
-	if cfg.hasLockDelay {
-		args = append(args, "LOCKDELAY", lockDelayMS(cfg.lockDelay))
-	}
-	return args
+	return appendLockOptions(args, try, cfg, cfg.owner, cfg.wait)
 }
 
 // parseKeys reads MLOCK's reply: n keys, and their fences.

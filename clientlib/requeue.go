@@ -103,19 +103,26 @@ func exclusiveOwner() LockOption { return func(c *lockConfig) { c.exclusive = tr
 // acquireArgs builds a LOCK or TRYLOCK of name for cfg, with owner (if
 // any). A Wait is shortened by the time since start (at least 1 ms).
 func acquireArgs(op, name string, try bool, cfg lockConfig, owner string, start time.Time) []any {
-	args := []any{op, name}
+	args := appendLockOptions([]any{op, name}, try, cfg, owner, max(cfg.wait-time.Since(start), time.Millisecond))
+	if cfg.size > 0 && !cfg.shared { // a shared lock has size 1; SHARED with SIZE is refused
+		args = append(args, "SIZE", cfg.size)
+	}
+	return args
+}
+
+// appendLockOptions appends the options LOCK, TRYLOCK, MLOCK and MTRYLOCK
+// share: cfg's TTL, WAIT (wait, for a positive cfg.wait; none for a
+// try), owner, DETACH, SHARED and LOCKDELAY.
+func appendLockOptions(args []any, try bool, cfg lockConfig, owner string, wait time.Duration) []any {
 	if cfg.ttl > 0 {
 		args = append(args, "TTL", durationMS(cfg.ttl))
 	}
 	if !try && cfg.hasWait {
 		w := int64(0)
 		if cfg.wait > 0 {
-			w = durationMS(max(cfg.wait-time.Since(start), time.Millisecond))
+			w = durationMS(wait)
 		}
 		args = append(args, "WAIT", w)
-	}
-	if cfg.size > 0 && !cfg.shared { // a shared lock has size 1; SHARED with SIZE is refused
-		args = append(args, "SIZE", cfg.size)
 	}
 	if owner != "" {
 		args = append(args, "OWNER", owner)
