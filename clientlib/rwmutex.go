@@ -48,9 +48,7 @@ func (m *RWMutex) RLock(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.mu.Lock()
-	m.readers = append(m.readers, l)
-	m.mu.Unlock()
+	m.addReader(l)
 	return nil
 }
 
@@ -61,10 +59,15 @@ func (m *RWMutex) TryRLock(ctx context.Context) bool {
 	if err != nil {
 		return false
 	}
+	m.addReader(l)
+	return true
+}
+
+// addReader records a shared hold (RUnlock releases the latest).
+func (m *RWMutex) addReader(l *Lock) {
 	m.mu.Lock()
 	m.readers = append(m.readers, l)
 	m.mu.Unlock()
-	return true
 }
 
 // RUnlock releases one of the read locks (the latest). It returns the
