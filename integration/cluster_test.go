@@ -29,6 +29,7 @@ type clusterNode struct {
 	addr     string // client address (--listen, --advertise)
 	raftAddr string
 	args     []string // the server flags, to restart it alike
+	wrap     []string // the command it runs under (nsenter into its network namespace), or none
 	srv      *server
 }
 
@@ -70,13 +71,21 @@ func startClusterWith(t *testing.T, n int, extra func(nd *clusterNode) []string)
 func tryStartCluster(t *testing.T, n int, extra func(nd *clusterNode) []string) (*testCluster, error) {
 	addrs := freeAddrs(t, 2*n)
 	c := &testCluster{t: t}
-	var peers []string
 	for i := 0; i < n; i++ {
-		nd := &clusterNode{id: fmt.Sprintf("n%d", i+1), addr: addrs[2*i], raftAddr: addrs[2*i+1]}
-		c.nodes = append(c.nodes, nd)
+		c.nodes = append(c.nodes, &clusterNode{id: fmt.Sprintf("n%d", i+1), addr: addrs[2*i], raftAddr: addrs[2*i+1]})
+	}
+	return c, c.launch(extra)
+}
+
+// launch starts the cluster's nodes (ids and addresses set), bootstrapped
+// together, with extra server flags for each (extra may be nil). If one
+// does not start, it kills those it started and returns the error.
+func (c *testCluster) launch(extra func(nd *clusterNode) []string) error {
+	var peers []string
+	for _, nd := range c.nodes {
 		peers = append(peers, nd.id+"="+nd.raftAddr)
 	}
-	dir := t.TempDir()
+	dir := c.t.TempDir()
 	for _, nd := range c.nodes {
 		nd.args = []string{
 			"--listen", nd.addr, "--advertise", nd.addr,
@@ -89,19 +98,19 @@ func tryStartCluster(t *testing.T, n int, extra func(nd *clusterNode) []string) 
 		}
 	}
 	for i, nd := range c.nodes {
-		srv, err := launchServer(t, nil, nd.args...)
+		srv, err := launchServerIn(c.t, nd.wrap, nil, nd.args...)
 		if err != nil {
 			for _, started := range c.nodes[:i] {
 				started.srv.Kill()
 			}
-			return nil, err
+			return err
 		}
 		if srv.Addr != nd.addr {
-			t.Fatalf("%s listens on %s, want %s", nd.id, srv.Addr, nd.addr)
+			c.t.Fatalf("%s listens on %s, want %s", nd.id, srv.Addr, nd.addr)
 		}
 		nd.srv = srv
 	}
-	return c, nil
+	return nil
 }
 
 // freeAddrs returns n distinct loopback addresses that were free a moment
@@ -156,7 +165,7 @@ func (nd *clusterNode) restart(t *testing.T) {
 	var err error
 	for attempt := 1; attempt <= 3; attempt++ {
 		var srv *server
-		if srv, err = launchServer(t, nil, nd.args...); err == nil {
+		if srv, err = launchServerIn(t, nd.wrap, nil, nd.args...); err == nil {
 			nd.srv = srv
 			return
 		}

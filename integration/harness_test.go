@@ -108,6 +108,13 @@ func startServerEnv(t testing.TB, env []string, args ...string) *server {
 // 20 s (a test that picked a port that was taken meanwhile retries).
 func launchServer(t testing.TB, env []string, args ...string) (*server, error) {
 	t.Helper()
+	return launchServerIn(t, nil, env, args...)
+}
+
+// launchServerIn is launchServer with the server run under a command
+// (wrap, e.g. nsenter into a network namespace; none if empty).
+func launchServerIn(t testing.TB, wrap, env []string, args ...string) (*server, error) {
+	t.Helper()
 	full := append([]string{"server", "--listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "debug"}, args...)
 	raftEngine := os.Getenv(engineEnv) == "raft"
 	if raftEngine {
@@ -122,6 +129,9 @@ func launchServer(t testing.TB, env []string, args ...string) (*server, error) {
 			"--raft-peers", "n1="+raft, "--bootstrap")
 	}
 	cmd := exec.Command(relockBin, full...)
+	if len(wrap) > 0 {
+		cmd = exec.Command(wrap[0], append(append(wrap[1:len(wrap):len(wrap)], relockBin), full...)...)
+	}
 	// A -race binary sleeps 1 s at exit by default; a race it found still
 	// fails the test through its exit status (66).
 	cmd.Env = append(os.Environ(), "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))

@@ -65,9 +65,17 @@ func TestIO_GoroutineTransportPassesTheTransportTests(t *testing.T) {
 // the test if any fails; it returns the child's verbose output.
 func runChildTests(t *testing.T, env string, within time.Duration, names []string) string {
 	t.Helper()
+	return runChildTestsIn(t, nil, env, within, names)
+}
+
+// runChildTestsIn is runChildTests with the child run under a command
+// (wrap, e.g. unshare into a network namespace of its own).
+func runChildTestsIn(t *testing.T, wrap []string, env string, within time.Duration, names []string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run", "^("+strings.Join(names, "|")+")$", "-test.count=1", "-test.v")
+	args := append(append(wrap[:len(wrap):len(wrap)], os.Args[0]), "-test.run", "^("+strings.Join(names, "|")+")$", "-test.count=1", "-test.v")
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), env, binEnv+"="+relockBin)
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -2,9 +2,9 @@
 # Installs the external tools and client libraries relock's tests drive, if
 # they are missing: redis-cli and redis-benchmark (redis-tools),
 # redis-server, redis-py for Debian's /usr/bin/python3 (python3-redis),
-# Node.js and npm, and the pinned Node packages of examples/node
-# (`npm ci`). Idempotent and quiet when everything is there; needs root (or
-# sudo) to install Debian packages. Used by `make test`, so by .ci/run on a
+# Node.js and npm, the pinned Node packages of examples/node (`npm ci`),
+# and ip(8) (iproute2). Idempotent and quiet when everything is there;
+# needs root (or sudo) to install Debian packages. Used by `make test`, so by .ci/run on a
 # fresh machine. Under CI=true a failed install fails; elsewhere it only
 # warns, and the tests that need the missing piece skip.
 set -euo pipefail
@@ -26,6 +26,9 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # when there is none.
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# The network-partition test (integration/cluster_partition_linux_test.go)
+# links namespaces with ip(8); unshare and nsenter are util-linux, always there.
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
 	# Deduplicate (redis-tools may be listed twice).

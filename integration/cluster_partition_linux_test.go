@@ -1,0 +1,262 @@
+//go:build linux
+
+package integration
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// A real network partition: each node in a network namespace of its own,
+// with two links — one to the clients' network, one to the Raft network —
+// so that a test can cut a node off from its peers while its clients still
+// reach it (what SIGSTOP of the followers, in TestCluster_MinorityGrantsNothing,
+// cannot show: there the followers are frozen, not cut off, and the leader's
+// connections to them stay open).
+//
+// The test process itself runs in a namespace of its own too (`unshare
+// --net`), where the two networks are bridges: nothing is added to the
+// machine's own network, and everything goes when the child exits. It
+// needs root (or CAP_SYS_ADMIN and CAP_NET_ADMIN), ip(8), unshare(1) and
+// nsenter(1), and skips without them.
+
+// netnsEnv is set in the child test process that runs in a network
+// namespace of its own.
+const netnsEnv = "RELOCK_IT_NETNS"
+
+// TestCluster_PartitionedLeaderGrantsNothingAndTheMajorityGoesOn runs the
+// partition tests in a child process in a network namespace of its own.
+func TestCluster_PartitionedLeaderGrantsNothingAndTheMajorityGoesOn(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("network namespaces need root")
+	}
+	unshare := needTool(t, "unshare")
+	needTool(t, "nsenter")
+	needTool(t, "ip")
+	if out, err := exec.Command(unshare, "--net", "true").CombinedOutput(); err != nil {
+		t.Skipf("cannot make a network namespace here: %v %s", err, out)
+	}
+	t.Parallel()
+	names := []string{"TestNetns_LeaderCutOffFromItsPeers"}
+	out := runChildTestsIn(t, []string{unshare, "--net", "--"}, netnsEnv+"=1", 3*time.Minute, names)
+	for _, name := range names {
+		if !strings.Contains(out, "--- PASS: "+name+" ") {
+			t.Fatalf("%s did not pass in its network namespace:\n%s", name, out)
+		}
+	}
+	if testing.Verbose() {
+		t.Logf("child:\n%s", out)
+	}
+}
+
+// testNet is the test's network, in the child's own namespace: a bridge
+// for the clients' network (10.99.1.0/24, the test process at .254) and
+// one for the Raft network (10.99.2.0/24); node i is 10.99.1.i and
+// 10.99.2.i in a namespace of its own.
+type testNet struct {
+	t *testing.T
+}
+
+func newTestNet(t *testing.T) *testNet {
+	t.Helper()
+	if os.Getenv(netnsEnv) == "" {
+		t.Skip("runs in a network namespace of its own (TestCluster_PartitionedLeaderGrantsNothingAndTheMajorityGoesOn)")
+	}
+	n := &testNet{t: t}
+	n.ip("", "link set lo up",
+		"link add rl-cli type bridge", "link set rl-cli up", "addr add 10.99.1.254/24 dev rl-cli",
+		"link add rl-raft type bridge", "link set rl-raft up")
+	return n
+}
+
+// ip runs ip(8) commands in one batch, in the namespace of process pid
+// (the test's own if pid is "").
+func (n *testNet) ip(pid string, cmds ...string) {
+	n.t.Helper()
+	args := []string{"ip", "-batch", "-"}
+	if pid != "" {
+		args = append([]string{"nsenter", "-t", pid, "-n"}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdin = strings.NewReader(strings.Join(cmds, "\n") + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		n.t.Fatalf("%v %q: %v\n%s", args, cmds, err, out)
+	}
+}
+
+// host makes node i's namespace, held by a process that lives until the
+// test ends, links it to both networks, and returns the command that runs
+// a program in it.
+func (n *testNet) host(i int) []string {
+	n.t.Helper()
+	holder := exec.Command("unshare", "--net", "sleep", "600")
+	if err := holder.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+	n.t.Cleanup(func() {
+		holder.Process.Kill()
+		holder.Wait()
+	})
+	pid := fmt.Sprint(holder.Process.Pid)
+	// The holder is in its own namespace once unshare has exec'd sleep.
+	self, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	eventually(n.t, 5*time.Second, func() bool {
+		ns, err := os.Readlink("/proc/" + pid + "/ns/net")
+		return err == nil && ns != self
+	}, "the namespace holder of node %d did not unshare", i)
+	n.ip("",
+		fmt.Sprintf("link add rc%d type veth peer name c0", i), fmt.Sprintf("link set c0 netns %s", pid),
+		fmt.Sprintf("link set rc%d master rl-cli up", i),
+		fmt.Sprintf("link add rr%d type veth peer name r0", i), fmt.Sprintf("link set r0 netns %s", pid),
+		fmt.Sprintf("link set rr%d master rl-raft up", i))
+	n.ip(pid, "link set lo up",
+		fmt.Sprintf("addr add 10.99.1.%d/24 dev c0", i), "link set c0 up",
+		fmt.Sprintf("addr add 10.99.2.%d/24 dev r0", i), "link set r0 up")
+	return []string{"nsenter", "-t", pid, "-n", "--"}
+}
+
+// raftLink sets node i's link to the Raft network up or down.
+func (n *testNet) raftLink(i int, up bool) {
+	n.t.Helper()
+	state := "down"
+	if up {
+		state = "up"
+	}
+	n.ip("", fmt.Sprintf("link set rr%d %s", i, state))
+}
+
+// TestNetns_LeaderCutOffFromItsPeers: the leader loses its Raft link but
+// not its clients. It grants nothing (a LOCK sent to it gets an error) and
+// steps down; the two others elect a leader, which keeps the hold the old
+// leader had acknowledged (an orphan nobody else can take, with its fence)
+// and grants new locks with higher fences. When the link comes back, the
+// old leader follows the new one (pre-vote: it does not depose it), and
+// the hold is adopted by its key and released.
+func TestNetns_LeaderCutOffFromItsPeers(t *testing.T) {
+	net := newTestNet(t)
+	c := &testCluster{t: t}
+	for i := 1; i <= 3; i++ {
+		c.nodes = append(c.nodes, &clusterNode{id: fmt.Sprintf("n%d", i),
+			addr: fmt.Sprintf("10.99.1.%d:6380", i), raftAddr: fmt.Sprintf("10.99.2.%d:7380", i), wrap: net.host(i)})
+	}
+	// Both networks exist only in this test's namespaces.
+	if err := c.launch(func(*clusterNode) []string { return []string{"--insecure-no-auth", "--raft-insecure"} }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.stopAll) // before the namespaces go (cleanups run last first)
+	leader, _ := c.waitLeader(c.nodes, 20*time.Second)
+	li := 0
+	fmt.Sscanf(leader.id, "n%d", &li)
+
+	held := leader.srv.client(t)
+	key := mustKey(t, held, "LOCK", "held", "TTL", "60000")
+	l, ok := lockOf(t, held, "held")
+	if !ok || len(l.Holders) != 1 {
+		t.Fatalf("LOCKS after the grant: %+v", l)
+	}
+	fence := l.Holders[0].Fence
+	probe := leader.srv.client(t)
+	if err := doBounded(probe, "PING").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	net.raftLink(li, false)
+	cut := time.Now()
+	t.Logf("cut %s (the leader) off from the Raft network", leader.id)
+
+	// The cut-off leader grants nothing: an error (it cannot commit, then
+	// it is no longer the leader), never a key, within the bound.
+	reply, err := doBounded(probe, "LOCK", "cut-off", "TTL", "3000").Result()
+	switch {
+	case err == nil:
+		t.Errorf("LOCK on the cut-off leader granted %v after %v", reply, time.Since(cut))
+	case errors.Is(err, redis.Nil):
+		t.Errorf("LOCK on the cut-off leader answered nil after %v", time.Since(cut))
+	default:
+		t.Logf("LOCK on the cut-off leader: %v after %v", err, time.Since(cut))
+	}
+	// It steps down (lease timeout) and redirects lock commands.
+	eventually(t, 10*time.Second, func() bool {
+		m, err := leader.info("replication")
+		return err == nil && m["role"] != "master"
+	}, "the cut-off leader %s still says it leads", leader.id)
+	t.Logf("%s stepped down %v after the cut", leader.id, time.Since(cut))
+	if err := doBounded(leader.srv.client(t), "TRYLOCK", "cut-off-2").Err(); err == nil || errors.Is(err, redis.Nil) {
+		t.Errorf("TRYLOCK on the cut-off node after it stepped down: %v; want an error (-MOVED or -CLUSTERDOWN)", err)
+	}
+
+	// The majority goes on.
+	majority := c.others(leader)
+	nl, took := c.waitLeader(majority, 20*time.Second)
+	t.Logf("%s leads the majority %v after the cut (found within %v)", nl.id, time.Since(cut), took)
+	nc := nl.srv.client(t)
+	var got any
+	eventually(t, 10*time.Second, func() bool {
+		got, err = doBounded(nc, "TRYLOCK", "held").Result()
+		return !isRedirect(err)
+	}, "the majority's leader %s does not serve lock commands", nl.id)
+	if !errors.Is(err, redis.Nil) {
+		t.Errorf("TRYLOCK of the hold the old leader acknowledged, on the majority: %v, %v; want nil (it is held)", got, err)
+	}
+	l, ok = lockOf(t, nc, "held")
+	if !ok || len(l.Holders) != 1 || l.Holders[0].Fence != fence || l.Holders[0].ClientID != -1 {
+		t.Errorf("the acknowledged hold on the majority: %+v; want the orphan with fence %d", l, fence)
+	}
+	mkey := mustKey(t, nc, "LOCK", "majority", "TTL", "60000")
+	ml, _ := lockOf(t, nc, "majority")
+	if len(ml.Holders) != 1 || ml.Holders[0].Fence <= fence {
+		t.Errorf("a grant on the majority has fence %+v; want one above %d", ml.Holders, fence)
+	}
+
+	// The link comes back: the old leader follows; it does not depose the
+	// majority's leader.
+	net.raftLink(li, true)
+	back, _ := c.waitLeader(c.nodes, 20*time.Second)
+	if back != nl {
+		t.Errorf("after the link came back %s leads; want %s, which led the majority (pre-vote)", back.id, nl.id)
+	}
+	nc = back.srv.client(t)
+	// The refused LOCK left nothing, or an orphan that ends at its TTL (an
+	// entry the old leader appended may still have reached the majority).
+	if l, ok := lockOf(t, nc, "cut-off"); ok {
+		if len(l.Holders) != 1 || l.Holders[0].ClientID != -1 || l.Holders[0].TTL > 3000 {
+			t.Errorf("the refused LOCK left %+v; want nothing, or an orphan ending at its TTL", l)
+		}
+	}
+	// The acknowledged hold is adopted by its key from a new connection, and
+	// released; the next grant's fence is above every earlier one.
+	if err := doBounded(nc, "RENEW", "held", key).Err(); err != nil {
+		t.Fatalf("RENEW (adopt) of the hold the old leader acknowledged: %v", err)
+	}
+	if err := doBounded(nc, "UNLOCK", "held", key).Err(); err != nil {
+		t.Fatalf("UNLOCK of the adopted hold: %v", err)
+	}
+	mustKey(t, nc, "TRYLOCK", "held", "TTL", "60000")
+	l, _ = lockOf(t, nc, "held")
+	if len(l.Holders) != 1 || l.Holders[0].Fence <= ml.Holders[0].Fence {
+		t.Errorf("the next grant of held has fence %+v; want one above %d", l.Holders, ml.Holders[0].Fence)
+	}
+	if err := doBounded(nc, "UNLOCK", "majority", mkey).Err(); err != nil {
+		t.Errorf("UNLOCK majority: %v", err)
+	}
+}
+
+// isRedirect reports whether err is a cluster redirect (-MOVED,
+// -CLUSTERDOWN, -TRYAGAIN): the node does not serve lock commands now.
+func isRedirect(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.HasPrefix(msg, "MOVED") || strings.HasPrefix(msg, "CLUSTERDOWN") || strings.HasPrefix(msg, "TRYAGAIN")
+}
