@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/relock/relock/clientlib"
 )
 
 // A real network partition: each node in a network namespace of its own,
@@ -44,7 +45,7 @@ func TestCluster_PartitionedLeaderGrantsNothingAndTheMajorityGoesOn(t *testing.T
 		t.Skipf("cannot make a network namespace here: %v %s", err, out)
 	}
 	t.Parallel()
-	names := []string{"TestNetns_LeaderCutOffFromItsPeers"}
+	names := []string{"TestNetns_LeaderCutOffFromItsPeers", "TestNetns_ClientlibFollowsTheMajority"}
 	out := runChildTestsIn(t, []string{unshare, "--net", "--"}, netnsEnv+"=1", 3*time.Minute, names)
 	for _, name := range names {
 		if !strings.Contains(out, "--- PASS: "+name+" ") {
@@ -73,6 +74,7 @@ func newTestNet(t *testing.T) *testNet {
 	n.ip("", "link set lo up",
 		"link add rl-cli type bridge", "link set rl-cli up", "addr add 10.99.1.254/24 dev rl-cli",
 		"link add rl-raft type bridge", "link set rl-raft up")
+	t.Cleanup(func() { n.ip("", "link del rl-cli", "link del rl-raft") })
 	return n
 }
 
@@ -104,6 +106,9 @@ func (n *testNet) host(i int) []string {
 		holder.Process.Kill()
 		holder.Wait()
 	})
+	// Deleting one end of a veth pair deletes both; gone at once, not when
+	// the kernel gets round to the holder's dead namespace.
+	n.t.Cleanup(func() { n.ip("", fmt.Sprintf("link del rc%d", i), fmt.Sprintf("link del rr%d", i)) })
 	pid := fmt.Sprint(holder.Process.Pid)
 	// The holder is in its own namespace once unshare has exec'd sleep.
 	self, err := os.Readlink("/proc/self/ns/net")
@@ -135,14 +140,10 @@ func (n *testNet) raftLink(i int, up bool) {
 	n.ip("", fmt.Sprintf("link set rr%d %s", i, state))
 }
 
-// TestNetns_LeaderCutOffFromItsPeers: the leader loses its Raft link but
-// not its clients. It grants nothing (a LOCK sent to it gets an error) and
-// steps down; the two others elect a leader, which keeps the hold the old
-// leader had acknowledged (an orphan nobody else can take, with its fence)
-// and grants new locks with higher fences. When the link comes back, the
-// old leader follows the new one (pre-vote: it does not depose it), and
-// the hold is adopted by its key and released.
-func TestNetns_LeaderCutOffFromItsPeers(t *testing.T) {
+// startNetnsCluster starts a 3-node cluster, node i in a namespace of its
+// own at 10.99.1.i:6380 (clients) and 10.99.2.i:7380 (Raft).
+func startNetnsCluster(t *testing.T) (*testNet, *testCluster) {
+	t.Helper()
 	net := newTestNet(t)
 	c := &testCluster{t: t}
 	for i := 1; i <= 3; i++ {
@@ -154,9 +155,27 @@ func TestNetns_LeaderCutOffFromItsPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.stopAll) // before the namespaces go (cleanups run last first)
+	return net, c
+}
+
+// nodeIndex is i of node "ni".
+func nodeIndex(nd *clusterNode) int {
+	i := 0
+	fmt.Sscanf(nd.id, "n%d", &i)
+	return i
+}
+
+// TestNetns_LeaderCutOffFromItsPeers: the leader loses its Raft link but
+// not its clients. It grants nothing (a LOCK sent to it gets an error) and
+// steps down; the two others elect a leader, which keeps the hold the old
+// leader had acknowledged (an orphan nobody else can take, with its fence)
+// and grants new locks with higher fences. When the link comes back, the
+// old leader follows the new one (pre-vote: it does not depose it), and
+// the hold is adopted by its key and released.
+func TestNetns_LeaderCutOffFromItsPeers(t *testing.T) {
+	net, c := startNetnsCluster(t)
 	leader, _ := c.waitLeader(c.nodes, 20*time.Second)
-	li := 0
-	fmt.Sscanf(leader.id, "n%d", &li)
+	li := nodeIndex(leader)
 
 	held := leader.srv.client(t)
 	key := mustKey(t, held, "LOCK", "held", "TTL", "60000")
@@ -249,6 +268,81 @@ func TestNetns_LeaderCutOffFromItsPeers(t *testing.T) {
 	if err := doBounded(nc, "UNLOCK", "majority", mkey).Err(); err != nil {
 		t.Errorf("UNLOCK majority: %v", err)
 	}
+}
+
+// TestNetns_ClientlibFollowsTheMajority: clientlib clients that know all
+// three members, one holding a lock and one waiting for it, both through
+// the leader; the leader's Raft link is cut, while the clients still reach
+// it (it answers -CLUSTERDOWN once it has stepped down: it knows no leader).
+// The holder's lock is re-attached on the majority's leader, bound to a
+// connection again with the same fence, and never reported lost; the
+// waiter queues again there and is granted only after the holder's Unlock,
+// with a higher fence.
+func TestNetns_ClientlibFollowsTheMajority(t *testing.T) {
+	net, c := startNetnsCluster(t)
+	leader, _ := c.waitLeader(c.nodes, 20*time.Second)
+	var addrs []string
+	for _, nd := range c.nodes {
+		addrs = append(addrs, nd.addr)
+	}
+	ctx := ctxFor(t, 90*time.Second)
+	const name = "job"
+	hc := newLibClient(t, addrs...)
+	held, err := hc.Lock(ctx, name, clientlib.TTL(60*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := newLibClient(t, addrs...)
+	wc := newLibClient(t, addrs...)
+	waited := libLockAsync(ctx, wc, name, clientlib.TTL(60*time.Second))
+	libLockUntil(t, admin, name, 10*time.Second, func(li *clientlib.LockInfo) bool {
+		return li != nil && len(li.Waiters) == 1
+	}, "the waiter queued")
+
+	net.raftLink(nodeIndex(leader), false)
+	cut := time.Now()
+	t.Logf("cut %s (the leader) off from the Raft network", leader.id)
+	nl, _ := c.waitLeader(c.others(leader), 20*time.Second)
+	t.Logf("%s leads the majority %v after the cut", nl.id, time.Since(cut))
+
+	info := libLockUntil(t, admin, name, 20*time.Second, func(li *clientlib.LockInfo) bool {
+		return li != nil && len(li.Holders) == 1 && li.Holders[0].ClientID > 0 && len(li.Waiters) == 1
+	}, "the hold re-attached and the waiter queued again on the majority's leader")
+	t.Logf("re-attached and re-queued %v after the cut: %+v", time.Since(cut), info)
+	if info.Holders[0].Fence != held.Fence() {
+		t.Errorf("the re-attached hold has fence %d; want %d, the one granted", info.Holders[0].Fence, held.Fence())
+	}
+	select {
+	case <-held.Lost():
+		t.Fatalf("the held lock was reported lost: %v", held.Err())
+	case r := <-waited:
+		t.Fatalf("the waiter returned while the lock was held: %+v", r)
+	default:
+	}
+	if _, err := hc.Check(ctx, name, held.Key()); err != nil {
+		t.Fatalf("CHECK of the re-attached hold: %v", err)
+	}
+	if err := held.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock of the re-attached hold: %v", err)
+	}
+	var r libLockResult
+	select {
+	case r = <-waited:
+	case <-ctx.Done():
+		t.Fatal("the waiter was not granted after the holder's Unlock")
+	}
+	if r.err != nil {
+		t.Fatalf("the waiter's Lock: %v", r.err)
+	}
+	if r.l.Fence() <= held.Fence() {
+		t.Errorf("the waiter's fence %d; want above the holder's %d", r.l.Fence(), held.Fence())
+	}
+	soleHolder(t, admin, r.l)
+	if err := r.l.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	net.raftLink(nodeIndex(leader), true)
+	c.waitLeader(c.nodes, 20*time.Second)
 }
 
 // isRedirect reports whether err is a cluster redirect (-MOVED,
