@@ -1,0 +1,59 @@
+package commands
+
+import (
+	"testing"
+	"time"
+)
+
+// waitSessionEnded waits until c's session has ended (its end runs on a
+// goroutine of its own with a blocking engine).
+func waitSessionEnded(t *testing.T, h *testOwner, c *conn) {
+	t.Helper()
+	deadline := time.Now().Add(inboxDeadline)
+	for {
+		h.srv.mu.Lock()
+		_, open := h.srv.sessions[c.sess.id]
+		ending := h.srv.ending
+		h.srv.mu.Unlock()
+		if !open && ending == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the session did not end in time")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestReview_EarlyGrantToClosedConnectionIsReleased: a LOCK DETACH runs
+// off the owner (a blocking engine: the Raft one) and queues; another
+// connection's UNLOCK grants it before the LOCK's run returns (the grant
+// is kept as c.early); the connection then closes before msgRan is
+// handled. Ending the session does not release a detached hold, so the
+// early grant must be released like any grant that reaches a closed
+// connection (TestConn_GrantToClosedConnectionIsReleased) — msgRan
+// returns at its first c.closed check and drops it.
+func TestReview_EarlyGrantToClosedConnectionIsReleased(t *testing.T) {
+	h, gates := newBlockingOwner(t, "acquire-waiting")
+	a, b := h.connect(), h.connect()
+	key := h.take(a, "x")
+	h.send(b, "LOCK x DETACH TTL 60000")
+	gates["acquire-waiting"].awaitReached(t) // queued in the table; its run not returned
+	h.send(a, "UNLOCK x "+key)
+	if got, want := h.await(a), []string{":1"}; !equal(got, want) {
+		t.Fatalf("UNLOCK: %q; want %q", got, want)
+	}
+	if b.early == nil {
+		t.Fatal("the grant did not arrive early")
+	}
+	h.own.close(b) // b hangs up while its LOCK still runs
+	close(gates["acquire-waiting"].open)
+	h.waitGoroutines()
+	waitSessionEnded(t, h, b)
+	h.round() // msgRan
+	h.waitGoroutines()
+	h.round()
+	if !h.free("x") {
+		t.Errorf("x: %+v; want free: its detached hold was granted to a connection that closed before the grant could be answered", h.lock("x"))
+	}
+}
