@@ -252,7 +252,9 @@ func (o *owner) handle(m *msg) {
 		c.wait.check.done()
 		c.endWait()
 	case msgRan:
-		if c.closed || c.wait == nil || m.seq != c.waitSeq {
+		// A closed c goes on: a grant kept for its command (early) must
+		// be released below.
+		if c.wait == nil || m.seq != c.waitSeq {
 			return
 		}
 		c.wait = nil
