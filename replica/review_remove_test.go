@@ -1,0 +1,131 @@
+package replica
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/relock/relock/locktable"
+)
+
+// TestReview_RemovingTheLeaderLeavesNoProposalUnanswered: CLUSTER
+// REMOVENODE may name the leader itself. Raft's default
+// ShutdownOnRemove makes the leader shut raft down as soon as the
+// configuration without it commits, from inside its own loop; an entry
+// of the batcher committed just before and handed to raft's FSM goroutine
+// but not yet applied (the FSM busy with an earlier entry) is then
+// dropped with its future (hashicorp/raft#498, which Node.Shutdown
+// avoids by closing the batcher first — but here raft shuts down by
+// itself). Its proposer waits forever, the batcher's completer with it,
+// and Node.Shutdown (batcher.close) never returns.
+//
+// The FSM goroutine is held busy by holding the FSM's lock while raft
+// applies an entry appended directly; whether the goroutine then takes
+// the dropped batch or sees the shutdown first is a random select, so
+// the test tries a few clusters.
+func TestReview_RemovingTheLeaderLeavesNoProposalUnanswered(t *testing.T) {
+	for attempt := 0; attempt < 6; attempt++ {
+		if hung := removeLeaderOnce(t, attempt); hung {
+			t.Fatalf("attempt %d: a proposal committed before the leader removed itself was never answered (and Node.Shutdown would hang)", attempt)
+		}
+	}
+	t.Log("not reproduced in 6 attempts")
+}
+
+func removeLeaderOnce(t *testing.T, attempt int) (hung bool) {
+	t.Helper()
+	var mem []*raft.InmemTransport
+	var servers []raft.Server
+	for i := 0; i < 3; i++ {
+		addr, tr := raft.NewInmemTransport(raft.ServerAddress(fmt.Sprintf("a%d-n%d", attempt, i)))
+		mem = append(mem, tr)
+		servers = append(servers, raft.Server{ID: raft.ServerID(addr), Address: addr})
+	}
+	for i := range mem {
+		for j := range mem {
+			if i != j {
+				mem[i].Connect(mem[j].LocalAddr(), mem[j])
+			}
+		}
+	}
+	var nodes []*Node
+	for i := range mem {
+		n, err := NewNode(NodeConfig{
+			ID: servers[i].ID, Transport: mem[i],
+			Logs: raft.NewInmemStore(), Stable: raft.NewInmemStore(), Snapshots: raft.NewInmemSnapshotStore(),
+			Table: locktable.Config{Shards: 1, FenceStart: 1}, Bootstrap: servers,
+			HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 300 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+	leader := -1
+	deadline := time.Now().Add(10 * time.Second)
+	for leader < 0 {
+		for i, n := range nodes {
+			if n.IsLeader() {
+				leader = i
+			}
+		}
+		if leader < 0 && time.Now().After(deadline) {
+			t.Fatal("no leader within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	l := nodes[leader]
+	defer func() {
+		for i, n := range nodes {
+			if i != leader || !hung {
+				n.Shutdown()
+			}
+		}
+	}()
+
+	// Hold the leader's FSM busy: it blocks in Apply of an entry
+	// appended directly.
+	l.FSM.mu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			l.FSM.mu.Unlock()
+		}
+	}()
+	blocker, err := encodeEntry([]*Op{{Kind: OpOpen, Now: 1, Session: 100}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := l.Raft.LastIndex()
+	l.Raft.Apply(blocker, 5*time.Second)
+	waitFor(t, "the blocker committed", func() bool { return l.Raft.CommitIndex() >= last+1 })
+
+	// A proposal of the batcher: appended and committed, queued for the
+	// busy FSM goroutine.
+	type res struct {
+		r   *Result
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		r, err := l.Propose(Op{Kind: OpOpen, Now: 1, Session: 7}, 5*time.Second)
+		done <- res{r, err}
+	}()
+	waitFor(t, "the proposal committed", func() bool { return l.Raft.CommitIndex() >= last+2 })
+
+	// The leader removes itself: raft shuts itself down.
+	rm := l.Raft.RemoveServer(servers[leader].ID, 0, 5*time.Second)
+	waitFor(t, "the leader shut down", func() bool { return l.Raft.State() == raft.Shutdown })
+	l.FSM.mu.Unlock()
+	locked = false
+	_ = rm
+
+	select {
+	case r := <-done:
+		t.Logf("attempt %d: answered (%v, %v)", attempt, r.r, r.err)
+		return false
+	case <-time.After(5 * time.Second):
+		return true
+	}
+}
