@@ -116,7 +116,7 @@ func removeLeaderOnce(t *testing.T, attempt int) (hung bool) {
 
 	// The leader removes itself: raft shuts itself down.
 	rm := l.Raft.RemoveServer(servers[leader].ID, 0, 5*time.Second)
-	waitFor(t, "the leader shut down", func() bool { return l.Raft.State() == raft.Shutdown })
+	waitFor(t, "the leader stepped down", func() bool { return l.Raft.State() != raft.Leader })
 	l.FSM.mu.Unlock()
 	locked = false
 	_ = rm
