@@ -82,6 +82,11 @@ func NewNode(c NodeConfig) (*Node, error) {
 	// transport does): a node that was cut off asks before it bumps its
 	// term, so its return does not depose a healthy leader.
 	rc.PreVoteDisabled = false
+	// A leader removed from the configuration must not shut raft down by
+	// itself: entries it committed and had not applied would be dropped
+	// with their futures (hashicorp/raft#498), and the batcher waits on
+	// them. It steps down to a follower instead; Shutdown stops it.
+	rc.ShutdownOnRemove = false
 	if c.HeartbeatTimeout > 0 {
 		rc.HeartbeatTimeout = c.HeartbeatTimeout
 	}
