@@ -57,3 +57,31 @@ func TestReview_EarlyGrantToClosedConnectionIsReleased(t *testing.T) {
 		t.Errorf("x: %+v; want free: its detached hold was granted to a connection that closed before the grant could be answered", h.lock("x"))
 	}
 }
+
+// TestReview_CloseWhileFirstLockOpensTheSession: in a cluster, a
+// connection's first lock command opens its session in the log (OpOpen)
+// on the goroutine that runs the command off the owner. If the client
+// hangs up meanwhile, the session's end (its own goroutine) finds
+// clusterOpen still false and closes nothing; the command's goroutine
+// then opens the session and takes the lock for a connection that is
+// gone. Nothing ever closes that session: the hold (no TTL) stays bound
+// to it until the next leader change.
+func TestReview_CloseWhileFirstLockOpensTheSession(t *testing.T) {
+	nodes, l := inmemCluster(t)
+	leader := nodes[l]
+	h := newTestOwner(t, clusterServer(t, leader), false)
+	c := h.connect()
+	h.round()
+	h.send(c, "LOCK job")
+	if !c.running() {
+		t.Fatal("LOCK does not run off the owner")
+	}
+	h.own.close(c) // the client hangs up while its LOCK runs
+	h.waitGoroutines()
+	waitSessionEnded(t, h, c)
+	h.round()
+	if n := leader.FSM.Bound(c.sess.id); n != 0 || !h.free("job") {
+		t.Errorf("after the connection closed: its session has %d bound holds in the log, job %+v; want none, job free", n, h.lock("job"))
+		forceUnlockJob(t, leader) // let the harness's own check pass
+	}
+}
