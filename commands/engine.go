@@ -182,15 +182,9 @@ func (e raftEngine) propose(ev *locktable.Events, sess *session, op replica.Op) 
 		timeout = 5 * time.Second
 	}
 	if sess != nil && !sess.clusterOpen.Load() {
-		open := replica.Op{Kind: replica.OpOpen, Now: s.now(), Session: sess.id}
-		r, err := c.Node.Propose(open, timeout)
-		if err != nil {
-			return nil, clusterErr(err)
+		if err := e.openSession(sess, timeout); err != nil {
+			return nil, err
 		}
-		if r.Err != nil {
-			return nil, r.Err
-		}
-		sess.clusterOpen.Store(true)
 	}
 	if op.Now == 0 {
 		op.Now = s.now()
@@ -207,6 +201,34 @@ func (e raftEngine) propose(ev *locktable.Events, sess *session, op replica.Op) 
 		return r, locktable.ErrSessionClosed
 	}
 	return r, r.Err
+}
+
+// openSession opens sess in the log. It runs under closeMu, as
+// closeSession does, and not for a session that has ended: a connection
+// that closes while its first command runs off the owner must not have
+// its session opened after closeSession found nothing to close.
+func (e raftEngine) openSession(sess *session, timeout time.Duration) error {
+	sess.closeMu.Lock()
+	defer sess.closeMu.Unlock()
+	if sess.clusterOpen.Load() {
+		return nil
+	}
+	sess.mu.Lock()
+	ended := sess.ended
+	sess.mu.Unlock()
+	if ended {
+		return locktable.ErrSessionClosed
+	}
+	open := replica.Op{Kind: replica.OpOpen, Now: e.s.now(), Session: sess.id}
+	r, err := e.c.Node.Propose(open, timeout)
+	if err != nil {
+		return clusterErr(err)
+	}
+	if r.Err != nil {
+		return r.Err
+	}
+	sess.clusterOpen.Store(true)
+	return nil
 }
 
 func clusterErr(err error) error {
