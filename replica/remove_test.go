@@ -9,7 +9,7 @@ import (
 	"github.com/relock/relock/locktable"
 )
 
-// TestReview_RemovingTheLeaderLeavesNoProposalUnanswered: CLUSTER
+// TestRemove_TheLeaderRemovingItselfAnswersEveryProposal: CLUSTER
 // REMOVENODE may name the leader itself. Raft's default
 // ShutdownOnRemove makes the leader shut raft down as soon as the
 // configuration without it commits, from inside its own loop; an entry
@@ -24,7 +24,7 @@ import (
 // applies an entry appended directly; whether the goroutine then takes
 // the dropped batch or sees the shutdown first is a random select, so
 // the test tries a few clusters.
-func TestReview_RemovingTheLeaderLeavesNoProposalUnanswered(t *testing.T) {
+func TestRemove_TheLeaderRemovingItselfAnswersEveryProposal(t *testing.T) {
 	for attempt := 0; attempt < 6; attempt++ {
 		if hung := removeLeaderOnce(t, attempt); hung {
 			t.Fatalf("attempt %d: a proposal committed before the leader removed itself was never answered (and Node.Shutdown would hang)", attempt)

@@ -25,7 +25,7 @@ func waitSessionEnded(t *testing.T, h *testOwner, c *conn) {
 	}
 }
 
-// TestReview_EarlyGrantToClosedConnectionIsReleased: a LOCK DETACH runs
+// TestConn_EarlyGrantToAClosedConnectionIsReleased: a LOCK DETACH runs
 // off the owner (a blocking engine: the Raft one) and queues; another
 // connection's UNLOCK grants it before the LOCK's run returns (the grant
 // is kept as c.early); the connection then closes before msgRan is
@@ -33,7 +33,7 @@ func waitSessionEnded(t *testing.T, h *testOwner, c *conn) {
 // early grant must be released like any grant that reaches a closed
 // connection (TestConn_GrantToClosedConnectionIsReleased) — msgRan
 // returns at its first c.closed check and drops it.
-func TestReview_EarlyGrantToClosedConnectionIsReleased(t *testing.T) {
+func TestConn_EarlyGrantToAClosedConnectionIsReleased(t *testing.T) {
 	h, gates := newBlockingOwner(t, "acquire-waiting")
 	a, b := h.connect(), h.connect()
 	key := h.take(a, "x")
@@ -58,7 +58,7 @@ func TestReview_EarlyGrantToClosedConnectionIsReleased(t *testing.T) {
 	}
 }
 
-// TestReview_CloseWhileFirstLockOpensTheSession: in a cluster, a
+// TestCluster_CloseWhileTheFirstLockOpensTheSession: in a cluster, a
 // connection's first lock command opens its session in the log (OpOpen)
 // on the goroutine that runs the command off the owner. If the client
 // hangs up meanwhile, the session's end (its own goroutine) finds
@@ -66,7 +66,7 @@ func TestReview_EarlyGrantToClosedConnectionIsReleased(t *testing.T) {
 // then opens the session and takes the lock for a connection that is
 // gone. Nothing ever closes that session: the hold (no TTL) stays bound
 // to it until the next leader change.
-func TestReview_CloseWhileFirstLockOpensTheSession(t *testing.T) {
+func TestCluster_CloseWhileTheFirstLockOpensTheSession(t *testing.T) {
 	nodes, l := inmemCluster(t)
 	leader := nodes[l]
 	h := newTestOwner(t, clusterServer(t, leader), false)
