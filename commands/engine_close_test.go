@@ -1,8 +1,12 @@
 package commands
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/relock/relock/replica"
 )
 
 // waitSessionEnded waits until c's session has ended (its end runs on a
@@ -83,5 +87,44 @@ func TestCluster_CloseWhileTheFirstLockOpensTheSession(t *testing.T) {
 	if n := leader.FSM.Bound(c.sess.id); n != 0 || !h.free("job") {
 		t.Errorf("after the connection closed: its session has %d bound holds in the log, job %+v; want none, job free", n, h.lock("job"))
 		forceUnlockJob(t, leader) // let the harness's own check pass
+	}
+}
+
+// TestCluster_ACancelThatFailsClosesTheConnection: a LOCK's WAIT runs out
+// and the proposal of its cancel fails unappended while the node goes on
+// leading (it waited in the queue past its timeout: an overloaded
+// leader). The waiter is still queued in the log. The LOCK used to be
+// answered nil and the connection went on, so the waiter's later grant
+// arrived for a command that was no longer waiting — and, if the
+// connection's next LOCK (of any name) was running then, became that
+// LOCK's reply. The connection is closed instead (an unknown outcome, as
+// for a request in flight at a close), and its end drops the waiter.
+func TestCluster_ACancelThatFailsClosesTheConnection(t *testing.T) {
+	var failCancel atomic.Bool
+	nodes, l := inmemClusterWith(t, func(op replica.Op) error {
+		if op.Kind == replica.OpCancel && failCancel.Load() {
+			return raft.ErrEnqueueTimeout
+		}
+		return nil
+	})
+	h := newTestOwner(t, clusterServer(t, nodes[l]), false)
+	a, b := h.connect(), h.connect()
+	key := h.take(a, "x")
+	failCancel.Store(true)
+	h.send(b, "LOCK x WAIT 50")
+	h.roundsUntil("the connection whose cancel failed is closed", func() bool { return b.closed })
+	h.waitGoroutines()
+	waitSessionEnded(t, h, b)
+	h.round()
+	if st := h.lock("x"); st.waiters != 0 {
+		t.Fatalf("x after the connection closed: %+v; want no waiter", st)
+	}
+	h.send(a, "UNLOCK x "+key)
+	if got, want := h.await(a), []string{":1"}; !equal(got, want) {
+		t.Fatalf("UNLOCK: %q; want %q", got, want)
+	}
+	h.waitGoroutines()
+	if !h.free("x") {
+		t.Fatalf("x after UNLOCK: %+v; want free (granted to nobody)", h.lock("x"))
 	}
 }

@@ -17,6 +17,13 @@ import (
 // moves it itself.
 func inmemCluster(t *testing.T) (nodes []*replica.Node, leader int) {
 	t.Helper()
+	return inmemClusterWith(t, nil)
+}
+
+// inmemClusterWith is inmemCluster with a fault hook on every node
+// (replica.NodeConfig.Fault; nil: none).
+func inmemClusterWith(t *testing.T, fault func(replica.Op) error) (nodes []*replica.Node, leader int) {
+	t.Helper()
 	var trans []*raft.InmemTransport
 	var servers []raft.Server
 	for i := 0; i < 3; i++ {
@@ -37,6 +44,7 @@ func inmemCluster(t *testing.T) (nodes []*replica.Node, leader int) {
 			Logs: raft.NewInmemStore(), Stable: raft.NewInmemStore(), Snapshots: raft.NewInmemSnapshotStore(),
 			Table: locktable.Config{Shards: 1, FenceStart: 1}, Bootstrap: servers,
 			HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 300 * time.Millisecond,
+			Fault: fault,
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -44,6 +44,11 @@ type NodeConfig struct {
 	// is set: then raft logs through it.
 	LogOutput io.Writer
 	Logger    *slog.Logger
+	// Fault, if set (tests only), is asked before each proposal: an
+	// error fails it unappended, as a proposal that waited in the queue
+	// past its timeout does (raft.ErrEnqueueTimeout), while the node
+	// goes on leading.
+	Fault func(op Op) error
 }
 
 // Default Raft timeouts, tuned for a LAN (raft's own are 1 s, 1 s and
@@ -66,6 +71,7 @@ type Node struct {
 	FSM  *FSM
 	// batch turns proposals into entries.
 	batch *batcher
+	fault func(op Op) error // NodeConfig.Fault
 	// closers are what Open assembled around the node, closed by Close
 	// after the node shut down.
 	closers []io.Closer
@@ -114,7 +120,7 @@ func NewNode(c NodeConfig) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
-	return &Node{ID: c.ID, Raft: r, FSM: fsm, batch: newBatcher(r, c.MaxInflight)}, nil
+	return &Node{ID: c.ID, Raft: r, FSM: fsm, batch: newBatcher(r, c.MaxInflight), fault: c.Fault}, nil
 }
 
 // Propose appends op to the log, in an entry with the ops proposed
@@ -125,6 +131,11 @@ func NewNode(c NodeConfig) (*Node, error) {
 func (n *Node) Propose(op Op, timeout time.Duration) (*Result, error) {
 	if n.Raft.State() != raft.Leader {
 		return nil, ErrNotLeader
+	}
+	if n.fault != nil {
+		if err := n.fault(op); err != nil {
+			return nil, err
+		}
 	}
 	return n.batch.propose(op, timeout)
 }
