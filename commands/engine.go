@@ -349,8 +349,15 @@ func (e raftEngine) downgrade(ev *locktable.Events, name string, key locktable.K
 func (e raftEngine) cancelWait(ev *locktable.Events, sess *session, now int64) bool {
 	r, err := e.propose(ev, nil, replica.Op{Kind: replica.OpCancel, Now: now, Session: sess.id})
 	if err != nil {
-		// Not the leader any more: the connection is being closed, and
-		// its waiter was dropped by the failover.
+		// The waiter may still be queued: not cancelled (a proposal that
+		// timed out in the queue of a leader that goes on leading), or
+		// cancelled or not (leadership lost meanwhile). Its grant must
+		// not come to a connection that took the LOCK as answered, so
+		// the connection is closed (an unknown outcome, as for any
+		// request in flight at a close): its end, or the next leader's
+		// takeover, drops the waiter. The nil written meanwhile is never
+		// sent.
+		sess.kill()
 		return true
 	}
 	return r.Bool
