@@ -1,11 +1,13 @@
 package commands
 
 import (
+	"context"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/redis/go-redis/v9"
 	"github.com/relock/relock/replica"
 )
 
@@ -126,5 +128,64 @@ func TestCluster_ACancelThatFailsClosesTheConnection(t *testing.T) {
 	h.waitGoroutines()
 	if !h.free("x") {
 		t.Fatalf("x after UNLOCK: %+v; want free (granted to nobody)", h.lock("x"))
+	}
+}
+
+// TestCluster_ATakeoverThatFailsIsTriedAgain: a node that becomes leader
+// appends its takeover entry before it serves lock commands. If that
+// proposal fails while the node goes on leading (it waited in the queue
+// past its timeout), the node used to log it and wait for the next
+// leadership change, answering -CLUSTERDOWN meanwhile for as long as it
+// led. It tries again until the entry is applied or it no longer leads.
+func TestCluster_ATakeoverThatFailsIsTriedAgain(t *testing.T) {
+	var fails atomic.Int32
+	fails.Store(2)
+	nodes, l := inmemClusterWith(t, func(op replica.Op) error {
+		if op.Kind == replica.OpFailover && fails.Add(-1) >= 0 {
+			return raft.ErrEnqueueTimeout
+		}
+		return nil
+	})
+	srv, err := New(Config{Listen: "127.0.0.1:0", Cluster: &Cluster{Node: nodes[l], Advertise: "127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Error(err)
+		}
+	})
+	var addr string
+	for deadline := time.Now().Add(inboxDeadline); addr == ""; time.Sleep(time.Millisecond) {
+		if as := srv.Addrs(); len(as) > 0 {
+			addr = as[0].String()
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server did not listen in time")
+		}
+	}
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	defer c.Close()
+	var last error
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		key, err := c.Do(rctx, "TRYLOCK", "job").Text()
+		if err == nil {
+			c.Do(rctx, "UNLOCK", "job", key)
+			rcancel()
+			break
+		}
+		rcancel()
+		last = err
+		if time.Now().After(deadline) {
+			t.Fatalf("the leader whose takeover failed (%d times) does not serve lock commands within 5s: %v", 2-max(fails.Load(), 0), last)
+		}
+	}
+	if fails.Load() >= 0 {
+		t.Fatalf("the takeover was proposed %d times; want 3 (two failed)", 2-fails.Load())
 	}
 }
