@@ -389,22 +389,50 @@ func (e raftEngine) watchLeadership(done <-chan struct{}, grace time.Duration) {
 			return
 		case leader := <-n.LeaderChanges():
 			if leader {
-				id := n.LeaderID()
-				var ev locktable.Events
-				_, err := e.propose(&ev, nil, replica.Op{Kind: replica.OpFailover, Grace: int64(grace),
-					Leader: id, LeaderAddr: e.c.Advertise})
-				if err != nil {
-					s.log.Error("taking over as leader", "err", err)
-					continue
-				}
-				s.log.Info("became leader", "node", id)
-				s.expiry.schedule(s.now())
+				e.takeOver(done, grace)
 				continue
 			}
 			s.log.Info("lost leadership; closing client connections")
 			for _, sess := range s.sessionsSorted() {
 				sess.kill()
 			}
+		}
+	}
+}
+
+// takeOver appends the takeover entry of a node that became leader, and
+// tries again (after 10 ms, doubling to 1 s) while the proposal fails and
+// the node still leads: until it is applied, the node answers lock
+// commands -CLUSTERDOWN. It gives up when the node no longer leads (the
+// next leadership change takes over) or done closes.
+func (e raftEngine) takeOver(done <-chan struct{}, grace time.Duration) {
+	s, n := e.s, e.c.Node
+	became := func(id string) {
+		s.log.Info("became leader", "node", id)
+		s.expiry.schedule(s.now())
+	}
+	for backoff := 10 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		id := n.LeaderID()
+		var ev locktable.Events
+		_, err := e.propose(&ev, nil, replica.Op{Kind: replica.OpFailover, Grace: int64(grace),
+			Leader: id, LeaderAddr: e.c.Advertise})
+		if err == nil {
+			became(id)
+			return
+		}
+		if !n.IsLeader() {
+			s.log.Error("taking over as leader", "err", err)
+			return
+		}
+		s.log.Error("taking over as leader; trying again", "err", err, "in", backoff)
+		select {
+		case <-done:
+			return
+		case <-time.After(backoff):
+		}
+		if e.leader() { // applied after all: a second one would orphan the sessions opened since
+			became(id)
+			return
 		}
 	}
 }
