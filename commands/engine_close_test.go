@@ -189,3 +189,28 @@ func TestCluster_ATakeoverThatFailsIsTriedAgain(t *testing.T) {
 		t.Fatalf("the takeover was proposed %d times; want 3 (two failed)", 2-fails.Load())
 	}
 }
+
+// TestCluster_BecomingLeaderClosesTheConnectionsOfAnEarlierTerm: raft's
+// leadership channel keeps only the latest signal, so a node that lost
+// leadership and won it again before its watcher looked sees one "true",
+// not the "false" that closes client connections. A connection whose
+// session was opened under the earlier term (only a leader opens
+// sessions) is then stale — the coming takeover orphans its session —
+// and is closed on becoming leader, as on losing it.
+func TestCluster_BecomingLeaderClosesTheConnectionsOfAnEarlierTerm(t *testing.T) {
+	nodes, l := inmemCluster(t)
+	h := newTestOwner(t, clusterServer(t, nodes[l]), false)
+	c, idle := h.connect(), h.connect()
+	lockJob(t, h, c)
+	h.send(idle, "PING")
+	h.await(idle)
+	done := make(chan struct{})
+	defer close(done)
+	h.srv.eng.(raftEngine).becameLeader(done, time.Second) // the collapsed "false, true"
+	h.roundsUntil("the connection of the earlier term is closed", func() bool { return c.closed })
+	h.waitGoroutines()
+	if idle.closed {
+		t.Error("a connection without a session in the log was closed too")
+	}
+	forceUnlockJob(t, nodes[l]) // the takeover orphaned it
+}
