@@ -389,7 +389,7 @@ func (e raftEngine) watchLeadership(done <-chan struct{}, grace time.Duration) {
 			return
 		case leader := <-n.LeaderChanges():
 			if leader {
-				e.takeOver(done, grace)
+				e.becameLeader(done, grace)
 				continue
 			}
 			s.log.Info("lost leadership; closing client connections")
@@ -398,6 +398,22 @@ func (e raftEngine) watchLeadership(done <-chan struct{}, grace time.Duration) {
 			}
 		}
 	}
+}
+
+// becameLeader is what a node does on becoming leader: it closes the
+// connections whose sessions were opened in the log under an earlier
+// term of its own (only a leader opens sessions, and it serves no lock
+// command before its takeover entry, which orphans them), then takes
+// over. raft's leadership channel keeps only the latest signal, so a
+// node that lost leadership and won it back before this goroutine looked
+// sees one "true" and never the "false" that closes them.
+func (e raftEngine) becameLeader(done <-chan struct{}, grace time.Duration) {
+	for _, sess := range e.s.sessionsSorted() {
+		if sess.clusterOpen.Load() {
+			sess.kill()
+		}
+	}
+	e.takeOver(done, grace)
 }
 
 // takeOver appends the takeover entry of a node that became leader, and
