@@ -1,14 +1,15 @@
 # relock — see README.md. `make run` starts a server; `make test` runs
 # every test (installing the tools they need when run as root); `make
-# chaos` runs the long kill -9 campaigns (CHAOS_ROUNDS kills of a single
-# server, default 25; CLUSTER_CHAOS_KILLS kills of a cluster's leader,
-# default 20).
+# chaos` runs the long fault campaigns (CHAOS_ROUNDS kills of a single
+# server, default 25; CLUSTER_CHAOS_KILLS kills of a cluster's leader and
+# CLUSTER_CHAOS_CUTS cuts of its Raft link, default 20 each).
 
 GO      ?= go
 BIN     := bin/relock
 FUZZTIME ?= 30s
 CHAOS_ROUNDS ?= 25
 CLUSTER_CHAOS_KILLS ?= 20
+CLUSTER_CHAOS_CUTS ?= 20
 
 .PHONY: all build run test test-race integration chaos unit fuzz lint fmt vet bench bench-stall bench-cluster bench-redis deps clean
 
@@ -55,13 +56,17 @@ unit:
 integration: deps
 	$(GO) test -race -count=1 -timeout 8m ./integration/
 
-# The kill -9 campaigns with more kills than the 3 that `make test` runs:
+# The fault campaigns with more faults than the 3 that `make test` runs:
 # a single server killed CHAOS_ROUNDS times (integration/chaos_test.go),
-# and a 3-node cluster whose leader is killed CLUSTER_CHAOS_KILLS times
-# (integration/cluster_chaos_test.go); RELOCK_CHAOS_SEED=n repeats a run.
+# a 3-node cluster whose leader is killed CLUSTER_CHAOS_KILLS times
+# (integration/cluster_chaos_test.go), and one whose leader's Raft link is
+# cut CLUSTER_CHAOS_CUTS times, each node in a network namespace of its
+# own (integration/cluster_partition_linux_test.go; as root, skipped
+# without the privilege); RELOCK_CHAOS_SEED=n repeats a run.
 chaos: deps
 	RELOCK_CHAOS_ROUNDS=$(CHAOS_ROUNDS) RELOCK_CLUSTER_CHAOS_KILLS=$(CLUSTER_CHAOS_KILLS) \
-		$(GO) test -race -count=1 -timeout 20m -v -run '^(TestChaos|TestCluster_Chaos)' ./integration/
+		RELOCK_CLUSTER_CHAOS_CUTS=$(CLUSTER_CHAOS_CUTS) \
+		$(GO) test -race -count=1 -timeout 30m -v -run '^(TestChaos|TestCluster_Chaos|TestCluster_PartitionedLeader)' ./integration/
 
 # Every fuzz target for FUZZTIME each (seed corpora also run in `make test`).
 fuzz:

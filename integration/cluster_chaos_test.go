@@ -151,9 +151,16 @@ func (cp *clusterCampaign) nodeOf(addr string) int {
 }
 
 // kill kill -9s node i's process, waits until it is reaped and records
-// when: a connection to it closed later released nothing.
+// when (struck): a connection to it closed later released nothing.
 func (cp *clusterCampaign) kill(i int) {
 	cp.c.nodes[i].srv.Kill()
+	cp.struck(i)
+}
+
+// struck records that node i was taken out (killed, or cut off from its
+// peers) now: whatever reaches its process from now on changes nothing,
+// and a connection made later reaches a new life of it.
+func (cp *clusterCampaign) struck(i int) {
 	gone := cp.h.now()
 	cp.lmu.Lock()
 	defer cp.lmu.Unlock()
@@ -601,11 +608,39 @@ func (m *takeoverMonitor) poll(ctx context.Context, i int) {
 func TestCluster_ChaosLeaderKillsKeepHistoryLinearizable(t *testing.T) {
 	kills, seed := chaosSettings(t, clusterChaosKillsEnv, 3)
 	t.Logf("seed %d (%s to repeat), %d leader kills", seed, chaosSeedEnv, kills)
-	rng := rand.New(rand.NewPCG(seed, seed^0x1eade7))
-
 	c := startClusterWith(t, 3, func(*clusterNode) []string {
 		return []string{"--restore-grace", clusterChaosGrace.String()}
 	})
+	runLeaderFaults(t, c, kills, seed, leaderFault{
+		what:   "killed",
+		strike: func(cp *clusterCampaign, i int) { cp.kill(i) },
+		healable: func(_ *clusterCampaign, _ int, rng *rand.Rand) {
+			time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
+		},
+		heal: func(cp *clusterCampaign, i int) { cp.c.nodes[i].restart(t) },
+	})
+}
+
+// leaderFault is what a campaign does to the leader, and undoes.
+type leaderFault struct {
+	what string // for the log: "killed", "cut off"
+	// strike takes node i out (it then commits nothing, and whatever
+	// reaches it later releases nothing), bumping its life.
+	strike func(cp *clusterCampaign, i int)
+	// healable returns once node i may be healed before a new leader
+	// took over (after a random pause).
+	healable func(cp *clusterCampaign, i int, rng *rand.Rand)
+	// heal brings node i back, as a follower.
+	heal func(cp *clusterCampaign, i int)
+}
+
+// runLeaderFaults runs the campaign on cluster c (started with
+// --restore-grace clusterChaosGrace): n faults of the leader at random
+// moments, each healed before or after a new leader takes over, then the
+// history's checks.
+func runLeaderFaults(t *testing.T, c *testCluster, kills int, seed uint64, fault leaderFault) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, seed^0x1eade7))
 	c.waitLeader(c.nodes, 20*time.Second)
 	cp := &clusterCampaign{
 		chaosCampaign: &chaosCampaign{t: t, h: chaosHistory{began: time.Now()}},
@@ -706,22 +741,22 @@ func TestCluster_ChaosLeaderKillsKeepHistoryLinearizable(t *testing.T) {
 		seen := len(cp.takeovers)
 		cp.lmu.Unlock()
 		killedAt := cp.h.now()
-		cp.kill(victim.node)
+		fault.strike(cp, victim.node)
 		cp.quiet.Store(false)
 		nd := c.nodes[victim.node]
-		early := rng.IntN(2) == 0 // restarted before a new leader is elected, or after
+		early := rng.IntN(2) == 0 // healed before a new leader is elected, or after
 		if early {
-			time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
-			nd.restart(t)
+			fault.healable(cp, victim.node, rng)
+			fault.heal(cp, victim.node)
 		}
 		next := waitTakeover(seen, 20*time.Second)
 		failovers = append(failovers, time.Duration(next.ret-killedAt))
 		checker.checkPool(ctx)
 		if !early {
-			nd.restart(t)
+			fault.heal(cp, victim.node)
 		}
-		t.Logf("kill %d: %s (term %d) killed after %v (quiet %v, restarted early %v); %s took over (term %d) %v after the kill; %d operations so far",
-			k, nd.id, before.term, busy, quiet, early, c.nodes[next.node].id, next.term,
+		t.Logf("fault %d: %s (term %d) %s after %v (quiet %v, healed early %v); %s took over (term %d) %v after it; %d operations so far",
+			k, nd.id, before.term, fault.what, busy, quiet, early, c.nodes[next.node].id, next.term,
 			time.Duration(next.ret-killedAt).Round(time.Millisecond), cp.opsSoFar())
 	}
 	// A last stretch without a kill sees what the last failover left.
@@ -738,13 +773,13 @@ func TestCluster_ChaosLeaderKillsKeepHistoryLinearizable(t *testing.T) {
 		}
 	}
 	// The first takeover is the cluster's first election.
-	t.Logf("%d takeovers for %d kills; %d operations with an unknown outcome", len(cp.takeovers)-1, kills, unknown)
+	t.Logf("%d takeovers for %d faults; %d operations with an unknown outcome", len(cp.takeovers)-1, kills, unknown)
 	checkFences(t, ops)
 	checkResurrections(t, ops)
 	checkChaosLinearizable(t, ops, seed)
 	slices.Sort(failovers)
-	t.Logf("%d leader kills (%d quiet), %d operations, %v; kill -9 to the new leader serving: median %v, max %v",
-		kills, quietKills, len(ops), time.Since(cp.h.began).Round(time.Millisecond),
+	t.Logf("%d leader faults (%s; %d quiet), %d operations, %v; fault to the new leader serving: median %v, max %v",
+		kills, fault.what, quietKills, len(ops), time.Since(cp.h.began).Round(time.Millisecond),
 		failovers[len(failovers)/2].Round(time.Millisecond), failovers[len(failovers)-1].Round(time.Millisecond))
 }
 

@@ -5,6 +5,7 @@ package integration
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"strings"
@@ -45,8 +46,9 @@ func TestCluster_PartitionedLeaderGrantsNothingAndTheMajorityGoesOn(t *testing.T
 		t.Skipf("cannot make a network namespace here: %v %s", err, out)
 	}
 	t.Parallel()
-	names := []string{"TestNetns_LeaderCutOffFromItsPeers", "TestNetns_ClientlibFollowsTheMajority"}
-	out := runChildTestsIn(t, []string{unshare, "--net", "--"}, netnsEnv+"=1", 3*time.Minute, names)
+	names := []string{"TestNetns_LeaderCutOffFromItsPeers", "TestNetns_ClientlibFollowsTheMajority",
+		"TestNetns_ChaosPartitionsKeepHistoryLinearizable"}
+	out := runChildTestsIn(t, []string{unshare, "--net", "--"}, netnsEnv+"=1", 15*time.Minute, names)
 	for _, name := range names {
 		if !strings.Contains(out, "--- PASS: "+name+" ") {
 			t.Fatalf("%s did not pass in its network namespace:\n%s", name, out)
@@ -141,8 +143,9 @@ func (n *testNet) raftLink(i int, up bool) {
 }
 
 // startNetnsCluster starts a 3-node cluster, node i in a namespace of its
-// own at 10.99.1.i:6380 (clients) and 10.99.2.i:7380 (Raft).
-func startNetnsCluster(t *testing.T) (*testNet, *testCluster) {
+// own at 10.99.1.i:6380 (clients) and 10.99.2.i:7380 (Raft), with extra
+// server flags.
+func startNetnsCluster(t *testing.T, extra ...string) (*testNet, *testCluster) {
 	t.Helper()
 	net := newTestNet(t)
 	c := &testCluster{t: t}
@@ -151,7 +154,9 @@ func startNetnsCluster(t *testing.T) (*testNet, *testCluster) {
 			addr: fmt.Sprintf("10.99.1.%d:6380", i), raftAddr: fmt.Sprintf("10.99.2.%d:7380", i), wrap: net.host(i)})
 	}
 	// Both networks exist only in this test's namespaces.
-	if err := c.launch(func(*clusterNode) []string { return []string{"--insecure-no-auth", "--raft-insecure"} }); err != nil {
+	if err := c.launch(func(*clusterNode) []string {
+		return append([]string{"--insecure-no-auth", "--raft-insecure"}, extra...)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.stopAll) // before the namespaces go (cleanups run last first)
@@ -343,6 +348,43 @@ func TestNetns_ClientlibFollowsTheMajority(t *testing.T) {
 	}
 	net.raftLink(nodeIndex(leader), true)
 	c.waitLeader(c.nodes, 20*time.Second)
+}
+
+// clusterChaosCutsEnv sets the number of leader cuts of the partition
+// campaign (default 3 in `make test`; `make chaos` runs 20).
+const clusterChaosCutsEnv = "RELOCK_CLUSTER_CHAOS_CUTS"
+
+// TestNetns_ChaosPartitionsKeepHistoryLinearizable: the leader-kill
+// campaign of cluster_chaos_test.go, with the leader's Raft link cut
+// instead of its process killed. The cut-off leader lives on, its clients
+// still reach it, and it answers them (errors, -TRYAGAIN, -MOVED,
+// -CLUSTERDOWN, or LOCKS from its table while its lease lasts) while the
+// majority elects a leader and takes over; the link comes back before or
+// after that. The history is linearizable for chaos_model_test.go's model,
+// fences are unique and increase in real time, and nothing released comes
+// back.
+func TestNetns_ChaosPartitionsKeepHistoryLinearizable(t *testing.T) {
+	cuts, seed := chaosSettings(t, clusterChaosCutsEnv, 3)
+	net, c := startNetnsCluster(t, "--restore-grace", clusterChaosGrace.String())
+	t.Logf("seed %d (%s to repeat), %d leader cuts", seed, chaosSeedEnv, cuts)
+	runLeaderFaults(t, c, cuts, seed, leaderFault{
+		what: "cut off",
+		strike: func(cp *clusterCampaign, i int) {
+			net.raftLink(i+1, false)
+			cp.struck(i)
+		},
+		healable: func(cp *clusterCampaign, i int, rng *rand.Rand) {
+			// Not before it stepped down: healed within its lease, it
+			// would lead on, and there would be no takeover to wait for.
+			nd := cp.c.nodes[i]
+			eventually(t, 10*time.Second, func() bool {
+				m, err := nd.info("replication")
+				return err == nil && m["role"] != "master"
+			}, "the cut-off leader %s still says it leads", nd.id)
+			time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
+		},
+		heal: func(cp *clusterCampaign, i int) { net.raftLink(i+1, true) },
+	})
 }
 
 // isRedirect reports whether err is a cluster redirect (-MOVED,
