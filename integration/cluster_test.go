@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -768,5 +769,48 @@ func TestCluster_JoinAndRemoveMember(t *testing.T) {
 	}
 	if err := doBounded(lc, "CHECK", "membership", key).Err(); err != nil {
 		t.Fatalf("CHECK after the membership changes: %v", err)
+	}
+}
+
+// TestCluster_APausedLeaderAnswersNoStaleLocks: a leader is paused
+// (SIGSTOP: a GC pause, a stalled VM) long enough for the others to elect
+// a leader, which grants a lock. A LOCKS that reached the old leader while
+// it was paused is answered when it resumes, before it has noticed that it
+// no longer leads: it must not answer from its stale table (no such lock)
+// but confirm its leadership first — an error or a closed connection.
+func TestCluster_APausedLeaderAnswersNoStaleLocks(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, 3)
+	leader, _ := c.waitLeader(c.nodes, 15*time.Second)
+	conn, err := net.DialTimeout("tcp", leader.addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	r := bufio.NewReader(conn)
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := r.ReadString('\n'); err != nil || line != "+PONG\r\n" {
+		t.Fatalf("PING: %q, %v", line, err)
+	}
+	leader.signal(syscall.SIGSTOP)
+	t.Cleanup(func() { leader.signal(syscall.SIGCONT) })
+	nl, _ := c.waitLeader(c.others(leader), 15*time.Second)
+	mustKey(t, nl.srv.client(t), "TRYLOCK", "fresh", "DETACH", "TTL", "60000")
+	if _, err := conn.Write([]byte("LOCKS MATCH fresh\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	leader.signal(syscall.SIGCONT)
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	line, err := r.ReadString('\n')
+	switch {
+	case err != nil:
+		t.Logf("LOCKS on the resumed old leader: connection closed (%v)", err)
+	case strings.HasPrefix(line, "-"):
+		t.Logf("LOCKS on the resumed old leader: %q", line)
+	default:
+		t.Errorf("LOCKS on the resumed old leader answered from its table (%q...): a stale read, 'fresh' is held on the new leader", line)
 	}
 }
