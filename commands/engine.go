@@ -23,6 +23,9 @@ type engine interface {
 	// the reply that sends a client elsewhere when it may not.
 	leader() bool
 	moved() string
+	// confirmLeader makes sure, before a read of the table, that this
+	// server still leads now (it may block: a Raft heartbeat round).
+	confirmLeader() error
 	// blocking reports whether changes block their caller (Raft).
 	blocking() bool
 	// newSession opens the engine's side of a connection's session (nil
@@ -69,6 +72,7 @@ func (e localEngine) table() *locktable.Table { return e.t }
 func (e localEngine) leader() bool            { return true }
 func (e localEngine) moved() string           { return "" }
 func (e localEngine) blocking() bool          { return false }
+func (e localEngine) confirmLeader() error    { return nil }
 func (e localEngine) newSession(sess *session) *locktable.Session {
 	return e.t.NewSession(sess.id, sess)
 }
@@ -160,6 +164,19 @@ func (e raftEngine) leader() bool {
 	}
 	id, _ := n.FSM.Leader()
 	return id == n.LeaderID() && id != "" && n.FSM.LeaderTerm() == n.Term()
+}
+
+// confirmLeader asks a quorum whether this node still leads (a round of
+// heartbeats, no log entry): a leader paused past an election (a GC pause,
+// a stalled VM) still believes it leads until its lease check runs, and
+// would answer a read from a table the new leader has moved on from. Raft
+// answers within the lease timeout: a leader that reaches no quorum steps
+// down.
+func (e raftEngine) confirmLeader() error {
+	if err := e.c.Node.VerifyLeader(); err != nil || !e.leader() {
+		return errMoved
+	}
+	return nil
 }
 
 // moved is the reply that sends a client to the leader.

@@ -31,6 +31,10 @@ type Status struct {
 // IsLeader reports whether this node is Raft leader now.
 func (n *Node) IsLeader() bool { return n.Raft.State() == raft.Leader }
 
+// VerifyLeader confirms with a quorum that this node still leads (raft's
+// VerifyLeader: heartbeats, no log entry); an error once it does not.
+func (n *Node) VerifyLeader() error { return n.Raft.VerifyLeader().Error() }
+
 // LeaderID returns the leader's ID, "" when none is known.
 func (n *Node) LeaderID() string {
 	_, id := n.Raft.LeaderWithID()
