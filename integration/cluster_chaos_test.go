@@ -151,21 +151,27 @@ func (cp *clusterCampaign) nodeOf(addr string) int {
 }
 
 // kill kill -9s node i's process, waits until it is reaped and records
-// when (struck): a connection to it closed later released nothing.
+// when: a connection to it closed later released nothing.
 func (cp *clusterCampaign) kill(i int) {
 	cp.c.nodes[i].srv.Kill()
-	cp.struck(i)
-}
-
-// struck records that node i was taken out (killed, or cut off from its
-// peers) now: whatever reaches its process from now on changes nothing,
-// and a connection made later reaches a new life of it.
-func (cp *clusterCampaign) struck(i int) {
 	gone := cp.h.now()
 	cp.lmu.Lock()
 	defer cp.lmu.Unlock()
 	cp.reapedAt[nodeLife{i, cp.lives[i]}] = gone
 	cp.lives[i]++ // whatever listens on its address from now on is a new process
+	cp.kills++
+}
+
+// cut counts a fault that leaves the leader's process running (its Raft
+// link cut). Unlike a kill, nothing sent to it is dropped from the
+// history: what it appended while it still believed it led may yet be
+// committed, for it may lead again (its log is the longest of its term)
+// and commit it with its takeover. So its unknown outcomes are settled by
+// the next takeover, and its connections' closes doom their holds, as
+// before the cut.
+func (cp *clusterCampaign) cut() {
+	cp.lmu.Lock()
+	defer cp.lmu.Unlock()
 	cp.kills++
 }
 
@@ -624,8 +630,7 @@ func TestCluster_ChaosLeaderKillsKeepHistoryLinearizable(t *testing.T) {
 // leaderFault is what a campaign does to the leader, and undoes.
 type leaderFault struct {
 	what string // for the log: "killed", "cut off"
-	// strike takes node i out (it then commits nothing, and whatever
-	// reaches it later releases nothing), bumping its life.
+	// strike takes node i out of the cluster (and records it: kill, cut).
 	strike func(cp *clusterCampaign, i int)
 	// healable returns once node i may be healed before a new leader
 	// took over (after a random pause).

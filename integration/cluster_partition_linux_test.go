@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,11 +27,11 @@ import (
 // The test process itself runs in a namespace of its own too (`unshare
 // --net`), where the two networks are bridges: nothing is added to the
 // machine's own network, and everything goes when the child exits. It
-// needs root (or CAP_SYS_ADMIN and CAP_NET_ADMIN), ip(8), unshare(1) and
-// nsenter(1), and skips without them.
+// needs root (or CAP_SYS_ADMIN and CAP_NET_ADMIN), ip(8), and unshare(1),
+// nsenter(1) and setpriv(1) of util-linux, and skips without them.
 
 // netnsEnv is set in the child test process that runs in a network
-// namespace of its own.
+// namespace of its own, to its parent's namespace (/proc/self/ns/net).
 const netnsEnv = "RELOCK_IT_NETNS"
 
 // TestCluster_PartitionedLeaderGrantsNothingAndTheMajorityGoesOn runs the
@@ -40,6 +41,7 @@ func TestCluster_PartitionedLeaderGrantsNothingAndTheMajorityGoesOn(t *testing.T
 		t.Skip("network namespaces need root")
 	}
 	unshare := needTool(t, "unshare")
+	setpriv := needTool(t, "setpriv")
 	needTool(t, "nsenter")
 	needTool(t, "ip")
 	if out, err := exec.Command(unshare, "--net", "true").CombinedOutput(); err != nil {
@@ -48,7 +50,13 @@ func TestCluster_PartitionedLeaderGrantsNothingAndTheMajorityGoesOn(t *testing.T
 	t.Parallel()
 	names := []string{"TestNetns_LeaderCutOffFromItsPeers", "TestNetns_ClientlibFollowsTheMajority",
 		"TestNetns_ChaosPartitionsKeepHistoryLinearizable"}
-	out := runChildTestsIn(t, []string{unshare, "--net", "--"}, netnsEnv+"=1", 15*time.Minute, names)
+	// The child, the namespaces' holders and the nodes die with their
+	// parent (a timeout's SIGKILL included): nothing outlives the test.
+	parentNet, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Skipf("cannot tell this process's network namespace: %v", err)
+	}
+	out := runChildTestsIn(t, []string{setpriv, "--pdeathsig", "KILL", "--", unshare, "--net", "--"}, netnsEnv+"="+parentNet, 15*time.Minute, names)
 	for _, name := range names {
 		if !strings.Contains(out, "--- PASS: "+name+" ") {
 			t.Fatalf("%s did not pass in its network namespace:\n%s", name, out)
@@ -71,6 +79,11 @@ func newTestNet(t *testing.T) *testNet {
 	t.Helper()
 	if os.Getenv(netnsEnv) == "" {
 		t.Skip("runs in a network namespace of its own (TestCluster_PartitionedLeaderGrantsNothingAndTheMajorityGoesOn)")
+	}
+	// Never build bridges and addresses in the parent's network (the
+	// machine's): only in the namespace it made for this process.
+	if self, err := os.Readlink("/proc/self/ns/net"); err != nil || self == os.Getenv(netnsEnv) {
+		t.Fatalf("%s=%s, and this process is in %s (%v): not in a network namespace of its own", netnsEnv, os.Getenv(netnsEnv), self, err)
 	}
 	n := &testNet{t: t}
 	n.ip("", "link set lo up",
@@ -101,6 +114,7 @@ func (n *testNet) ip(pid string, cmds ...string) {
 func (n *testNet) host(i int) []string {
 	n.t.Helper()
 	holder := exec.Command("unshare", "--net", "sleep", "600")
+	holder.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := holder.Start(); err != nil {
 		n.t.Fatal(err)
 	}
@@ -129,7 +143,7 @@ func (n *testNet) host(i int) []string {
 	n.ip(pid, "link set lo up",
 		fmt.Sprintf("addr add 10.99.1.%d/24 dev c0", i), "link set c0 up",
 		fmt.Sprintf("addr add 10.99.2.%d/24 dev r0", i), "link set r0 up")
-	return []string{"nsenter", "-t", pid, "-n", "--"}
+	return []string{"nsenter", "-t", pid, "-n", "--", "setpriv", "--pdeathsig", "KILL", "--"}
 }
 
 // raftLink sets node i's link to the Raft network up or down.
@@ -371,7 +385,7 @@ func TestNetns_ChaosPartitionsKeepHistoryLinearizable(t *testing.T) {
 		what: "cut off",
 		strike: func(cp *clusterCampaign, i int) {
 			net.raftLink(i+1, false)
-			cp.struck(i)
+			cp.cut()
 		},
 		healable: func(cp *clusterCampaign, i int, rng *rand.Rand) {
 			// Not before it stepped down: healed within its lease, it
