@@ -196,21 +196,67 @@ func TestCluster_ATakeoverThatFailsIsTriedAgain(t *testing.T) {
 // not the "false" that closes client connections. A connection whose
 // session was opened under the earlier term (only a leader opens
 // sessions) is then stale — the coming takeover orphans its session —
-// and is closed on becoming leader, as on losing it.
+// and is closed on becoming leader, as on losing it. A "true" for a term
+// whose takeover is already applied (a signal left over from a flap that
+// takeOver's retry already covered) closes nothing and takes over no
+// second time.
 func TestCluster_BecomingLeaderClosesTheConnectionsOfAnEarlierTerm(t *testing.T) {
 	nodes, l := inmemCluster(t)
-	h := newTestOwner(t, clusterServer(t, nodes[l]), false)
+	leader := nodes[l]
+	h := newTestOwner(t, clusterServer(t, leader), false)
 	c, idle := h.connect(), h.connect()
 	lockJob(t, h, c)
 	h.send(idle, "PING")
 	h.await(idle)
+
+	// Leadership goes away and comes back: a new term, no "false" seen.
+	if err := leader.Raft.LeadershipTransfer().Error(); err != nil {
+		t.Fatal(err)
+	}
+	other := waitLeaderAmong(t, nodes)
+	if err := other.Raft.LeadershipTransferToServer(leader.ID, raft.ServerAddress(leader.ID)).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if waitLeaderAmong(t, nodes) != leader {
+		t.Fatal("leadership did not come back")
+	}
 	done := make(chan struct{})
 	defer close(done)
-	h.srv.eng.(raftEngine).becameLeader(done, time.Second) // the collapsed "false, true"
+	eng := h.srv.eng.(raftEngine)
+	eng.becameLeader(done, time.Second) // the collapsed "false, true"
 	h.roundsUntil("the connection of the earlier term is closed", func() bool { return c.closed })
 	h.waitGoroutines()
 	if idle.closed {
 		t.Error("a connection without a session in the log was closed too")
 	}
-	forceUnlockJob(t, nodes[l]) // the takeover orphaned it
+	if !eng.leader() {
+		t.Fatal("no takeover for the new term")
+	}
+	forceUnlockJob(t, leader) // the takeover orphaned it
+
+	d := h.connect()
+	lockJob(t, h, d) // a session of this term
+	applied := leader.FSM.Applied()
+	eng.becameLeader(done, time.Second) // a leftover "true"
+	h.round()
+	if d.closed || leader.FSM.Applied() != applied {
+		t.Errorf("a leftover signal for a term already taken over: connection closed %v, entries applied %d; want neither", d.closed, leader.FSM.Applied()-applied)
+	}
+}
+
+// waitLeaderAmong waits (bounded) until one of nodes leads, and returns it.
+func waitLeaderAmong(t *testing.T, nodes []*replica.Node) *replica.Node {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, n := range nodes {
+			if n.IsLeader() {
+				return n
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no leader within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
