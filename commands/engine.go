@@ -425,6 +425,12 @@ func (e raftEngine) watchLeadership(done <-chan struct{}, grace time.Duration) {
 // node that lost leadership and won it back before this goroutine looked
 // sees one "true" and never the "false" that closes them.
 func (e raftEngine) becameLeader(done <-chan struct{}, grace time.Duration) {
+	if e.leader() {
+		// This term's takeover is applied already (a signal left over
+		// from a flap that takeOver's retry covered): the sessions open
+		// now were opened under it.
+		return
+	}
 	for _, sess := range e.s.sessionsSorted() {
 		if sess.clusterOpen.Load() {
 			sess.kill()
