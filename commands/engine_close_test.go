@@ -260,3 +260,32 @@ func waitLeaderAmong(t *testing.T, nodes []*replica.Node) *replica.Node {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestCluster_AFailedCloseIsTriedAgain: a connection holding a lock
+// closes, and the proposal that ends its session fails unappended while
+// the node goes on leading (it timed out in the queue of an overloaded
+// leader). The session used to stay open in the log, its holds bound to a
+// connection that is gone, until the next leader change. The close is
+// tried again while the node leads.
+func TestCluster_AFailedCloseIsTriedAgain(t *testing.T) {
+	var fails atomic.Int32
+	fails.Store(2)
+	nodes, l := inmemClusterWith(t, func(op replica.Op) error {
+		if op.Kind == replica.OpClose && fails.Add(-1) >= 0 {
+			return raft.ErrEnqueueTimeout
+		}
+		return nil
+	})
+	h := newTestOwner(t, clusterServer(t, nodes[l]), false)
+	c := h.connect()
+	lockJob(t, h, c)
+	h.own.close(c)
+	h.waitGoroutines()
+	waitSessionEnded(t, h, c)
+	if n := fails.Load(); n >= 0 {
+		t.Fatalf("the close was proposed %d times; want 3 (two failed)", 2-n)
+	}
+	if !h.free("job") {
+		t.Fatalf("job after its holder's connection closed: %+v; want free", h.lock("job"))
+	}
+}
