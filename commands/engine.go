@@ -314,6 +314,28 @@ func (e raftEngine) forceUnlock(ev *locktable.Events, name string, now int64) (i
 // as after a crash, so that a rolling restart of the leader does not
 // release every lock its clients hold.
 func (e raftEngine) closeSession(ev *locktable.Events, sess *session, why locktable.Reason, now int64) error {
+	// A connection that is gone cannot send its close again: while this
+	// node leads, a close that was not appended (a proposal that timed out
+	// in the queue of an overloaded leader) is tried again, after 10 ms
+	// doubling to 1 s, or its holds would stay bound to nothing until the
+	// next leader change. A RESET answers at once; its client may retry.
+	for backoff := 10 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		err := e.closeOnce(ev, sess, why, now)
+		if err == nil || why == locktable.ReasonReset || errors.Is(err, errMoved) || errors.Is(err, errOutcomeUnknown) ||
+			!sess.clusterOpen.Load() || !e.c.Node.IsLeader() || e.s.isClosing() {
+			return err
+		}
+		select {
+		case <-e.s.shutdown:
+			return err
+		case <-time.After(backoff):
+		}
+		now = e.s.now()
+	}
+}
+
+// closeOnce is one attempt of closeSession.
+func (e raftEngine) closeOnce(ev *locktable.Events, sess *session, why locktable.Reason, now int64) error {
 	s := e.s
 	// A kill ends a session twice at once (the killer, then the victim's
 	// owner): the second waits for the first's proposal, so that neither
