@@ -102,17 +102,11 @@ func TestCluster_CloseWhileTheFirstLockOpensTheSession(t *testing.T) {
 // LOCK's reply. The connection is closed instead (an unknown outcome, as
 // for a request in flight at a close), and its end drops the waiter.
 func TestCluster_ACancelThatFailsClosesTheConnection(t *testing.T) {
-	var failCancel atomic.Bool
-	nodes, l := inmemClusterWith(t, func(op replica.Op) error {
-		if op.Kind == replica.OpCancel && failCancel.Load() {
-			return raft.ErrEnqueueTimeout
-		}
-		return nil
-	})
+	fails := failFirst(replica.OpCancel, 1)
+	nodes, l := inmemClusterWith(t, fails.fault)
 	h := newTestOwner(t, clusterServer(t, nodes[l]), false)
 	a, b := h.connect(), h.connect()
 	key := h.take(a, "x")
-	failCancel.Store(true)
 	h.send(b, "LOCK x WAIT 50")
 	h.roundsUntil("the connection whose cancel failed is closed", func() bool { return b.closed })
 	h.waitGoroutines()
@@ -138,14 +132,8 @@ func TestCluster_ACancelThatFailsClosesTheConnection(t *testing.T) {
 // leadership change, answering -CLUSTERDOWN meanwhile for as long as it
 // led. It tries again until the entry is applied or it no longer leads.
 func TestCluster_ATakeoverThatFailsIsTriedAgain(t *testing.T) {
-	var fails atomic.Int32
-	fails.Store(2)
-	nodes, l := inmemClusterWith(t, func(op replica.Op) error {
-		if op.Kind == replica.OpFailover && fails.Add(-1) >= 0 {
-			return raft.ErrEnqueueTimeout
-		}
-		return nil
-	})
+	fails := failFirst(replica.OpFailover, 2)
+	nodes, l := inmemClusterWith(t, fails.fault)
 	srv, err := New(Config{Listen: "127.0.0.1:0", Cluster: &Cluster{Node: nodes[l], Advertise: "127.0.0.1:1"}})
 	if err != nil {
 		t.Fatal(err)
@@ -182,11 +170,11 @@ func TestCluster_ATakeoverThatFailsIsTriedAgain(t *testing.T) {
 		rcancel()
 		last = err
 		if time.Now().After(deadline) {
-			t.Fatalf("the leader whose takeover failed (%d times) does not serve lock commands within 5s: %v", 2-max(fails.Load(), 0), last)
+			t.Fatalf("the leader whose takeover failed (%d times) does not serve lock commands within 5s: %v", fails.proposed(), last)
 		}
 	}
-	if fails.Load() >= 0 {
-		t.Fatalf("the takeover was proposed %d times; want 3 (two failed)", 2-fails.Load())
+	if n := fails.proposed(); n != 3 {
+		t.Fatalf("the takeover was proposed %d times; want 3 (two failed)", n)
 	}
 }
 
@@ -268,24 +256,39 @@ func waitLeaderAmong(t *testing.T, nodes []*replica.Node) *replica.Node {
 // connection that is gone, until the next leader change. The close is
 // tried again while the node leads.
 func TestCluster_AFailedCloseIsTriedAgain(t *testing.T) {
-	var fails atomic.Int32
-	fails.Store(2)
-	nodes, l := inmemClusterWith(t, func(op replica.Op) error {
-		if op.Kind == replica.OpClose && fails.Add(-1) >= 0 {
-			return raft.ErrEnqueueTimeout
-		}
-		return nil
-	})
+	fails := failFirst(replica.OpClose, 2)
+	nodes, l := inmemClusterWith(t, fails.fault)
 	h := newTestOwner(t, clusterServer(t, nodes[l]), false)
 	c := h.connect()
 	lockJob(t, h, c)
 	h.own.close(c)
 	h.waitGoroutines()
 	waitSessionEnded(t, h, c)
-	if n := fails.Load(); n >= 0 {
-		t.Fatalf("the close was proposed %d times; want 3 (two failed)", 2-n)
+	if n := fails.proposed(); n != 3 {
+		t.Fatalf("the close was proposed %d times; want 3 (two failed)", n)
 	}
 	if !h.free("job") {
 		t.Fatalf("job after its holder's connection closed: %+v; want free", h.lock("job"))
 	}
 }
+
+// failing is a fault hook (replica.NodeConfig.Fault) that fails the first
+// proposals of one kind unappended, as a leader's overloaded queue does.
+type failing struct {
+	kind      replica.Kind
+	n         int32
+	proposals atomic.Int32
+}
+
+// failFirst fails the first n proposals of kind.
+func failFirst(kind replica.Kind, n int32) *failing { return &failing{kind: kind, n: n} }
+
+func (f *failing) fault(op replica.Op) error {
+	if op.Kind == f.kind && f.proposals.Add(1) <= f.n {
+		return raft.ErrEnqueueTimeout
+	}
+	return nil
+}
+
+// proposed is how many proposals of the kind were made.
+func (f *failing) proposed() int32 { return f.proposals.Load() }
