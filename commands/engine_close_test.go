@@ -2,6 +2,7 @@ package commands
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -292,3 +293,115 @@ func (f *failing) fault(op replica.Op) error {
 
 // proposed is how many proposals of the kind were made.
 func (f *failing) proposed() int32 { return f.proposals.Load() }
+
+// TestCluster_AGoneConnectionsCloseRetriesFreeItsSlot: while the close of
+// a gone connection is tried again (every proposal failing unappended),
+// the session no longer counts against --max-clients: a new client is
+// let in. Once proposals go through again, the retry releases the hold.
+func TestCluster_AGoneConnectionsCloseRetriesFreeItsSlot(t *testing.T) {
+	var failing atomic.Bool
+	failing.Store(true)
+	nodes, l := inmemClusterWith(t, func(op replica.Op) error {
+		if op.Kind == replica.OpClose && failing.Load() {
+			return raft.ErrEnqueueTimeout
+		}
+		return nil
+	})
+	srv, err := New(Config{Listen: "127.0.0.1:0", MaxTTL: 60_000_000_000, MaxClients: 1,
+		Cluster: &Cluster{Node: nodes[l], Advertise: "127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	takeover(t, nodes[l])
+	h := newTestOwner(t, srv, false)
+	c := h.connect()
+	lockJob(t, h, c)
+	h.own.close(c)
+	deadline := time.Now().Add(inboxDeadline)
+	for {
+		srv.mu.Lock()
+		_, open := srv.sessions[c.sess.id]
+		srv.mu.Unlock()
+		if !open {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the gone connection's session is still counted while its close is retried")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	d := h.connect() // the one slot is free
+	h.send(d, "PING")
+	if got := h.await(d); len(got) != 1 || got[0] != "+PONG" {
+		t.Fatalf("PING on a new connection: %v", got)
+	}
+	if h.free("job") {
+		t.Fatal("job released while every close failed")
+	}
+	failing.Store(false)
+	h.waitGoroutines()
+	waitSessionEnded(t, h, c) // the retries have ended
+	if !h.free("job") {
+		t.Fatalf("job after the close went through: %+v; want free", h.lock("job"))
+	}
+}
+
+// TestCluster_ACloseRetriedAfterTheStopBeganStaysAClose: a connection
+// that closed while the server ran has its close fail unappended, and the
+// server begins to stop during the retry's pause. The retry must not turn
+// it into the stop's kind of end (its waits cancelled, its holds kept for
+// the next leader): it stays a close, or is not tried again.
+func TestCluster_ACloseRetriedAfterTheStopBeganStaysAClose(t *testing.T) {
+	var mu sync.Mutex
+	var kinds []replica.Kind
+	fault := func(op replica.Op) error {
+		if op.Kind != replica.OpClose && op.Kind != replica.OpCancel {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		kinds = append(kinds, op.Kind)
+		if len(kinds) == 1 {
+			return raft.ErrEnqueueTimeout
+		}
+		return nil
+	}
+	attempts := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(kinds)
+	}
+	nodes, l := inmemClusterWith(t, fault)
+	srv := clusterServer(t, nodes[l])
+	h := newTestOwner(t, srv, false)
+	c := h.connect()
+	lockJob(t, h, c)
+	stopping := make(chan struct{})
+	go func() { // the stop begins once the first close failed: during the retry's pause (10 ms)
+		defer close(stopping)
+		for deadline := time.Now().Add(inboxDeadline); time.Now().Before(deadline); time.Sleep(100 * time.Microsecond) {
+			if attempts() == 1 && c.sess.clusterOpen.Load() {
+				srv.mu.Lock()
+				srv.closing = true
+				srv.mu.Unlock()
+				return
+			}
+		}
+	}()
+	h.own.close(c) // a disconnect, before the stop
+	<-stopping
+	h.waitGoroutines()
+	waitSessionEnded(t, h, c)
+	mu.Lock()
+	got := append([]replica.Kind(nil), kinds...)
+	mu.Unlock()
+	srv.mu.Lock()
+	srv.closing = false // the harness's own checks run on a live server
+	srv.mu.Unlock()
+	forceUnlockJob(t, nodes[l])
+	for _, k := range got {
+		if k != replica.OpClose {
+			t.Fatalf("a disconnect's close was retried as %v once the stop began; want only closes", got)
+		}
+	}
+}
