@@ -314,28 +314,70 @@ func (e raftEngine) forceUnlock(ev *locktable.Events, name string, now int64) (i
 // as after a crash, so that a rolling restart of the leader does not
 // release every lock its clients hold.
 func (e raftEngine) closeSession(ev *locktable.Events, sess *session, why locktable.Reason, now int64) error {
-	// A connection that is gone cannot send its close again: while this
-	// node leads, a close that was not appended (a proposal that timed out
-	// in the queue of an overloaded leader) is tried again, after 10 ms
-	// doubling to 1 s, or its holds would stay bound to nothing until the
-	// next leader change. A RESET answers at once; its client may retry.
-	for backoff := 10 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-		err := e.closeOnce(ev, sess, why, now)
-		if err == nil || why == locktable.ReasonReset || errors.Is(err, errMoved) || errors.Is(err, errOutcomeUnknown) ||
-			!sess.clusterOpen.Load() || !e.c.Node.IsLeader() || e.s.isClosing() {
-			return err
-		}
-		select {
-		case <-e.s.shutdown:
-			return err
-		case <-time.After(backoff):
-		}
-		now = e.s.now()
+	stop := e.s.endedByStop(sess) // decided once: a retry after the stop began is still a close
+	err := e.closeOnce(ev, sess, why, now, stop)
+	if e.retryClose(err, sess, why) {
+		e.retryCloseLater(sess, why, stop)
 	}
+	return err
 }
 
-// closeOnce is one attempt of closeSession.
-func (e raftEngine) closeOnce(ev *locktable.Events, sess *session, why locktable.Reason, now int64) error {
+// closeRetries bounds how many times a connection's close is tried again.
+const closeRetries = 20
+
+// retryClose reports whether a close that failed with err is to be tried
+// again: it was not appended (a proposal that timed out in the queue of
+// an overloaded leader), this node still leads and is not stopping, and
+// the connection is gone (a RESET answers at once; its client may retry).
+func (e raftEngine) retryClose(err error, sess *session, why locktable.Reason) bool {
+	return err != nil && why != locktable.ReasonReset && !errors.Is(err, errMoved) &&
+		!errors.Is(err, errOutcomeUnknown) && sess.clusterOpen.Load() && e.c.Node.IsLeader() && !e.s.isClosing()
+}
+
+// retryCloseLater tries a gone connection's close again in the background
+// (it cannot send it again; without it, its holds would stay bound to
+// nothing until the next leader change), after 10 ms doubling to 1 s, at
+// most closeRetries times, while retryClose holds. The session is
+// forgotten meanwhile (it no longer counts against --max-clients); Run
+// waits for the retries (srv.ending), which end when the server stops.
+func (e raftEngine) retryCloseLater(sess *session, why locktable.Reason, stop bool) {
+	s := e.s
+	s.mu.Lock()
+	s.ending++
+	s.mu.Unlock()
+	go func() {
+		defer func() {
+			s.mu.Lock()
+			s.ending--
+			s.gone.Broadcast()
+			s.mu.Unlock()
+		}()
+		backoff := 10 * time.Millisecond
+		for range closeRetries {
+			select {
+			case <-s.shutdown:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
+			if s.isClosing() {
+				return
+			}
+			var ev locktable.Events
+			err := e.closeOnce(&ev, sess, why, s.now(), stop)
+			s.commitQuietly(&ev)
+			if !e.retryClose(err, sess, why) {
+				return
+			}
+		}
+		s.log.Warn("giving up closing a session in the cluster; the next leader's takeover orphans it", "client", sess.id)
+	}()
+}
+
+// closeOnce is one attempt of closeSession; stop: the session ends
+// because the server stops (its waits are cancelled, its holds kept for
+// the next leader).
+func (e raftEngine) closeOnce(ev *locktable.Events, sess *session, why locktable.Reason, now int64, stop bool) error {
 	s := e.s
 	// A kill ends a session twice at once (the killer, then the victim's
 	// owner): the second waits for the first's proposal, so that neither
@@ -350,7 +392,7 @@ func (e raftEngine) closeOnce(ev *locktable.Events, sess *session, why locktable
 	}
 	sess.clusterOpen.Store(false)
 	op := replica.Op{Kind: replica.OpClose, Now: now, Session: sess.id, Reason: why}
-	if s.endedByStop(sess) {
+	if stop {
 		op.Kind = replica.OpCancel
 	}
 	_, err := e.propose(ev, nil, op)
