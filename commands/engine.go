@@ -166,14 +166,17 @@ func (e raftEngine) leader() bool {
 	return id == n.LeaderID() && id != "" && n.FSM.LeaderTerm() == n.Term()
 }
 
-// confirmLeader asks a quorum whether this node still leads (a round of
-// heartbeats, no log entry): a leader paused past an election (a GC pause,
-// a stalled VM) still believes it leads until its lease check runs, and
-// would answer a read from a table the new leader has moved on from. Raft
-// answers within the lease timeout: a leader that reaches no quorum steps
-// down.
+// confirmLeader makes sure this node still leads now, by committing a
+// barrier entry (a deposed leader cannot): a leader paused past an
+// election (a GC pause, a stalled VM) still believes it leads until its
+// lease check runs, and would answer a read from a table the new leader
+// has moved on from.
 func (e raftEngine) confirmLeader() error {
-	if err := e.c.Node.VerifyLeader(); err != nil || !e.leader() {
+	timeout := e.c.ProposeTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	if err := e.c.Node.ConfirmLeader(timeout); err != nil || !e.leader() {
 		return errMoved
 	}
 	return nil

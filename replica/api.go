@@ -31,9 +31,15 @@ type Status struct {
 // IsLeader reports whether this node is Raft leader now.
 func (n *Node) IsLeader() bool { return n.Raft.State() == raft.Leader }
 
-// VerifyLeader confirms with a quorum that this node still leads (raft's
-// VerifyLeader: heartbeats, no log entry); an error once it does not.
-func (n *Node) VerifyLeader() error { return n.Raft.VerifyLeader().Error() }
+// ConfirmLeader makes sure that this node still leads now: it commits a
+// barrier entry (raft's Barrier; no change to the FSM) and waits until
+// everything before it is applied. A deposed leader cannot commit it.
+// (raft's VerifyLeader, a round of heartbeats, can count replies to
+// heartbeats sent before the question was asked, from before an
+// election.) timeout bounds the wait for raft to take the entry.
+func (n *Node) ConfirmLeader(timeout time.Duration) error {
+	return n.Raft.Barrier(timeout).Error()
+}
 
 // LeaderID returns the leader's ID, "" when none is known.
 func (n *Node) LeaderID() string {
