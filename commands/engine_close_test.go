@@ -202,7 +202,13 @@ func TestCluster_BecomingLeaderClosesTheConnectionsOfAnEarlierTerm(t *testing.T)
 	if err := leader.Raft.LeadershipTransfer().Error(); err != nil {
 		t.Fatal(err)
 	}
-	other := waitLeaderAmong(t, nodes)
+	var others []*replica.Node
+	for _, n := range nodes {
+		if n != leader {
+			others = append(others, n)
+		}
+	}
+	other := waitLeaderAmong(t, others)
 	if err := other.Raft.LeadershipTransferToServer(leader.ID, raft.ServerAddress(leader.ID)).Error(); err != nil {
 		t.Fatal(err)
 	}
