@@ -24,7 +24,7 @@ type engine interface {
 	leader() bool
 	moved() string
 	// confirmLeader makes sure, before a read of the table, that this
-	// server still leads now (it may block: a Raft heartbeat round).
+	// server still leads now (it may block: a Raft barrier entry).
 	confirmLeader() error
 	// blocking reports whether changes block their caller (Raft).
 	blocking() bool
