@@ -32,24 +32,15 @@ func (sess *session) cmdLocks(args [][]byte) *pendingWait {
 		q.Match = func(name string) bool { return u.mayLock(name) && (match == nil || match(name)) }
 	}
 	q.Budget = locksBudget
-	srv := sess.srv
-	if !srv.eng.blocking() {
-		return sess.locksPage(q, nil)
-	}
 	// A cluster member reads its table only once it has confirmed that it
-	// still leads (it blocks: off the owner, if any); the later steps of a
-	// long page read on without asking again.
-	first := func() *pendingWait {
-		if srv.eng.confirmLeader() != nil {
-			sess.fail(srv.eng.moved())
-			return nil
-		}
-		return sess.locksPage(q, nil)
+	// still leads (LOCKS blocks there, off the owner, as every lock
+	// command does); the later steps of a long page read on without
+	// asking again.
+	if srv := sess.srv; srv.eng.confirmLeader() != nil {
+		sess.fail(srv.eng.moved())
+		return nil
 	}
-	if sess.c == nil {
-		return first()
-	}
-	return &pendingWait{since: time.Now(), run: first}
+	return sess.locksPage(q, nil)
 }
 
 // locksBudget is how many names one step of a LOCKS page may examine

@@ -22,8 +22,9 @@ type command struct {
 	run    func(sess *session, args [][]byte) *pendingWait
 	// idx is the command's index in commandList (for per-command metrics).
 	idx int
-	// blocks: the command may change lock state through the engine (or
-	// wait on a membership change), which blocks with a Raft engine: it
+	// blocks: the command may change lock state through the engine, read
+	// the table only once the engine has confirmed it leads (LOCKS), or
+	// wait on a membership change, which blocks with a Raft engine: it
 	// then runs off the connection's owner (see pendingWait.run).
 	blocks bool
 	// subs are subcommands (CLIENT, COMMAND, CONFIG), for COMMAND INFO.
@@ -110,7 +111,7 @@ func init() {
 	commandTable = make(map[string]*command, len(list))
 	for i, c := range list {
 		c.idx = i
-		c.blocks = (c.group == "lock" && c.name != "locks") || c.name == "reset" || c.name == "client" || c.name == "cluster"
+		c.blocks = c.group == "lock" || c.name == "reset" || c.name == "client" || c.name == "cluster"
 		commandTable[c.name] = c
 	}
 	commandList = list
