@@ -137,6 +137,14 @@ type Cluster struct {
 	Hub *Hub
 }
 
+// proposeTimeout is ProposeTimeout, or its default.
+func (c *Cluster) proposeTimeout() time.Duration {
+	if c.ProposeTimeout <= 0 {
+		return 5 * time.Second
+	}
+	return c.ProposeTimeout
+}
+
 // raftEngine is a cluster member's engine: every change is a Raft entry.
 type raftEngine struct {
 	s *Server
@@ -172,11 +180,7 @@ func (e raftEngine) leader() bool {
 // lease check runs, and would answer a read from a table the new leader
 // has moved on from.
 func (e raftEngine) confirmLeader() error {
-	timeout := e.c.ProposeTimeout
-	if timeout <= 0 {
-		timeout = 5 * time.Second
-	}
-	if err := e.c.Node.ConfirmLeader(timeout); err != nil || !e.leader() {
+	if err := e.c.Node.ConfirmLeader(e.c.proposeTimeout()); err != nil || !e.leader() {
 		return errMoved
 	}
 	return nil
@@ -197,10 +201,7 @@ func (e raftEngine) moved() string {
 // session first if the op needs one, and copies the result's events to ev.
 func (e raftEngine) propose(ev *locktable.Events, sess *session, op replica.Op) (*replica.Result, error) {
 	s, c := e.s, e.c
-	timeout := c.ProposeTimeout
-	if timeout <= 0 {
-		timeout = 5 * time.Second
-	}
+	timeout := c.proposeTimeout()
 	if sess != nil && !sess.clusterOpen.Load() {
 		if err := e.openSession(sess, timeout); err != nil {
 			return nil, err
@@ -355,15 +356,9 @@ func (e raftEngine) retryCloseLater(sess *session, why locktable.Reason, stop bo
 			s.gone.Broadcast()
 			s.mu.Unlock()
 		}()
-		backoff := 10 * time.Millisecond
+		var b backoff
 		for range closeRetries {
-			select {
-			case <-s.shutdown:
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, time.Second)
-			if s.isClosing() {
+			if !b.wait(s.shutdown) || s.isClosing() {
 				return
 			}
 			var ev locktable.Events
@@ -517,7 +512,8 @@ func (e raftEngine) takeOver(done <-chan struct{}, grace time.Duration) {
 		s.log.Info("became leader", "node", id)
 		s.expiry.schedule(s.now())
 	}
-	for backoff := 10 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+	var b backoff
+	for {
 		id := n.LeaderID()
 		var ev locktable.Events
 		_, err := e.propose(&ev, nil, replica.Op{Kind: replica.OpFailover, Grace: int64(grace),
@@ -530,16 +526,29 @@ func (e raftEngine) takeOver(done <-chan struct{}, grace time.Duration) {
 			s.log.Error("taking over as leader", "err", err)
 			return
 		}
-		s.log.Error("taking over as leader; trying again", "err", err, "in", backoff)
-		select {
-		case <-done:
+		s.log.Error("taking over as leader; trying again", "err", err)
+		if !b.wait(done) {
 			return
-		case <-time.After(backoff):
 		}
 		if e.leader() { // applied after all: a second one would orphan the sessions opened since
 			became(id)
 			return
 		}
+	}
+}
+
+// backoff paces a retry: 10 ms, then twice as long each time, at most
+// 1 s.
+type backoff struct{ d time.Duration }
+
+// wait sleeps for the next pause; false if done closed first.
+func (b *backoff) wait(done <-chan struct{}) bool {
+	b.d = min(max(2*b.d, 10*time.Millisecond), time.Second)
+	select {
+	case <-done:
+		return false
+	case <-time.After(b.d):
+		return true
 	}
 }
 
