@@ -18,11 +18,7 @@ func waitSessionEnded(t *testing.T, h *testOwner, c *conn) {
 	t.Helper()
 	deadline := time.Now().Add(inboxDeadline)
 	for {
-		h.srv.mu.Lock()
-		_, open := h.srv.sessions[c.sess.id]
-		ending := h.srv.ending
-		h.srv.mu.Unlock()
-		if !open && ending == 0 {
+		if open, ending := sessionState(h, c); !open && ending == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -30,6 +26,15 @@ func waitSessionEnded(t *testing.T, h *testOwner, c *conn) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// sessionState reports whether c's session is still the server's, and
+// how many sessions are being ended.
+func sessionState(h *testOwner, c *conn) (open bool, ending int) {
+	h.srv.mu.Lock()
+	defer h.srv.mu.Unlock()
+	_, open = h.srv.sessions[c.sess.id]
+	return open, h.srv.ending
 }
 
 // TestConn_EarlyGrantToAClosedConnectionIsReleased: a LOCK DETACH runs
@@ -239,23 +244,6 @@ func TestCluster_BecomingLeaderClosesTheConnectionsOfAnEarlierTerm(t *testing.T)
 	}
 }
 
-// waitLeaderAmong waits (bounded) until one of nodes leads, and returns it.
-func waitLeaderAmong(t *testing.T, nodes []*replica.Node) *replica.Node {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		for _, n := range nodes {
-			if n.IsLeader() {
-				return n
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no leader within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestCluster_AFailedCloseIsTriedAgain: a connection holding a lock
 // closes, and the proposal that ends its session fails unappended while
 // the node goes on leading (it timed out in the queue of an overloaded
@@ -323,18 +311,13 @@ func TestCluster_AGoneConnectionsCloseRetriesFreeItsSlot(t *testing.T) {
 	c := h.connect()
 	lockJob(t, h, c)
 	h.own.close(c)
-	deadline := time.Now().Add(inboxDeadline)
-	for {
-		srv.mu.Lock()
-		_, open := srv.sessions[c.sess.id]
-		srv.mu.Unlock()
-		if !open {
+	for deadline := time.Now().Add(inboxDeadline); ; time.Sleep(time.Millisecond) {
+		if open, _ := sessionState(h, c); !open {
 			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the gone connection's session is still counted while its close is retried")
 		}
-		time.Sleep(time.Millisecond)
 	}
 	d := h.connect() // the one slot is free
 	h.send(d, "PING")

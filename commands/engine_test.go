@@ -2,6 +2,7 @@ package commands
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -52,11 +53,17 @@ func inmemClusterWith(t *testing.T, fault func(replica.Op) error) (nodes []*repl
 		t.Cleanup(func() { n.Shutdown() })
 		nodes = append(nodes, n)
 	}
+	return nodes, slices.Index(nodes, waitLeaderAmong(t, nodes))
+}
+
+// waitLeaderAmong waits (bounded) until one of nodes leads, and returns it.
+func waitLeaderAmong(t *testing.T, nodes []*replica.Node) *replica.Node {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		for i, n := range nodes {
+		for _, n := range nodes {
 			if n.IsLeader() {
-				return nodes, i
+				return n
 			}
 		}
 		if time.Now().After(deadline) {

@@ -640,10 +640,10 @@ type leaderFault struct {
 }
 
 // runLeaderFaults runs the campaign on cluster c (started with
-// --restore-grace clusterChaosGrace): n faults of the leader at random
+// --restore-grace clusterChaosGrace): faults of the leader at random
 // moments, each healed before or after a new leader takes over, then the
 // history's checks.
-func runLeaderFaults(t *testing.T, c *testCluster, kills int, seed uint64, fault leaderFault) {
+func runLeaderFaults(t *testing.T, c *testCluster, faults int, seed uint64, fault leaderFault) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, seed^0x1eade7))
 	c.waitLeader(c.nodes, 20*time.Second)
@@ -731,7 +731,7 @@ func runLeaderFaults(t *testing.T, c *testCluster, kills int, seed uint64, fault
 
 	var failovers []time.Duration
 	quietKills := 0
-	for k := range kills {
+	for k := range faults {
 		before := settle()
 		busy := time.Duration(200+rng.IntN(600)) * time.Millisecond
 		quiet := rng.IntN(3) != 0 // two kills in three
@@ -778,13 +778,13 @@ func runLeaderFaults(t *testing.T, c *testCluster, kills int, seed uint64, fault
 		}
 	}
 	// The first takeover is the cluster's first election.
-	t.Logf("%d takeovers for %d faults; %d operations with an unknown outcome", len(cp.takeovers)-1, kills, unknown)
+	t.Logf("%d takeovers for %d faults; %d operations with an unknown outcome", len(cp.takeovers)-1, faults, unknown)
 	checkFences(t, ops)
 	checkResurrections(t, ops)
 	checkChaosLinearizable(t, ops, seed)
 	slices.Sort(failovers)
 	t.Logf("%d leader faults (%s; %d quiet), %d operations, %v; fault to the new leader serving: median %v, max %v",
-		kills, fault.what, quietKills, len(ops), time.Since(cp.h.began).Round(time.Millisecond),
+		faults, fault.what, quietKills, len(ops), time.Since(cp.h.began).Round(time.Millisecond),
 		failovers[len(failovers)/2].Round(time.Millisecond), failovers[len(failovers)-1].Round(time.Millisecond))
 }
 

@@ -51,12 +51,12 @@ func TestCluster_PartitionedLeaderGrantsNothingAndTheMajorityGoesOn(t *testing.T
 	t.Parallel()
 	names := []string{"TestNetns_LeaderCutOffFromItsPeers", "TestNetns_ClientlibFollowsTheMajority",
 		"TestNetns_ChaosPartitionsKeepHistoryLinearizable"}
-	// The child, the namespaces' holders and the nodes die with their
-	// parent (a timeout's SIGKILL included): nothing outlives the test.
-	parentNet, err := os.Readlink("/proc/self/ns/net")
+	parentNet, err := netnsOf("self")
 	if err != nil {
 		t.Skipf("cannot tell this process's network namespace: %v", err)
 	}
+	// The child, the namespaces' holders and the nodes die with their
+	// parent (a timeout's SIGKILL included): nothing outlives the test.
 	out := runChildTestsIn(t, []string{setpriv, "--pdeathsig", "KILL", "--", unshare, "--net", "--"}, netnsEnv+"="+parentNet, 15*time.Minute, names)
 	for _, name := range names {
 		if !strings.Contains(out, "--- PASS: "+name+" ") {
@@ -67,6 +67,9 @@ func TestCluster_PartitionedLeaderGrantsNothingAndTheMajorityGoesOn(t *testing.T
 		t.Logf("child:\n%s", out)
 	}
 }
+
+// netnsOf names the network namespace of process pid ("self": this one).
+func netnsOf(pid string) (string, error) { return os.Readlink("/proc/" + pid + "/ns/net") }
 
 // testNet is the test's network, in the child's own namespace: a bridge
 // for the clients' network (10.99.1.0/24, the test process at .254) and
@@ -84,8 +87,8 @@ func newTestNet(t *testing.T) *testNet {
 	// Never build bridges and addresses in the parent's network (the
 	// machine's): only in the namespace it made for this process (its
 	// parent, the test process that set netnsEnv, is in the other).
-	self, err := os.Readlink("/proc/self/ns/net")
-	parent, perr := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", os.Getppid()))
+	self, err := netnsOf("self")
+	parent, perr := netnsOf(strconv.Itoa(os.Getppid()))
 	if err != nil || perr != nil || self == parent || self == os.Getenv(netnsEnv) {
 		t.Fatalf("%s=%s, and this process is in %s, its parent in %s (%v, %v): not in a network namespace of its own",
 			netnsEnv, os.Getenv(netnsEnv), self, parent, err, perr)
@@ -132,12 +135,12 @@ func (n *testNet) host(i int) []string {
 	n.t.Cleanup(func() { n.ip("", fmt.Sprintf("link del rc%d", i), fmt.Sprintf("link del rr%d", i)) })
 	pid := fmt.Sprint(holder.Process.Pid)
 	// The holder is in its own namespace once unshare has exec'd sleep.
-	self, err := os.Readlink("/proc/self/ns/net")
+	self, err := netnsOf("self")
 	if err != nil {
 		n.t.Fatal(err)
 	}
 	eventually(n.t, 5*time.Second, func() bool {
-		ns, err := os.Readlink("/proc/" + pid + "/ns/net")
+		ns, err := netnsOf(pid)
 		return err == nil && ns != self
 	}, "the namespace holder of node %d did not unshare", i)
 	n.ip("",
@@ -265,7 +268,9 @@ func TestNetns_LeaderCutOffFromItsPeers(t *testing.T) {
 	// before it stands), so it cannot depose the majority's leader when it
 	// comes back; then it follows.
 	cutTerm, majTerm := leader.mustInfo(t, "replication")["raft_term"], nl.mustInfo(t, "replication")["raft_term"]
-	if ct, mt := atoiOr(cutTerm), atoiOr(majTerm); ct > mt || ct < 0 || mt < 0 {
+	ct, err1 := strconv.ParseUint(cutTerm, 10, 64)
+	mt, err2 := strconv.ParseUint(majTerm, 10, 64)
+	if err1 != nil || err2 != nil || ct > mt {
 		t.Errorf("the cut-off node's term is %s, the majority leader's %s: it stood for election while cut off", cutTerm, majTerm)
 	}
 	net.raftLink(li, true)
@@ -411,15 +416,6 @@ func TestNetns_ChaosPartitionsKeepHistoryLinearizable(t *testing.T) {
 		},
 		heal: func(cp *clusterCampaign, i int) { net.raftLink(i+1, true) },
 	})
-}
-
-// atoiOr is s as a number, -1 if it is not one.
-func atoiOr(s string) int {
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		return -1
-	}
-	return n
 }
 
 // isRedirect reports whether err is a cluster redirect (-MOVED,
