@@ -394,3 +394,30 @@ func TestCluster_ACloseRetriedAfterTheStopBeganStaysAClose(t *testing.T) {
 		}
 	}
 }
+
+// TestCluster_LocksOnALeaderWithoutAQuorumIsNotReadFromItsTable: a
+// leader whose followers are gone still believes it leads until its lease
+// runs out. A LOCKS sent then must not be answered from its table (which
+// a new leader elsewhere may have moved on from): it confirms its
+// leadership first, and cannot, so it answers with a redirect.
+func TestCluster_LocksOnALeaderWithoutAQuorumIsNotReadFromItsTable(t *testing.T) {
+	nodes, l := inmemCluster(t)
+	leader := nodes[l]
+	h := newTestOwner(t, clusterServer(t, leader), false)
+	c := h.connect()
+	h.send(c, "LOCKS")
+	if got := h.await(c); len(got) != 1 || got[0] != "*0" {
+		t.Fatalf("LOCKS on the leader with its quorum: %v; want *0", got)
+	}
+	for i, n := range nodes {
+		if i != l {
+			n.Shutdown()
+		}
+	}
+	h.send(c, "LOCKS")
+	got := h.await(c)
+	if len(got) != 1 || (got[0] != "-MOVED" && got[0] != "-CLUSTERDOWN") {
+		t.Fatalf("LOCKS on a leader that lost its quorum: %v; want -MOVED or -CLUSTERDOWN, not its table", got)
+	}
+	h.waitGoroutines()
+}
