@@ -533,13 +533,18 @@ func (t *Table) Renew(ev *Events, s *Session, name string, k Key, ttl int64, now
 }
 
 // Check returns the remaining TTL of the hold of name with key k in ns
-// (-1: no TTL), or ErrNotHeld.
+// (-1: no TTL), or ErrNotHeld. It is never more than the hold's TTL: a
+// Check stamped before the renewal it is applied after (clocks read on
+// two loops, or two ops of one Raft entry) sees the full TTL left.
 func (t *Table) Check(ev *Events, name string, k Key, now int64) (int64, error) {
 	var left int64
 	err := t.withHold(ev, name, k, now, func(sh *shard, id uint32) {
 		left = -1
 		if d := sh.deadline(id); d != 0 {
 			left = d - now
+			if ttl := sh.hold(id).ttl; ttl > 0 && left > ttl {
+				left = ttl
+			}
 		}
 	})
 	return left, err

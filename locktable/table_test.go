@@ -685,6 +685,22 @@ func TestRenew(t *testing.T) {
 	}
 }
 
+// A CHECK stamped before a renewal but applied after it (two connections'
+// clocks read on different loops, or two ops of one Raft entry) must not
+// report more time left than the hold's TTL: the hold never has more.
+func TestCheck_StampedBeforeARenewalNeverExceedsTheTTL(t *testing.T) {
+	f := newFixture(t, Config{})
+	s := f.session()
+	k := f.mustGrant(s, Request{Name: "a", TTL: 300 * ms})
+	f.advance(5 * ms)
+	_, err := f.renew(s, "a", k, 0)
+	wantErr(t, "Renew", err, nil)
+	f.now -= 1 * ms // the CHECK's clock was read 1 ms before the renewal's
+	left, err := f.checkKey("a", k)
+	wantErr(t, "Check", err, nil)
+	wantEqual(t, "remaining", left, 300*ms)
+}
+
 func TestRenew_NeverReacquires(t *testing.T) {
 	for _, tc := range []struct {
 		name string
