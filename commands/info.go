@@ -170,7 +170,7 @@ func (s *Server) infoReplication(b *strings.Builder) {
 	field(b, "raft_leader_addr", addr)
 	field(b, "raft_term", st.Term)
 	field(b, "raft_last_log_index", st.LastLogIndex)
-	field(b, "raft_applied_index", c.Node.FSM.Applied()) // what the lock table has applied
+	field(b, "raft_applied_index", c.Node.Applied()) // what the lock table has applied
 	field(b, "raft_num_peers", st.Peers)
 }
 
@@ -289,7 +289,7 @@ func (sess *session) cmdCluster(args [][]byte) *pendingWait {
 		w.BulkString("role")
 		w.BulkString("master")
 		w.BulkString("replication-offset")
-		w.Int(int64(c.Node.FSM.Applied()))
+		w.Int(int64(c.Node.Applied()))
 		w.BulkString("health")
 		w.BulkString("online")
 	case "addnode", "removenode":

@@ -69,6 +69,18 @@ func (n *Node) Status() Status {
 	}
 }
 
+// Applied returns the index of the last log entry the lock table has
+// applied: the FSM's count, or the index of the snapshot the table was
+// restored from when no entry has been applied since (the FSM cannot
+// know that index: raft's Restore does not pass it).
+func (n *Node) Applied() uint64 {
+	a := n.FSM.Applied()
+	if s, _ := strconv.ParseUint(n.Raft.Stats()["last_snapshot_index"], 10, 64); s > a {
+		return s
+	}
+	return a
+}
+
 // Members returns the cluster's configuration.
 func (n *Node) Members() ([]Member, error) {
 	cf := n.Raft.GetConfiguration()

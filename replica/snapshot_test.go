@@ -454,3 +454,44 @@ func FuzzDecodeSnapshot(f *testing.F) {
 		encodeSnapshot(io.Discard, &got) // must not panic; may refuse an inconsistent state
 	})
 }
+
+// A node restarted from a snapshot has applied the snapshot's entries,
+// and says so (INFO's raft_applied_index, CLUSTER SHARDS' offset) before
+// any new entry is applied: the FSM's own count starts again at 0.
+func TestNode_AppliedAfterARestartFromASnapshotIsTheSnapshots(t *testing.T) {
+	logs, stable, snaps := raft.NewInmemStore(), raft.NewInmemStore(), raft.NewInmemSnapshotStore()
+	start := func(bootstrap []raft.Server) *Node {
+		_, tr := raft.NewInmemTransport("solo")
+		n, err := NewNode(NodeConfig{
+			ID: "solo", Transport: tr, Logs: logs, Stable: stable, Snapshots: snaps,
+			Table: locktable.Config{Shards: 1}, Bootstrap: bootstrap,
+			HeartbeatTimeout: 50 * time.Millisecond, ElectionTimeout: 50 * time.Millisecond, LeaderLeaseTimeout: 50 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	n := start([]raft.Server{{ID: "solo", Address: "solo"}})
+	c := &testCluster{t: t, nodes: []*Node{n}, down: map[int]bool{}}
+	c.propose(c.leader(), Op{Kind: OpOpen, Now: 1, Session: 7})
+	c.propose(0, Op{Kind: OpAcquire, Now: 1, Session: 7, Request: locktable.Request{Name: "a", Rand: 1}})
+	if err := n.Raft.Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	want := n.FSM.Applied()
+	if want == 0 || n.Applied() != want {
+		t.Fatalf("before the restart: FSM applied %d, node %d; want equal and > 0", want, n.Applied())
+	}
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	n = start(nil)
+	defer n.Shutdown()
+	if got := n.Applied(); got < want {
+		t.Fatalf("restarted from the snapshot at %d: applied %d", want, got)
+	}
+	if _, ok := n.FSM.Table().Lock("a", 1); !ok {
+		t.Fatal("the snapshot's hold is not in the restored table")
+	}
+}
