@@ -144,25 +144,7 @@ func TestCluster_ATakeoverThatFailsIsTriedAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-ran; err != nil {
-			t.Error(err)
-		}
-	})
-	var addr string
-	for deadline := time.Now().Add(inboxDeadline); addr == ""; time.Sleep(time.Millisecond) {
-		if as := srv.Addrs(); len(as) > 0 {
-			addr = as[0].String()
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the server did not listen in time")
-		}
-	}
-	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	c := redis.NewClient(&redis.Options{Addr: runClusterServer(t, srv), MaxRetries: -1})
 	defer c.Close()
 	var last error
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
@@ -264,6 +246,29 @@ func TestCluster_AFailedCloseIsTriedAgain(t *testing.T) {
 	}
 	if !h.free("job") {
 		t.Fatalf("job after its holder's connection closed: %+v; want free", h.lock("job"))
+	}
+}
+
+// runClusterServer runs srv (a cluster member) until the test ends and
+// returns its client address.
+func runClusterServer(t *testing.T, srv *Server) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Error(err)
+		}
+	})
+	for deadline := time.Now().Add(inboxDeadline); ; time.Sleep(time.Millisecond) {
+		if as := srv.Addrs(); len(as) > 0 {
+			return as[0].String()
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server did not listen in time")
+		}
 	}
 }
 
