@@ -443,17 +443,27 @@ func (e raftEngine) cancelWait(ev *locktable.Events, sess *session, now int64) b
 }
 
 // expire: only the leader expires, and not while it stops (a stopping
-// leader grants nothing more; the next one expires).
+// leader grants nothing more; the next one expires). A proposal that
+// fails while the node goes on leading (it waited in an overloaded
+// queue past its timeout) is tried again expireRetry later: the deadlines
+// it was for are still due, and nothing else would wake the expirer.
 func (e raftEngine) expire(ev *locktable.Events, now int64) (int64, bool) {
 	if !e.leader() || e.s.isClosing() {
 		return 0, false
 	}
 	r, err := e.propose(ev, nil, replica.Op{Kind: replica.OpExpire, Now: now, Max: expireBatch})
 	if err != nil {
+		if e.leader() && !e.s.isClosing() {
+			return now + int64(expireRetry), false
+		}
 		return 0, false
 	}
 	return r.Int, r.Bool
 }
+
+// expireRetry is how long the leader waits to propose an expiry again
+// after one failed.
+const expireRetry = 20 * time.Millisecond
 
 // watchLeadership runs in a cluster until done: on becoming leader it
 // appends the failover entry (the old leader's connections are gone: their
