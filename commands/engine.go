@@ -189,9 +189,8 @@ func (e raftEngine) confirmLeader() error {
 // moved is the reply that sends a client to the leader.
 func (e raftEngine) moved() string {
 	n := e.c.Node
-	id := n.LeaderID()
-	leader, addr := n.FSM.Leader()
-	if id == "" || id != leader || addr == "" || id == string(n.ID) {
+	id, addr := n.LeaderAddr()
+	if addr == "" || id == string(n.ID) {
 		return "CLUSTERDOWN no leader is known yet; try again"
 	}
 	return "MOVED 0 " + addr

@@ -166,7 +166,7 @@ func (s *Server) infoReplication(b *strings.Builder) {
 	field(b, "role", role)
 	field(b, "raft_state", st.State)
 	field(b, "raft_leader", st.Leader)
-	_, addr := c.Node.FSM.Leader()
+	_, addr := c.Node.LeaderAddr()
 	field(b, "raft_leader_addr", addr)
 	field(b, "raft_term", st.Term)
 	field(b, "raft_last_log_index", st.LastLogIndex)
@@ -208,13 +208,13 @@ func (sess *session) clusterMembership(sub string, args [][]byte) {
 }
 
 // leaderEndpoint returns the leader's client host and port (from its
-// takeover entry) and Raft ID; ok is false while no leader is known.
+// takeover entry) and Raft ID; ok is false while no leader is known, or
+// its takeover entry is not applied here yet (the last one names the
+// former leader).
 func (s *Server) leaderEndpoint() (host string, port int, id string, ok bool) {
-	c := s.cfg.Cluster
-	_, addr := c.Node.FSM.Leader()
+	id, addr := s.cfg.Cluster.Node.LeaderAddr()
 	host, ps, err := net.SplitHostPort(addr)
 	port, _ = strconv.Atoi(ps)
-	id = c.Node.LeaderID()
 	return host, port, id, err == nil && id != ""
 }
 

@@ -47,6 +47,18 @@ func (n *Node) LeaderID() string {
 	return string(id)
 }
 
+// LeaderAddr returns the ID of the leader raft knows and its client
+// address, from that leader's takeover entry: addr is empty until this
+// node has applied it (between an election and then, the last takeover
+// entry names the former leader), and both are while no leader is known.
+func (n *Node) LeaderAddr() (id, addr string) {
+	id = n.LeaderID()
+	if took, a := n.FSM.Leader(); id != "" && took == id {
+		addr = a
+	}
+	return id, addr
+}
+
 // Term returns the node's current term.
 func (n *Node) Term() uint64 { return n.Raft.CurrentTerm() }
 
