@@ -449,16 +449,8 @@ func (o *owner) close(c *conn) {
 	if srv.eng.blocking() {
 		// Ending a session is a proposal: off the owner. Run waits for
 		// it (waitSessionsGone).
-		srv.mu.Lock()
-		srv.ending++
-		srv.mu.Unlock()
-		go func() {
-			srv.endSession(c.sess)
-			srv.mu.Lock()
-			srv.ending--
-			srv.gone.Broadcast()
-			srv.mu.Unlock()
-		}()
+		sess := c.sess
+		srv.goEnding(func() { srv.endSession(sess) })
 		return
 	}
 	srv.endSessionBy(c.sess, locktable.ReasonDisconnect, o.commitLater)

@@ -345,16 +345,7 @@ func (e raftEngine) retryClose(err error, sess *session, why locktable.Reason) b
 // waits for the retries (srv.ending), which end when the server stops.
 func (e raftEngine) retryCloseLater(sess *session, why locktable.Reason, stop bool) {
 	s := e.s
-	s.mu.Lock()
-	s.ending++
-	s.mu.Unlock()
-	go func() {
-		defer func() {
-			s.mu.Lock()
-			s.ending--
-			s.gone.Broadcast()
-			s.mu.Unlock()
-		}()
+	s.goEnding(func() {
 		var b backoff
 		for range closeRetries {
 			if !b.wait(s.shutdown) || s.isClosing() {
@@ -368,7 +359,7 @@ func (e raftEngine) retryCloseLater(sess *session, why locktable.Reason, stop bo
 			}
 		}
 		s.log.Warn("giving up closing a session in the cluster; the next leader's takeover orphans it", "client", sess.id)
-	}()
+	})
 }
 
 // closeOnce is one attempt of closeSession; stop: the session ends

@@ -62,8 +62,9 @@ func TestConn_EarlyGrantToAClosedConnectionIsReleased(t *testing.T) {
 	close(gates["acquire-waiting"].open)
 	h.waitGoroutines()
 	waitSessionEnded(t, h, b)
-	h.round() // msgRan
+	h.round() // msgRan: releases the early grant, off the owner (a blocking engine)
 	h.waitGoroutines()
+	waitSessionEnded(t, h, b) // the release too: it counts in srv.ending
 	h.round()
 	if !h.free("x") {
 		t.Errorf("x: %+v; want free: its detached hold was granted to a connection that closed before the grant could be answered", h.lock("x"))

@@ -175,7 +175,8 @@ type Server struct {
 	listeners []net.Listener
 	loops     []*evloop // the event loops, if they serve
 	closing   bool
-	// ending counts sessions being ended on goroutines of their own.
+	// ending counts sessions being ended, and undelivered grants being
+	// released, on goroutines of their own (goEnding).
 	ending int
 	// gone is signalled (with mu held) whenever a session is forgotten
 	// or ending drops.
@@ -726,11 +727,39 @@ func (s *Server) sessionOf(ls *locktable.Session) *session {
 // releaseUndelivered releases the hold of a grant that never reached its
 // connection (it closed meanwhile). Ending the session released it if it
 // was bound; a detached hold must not outlive its grant.
-// commit takes the release.
+// commit takes the release. Where a release is a proposal (a cluster), it
+// runs off the caller, who may be an owner serving other connections,
+// and commits on its own.
 func (s *Server) releaseUndelivered(g locktable.Grant, commit func(*locktable.Events)) {
 	if g.Lost {
 		return // a lost upgrade granted nothing
 	}
+	if s.eng.blocking() {
+		s.goEnding(func() { s.release(g, s.commitQuietly) })
+		return
+	}
+	s.release(g, commit)
+}
+
+// goEnding runs f on a goroutine of its own, counted in s.ending: Run
+// waits for it (waitSessionsGone) before it stops.
+func (s *Server) goEnding(f func()) {
+	s.mu.Lock()
+	s.ending++
+	s.mu.Unlock()
+	go func() {
+		defer func() {
+			s.mu.Lock()
+			s.ending--
+			s.gone.Broadcast()
+			s.mu.Unlock()
+		}()
+		f()
+	}()
+}
+
+// release releases grant g's holds, and commit takes the release.
+func (s *Server) release(g locktable.Grant, commit func(*locktable.Events)) {
 	var ev locktable.Events
 	if g.Names != nil {
 		for i, name := range g.Names {
