@@ -516,8 +516,10 @@ func (e raftEngine) takeOver(done <-chan struct{}, grace time.Duration) {
 	for {
 		id := n.LeaderID()
 		var ev locktable.Events
+		// The limits travel with the entry: every replica then refuses
+		// what this leader's flags refuse (docs/raft.md).
 		_, err := e.propose(&ev, nil, replica.Op{Kind: replica.OpFailover, Grace: int64(grace),
-			Leader: id, LeaderAddr: e.c.Advertise})
+			Leader: id, LeaderAddr: e.c.Advertise, MaxWaiters: s.cfg.MaxWaiters, MaxHolds: s.cfg.MaxHolds})
 		if err == nil {
 			became(id)
 			return

@@ -166,6 +166,19 @@ func New(cfg Config) *Table {
 	return t
 }
 
+// SetLimits replaces Config.MaxWaiters and Config.MaxHoldsPerSession
+// (0: no bound) for later requests; what is queued or held stays. Not
+// concurrently with Acquire, AcquireMulti or Upgrade (a replica's FSM
+// runs them all under one mutex).
+func (t *Table) SetLimits(maxWaiters, maxHoldsPerSession int) {
+	t.cfg.MaxWaiters, t.cfg.MaxHoldsPerSession = maxWaiters, maxHoldsPerSession
+}
+
+// Limits returns the bounds SetLimits (or the Config) set.
+func (t *Table) Limits() (maxWaiters, maxHoldsPerSession int) {
+	return t.cfg.MaxWaiters, t.cfg.MaxHoldsPerSession
+}
+
 // Shards returns the number of shards.
 func (t *Table) Shards() int { return len(t.shards) }
 

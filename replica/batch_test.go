@@ -2,6 +2,7 @@ package replica
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -22,7 +23,7 @@ func fullOp() Op {
 	}
 	return Op{Kind: OpAcquireMulti, Now: -1, Session: 1<<64 - 1, Request: req("a"), Requests: []locktable.Request{req("b"), req("c\x00")},
 		Wait: true, Name: "name", Key: locktable.Key{Fence: 1<<64 - 1, Rand: 1}, TTL: -5, Grace: 30e9, Max: 1 << 30,
-		Reason: locktable.ReasonReset, Rand: 7, Leader: "n1", LeaderAddr: "127.0.0.1:6380"}
+		Reason: locktable.ReasonReset, Rand: 7, Leader: "n1", LeaderAddr: "127.0.0.1:6380", MaxWaiters: 1<<31 - 1, MaxHolds: 3}
 }
 
 func opPtrs(ops []Op) []*Op {
@@ -81,6 +82,28 @@ func TestEntry_EveryKindRoundTrips(t *testing.T) {
 	}
 }
 
+// entryV1 is an entry of fullOp as a failover and an open, as version 1
+// wrote it, before the limits (golden bytes).
+const entryV1 = "00524c4f505301020a01ffffffffffffffffff0101046e616d65ffffffffffffffffff0101000000000000000980b09dc2df018080808004060700000000000000026e310e3132372e302e302e313a363338300161808080808040ffffffff0f066f776e00657203ffffffffffffffff80e0ba84bf03020162808080808040ffffffff0f066f776e00657203ffffffffffffffff80e0ba84bf03026300808080808040ffffffff0f066f776e00657203ffffffffffffffff80e0ba84bf0301000100000000000000000000000000000000000000000000000000000000000000000000000000000000"
+
+// TestEntry_Version1Decodes: an entry written before the limits decodes
+// to its ops, with no limits.
+func TestEntry_Version1Decodes(t *testing.T) {
+	b, err := hex.DecodeString(entryV1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, batch, err := decodeEntry(b)
+	if err != nil || !batch {
+		t.Fatalf("decodeEntry(version 1): batch %v, %v", batch, err)
+	}
+	op := fullOp()
+	op.Kind, op.MaxWaiters, op.MaxHolds = OpFailover, 0, 0
+	if want := []Op{op, {Kind: OpOpen, Session: 1}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("version 1:\n got %+v\nwant %+v", got, want)
+	}
+}
+
 // TestEntry_CorruptIsRefused: every truncation of an entry, a newer
 // version, an unknown kind and bytes after the last op fail with
 // errBadEntry.
@@ -97,7 +120,7 @@ func TestEntry_CorruptIsRefused(t *testing.T) {
 	}
 	newer := bytes.Clone(entry)
 	newer[len(entryMagic)] = entryVersion + 1
-	if _, _, err := decodeEntry(newer); !errors.Is(err, errBadEntry) || !bytes.Contains([]byte(err.Error()), []byte("version 2")) {
+	if _, _, err := decodeEntry(newer); !errors.Is(err, errBadEntry) || !bytes.Contains([]byte(err.Error()), fmt.Appendf(nil, "version %d", entryVersion+1)) {
 		t.Errorf("a newer version: %v", err)
 	}
 	unknown := bytes.Clone(entry)

@@ -23,6 +23,10 @@ import (
 //	byte kind | v now | u session | byte flags (1 wait) | s name
 //	| u key fence | w key rand | v ttl | v grace | u max | u reason | w rand
 //	| s leader | s leader addr | request | u #requests, each: request
+//	| u max waiters | u max holds
+//
+// Version 1 is version 2 without the last two fields (no limits in
+// takeover entries); decodeEntry reads both.
 //
 // a request: s name | v ttl | u size | s owner | byte flags (1 detach,
 // 2 shared) | w rand | v lock-delay.
@@ -33,7 +37,7 @@ import (
 const entryMagic = "\x00RLOPS"
 
 // entryVersion is the encoding encodeEntry writes.
-const entryVersion byte = 1
+const entryVersion byte = 2
 
 // errBadEntry wraps every decoding failure.
 var errBadEntry = errors.New("replica: bad log entry")
@@ -58,8 +62,10 @@ func (o *Op) encodable() error {
 	if _, ok := kindCode(o.Kind); !ok {
 		return fmt.Errorf("replica: unknown op %q", o.Kind)
 	}
-	if o.Max < 0 || o.Max > math.MaxInt32 {
-		return fmt.Errorf("replica: op %q: max %d out of range", o.Kind, o.Max)
+	for _, n := range []int{o.Max, o.MaxWaiters, o.MaxHolds} {
+		if n < 0 || n > math.MaxInt32 {
+			return fmt.Errorf("replica: op %q: bound %d out of range", o.Kind, n)
+		}
 	}
 	return nil
 }
@@ -69,7 +75,7 @@ func (o *Op) encodable() error {
 // is never more than what is left divided by them.
 const (
 	minRequestBytes = 14
-	minOpBytes      = 29 + minRequestBytes
+	minOpBytes      = 31 + minRequestBytes // in version 1, 2 fewer (no limits)
 )
 
 // encodeEntry returns the entry of ops, in order.
@@ -102,6 +108,8 @@ func encodeEntry(ops []*Op) ([]byte, error) {
 		for i := range o.Requests {
 			b = appendRequest(b, &o.Requests[i])
 		}
+		b = binary.AppendUvarint(b, uint64(o.MaxWaiters))
+		b = binary.AppendUvarint(b, uint64(o.MaxHolds))
 	}
 	return b, nil
 }
@@ -136,11 +144,16 @@ func decodeEntry(b []byte) (ops []Op, batch bool, err error) {
 	if len(b) == 0 {
 		return nil, true, fmt.Errorf("%w: truncated", errBadEntry)
 	}
-	if b[0] != entryVersion {
-		return nil, true, fmt.Errorf("%w: encoding version %d; this relock reads %d", errBadEntry, b[0], entryVersion)
+	version := b[0]
+	if version < 1 || version > entryVersion {
+		return nil, true, fmt.Errorf("%w: encoding version %d; this relock reads up to %d", errBadEntry, version, entryVersion)
 	}
 	d := entryDecoder{b: b[1:]}
-	n := d.count(minOpBytes)
+	minOp := minOpBytes
+	if version < 2 {
+		minOp -= 2
+	}
+	n := d.count(minOp)
 	ops = make([]Op, 0, n)
 	for i := 0; i < n && d.err == nil; i++ {
 		var o Op
@@ -169,6 +182,10 @@ func decodeEntry(b []byte) (ops []Op, batch bool, err error) {
 			for j := 0; j < m && d.err == nil; j++ {
 				o.Requests = append(o.Requests, d.request())
 			}
+		}
+		if version >= 2 {
+			o.MaxWaiters = int(d.bounded(math.MaxInt32))
+			o.MaxHolds = int(d.bounded(math.MaxInt32))
 		}
 		ops = append(ops, o)
 	}

@@ -164,6 +164,7 @@ func (f *FSM) ApplyOp(op Op) *Result {
 		r.Int, r.Bool = t.ExpireBatch(&r.Events, op.Now, op.Max)
 	case OpFailover:
 		f.leader, f.leaderAddr = op.Leader, op.LeaderAddr
+		t.SetLimits(op.MaxWaiters, op.MaxHolds)
 		// Fences keep increasing across leaders anyway (the counter is
 		// replicated); moving them to the leader's clock in µs also keeps
 		// them above fences of the time before the cluster.
@@ -196,7 +197,9 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	for _, s := range f.sessions {
 		extra = append(extra, s)
 	}
-	return &fsmSnapshot{st: fsmState{State: f.table.State(extra), Leader: f.leader, LeaderAddr: f.leaderAddr, LeaderTerm: f.leaderTerm}}, nil
+	maxWaiters, maxHolds := f.table.Limits()
+	return &fsmSnapshot{st: fsmState{State: f.table.State(extra), Leader: f.leader, LeaderAddr: f.leaderAddr, LeaderTerm: f.leaderTerm,
+		MaxWaiters: maxWaiters, MaxHolds: maxHolds}}, nil
 }
 
 // Restore replaces the table with a snapshot's, in any binary encoding
@@ -208,6 +211,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	t := locktable.New(f.cfg)
+	t.SetLimits(st.MaxWaiters, st.MaxHolds)
 	sessions, err := t.LoadState(st.State, f.conn)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errBadSnapshot, err)

@@ -633,3 +633,51 @@ func TestFSM_MultiLocksAndDeadlocksAreTheSameOnEveryReplica(t *testing.T) {
 		t.Fatal("final snapshots differ")
 	}
 }
+
+// TestFSM_TheTakeoverEntrysLimitsApplyOnEveryReplica: the limits are the
+// leader's (its takeover entry's), not each replica's own table config,
+// so that replicas refuse alike; a snapshot keeps them, and a later
+// takeover replaces them.
+func TestFSM_TheTakeoverEntrysLimitsApplyOnEveryReplica(t *testing.T) {
+	// A replica whose own config would allow everything, and one whose
+	// own config is stricter: both follow the log.
+	for _, own := range []locktable.Config{{Shards: 1}, {Shards: 4, MaxWaiters: 5, MaxHoldsPerSession: 5}} {
+		f := NewFSM(own, nil)
+		apply := func(op Op) *Result {
+			t.Helper()
+			return f.ApplyOp(op)
+		}
+		apply(Op{Kind: OpFailover, Now: 1, Leader: "n1", LeaderAddr: "a:1", MaxWaiters: 1, MaxHolds: 1})
+		for s := uint64(1); s <= 3; s++ {
+			apply(Op{Kind: OpOpen, Now: 1, Session: s})
+		}
+		if r := apply(Op{Kind: OpAcquire, Now: 1, Session: 1, Request: locktable.Request{Name: "a", Rand: 1}}); r.Err != nil || r.Outcome != locktable.Granted {
+			t.Fatalf("own %+v: the first acquire: %+v", own, r)
+		}
+		if r := apply(Op{Kind: OpAcquire, Now: 1, Session: 1, Request: locktable.Request{Name: "b", Rand: 2}}); !errors.Is(r.Err, locktable.ErrTooManyHolds) {
+			t.Errorf("own %+v: a second hold with MaxHolds 1: %+v", own, r)
+		}
+		if r := apply(Op{Kind: OpAcquire, Now: 1, Session: 2, Request: locktable.Request{Name: "a", Rand: 3}, Wait: true}); r.Err != nil || r.Outcome != locktable.Queued {
+			t.Fatalf("own %+v: the first waiter: %+v", own, r)
+		}
+		// A replica restored from a snapshot refuses alike.
+		g := NewFSM(own, nil)
+		if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, f)))); err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range []*FSM{f, g} {
+			if r := x.ApplyOp(Op{Kind: OpAcquire, Now: 1, Session: 3, Request: locktable.Request{Name: "a", Rand: 4}, Wait: true}); !errors.Is(r.Err, locktable.ErrTooManyWaiters) {
+				t.Errorf("own %+v: a second waiter with MaxWaiters 1: %+v", own, r)
+			}
+		}
+		// A takeover without limits lifts them.
+		g.ApplyOp(Op{Kind: OpFailover, Now: 2, Leader: "n2", LeaderAddr: "a:2", Grace: 60e9}) // the hold stays, orphaned
+		g.ApplyOp(Op{Kind: OpOpen, Now: 2, Session: 4})
+		g.ApplyOp(Op{Kind: OpOpen, Now: 2, Session: 5})
+		for s := uint64(4); s <= 5; s++ {
+			if r := g.ApplyOp(Op{Kind: OpAcquire, Now: 2, Session: s, Request: locktable.Request{Name: "a", Rand: 4 + s}, Wait: true}); r.Err != nil || r.Outcome != locktable.Queued {
+				t.Errorf("own %+v: waiter %d after a takeover without limits: %+v", own, s, r)
+			}
+		}
+	}
+}

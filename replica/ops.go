@@ -65,6 +65,13 @@ type Op struct {
 	// address its clients use, for followers' -MOVED replies.
 	Leader     string `json:"leader,omitempty"`
 	LeaderAddr string `json:"leader_addr,omitempty"`
+	// MaxWaiters and MaxHolds (failover) are the new leader's
+	// --max-waiters and --max-holds-per-client: every replica's table
+	// enforces them from this entry on, whatever its own flags say, so
+	// that replicas refuse alike (0: no bound, as in entries written
+	// before they existed).
+	MaxWaiters int `json:"max_waiters,omitempty"`
+	MaxHolds   int `json:"max_holds,omitempty"`
 }
 
 // Encode returns the op's log entry bytes.

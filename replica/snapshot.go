@@ -22,12 +22,12 @@ import (
 // which raft runs concurrently with later Applies, encodes it. The
 // encoding is binary and versioned:
 //
-//	magic "\x00RLSNAP" | version byte (4) | body | CRC-32C of body (4 bytes, big endian)
+//	magic "\x00RLSNAP" | version byte (5) | body | CRC-32C of body (4 bytes, big endian)
 //
 // body, in uvarints (u), zig-zag varints (v), length-prefixed strings (s)
 // and fixed 8-byte big-endian words (w):
 //
-//	u fence | s leader | s leader addr | u leader term
+//	u fence | s leader | s leader addr | u leader term | u max waiters | u max holds
 //	u #sessions, each: u id | u #fences, each: u fence
 //	u #locks, each: s name | u size
 //	    | u #holds, each: u fence | w rand | s owner | u count | v ttl | v deadline
@@ -41,7 +41,8 @@ import (
 //
 // A hold's name and size are its lock's; a delayed hold is a slot in
 // lock-delay; a waiter with an upgrade fence is a waiting UPGRADE of that
-// hold. Version 3 is version 4 without multi-locks (no multi names);
+// hold. Version 4 is version 5 without the limits (max waiters, max
+// holds: none); version 3 is version 4 without multi-locks (no multi names);
 // version 2 is version 3 without modes (no shared flags, no upgrade
 // fences: every hold and request exclusive); version 1 is version 2
 // without the lock-delays (and so without delayed holds). Snapshots
@@ -52,9 +53,10 @@ import (
 const snapshotMagic = "\x00RLSNAP"
 
 // snapshotVersion is the encoding Persist writes; decodeSnapshot also
-// reads version 3, written before multi-locks, version 2, written before
+// reads version 4, written before replicated limits, version 3, written
+// before multi-locks, version 2, written before
 // shared holds, and version 1, written before lock-delay.
-const snapshotVersion byte = 4
+const snapshotVersion byte = 5
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
@@ -68,6 +70,10 @@ type fsmState struct {
 	Leader     string `json:"leader,omitempty"`
 	LeaderAddr string `json:"leader_addr,omitempty"`
 	LeaderTerm uint64 `json:"leader_term,omitempty"`
+	// MaxWaiters and MaxHolds are the limits of the last takeover entry
+	// (Op.MaxWaiters, Op.MaxHolds).
+	MaxWaiters int `json:"max_waiters,omitempty"`
+	MaxHolds   int `json:"max_holds,omitempty"`
 }
 
 // fsmSnapshot is a captured state, encoded by Persist.
@@ -103,6 +109,8 @@ func encodeSnapshot(w io.Writer, st *fsmState) error {
 	e.s(st.Leader)
 	e.s(st.LeaderAddr)
 	e.u(st.LeaderTerm)
+	e.u(uint64(st.MaxWaiters))
+	e.u(uint64(st.MaxHolds))
 	e.u(uint64(len(st.Sessions)))
 	for _, ss := range st.Sessions {
 		e.u(ss.ID)
@@ -313,6 +321,16 @@ func (d *decoder) n() int {
 	return int(x)
 }
 
+// bound reads a limit (a count bound in 0..MaxInt32).
+func (d *decoder) bound() int {
+	x := d.u()
+	if x > math.MaxInt32 {
+		d.fail(fmt.Errorf("limit %d out of range", x))
+		return 0
+	}
+	return int(x)
+}
+
 func (d *decoder) read(n int) []byte {
 	if d.err != nil {
 		return nil
@@ -374,6 +392,10 @@ func (d *decoder) state() fsmState {
 	st.Leader = d.s()
 	st.LeaderAddr = d.s()
 	st.LeaderTerm = d.u()
+	if d.version >= 5 {
+		st.MaxWaiters = d.bound()
+		st.MaxHolds = d.bound()
+	}
 	ns := d.n()
 	if ns > 0 {
 		st.Sessions = make([]locktable.SessionState, 0, grow(ns))

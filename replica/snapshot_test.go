@@ -65,7 +65,7 @@ func fullState() fsmState {
 				Waiters: []locktable.WaiterState{{SessionID: 2, Enqueued: 9, Upgrade: 1 << 40, Multi: []string{"c"}, Request: locktable.Request{Name: "c", TTL: 2, Size: 1, Owner: "x", Detach: true, Rand: 5, LockDelay: 1, Shared: true}}},
 			}},
 		},
-		Leader: "n1", LeaderAddr: "127.0.0.1:6380", LeaderTerm: 7,
+		Leader: "n1", LeaderAddr: "127.0.0.1:6380", LeaderTerm: 7, MaxWaiters: 1<<31 - 1, MaxHolds: 3,
 	}
 }
 
@@ -130,6 +130,33 @@ const snapshotV2 = "00524c534e415002808080808080808010026e310e3132372e302e302e31
 // before multi-locks (golden bytes).
 const snapshotV3 = "00524c534e415003808080808080808010026e310e3132372e302e302e313a36333830070201020c0b02010d020361006202020bfedcba9876543210016f0380c8afa0250d808080808080808080011f018098dc93340cfedcba9876543210016f0380c8afa0250d808080808080808080011f018098dc933401020361006202017702ffffffffffffffff030180e0ba84bf030b016301010dfedcba9876543210016f0380c8afa0250d808080808080808080011f028098dc93340102016301017804000000000000000503120280808080802036b9fd29"
 
+// snapshotV4 is fullState, without limits, as version 4 wrote it, before
+// replicated limits (golden bytes).
+const snapshotV4 = "00524c534e415004808080808080808010026e310e3132372e302e302e313a36333830070201020c0b02010d020361006202020bfedcba9876543210016f0380c8afa0250d808080808080808080011f018098dc93340cfedcba9876543210016f0380c8afa0250d808080808080808080011f018098dc933401020361006202017702ffffffffffffffff030180e0ba84bf030b02036100620163016301010dfedcba9876543210016f0380c8afa0250d808080808080808080011f028098dc933401020163010178040000000000000005031202808080808020010163610dc4bd"
+
+// TestSnapshot_RestoresVersion4: a snapshot written before replicated
+// limits decodes to its state, with no limits.
+func TestSnapshot_RestoresVersion4(t *testing.T) {
+	b, err := hex.DecodeString(snapshotV4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeSnapshot(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("decodeSnapshot(version 4) = %v", err)
+	}
+	if want := withoutLimits(fullState()); !reflect.DeepEqual(got, want) {
+		t.Fatalf("version 4:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// withoutLimits returns st without limits: what a snapshot written before
+// replicated limits holds.
+func withoutLimits(st fsmState) fsmState {
+	st.MaxWaiters, st.MaxHolds = 0, 0
+	return st
+}
+
 // withoutMulti returns st without multi-lock waiters: what a snapshot
 // written before multi-locks holds.
 func withoutMulti(st fsmState) fsmState {
@@ -152,7 +179,7 @@ func TestSnapshot_RestoresVersion3(t *testing.T) {
 	if err != nil {
 		t.Fatalf("decodeSnapshot(version 3) = %v", err)
 	}
-	if want := withoutMulti(fullState()); !reflect.DeepEqual(got, want) {
+	if want := withoutLimits(withoutMulti(fullState())); !reflect.DeepEqual(got, want) {
 		t.Fatalf("version 3:\n got %+v\nwant %+v", got, want)
 	}
 }
@@ -183,7 +210,7 @@ func TestSnapshot_RestoresVersion2(t *testing.T) {
 	if err != nil {
 		t.Fatalf("decodeSnapshot(version 2) = %v", err)
 	}
-	if want := withoutModes(fullState()); !reflect.DeepEqual(got, want) {
+	if want := withoutLimits(withoutModes(fullState())); !reflect.DeepEqual(got, want) {
 		t.Fatalf("version 2:\n got %+v\nwant %+v", got, want)
 	}
 }
@@ -199,7 +226,7 @@ func TestSnapshot_RestoresVersion1(t *testing.T) {
 	if err != nil {
 		t.Fatalf("decodeSnapshot(version 1) = %v", err)
 	}
-	want := withoutModes(fullState())
+	want := withoutLimits(withoutModes(fullState()))
 	for i := range want.Locks {
 		ls := &want.Locks[i]
 		for j := range ls.Holds {
