@@ -126,3 +126,10 @@ bench-redis:
 # core; writes bench/results-cluster.md and .json.
 bench-cluster:
 	bench/run.sh cluster
+
+# A bare 3-node Raft commit on this machine: hashicorp/raft (relock's
+# stack) against a minimal etcd raft loop with a parallel leader write
+# (bench/raftfloor/README.md; docs/raft.md, "What bounds a round").
+.PHONY: bench-raft-floor
+bench-raft-floor:
+	bench/raftfloor/run.sh 3
