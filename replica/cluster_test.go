@@ -2,7 +2,9 @@ package replica
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -200,5 +202,54 @@ func TestCluster_ReplicasAgreeAndFailoverKeepsHolds(t *testing.T) {
 				t.Fatalf("follower Propose = %v, want ErrNotLeader", err)
 			}
 		}
+	}
+}
+
+// TestNode_AnEntryItCannotApplyHaltsIt: an entry of a newer encoding (a
+// newer relock's leader, in a cluster upgraded one node at a time) is
+// not skipped — that would leave this replica's table different from
+// the others' for good: the FSM stops applying, refuses to snapshot (a
+// snapshot would claim the entry), and the node is told to halt.
+func TestNode_AnEntryItCannotApplyHaltsIt(t *testing.T) {
+	halted := make(chan error, 2)
+	_, tr := raft.NewInmemTransport("solo")
+	n, err := NewNode(NodeConfig{
+		ID: "solo", Transport: tr, Logs: raft.NewInmemStore(), Stable: raft.NewInmemStore(), Snapshots: raft.NewInmemSnapshotStore(),
+		Table: locktable.Config{Shards: 1}, Bootstrap: []raft.Server{{ID: "solo", Address: "solo"}},
+		HeartbeatTimeout: 50 * time.Millisecond, ElectionTimeout: 50 * time.Millisecond, LeaderLeaseTimeout: 50 * time.Millisecond,
+		Halt: func(err error) { halted <- err },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	c := &testCluster{t: t, nodes: []*Node{n}, down: map[int]bool{}}
+	c.propose(c.leader(), Op{Kind: OpOpen, Now: 1, Session: 7})
+	applied := n.FSM.Applied()
+
+	newer := append([]byte(entryMagic), entryVersion+1, 0)
+	if err := n.Raft.Apply(newer, 5*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-halted:
+		if !errors.Is(err, errBadEntry) || !strings.Contains(err.Error(), "stops applying") {
+			t.Errorf("halt: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the node was not told to halt")
+	}
+	// Nothing after it is applied; nothing is snapshotted.
+	if r, err := n.Propose(Op{Kind: OpAcquire, Now: 1, Session: 7, Request: locktable.Request{Name: "a", Rand: 1}}, 5*time.Second); err == nil && r.Err == nil {
+		t.Errorf("an acquire after the entry: %+v, applied", r)
+	}
+	if _, ok := n.FSM.Table().Lock("a", 1); ok || n.FSM.Applied() != applied {
+		t.Errorf("the table moved on: lock a %v, applied %d (was %d)", ok, n.FSM.Applied(), applied)
+	}
+	if err := n.Raft.Snapshot().Error(); err == nil {
+		t.Error("a halted FSM was snapshotted")
+	}
+	if len(halted) != 0 {
+		t.Error("halt was told twice")
 	}
 }

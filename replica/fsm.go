@@ -32,6 +32,10 @@ type FSM struct {
 	leader, leaderAddr string
 	leaderTerm         uint64
 	applied            uint64
+	// halted is why this FSM stopped applying (nil: it applies); halt is
+	// told once (NodeConfig.Halt).
+	halted error
+	halt   func(error)
 }
 
 // LeaderTerm returns the Raft term of the last takeover entry applied: a
@@ -73,10 +77,31 @@ func (f *FSM) Table() *locktable.Table {
 
 // Apply applies one log entry: a batch of ops (the result is a []*Result,
 // one per op, in order) or, as written before batching, one op's JSON (a
-// *Result). An entry that cannot be decoded gives a *Result with Err.
+// *Result).
+//
+// An entry that cannot be decoded (a newer relock's, in a cluster
+// upgraded one node at a time, or a corrupt one) halts the FSM: skipping
+// it would leave this replica's table different from the others' for
+// good, so it applies nothing more, refuses to snapshot (a snapshot
+// would claim the skipped entry), and tells NodeConfig.Halt, which stops
+// the node. Restarted on a relock that reads the entry, the node replays
+// its log and catches up. Until then every result is the error.
 func (f *FSM) Apply(l *raft.Log) any {
+	f.mu.Lock()
+	halted := f.halted
+	f.mu.Unlock()
+	if halted != nil {
+		return &Result{Err: halted}
+	}
 	ops, batch, err := decodeEntry(l.Data)
 	if err != nil {
+		err = fmt.Errorf("replica: cannot apply log entry %d (term %d): %w; this node stops applying: run a relock that reads it", l.Index, l.Term, err)
+		f.mu.Lock()
+		f.halted = err
+		f.mu.Unlock()
+		if f.halt != nil {
+			f.halt(err)
+		}
 		return &Result{Err: err}
 	}
 	rs := make([]*Result, len(ops))
@@ -193,6 +218,9 @@ func (f *FSM) ApplyOp(op Op) *Result {
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.halted != nil {
+		return nil, f.halted
+	}
 	extra := make([]*locktable.Session, 0, len(f.sessions))
 	for _, s := range f.sessions {
 		extra = append(extra, s)

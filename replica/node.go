@@ -44,6 +44,11 @@ type NodeConfig struct {
 	// is set: then raft logs through it.
 	LogOutput io.Writer
 	Logger    *slog.Logger
+	// Halt, if set, is told (once, from raft's apply goroutine: it must
+	// not block) that this node met a log entry it cannot apply — written
+	// by a newer relock, or corrupt — and stopped applying: the node must
+	// stop serving (see FSM.Apply). nil: the error is only in the results.
+	Halt func(error)
 	// Fault, if set (tests only), is asked before each proposal: an
 	// error fails it unappended, as a proposal that waited in the queue
 	// past its timeout does (raft.ErrEnqueueTimeout), while the node
@@ -110,6 +115,7 @@ func NewNode(c NodeConfig) (*Node, error) {
 		rc.Logger = raftLogger(c.Logger)
 	}
 	fsm := NewFSM(c.Table, c.Conn)
+	fsm.halt = c.Halt
 	if len(c.Bootstrap) > 0 {
 		err := raft.BootstrapCluster(rc, c.Logs, c.Stable, c.Snapshots, c.Transport, raft.Configuration{Servers: c.Bootstrap})
 		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {

@@ -30,6 +30,8 @@ type Options struct {
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
 	// MaxInflight: see NodeConfig (0: DefaultMaxInflight).
 	MaxInflight int
+	// Halt: see NodeConfig.
+	Halt func(error)
 }
 
 // logCacheEntries is how many of the newest log entries stay in memory
@@ -88,7 +90,7 @@ func Open(o Options) (*Node, error) {
 		ID: raft.ServerID(o.ID), Transport: trans, Logs: logs, Stable: store, Snapshots: snaps,
 		Table: o.Table, Conn: o.Conn, Logger: log,
 		HeartbeatTimeout: o.HeartbeatTimeout, ElectionTimeout: o.ElectionTimeout, LeaderLeaseTimeout: o.LeaderLeaseTimeout,
-		MaxInflight: o.MaxInflight,
+		MaxInflight: o.MaxInflight, Halt: o.Halt,
 	}
 	if o.Bootstrap {
 		if len(o.Peers) == 0 {

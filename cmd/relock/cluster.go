@@ -104,7 +104,7 @@ func (f *clusterFlags) enabled() bool { return f.NodeID != "" || f.RaftListen !=
 
 // startNode builds this node's Raft member, or returns nil without
 // clustering flags.
-func (f *clusterFlags) startNode(listen string, shards int, log *slog.Logger) (*commands.Cluster, func(), error) {
+func (f *clusterFlags) startNode(listen string, shards int, log *slog.Logger, halt func(error)) (*commands.Cluster, func(), error) {
 	if !f.enabled() {
 		return nil, func() {}, nil
 	}
@@ -142,7 +142,7 @@ func (f *clusterFlags) startNode(listen string, shards int, log *slog.Logger) (*
 		Table:            locktable.Config{Shards: shards, FenceStart: 1, Notify: hub.Notify, Watched: hub.Watched},
 		Logger:           log,
 		HeartbeatTimeout: f.RaftHeartbeatTimeout, ElectionTimeout: f.RaftElectionTimeout, LeaderLeaseTimeout: f.RaftLeaseTimeout,
-		MaxInflight: f.RaftMaxInflight,
+		MaxInflight: f.RaftMaxInflight, Halt: halt,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -97,7 +97,14 @@ func (c *serverCmd) Run() error {
 	if c.clusterFlags.enabled() && shards == 0 {
 		shards = 16 // every member must use the same
 	}
-	cluster, stopNode, err := c.startNode(c.Listen, shards, log)
+	// A cluster member that meets a log entry it cannot apply stops (see
+	// replica.FSM.Apply), with that error as the exit status's reason.
+	ctx, halt := context.WithCancelCause(context.Background())
+	defer halt(nil)
+	cluster, stopNode, err := c.startNode(c.Listen, shards, log, func(err error) {
+		log.Error("stopping: this member cannot apply the cluster's log", "err", err)
+		halt(err)
+	})
 	if err != nil {
 		return err
 	}
@@ -145,9 +152,15 @@ func (c *serverCmd) Run() error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return srv.Run(ctx)
+	if err := srv.Run(ctx); err != nil {
+		return err
+	}
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err // halted
+	}
+	return nil
 }
 
 // eventLoops returns how many event loops to run: one per core by
