@@ -13,7 +13,7 @@ import (
 )
 
 // testCluster is n in-process Raft nodes, all connected to each other:
-// on in-memory transports (newTestCluster) or on real ones over loopback
+// on in-memory transports (newTestClusterTiming) or on real ones over loopback
 // (startTestCluster, used by the TLS tests).
 type testCluster struct {
 	t     *testing.T
@@ -22,12 +22,7 @@ type testCluster struct {
 	down  map[int]bool
 }
 
-func newTestCluster(t *testing.T, n int) *testCluster {
-	t.Helper()
-	return newTestClusterTiming(t, n, 50*time.Millisecond)
-}
-
-// newTestClusterTiming is newTestCluster with timeout as the heartbeat,
+// newTestClusterTiming starts n nodes on in-memory transports, with timeout as the heartbeat,
 // election and lease timeout (a longer one for tests that must not see a
 // leader change on a loaded machine).
 func newTestClusterTiming(t *testing.T, n int, timeout time.Duration) *testCluster {
@@ -140,7 +135,7 @@ func (c *testCluster) propose(leader int, op Op) *Result {
 // (bound ones orphaned, to be adopted by RENEW), and new fences are larger
 // than every fence before.
 func TestCluster_ReplicasAgreeAndFailoverKeepsHolds(t *testing.T) {
-	c := newTestCluster(t, 3)
+	c := newTestClusterTiming(t, 3, 300*time.Millisecond) // no leader change mid-workload under -race on a busy machine
 	l := c.leader()
 	g := newOpGen(42)
 	var maxFence uint64
