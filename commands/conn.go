@@ -2,6 +2,7 @@ package commands
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/relock/relock/locktable"
@@ -105,6 +106,9 @@ type owner struct {
 	sync         func() error
 	needSync     bool
 	grants       []locktable.Grant // held back until the commit
+	// inGate: the owner holds the server's gate (shared) for its round's
+	// state-changing commands until the round's commit (enterRound).
+	inGate bool
 
 	// mu guards the inbox.
 	mu       sync.Mutex
@@ -126,11 +130,11 @@ func (o *owner) init(s *Server, drv driver, syncHere bool) {
 }
 
 // post hands m to the owner from any goroutine, waking it if it sleeps.
-func (o *owner) post(m msg) {
+func (o *owner) post(m msg) bool {
 	o.mu.Lock()
 	if o.exited {
 		o.mu.Unlock()
-		return
+		return false
 	}
 	o.inbox = append(o.inbox, m)
 	wake := o.sleeping
@@ -139,6 +143,7 @@ func (o *owner) post(m msg) {
 	if wake {
 		o.drv.wake()
 	}
+	return true
 }
 
 // idle reports whether the owner has nothing to do but wait, and if so
@@ -204,7 +209,9 @@ func (o *owner) handle(m *msg) {
 			o.drv.interest(c)
 		}
 	case msgGrant:
-		if c.closed {
+		if c.closed || c.killed.Load() {
+			// Gone, or killed (its socket is shut down: a reply can
+			// never reach the client; msgKill closes it next).
 			o.srv.releaseUndelivered(m.grant, o.commitLater)
 			return
 		}
@@ -366,6 +373,7 @@ func (o *owner) commit() {
 	if !o.deferCommits {
 		return
 	}
+	defer o.leaveRound()
 	if !o.needSync && len(o.dirty) > 0 && o.srv.cfg.Store.Pending() {
 		o.needSync = true
 	}
@@ -396,6 +404,31 @@ func (o *owner) commit() {
 			o.grants = gs[:0]
 		}
 		o.drainInbox()
+	}
+}
+
+// enterRound admits a state-changing command of one of o's connections
+// when o defers commits: o holds the server's gate from the round's first
+// such command until the round's commit. Leaving it when the command
+// returned would let Run take the final state between the change and its
+// commit: the change would be in the final state while its commit, then
+// failing (the store closed), refused it to its client.
+func (o *owner) enterRound() bool {
+	if o.inGate {
+		return true // once per round: a second shared hold of the gate could wait behind Run's
+	}
+	if !o.srv.enter() {
+		return false
+	}
+	o.inGate = true
+	return true
+}
+
+// leaveRound releases the gate enterRound took.
+func (o *owner) leaveRound() {
+	if o.inGate {
+		o.inGate = false
+		o.srv.leave()
 	}
 }
 
@@ -463,6 +496,9 @@ type conn struct {
 	own  *owner
 	io   connIO
 	sess *session
+	// killed is set (from any goroutine) when the connection is killed:
+	// its socket is shut down before its owner closes it.
+	killed atomic.Bool
 
 	// src is the input read but not yet run: a tail of buf, or during
 	// input a borrowed read buffer (most reads hold whole requests, which
@@ -477,8 +513,8 @@ type conn struct {
 	waitSeq uint32
 	timer   *time.Timer
 	early   *locktable.Grant // a grant that came while its LOCK ran off the owner
-	// protoErr is a protocol error read while a command ran off the
-	// owner, answered after that command's reply.
+	// protoErr is a protocol error read while an earlier command waited,
+	// answered after that command's reply.
 	protoErr string
 
 	dirty    bool // in own.dirty
@@ -499,8 +535,10 @@ func newConn(s *Server, io connIO) *conn {
 func (c *conn) input(b []byte) {
 	if msg := feedAs(&c.scan, b, c.sess.authed.Load()); msg != "" {
 		c.closing = true
-		if c.running() {
-			// The output is the running command's: answer after it.
+		if c.wait != nil {
+			// An earlier command waits (a queued LOCK, a password
+			// check, a command running off the owner): its reply comes
+			// first, then the error (serve, once the wait ends).
 			c.protoErr = "ERR Protocol error: " + msg
 			return
 		}
@@ -694,15 +732,22 @@ func (c *conn) commitLater(ev *locktable.Events, sync bool) bool {
 	return true
 }
 
-// grant hands c the grant of its queued LOCK, from any goroutine.
+// grant hands c the grant of its queued LOCK, from any goroutine. An
+// owner that has exited (a goroutine-served connection that closed) takes
+// no message: the grant is released here, as its owner would have
+// released a grant to a closed connection.
 func (c *conn) grant(g locktable.Grant) {
-	c.own.post(msg{c: c, kind: msgGrant, grant: g})
+	if !c.own.post(msg{c: c, kind: msgGrant, grant: g}) {
+		srv := c.own.srv
+		srv.releaseUndelivered(g, srv.commitQuietly)
+	}
 }
 
 // kill closes c from any goroutine: its socket is shut down at once (the
 // client sees the close before kill returns), and its owner then closes
 // it and ends its session.
 func (c *conn) kill() {
+	c.killed.Store(true)
 	c.io.shutdown()
 	c.own.post(msg{c: c, kind: msgKill})
 }

@@ -336,7 +336,15 @@ func (sess *session) cmdUpgrade(args [][]byte) *pendingWait {
 	name := string(args[1])
 	sess.ev.Reset()
 	nk, outcome, err := srv.eng.upgrade(&sess.ev, sess, name, key, randKey(), srv.now())
-	if !sess.settled(err, sess.commit(&sess.ev, err == nil && outcome == locktable.Granted), name) {
+	var cerr error
+	if err == nil && outcome == locktable.Granted {
+		// Like a hold granted at once: if the round's commit fails, the
+		// upgraded hold (its new key never sent) is released.
+		cerr = sess.commitGrant(&sess.ev, name, nk)
+	} else {
+		cerr = sess.commit(&sess.ev, false)
+	}
+	if !sess.settled(err, cerr, name) {
 		return nil
 	}
 	if outcome == locktable.Queued {

@@ -49,6 +49,7 @@ type Hub struct {
 	// against the patterns whose prefix it starts with.
 	prefixes map[string][]*patternSubs
 	lens     []int
+	nlen     map[int]int // prefixes indexed of each length in lens
 
 	published atomic.Int64 // messages queued for subscribers
 	dropped   atomic.Int64 // subscribers disconnected for not reading
@@ -60,6 +61,7 @@ type patternSubs struct {
 	glob    string // after the prefix
 	channel string // as subscribed: prefix + glob
 	prefix  string // the glob's literal prefix
+	at      int    // its index in prefixes[prefix]
 	subs    map[*subscriber]struct{}
 }
 
@@ -69,6 +71,7 @@ func NewHub() *Hub {
 		channels: map[string]map[*subscriber]struct{}{},
 		patterns: map[string]*patternSubs{},
 		prefixes: map[string][]*patternSubs{},
+		nlen:     map[int]int{},
 	}
 	h.limit.Store(defaultPubsubLimit)
 	return h
@@ -188,6 +191,25 @@ func (sub *subscriber) count() int {
 	return len(sub.channels) + len(sub.patterns)
 }
 
+// adding returns how many of channels (pattern: patterns) sub does not
+// subscribe to yet, each counted once.
+func (sub *subscriber) adding(channels [][]byte, pattern bool) int {
+	sub.setMu.Lock()
+	defer sub.setMu.Unlock()
+	set := sub.channels
+	if pattern {
+		set = sub.patterns
+	}
+	fresh := map[string]struct{}{}
+	for _, a := range channels {
+		name, _ := lockOfChannel(a)
+		if _, ok := set[name]; !ok {
+			fresh[name] = struct{}{}
+		}
+	}
+	return len(fresh)
+}
+
 // names returns sub's lock names (pattern: globs), sorted.
 func (sub *subscriber) names(pattern bool) []string {
 	sub.setMu.Lock()
@@ -243,6 +265,7 @@ func (h *Hub) subscribe(sub *subscriber, name string, pattern bool) {
 		if len(h.prefixes[ps.prefix]) == 0 {
 			h.addLen(len(ps.prefix))
 		}
+		ps.at = len(h.prefixes[ps.prefix])
 		h.prefixes[ps.prefix] = append(h.prefixes[ps.prefix], ps)
 	}
 	ps.subs[sub] = struct{}{}
@@ -281,13 +304,14 @@ func (h *Hub) unsubscribe(sub *subscriber, name string, pattern bool) bool {
 	delete(ps.subs, sub)
 	if len(ps.subs) == 0 {
 		delete(h.patterns, name)
+		// In constant time (a connection may end a thousand patterns of
+		// one prefix at once): the last pattern of the list takes its
+		// place.
 		list := h.prefixes[ps.prefix]
-		for i, p := range list {
-			if p == ps {
-				list = append(list[:i], list[i+1:]...)
-				break
-			}
-		}
+		last := list[len(list)-1]
+		list[ps.at], last.at = last, ps.at
+		list[len(list)-1] = nil
+		list = list[:len(list)-1]
 		if len(list) == 0 {
 			delete(h.prefixes, ps.prefix)
 			h.dropLen(len(ps.prefix))
@@ -299,12 +323,11 @@ func (h *Hub) unsubscribe(sub *subscriber, name string, pattern bool) bool {
 }
 
 // addLen and dropLen keep lens: the distinct lengths of the prefixes
-// indexed. Caller holds h.mu.
+// indexed, and nlen. Caller holds h.mu.
 func (h *Hub) addLen(l int) {
-	for _, x := range h.lens {
-		if x == l {
-			return
-		}
+	h.nlen[l]++
+	if h.nlen[l] > 1 {
+		return
 	}
 	h.lens = append(h.lens, l)
 	for i := len(h.lens) - 1; i > 0 && h.lens[i] < h.lens[i-1]; i-- {
@@ -313,11 +336,11 @@ func (h *Hub) addLen(l int) {
 }
 
 func (h *Hub) dropLen(l int) {
-	for p := range h.prefixes {
-		if len(p) == l {
-			return // another prefix of that length remains
-		}
+	h.nlen[l]--
+	if h.nlen[l] > 0 {
+		return // another prefix of that length remains
 	}
+	delete(h.nlen, l)
 	for i, x := range h.lens {
 		if x == l {
 			h.lens = append(h.lens[:i], h.lens[i+1:]...)
@@ -442,6 +465,13 @@ func (sess *session) subscribeCmd(args [][]byte, pattern bool) *pendingWait {
 		}
 	}
 	sub := sess.subscriber()
+	if max := sess.srv.cfg.MaxSubscriptions; sub.count()+sub.adding(args[1:], pattern) > max {
+		// Every pattern is matched against every change of the locks its
+		// literal prefix covers: without a bound, one connection's
+		// patterns would slow every lock command.
+		sess.fail(resp.Limit("too many subscriptions on this connection (max-subscriptions " + strconv.Itoa(max) + ")"))
+		return nil
+	}
 	kind := "subscribe"
 	if pattern {
 		kind = "psubscribe"

@@ -48,6 +48,9 @@ type Config struct {
 	LockDelay time.Duration
 	// MaxMulti bounds the names of one MLOCK (0 means 64).
 	MaxMulti int
+	// MaxSubscriptions bounds one connection's channels plus patterns
+	// (0 means 1024).
+	MaxSubscriptions int
 	// PubsubLimit is the unsent event output a subscribed connection may
 	// have before it is disconnected (0 means 8 MiB).
 	PubsubLimit int
@@ -101,6 +104,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxMulti <= 0 {
 		c.MaxMulti = 64
+	}
+	if c.MaxSubscriptions <= 0 {
+		c.MaxSubscriptions = 1024
 	}
 	if c.Shards <= 0 {
 		c.Shards = 1

@@ -220,11 +220,21 @@ func (sess *session) exec(args [][]byte) *pendingWait {
 func (sess *session) run(cmd *command, args [][]byte, start time.Time) *pendingWait {
 	srv := sess.srv
 	if cmd.mutates {
-		if !srv.enter() {
-			sess.fail("ERR server is shutting down")
-			return nil
+		if c := sess.c; c != nil && c.own.deferCommits {
+			// On the owner (commands run off it only in a cluster,
+			// which has no store): the gate is held until the
+			// round's commit.
+			if !c.own.enterRound() {
+				sess.fail("ERR server is shutting down")
+				return nil
+			}
+		} else {
+			if !srv.enter() {
+				sess.fail("ERR server is shutting down")
+				return nil
+			}
+			defer srv.leave()
 		}
-		defer srv.leave()
 	}
 	wait := cmd.run(sess, args)
 	srv.metrics.cmdTime[cmd.idx].Observe(time.Since(start).Seconds())
