@@ -23,6 +23,7 @@ require (
 	go.yaml.in/yaml/v3 v3.0.6
 	golang.org/x/crypto v0.45.0
 	golang.org/x/sys v0.48.0
+	golang.org/x/term v0.37.0
 )
 
 require (

@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/lmittmann/tint"
-	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 )
 
 // logFlags are the logging flags every long-running command shares.
@@ -36,6 +36,5 @@ func (l logFlags) newLogger(w io.Writer) (*slog.Logger, error) {
 // isTerminal reports whether f is a terminal (not merely a character
 // device such as /dev/null).
 func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+	return term.IsTerminal(int(f.Fd()))
 }

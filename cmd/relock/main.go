@@ -35,6 +35,8 @@ type cli struct {
 	Completion completionCmd `cmd:"" help:"Print the shell completion script for bash, zsh or fish."`
 
 	Man manCmd `cmd:"" hidden:"" help:"Print relock's man page (roff; make man writes docs/relock.1)."`
+
+	RunGuard runGuardCmd `cmd:"" name:"run-guard" hidden:"" help:"relock run's guard: kills the command if relock run dies (started by relock run)."`
 }
 
 // exitUsage is the exit status of a command line relock cannot parse (as

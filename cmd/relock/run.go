@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,7 +75,9 @@ Exit status: COMMAND's (128+N if killed by signal N); --conflict-exit-code
 when the lock was not granted; 75 when the lock was lost; 69 when the lock
 could not be taken for another reason (server unreachable, error reply);
 126 or 127 when COMMAND could not be started; 128+N when interrupted by
-signal N while waiting.`
+signal N while waiting; 64 when the arguments are wrong (no COMMAND,
+--ttl not positive, --size below 1, …; 2 for what the command line
+parser itself refuses).`
 }
 
 // Run takes the lock, runs the command under it and returns its exit status
@@ -149,9 +152,9 @@ func (r *runCmd) acquire(c *clientlib.Client, names []string, sigs <-chan os.Sig
 	if r.Shared {
 		opts = append(opts, clientlib.Shared())
 	}
-	if r.Wait > 0 {
-		opts = append(opts, clientlib.Wait(r.Wait))
-	}
+	// No --wait: as long as it takes, whatever the server's
+	// --default-wait (Wait(0) sends WAIT 0, which overrides it).
+	opts = append(opts, clientlib.Wait(r.Wait))
 	if r.LockDelay != nil {
 		opts = append(opts, clientlib.LockDelay(*r.LockDelay))
 	}
@@ -292,16 +295,20 @@ func (r *runCmd) runUnder(locks []*clientlib.Lock, argv []string, sigs <-chan os
 		}
 		return &exitError{code, fmt.Errorf("run: %w", err)}
 	}
-	// signal sends sig to the command: to its process group, or to its
-	// process alone when it shares relock's group.
+	// signal sends sig to the command: to its process group, or, when it
+	// shares relock's group, to it and every process it started.
 	pid := cmd.Process.Pid
 	signalCmd := func(sig syscall.Signal) {
 		if interactive {
-			syscall.Kill(pid, sig)
+			signalTree(pid, sig)
 		} else {
 			syscall.Kill(-pid, sig)
 		}
 	}
+	// If relock run dies (SIGKILL, the OOM killer), the guard kills the
+	// command: the server releases the lock at once then.
+	g := startGuard(pid, !interactive)
+	defer g.done()
 	exited := make(chan struct{})
 	go func() {
 		cmd.Wait()
@@ -309,6 +316,17 @@ func (r *runCmd) runUnder(locks []*clientlib.Lock, argv []string, sigs <-chan os
 	}()
 
 	var kill <-chan time.Time
+	// started are the processes the command had started when the lock was
+	// lost: once it exits they are no longer its descendants, but they
+	// must not run on without the lock either.
+	var started []int
+	remember := func() {
+		for _, p := range descendants(pid) {
+			if !slices.Contains(started, p) {
+				started = append(started, p)
+			}
+		}
+	}
 	lost, stopWatching := anyLost(locks)
 	defer stopWatching()
 	for {
@@ -317,6 +335,9 @@ func (r *runCmd) runUnder(locks []*clientlib.Lock, argv []string, sigs <-chan os
 			if err := lostErr(locks); err != nil {
 				if !interactive {
 					syscall.Kill(-pid, syscall.SIGKILL) // what is left of the group
+				}
+				for _, p := range started {
+					syscall.Kill(p, syscall.SIGKILL) // what it started, orphaned now
 				}
 				releaseAll(notLost(locks)) // the others, at once
 				return &exitError{exitRunLost, fmt.Errorf("run: %w; the command was stopped", err)}
@@ -336,6 +357,7 @@ func (r *runCmd) runUnder(locks []*clientlib.Lock, argv []string, sigs <-chan os
 		case <-lost:
 			lost = nil
 			fmt.Fprintf(os.Stderr, "relock: run: %s; sending SIGTERM to the command (SIGKILL in %v)\n", lostErr(locks), r.KillGrace)
+			remember()
 			signalCmd(syscall.SIGTERM)
 			t := time.NewTimer(r.KillGrace)
 			defer t.Stop()
@@ -343,6 +365,7 @@ func (r *runCmd) runUnder(locks []*clientlib.Lock, argv []string, sigs <-chan os
 		case <-kill:
 			kill = nil
 			fmt.Fprintf(os.Stderr, "relock: run: the command outlived --kill-grace %v; sending SIGKILL\n", r.KillGrace)
+			remember()
 			signalCmd(syscall.SIGKILL)
 		}
 	}

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package main
+
+// descendants is not known off Linux: the command's process group (when
+// it has one) is what is signalled.
+func descendants(pid int) []int { return nil }
