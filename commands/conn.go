@@ -386,7 +386,9 @@ func (o *owner) commit() {
 				o.srv.log.Error("commit failed; closing the connections it would have answered", "err", err)
 			}
 			for _, c := range o.dirty {
-				if c.syncDep && !c.closed {
+				if c.syncDep {
+					// Closed in the round or not: its close released
+					// its bound holds only.
 					o.undoUncommitted(c)
 					o.close(c)
 				}

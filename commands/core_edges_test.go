@@ -332,3 +332,25 @@ func TestFailedCommitUndoesAnUpgrade(t *testing.T) {
 			"(the lock is held exclusively by a key nobody was given)", got, st)
 	}
 }
+
+// TestFailedCommitUndoesTheGrantOfAConnectionClosedInTheRound: a
+// connection granted a DETACH hold at once that closes before its round's
+// commit, which then fails: its hold is undone like any other of the
+// round's (the close releases bound holds only).
+func TestFailedCommitUndoesTheGrantOfAConnectionClosedInTheRound(t *testing.T) {
+	srv, failNext := newStoreServer(t)
+	h := newTestOwner(t, srv, true)
+	c := h.connect()
+	h.round()
+	h.send(c, "TRYLOCK x DETACH TTL 60000") // granted; its commit is the round's
+	h.own.close(c)                         // the client hangs up before the commit
+	failNext.Store(true)
+	h.round()
+	if failNext.Load() {
+		t.Fatal("the round did not commit")
+	}
+	h.waitGoroutines()
+	if !h.free("x") {
+		t.Errorf("x: %+v; want free: its grant's commit failed and nobody has its key", h.lock("x"))
+	}
+}
