@@ -7,7 +7,6 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
-	"time"
 )
 
 // relock run's command must never run without the lock. While relock
@@ -77,22 +76,16 @@ func startGuard(pid int, group bool) *guard {
 	return &guard{cmd: cmd, w: w}
 }
 
-// done tells the guard relock run ends as it should, and waits for it
-// (at most a second: a guard that does not go is killed).
+// done tells the guard relock run ends as it should. It does not wait
+// for the guard to go (a process that may still be starting): the byte
+// is in the pipe before its end, so the guard, whenever it reads, exits
+// quietly.
 func (g *guard) done() {
 	if g == nil {
 		return
 	}
 	g.w.Write([]byte{1})
 	g.w.Close()
-	exited := make(chan struct{})
-	go func() { g.cmd.Wait(); close(exited) }()
-	select {
-	case <-exited:
-	case <-time.After(time.Second):
-		g.cmd.Process.Kill()
-		<-exited
-	}
 }
 
 // killCommand kills the command pid and every process it started (group:
