@@ -1,0 +1,395 @@
+package clientlib_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/relock/relock/clientlib"
+	"github.com/relock/relock/commands"
+)
+
+// slowProxy forwards TCP connections to target, delaying every chunk the
+// server sends by delay (a slow network path back to the client).
+type slowProxy struct {
+	ln    net.Listener
+	delay atomic.Int64 // time.Duration
+	// bulkOnly: delay only chunks that start with a bulk string reply
+	// ('$': a LOCK's key), not pub/sub messages ('*').
+	bulkOnly atomic.Bool
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	conns    []net.Conn
+}
+
+func startSlowProxy(t *testing.T, target string, delay time.Duration) *slowProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &slowProxy{ln: ln}
+	p.delay.Store(int64(delay))
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, s)
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go func() { // client -> server, at once
+				defer p.wg.Done()
+				io.Copy(s, c)
+				s.Close()
+			}()
+			go func() { // server -> client, late
+				defer p.wg.Done()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := s.Read(buf)
+					if n > 0 {
+						if !p.bulkOnly.Load() || buf[0] == '$' {
+							time.Sleep(time.Duration(p.delay.Load()))
+						}
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
+				c.Close()
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *slowProxy) Addr() string { return p.ln.Addr().String() }
+
+// Review finding: a DETACHed Lock whose ctx ends while the grant is on its
+// way back (the server granted it; the reply had not arrived yet) returns
+// the ctx's error, and the detached hold it got stays on the server until
+// its TTL runs out: nobody knows its key, nobody can release it, and the
+// lock is blocked for the whole TTL. (Closing the connection does not
+// release a DETACHed hold; the library releases one by key only when the
+// reply was read.)
+func TestReview_DetachedLockAbortedByCtxDoesNotLeakTheHold(t *testing.T) {
+	s := startServer(t, commands.Config{})
+	p := startSlowProxy(t, s.Addr, 300*time.Millisecond)
+	c := newClient(t, s)
+	viaProxy := newClient(t, s, func(o *clientlib.Options) { o.Addr = p.Addr() })
+
+	warmUp(t, p, viaProxy)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	l, err := viaProxy.Lock(ctx, "review:detach", clientlib.TTL(30*time.Second), clientlib.Detach())
+	if err == nil {
+		l.Unlock(context.Background())
+		t.Skip("granted within the ctx: the proxy did not delay the reply")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Lock = %v, want the ctx's deadline", err)
+	}
+	// The caller got no Lock: the lock must be free (within a moment).
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		info, ierr := c.Inspect(testCtx(t, 5*time.Second), "review:detach")
+		if ierr != nil {
+			t.Fatal(ierr)
+		}
+		if info == nil || len(info.Holders) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Lock returned %v, yet a hold of the call stays on the server (fence %d, detached %v, TTL %v): leaked until its TTL",
+				err, info.Holders[0].Fence, info.Holders[0].Detached, info.Holders[0].TTL)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Review finding: the same with TryLock, whose reply wait is bounded by
+// Options.ReadTimeout: a TryLock DETACH whose reply comes after
+// ReadTimeout returns an error, and the detached hold it was granted stays
+// until its TTL.
+func TestReview_DetachedTryLockTimingOutDoesNotLeakTheHold(t *testing.T) {
+	s := startServer(t, commands.Config{})
+	p := startSlowProxy(t, s.Addr, 300*time.Millisecond)
+	c := newClient(t, s)
+	viaProxy := newClient(t, s, func(o *clientlib.Options) {
+		o.Addr = p.Addr()
+		o.ReadTimeout = 100 * time.Millisecond
+	})
+	warmUp(t, p, viaProxy)
+	_, err := viaProxy.TryLock(testCtx(t, 5*time.Second), "review:trydetach", clientlib.TTL(30*time.Second), clientlib.Detach())
+	if err == nil {
+		t.Skip("granted within ReadTimeout: the proxy did not delay the reply")
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		info, ierr := c.Inspect(testCtx(t, 5*time.Second), "review:trydetach")
+		if ierr != nil {
+			t.Fatal(ierr)
+		}
+		if info == nil || len(info.Holders) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("TryLock returned %v, yet a hold of the call stays on the server (detached %v, TTL %v): leaked until its TTL",
+				err, info.Holders[0].Detached, info.Holders[0].TTL)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// warmUp opens a lock connection through the proxy without delay and
+// leaves it idle in c, so that the next Lock call's request is sent at
+// once (the connection's handshake done), then turns the delay on.
+func warmUp(t *testing.T, p *slowProxy, c *clientlib.Client) {
+	t.Helper()
+	d := p.delay.Swap(0)
+	l, err := c.TryLock(testCtx(t, 5*time.Second), "review:warmup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Unlock(testCtx(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	p.delay.Store(d)
+}
+
+// Review finding: a hold without a TTL that the server releases (here
+// FORCEUNLOCK) while its grant is on its way to the client is never
+// reported lost. Lock subscribes to the lock's events before sending
+// LOCK, but the "released <fence> forced" event that arrives before the
+// hold is attached to the loss watch (it is attached only after the LOCK
+// reply was read) finds no hold and is dropped; a hold without a TTL is
+// never renewed or checked, so the Lock says it is held forever while the
+// server has released it (and granted it to someone else).
+func TestReview_ForceUnlockDuringGrantFlightIsReportedLost(t *testing.T) {
+	s := startServer(t, commands.Config{})
+	p := startSlowProxy(t, s.Addr, 0)
+	admin := newClient(t, s)
+	c := newClient(t, s, func(o *clientlib.Options) { o.Addr = p.Addr() })
+	// Let c learn that the server has no --default-ttl (its first hold
+	// without a TTL asks, with RENEW), as any long-running client has.
+	l0, err := c.Lock(testCtx(t, 5*time.Second), "review:warm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := l0.Unlock(testCtx(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// From now on the LOCK's key reply takes 400 ms to arrive; events do not.
+	p.bulkOnly.Store(true)
+	p.delay.Store(int64(400 * time.Millisecond))
+	type res struct {
+		l   *clientlib.Lock
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		l, err := c.Lock(testCtx(t, 10*time.Second), "review:flight")
+		done <- res{l, err}
+	}()
+	// The grant is made at once; force it off while its reply travels.
+	eventually(t, 5*time.Second, func() bool {
+		info, err := admin.Inspect(testCtx(t, 5*time.Second), "review:flight")
+		return err == nil && info != nil && len(info.Holders) == 1
+	}, "review:flight granted")
+	if n, err := admin.ForceUnlock(testCtx(t, 5*time.Second), "review:flight"); err != nil || n != 1 {
+		t.Fatalf("FORCEUNLOCK = %d, %v", n, err)
+	}
+	r := <-done
+	if r.err != nil {
+		return // refusing the lock would be fine too
+	}
+	defer r.l.Unlock(context.Background())
+	select {
+	case <-r.l.Lost():
+	case <-time.After(3 * time.Second):
+		info, _ := admin.Inspect(testCtx(t, 5*time.Second), "review:flight")
+		t.Fatalf("Lock returned a hold (fence %d) the server had already released (LOCKS: %+v); 3 s later Lost is still open and Err = %v",
+			r.l.Fence(), info, r.l.Err())
+	}
+}
+
+// Review finding: Lock.Upgrade's documentation says "The wait is bounded
+// by ctx and by opts' Wait ...; without either, by the server's
+// --default-wait", and the server applies --default-wait to an UPGRADE
+// without WAIT. But with a ctx that can be cancelled and has no deadline
+// (signal.NotifyContext, a request's ctx, errgroup's), Upgrade sends its
+// wait as UPGRADEs of 500 ms each, every one with an explicit WAIT, so
+// --default-wait never applies and Upgrade waits until the ctx ends,
+// where Lock with the same ctx gives up at --default-wait.
+func TestReview_UpgradeWithCancellableCtxHonoursServerDefaultWait(t *testing.T) {
+	srv := startServer(t, commands.Config{DefaultWait: 300 * time.Millisecond})
+	c := newClient(t, srv)
+	other := newClient(t, srv)
+	ctx := testCtx(t, 30*time.Second)
+	a, err := c.Lock(ctx, "review:rw", clientlib.Shared())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Unlock(ctx)
+	b, err := other.Lock(ctx, "review:rw", clientlib.Shared())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Unlock(ctx)
+	// For comparison: a LOCK with such a ctx gives up at --default-wait.
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start := time.Now()
+	if _, err := other.Lock(cctx, "review:w"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Lock(cctx, "review:w"); !errors.Is(err, clientlib.ErrWaitTimeout) || time.Since(start) > 3*time.Second {
+		t.Fatalf("Lock = %v after %v; want ErrWaitTimeout after --default-wait", err, time.Since(start))
+	}
+	// The same ctx for Upgrade (cancelled after 4 s at the latest).
+	time.AfterFunc(4*time.Second, cancel)
+	start = time.Now()
+	err = a.Upgrade(cctx)
+	took := time.Since(start)
+	if !errors.Is(err, clientlib.ErrWaitTimeout) || took > 3*time.Second {
+		t.Fatalf("Upgrade without Wait, server --default-wait 300ms = %v after %v; want ErrWaitTimeout after about 300ms", err, took)
+	}
+}
+
+// Review finding: in cluster mode a Watcher is a pub/sub connection to
+// one member (the leader the Client knew of, else the first address), and
+// when that member goes away it "reconnects" to the same address only, for
+// ever: the Watcher stays open, Err is nil, and no event of the cluster
+// reaches it again, although every other member publishes them. (The
+// Client's own loss watch has the same connection.)
+func TestReview_ClusterWatcherSurvivesTheLossOfItsMember(t *testing.T) {
+	cl := startCluster(t, 3)
+	leader := cl.leader()
+	addrs := cl.addrs(leader) // followers first
+	c := newClusterClient(t, addrs)
+	ctx := testCtx(t, 30*time.Second)
+	w, err := c.Watch(ctx, "review:*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	// The Watcher is on addrs[0], a follower: it goes away (the cluster
+	// keeps its leader and majority).
+	for i, cn := range cl.nodes {
+		if cn.srv.Addr == addrs[0] {
+			cl.crash(i)
+		}
+	}
+	l, err := c.Lock(ctx, "review:watched")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock(ctx)
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case ev, ok := <-w.Events():
+			if !ok {
+				t.Fatalf("Events closed (Err %v)", w.Err())
+			}
+			if ev.Kind == clientlib.Acquired && ev.Lock == "review:watched" {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no event for review:watched within 10s after the Watcher's member went away (Err %v): the Watcher is deaf", w.Err())
+		}
+	}
+}
+
+// Review finding, the same for a held lock: the Client's loss watch is a
+// pub/sub connection to one member too. Once that member is gone, a hold
+// without a TTL (never renewed) that the leader then releases — here
+// FORCEUNLOCK — is never reported lost: Lost stays open although the
+// package documentation promises that the "released" event marks it lost
+// "within milliseconds — holds without a TTL, which never renew,
+// included".
+func TestReview_ClusterLossWatchSurvivesTheLossOfItsMember(t *testing.T) {
+	cl := startCluster(t, 3)
+	leader := cl.leader()
+	addrs := cl.addrs(leader) // followers first
+	c := newClusterClient(t, addrs)
+	admin := newClusterClient(t, []string{cl.nodes[leader].srv.Addr})
+	ctx := testCtx(t, 30*time.Second)
+	l, err := c.Lock(ctx, "review:nottl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock(ctx)
+	time.Sleep(200 * time.Millisecond) // the keeper learns there is no default TTL
+	for i, cn := range cl.nodes {
+		if cn.srv.Addr == addrs[0] { // the loss watch's member, a follower
+			cl.crash(i)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n, err := admin.ForceUnlock(ctx, "review:nottl"); err != nil || n != 1 {
+		t.Fatalf("ForceUnlock = %d, %v", n, err)
+	}
+	select {
+	case <-l.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("FORCEUNLOCK of a no-TTL hold not reported within 10s after the loss watch's member went away (Err %v)", l.Err())
+	}
+}
+
+// Review finding (same cause as the detached Lock's): a DETACHed LockMany
+// whose ctx ends while its MLOCK's reply travels leaves both detached
+// holds on the server until their TTL.
+func TestReview_DetachedLockManyAbortedByCtxDoesNotLeakTheHolds(t *testing.T) {
+	s := startServer(t, commands.Config{})
+	p := startSlowProxy(t, s.Addr, 300*time.Millisecond)
+	c := newClient(t, s)
+	viaProxy := newClient(t, s, func(o *clientlib.Options) { o.Addr = p.Addr() })
+	warmUp(t, p, viaProxy)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	names := []string{"review:many-a", "review:many-b"}
+	locks, err := viaProxy.LockMany(ctx, names, clientlib.TTL(30*time.Second), clientlib.Detach())
+	if err == nil {
+		for _, l := range locks {
+			l.Unlock(context.Background())
+		}
+		t.Skip("granted within the ctx")
+	}
+	eventually(t, 2*time.Second, func() bool {
+		for _, name := range names {
+			if info, err := c.Inspect(testCtx(t, 5*time.Second), name); err != nil || (info != nil && len(info.Holders) > 0) {
+				return false
+			}
+		}
+		return true
+	}, "LockMany returned %v, yet its detached holds stay on the server (leaked until their TTL)", err)
+}
