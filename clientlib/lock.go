@@ -310,8 +310,13 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 		lc.close()
 		return nil, ErrClosed
 	}
-	c.loss.attach(h)
+	released, unsure := c.loss.attach(h)
 	watching = false
+	if released != "" {
+		// Released while its grant was on its way (say FORCEUNLOCK): a
+		// hold without a TTL would never learn of it otherwise.
+		h.releasedBy(released)
+	}
 	// Return once the lock's events are watched (or the server has none),
 	// so that a release from now on is noticed at once; a slow watch
 	// connection delays Lock at most ReadTimeout (renewal still detects a
@@ -323,6 +328,11 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 	case <-ctx.Done():
 	case <-timer.C:
 	case <-h.lost:
+	}
+	if unsure {
+		// No event of the grant was seen: the subscription may have come
+		// after it, and missed its release. Ask the server.
+		h.checkSoon()
 	}
 	return &Lock{h: h}, nil
 }

@@ -170,25 +170,41 @@ func (c *Client) acquireMany(ctx context.Context, names []string, try bool, opts
 		return nil, ErrClosed
 	}
 	locks := make([]*Lock, len(holds))
+	var unsure []*hold
 	for i, h := range holds {
-		c.loss.attach(h)
+		released, uns := c.loss.attach(h)
+		if released != "" {
+			h.releasedBy(released) // released while the reply travelled
+		} else if uns {
+			unsure = append(unsure, h)
+		}
 		locks[i] = &Lock{h: h}
 	}
 	watching = false
 	// Return once every name's events are watched (or the server has
-	// none), as Lock does, waiting at most ReadTimeout in all.
+	// none), as Lock does, waiting at most ReadTimeout in all; then have
+	// the holds checked whose events may have been missed (see Lock).
+	c.waitReady(ctx, ready)
+	for _, h := range unsure {
+		h.checkSoon()
+	}
+	return locks, nil
+}
+
+// waitReady waits until every channel of ready is closed, within ctx and
+// Options.ReadTimeout.
+func (c *Client) waitReady(ctx context.Context, ready []<-chan struct{}) {
 	timer := time.NewTimer(c.opt.ReadTimeout)
 	defer timer.Stop()
 	for _, r := range ready {
 		select {
 		case <-r:
 		case <-ctx.Done():
-			return locks, nil
+			return
 		case <-timer.C:
-			return locks, nil
+			return
 		}
 	}
-	return locks, nil
 }
 
 // checkMany validates a LockMany's names and options before anything is

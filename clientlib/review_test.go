@@ -10,63 +10,6 @@ import (
 	"github.com/relock/relock/commands"
 )
 
-// Review finding: a hold without a TTL that the server releases (here
-// FORCEUNLOCK) while its grant is on its way to the client is never
-// reported lost. Lock subscribes to the lock's events before sending
-// LOCK, but the "released <fence> forced" event that arrives before the
-// hold is attached to the loss watch (it is attached only after the LOCK
-// reply was read) finds no hold and is dropped; a hold without a TTL is
-// never renewed or checked, so the Lock says it is held forever while the
-// server has released it (and granted it to someone else).
-func TestReview_ForceUnlockDuringGrantFlightIsReportedLost(t *testing.T) {
-	s := startServer(t, commands.Config{})
-	p := startSlowProxy(t, s.Addr, 0)
-	admin := newClient(t, s)
-	c := newClient(t, s, func(o *clientlib.Options) { o.Addr = p.Addr() })
-	// Let c learn that the server has no --default-ttl (its first hold
-	// without a TTL asks, with RENEW), as any long-running client has.
-	l0, err := c.Lock(testCtx(t, 5*time.Second), "review:warm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(200 * time.Millisecond)
-	if err := l0.Unlock(testCtx(t, 5*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	// From now on the LOCK's key reply takes 400 ms to arrive; events do not.
-	p.bulkOnly.Store(true)
-	p.delay.Store(int64(400 * time.Millisecond))
-	type res struct {
-		l   *clientlib.Lock
-		err error
-	}
-	done := make(chan res, 1)
-	go func() {
-		l, err := c.Lock(testCtx(t, 10*time.Second), "review:flight")
-		done <- res{l, err}
-	}()
-	// The grant is made at once; force it off while its reply travels.
-	eventually(t, 5*time.Second, func() bool {
-		info, err := admin.Inspect(testCtx(t, 5*time.Second), "review:flight")
-		return err == nil && info != nil && len(info.Holders) == 1
-	}, "review:flight granted")
-	if n, err := admin.ForceUnlock(testCtx(t, 5*time.Second), "review:flight"); err != nil || n != 1 {
-		t.Fatalf("FORCEUNLOCK = %d, %v", n, err)
-	}
-	r := <-done
-	if r.err != nil {
-		return // refusing the lock would be fine too
-	}
-	defer r.l.Unlock(context.Background())
-	select {
-	case <-r.l.Lost():
-	case <-time.After(3 * time.Second):
-		info, _ := admin.Inspect(testCtx(t, 5*time.Second), "review:flight")
-		t.Fatalf("Lock returned a hold (fence %d) the server had already released (LOCKS: %+v); 3 s later Lost is still open and Err = %v",
-			r.l.Fence(), info, r.l.Err())
-	}
-}
-
 // Review finding: Lock.Upgrade's documentation says "The wait is bounded
 // by ctx and by opts' Wait ...; without either, by the server's
 // --default-wait", and the server applies --default-wait to an UPGRADE
