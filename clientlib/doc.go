@@ -70,7 +70,9 @@
 // subscription may have come after it) is checked with CHECK. Renewal stays the fallback: against a server without lock events
 // (SUBSCRIBE refused) the Client watches nothing and relies on it, and
 // after the event connection was re-established every hold is checked
-// with CHECK, as events may have been missed meanwhile.
+// with CHECK, as events may have been missed meanwhile. In cluster mode
+// that connection (like a Watcher's) goes to another member when the one
+// it was on goes away: every member publishes the events.
 //
 // # Events
 //
