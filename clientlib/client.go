@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -161,11 +162,16 @@ func New(opt Options) (*Client, error) {
 
 // newPool returns a shared pool of connections to ep.
 func (c *Client) newPool(ep endpoint) *redis.Client {
+	return c.newPoolDialer(ep, c.dialRaw)
+}
+
+// newPoolDialer returns a pool of connections to ep dialled by dial.
+func (c *Client) newPoolDialer(ep endpoint, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *redis.Client {
 	opt := c.opt
 	return redis.NewClient(&redis.Options{
 		Network:                  ep.network,
 		Addr:                     ep.addr,
-		Dialer:                   c.dialRaw,
+		Dialer:                   dial,
 		Username:                 opt.Username,
 		Password:                 opt.Password,
 		ClientName:               opt.ClientName,

@@ -422,3 +422,80 @@ func TestCluster_LossNoticedFromAFollowersEvent(t *testing.T) {
 		t.Fatalf("Err = %v; want a loss learnt from the forced event", l.Err())
 	}
 }
+
+// In cluster mode a Watcher is a pub/sub connection to one member (the
+// leader the Client knew of, else the first address). When that member
+// goes away, the Watcher reconnects to another member (every member
+// publishes the events) and goes on delivering the cluster's events.
+func TestCluster_WatcherSurvivesTheLossOfItsMember(t *testing.T) {
+	cl := startCluster(t, 3)
+	leader := cl.leader()
+	addrs := cl.addrs(leader) // followers first
+	c := newClusterClient(t, addrs)
+	ctx := testCtx(t, 30*time.Second)
+	w, err := c.Watch(ctx, "review:*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	// The Watcher is on addrs[0], a follower: it goes away (the cluster
+	// keeps its leader and majority).
+	for i, cn := range cl.nodes {
+		if cn.srv.Addr == addrs[0] {
+			cl.crash(i)
+		}
+	}
+	l, err := c.Lock(ctx, "review:watched")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock(ctx)
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case ev, ok := <-w.Events():
+			if !ok {
+				t.Fatalf("Events closed (Err %v)", w.Err())
+			}
+			if ev.Kind == clientlib.Acquired && ev.Lock == "review:watched" {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no event for review:watched within 10s after the Watcher's member went away (Err %v): the Watcher is deaf", w.Err())
+		}
+	}
+}
+
+// The same for a held lock: the Client's loss watch is a pub/sub
+// connection to one member too. Once that member is gone, the loss watch
+// reconnects to another and checks its holds; a hold without a TTL (never
+// renewed) that the leader then releases — here FORCEUNLOCK — is
+// reported lost, as the package documentation promises.
+func TestCluster_LossWatchSurvivesTheLossOfItsMember(t *testing.T) {
+	cl := startCluster(t, 3)
+	leader := cl.leader()
+	addrs := cl.addrs(leader) // followers first
+	c := newClusterClient(t, addrs)
+	admin := newClusterClient(t, []string{cl.nodes[leader].srv.Addr})
+	ctx := testCtx(t, 30*time.Second)
+	l, err := c.Lock(ctx, "review:nottl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock(ctx)
+	time.Sleep(200 * time.Millisecond) // the keeper learns there is no default TTL
+	for i, cn := range cl.nodes {
+		if cn.srv.Addr == addrs[0] { // the loss watch's member, a follower
+			cl.crash(i)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n, err := admin.ForceUnlock(ctx, "review:nottl"); err != nil || n != 1 {
+		t.Fatalf("ForceUnlock = %d, %v", n, err)
+	}
+	select {
+	case <-l.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("FORCEUNLOCK of a no-TTL hold not reported within 10s after the loss watch's member went away (Err %v)", l.Err())
+	}
+}

@@ -64,10 +64,15 @@
 // holds without a TTL, which never renew, included. LostError.Reason then
 // names the server's reason. Lock returns once that subscription is
 // confirmed (it is sent while the LOCK is under way, so it costs no round
-// trip). Renewal stays the fallback: against a server without lock events
+// trip). A release that comes while the grant's reply is still on its
+// way is a loss too: the events of a lock's fences are kept while a Lock
+// of it is under way, and a grant none of whose events were seen (the
+// subscription may have come after it) is checked with CHECK. Renewal stays the fallback: against a server without lock events
 // (SUBSCRIBE refused) the Client watches nothing and relies on it, and
 // after the event connection was re-established every hold is checked
-// with CHECK, as events may have been missed meanwhile.
+// with CHECK, as events may have been missed meanwhile. In cluster mode
+// that connection (like a Watcher's) goes to another member when the one
+// it was on goes away: every member publishes the events.
 //
 // # Events
 //

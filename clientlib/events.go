@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -160,8 +162,10 @@ type Watcher struct {
 // delivered, in order per lock, on Events.
 //
 // The Watcher has a connection of its own. If it breaks, the Watcher
-// reconnects and subscribes again (with a backoff of up to a second),
-// and the events in between are lost: a Watcher tells what happens, it is
+// reconnects and subscribes again (with a backoff of up to a second) —
+// in cluster mode to the next member in turn, as every member publishes
+// the events, so that a member that went away is left behind — and the
+// events in between are lost: a Watcher tells what happens, it is
 // not a log. It also reconnects when the server disconnects it for not
 // reading its events fast enough (the server bounds a subscriber's
 // unsent output), so read Events promptly. Events the Client does not
@@ -255,6 +259,10 @@ func (w *Watcher) Err() error {
 type subscriber struct {
 	c  *Client
 	ps *redis.PubSub
+	// rdb is, in cluster mode, the subscriber's own go-redis client, whose
+	// dialer walks the members (see memberDialer); nil otherwise (ps is
+	// then made by the shared pool of its address).
+	rdb *redis.Client
 	// handle is called with every message read (a *redis.Message or a
 	// *redis.Subscription), in order, from the reading goroutine; it
 	// returns false to stop reading.
@@ -290,14 +298,91 @@ func (c *Client) newSubscriber(handle func(any) bool) (*subscriber, error) {
 	if c.leader != (endpoint{}) {
 		ep = c.leader
 	}
-	p := c.pools[ep]
-	if p == nil {
-		p = c.newPool(ep)
-		c.pools[ep] = p
+	if c.cluster {
+		// go-redis reconnects a PubSub to the address it was made for:
+		// had the member gone for good, the subscriber would be deaf for
+		// good. Its own dialer makes each reconnect try the next member
+		// (every member publishes the events); go-redis subscribes there
+		// again.
+		d := newMemberDialer(c, ep)
+		s.rdb = c.newPoolDialer(ep, d.dial)
+		s.ps = s.rdb.Subscribe(context.Background())
+	} else {
+		p := c.pools[ep]
+		if p == nil {
+			p = c.newPool(ep)
+			c.pools[ep] = p
+		}
+		s.ps = p.Subscribe(context.Background())
 	}
-	s.ps = p.Subscribe(context.Background())
 	c.subs[s] = struct{}{}
 	return s, nil
+}
+
+// memberDialer dials a subscriber's connection in cluster mode: first the
+// member chosen for it, then, each time go-redis reconnects, the members
+// after the one it last tried, in turn, each once per dial, so that a
+// member that went away is left behind.
+type memberDialer struct {
+	c     *Client
+	first endpoint
+
+	// mu guards the fields below.
+	mu     sync.Mutex
+	dialed bool // the first dial was made
+	next   int  // index in c.addrs of the member to try next
+}
+
+func newMemberDialer(c *Client, first endpoint) *memberDialer {
+	d := &memberDialer{c: c, first: first}
+	d.tried(first)
+	return d
+}
+
+// dial is the go-redis Dialer of the subscriber's client; it ignores the
+// address go-redis asks for.
+func (d *memberDialer) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+	var last error
+	for _, ep := range d.order() {
+		conn, err := d.c.dialRaw(ctx, ep.network, ep.addr)
+		d.tried(ep)
+		if err == nil {
+			return conn, nil
+		}
+		last = err
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, last
+}
+
+// order returns the members to try in one dial: the first member the
+// first time, then every member once, from the one after the last tried.
+func (d *memberDialer) order() []endpoint {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	addrs := d.c.addrs
+	eps := make([]endpoint, 0, len(addrs)+1)
+	if !d.dialed {
+		d.dialed = true
+		eps = append(eps, d.first)
+	}
+	for i := range addrs {
+		if ep := addrs[(d.next+i)%len(addrs)]; !slices.Contains(eps, ep) {
+			eps = append(eps, ep)
+		}
+	}
+	return eps
+}
+
+// tried records that ep was just tried: the next dial starts after it.
+func (d *memberDialer) tried(ep endpoint) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if i := slices.Index(d.c.addrs, ep); i >= 0 {
+		d.next = (i + 1) % len(d.c.addrs)
+	}
 }
 
 // dropSubscriber forgets a stopped subscriber.
@@ -353,13 +438,15 @@ func (s *subscriber) start(ended func(error)) {
 	go func() {
 		defer close(s.done)
 		err := s.read()
+		s.stop() // closes the connection, if read ended by itself
 		ended(err)
 	}()
 }
 
 // read reads the connection until stop, or until the server answers a
 // (re)subscription with an error, which it returns. After a network error
-// go-redis reconnects and subscribes again on the next read; read waits a
+// go-redis reconnects (in cluster mode through memberDialer: to the next
+// member) and subscribes again on the next read; read waits a
 // backoff (50 ms doubling up to 1 s) between failed tries.
 func (s *subscriber) read() error {
 	backoff := time.Duration(0)
@@ -442,6 +529,9 @@ func (s *subscriber) stop() {
 	s.stopOnce.Do(func() {
 		close(s.stopc)
 		s.ps.Close()
+		if s.rdb != nil {
+			s.rdb.Close()
+		}
 	})
 }
 

@@ -490,3 +490,57 @@ func TestLock_LockDelayZeroOverridesTheServerDefault(t *testing.T) {
 		t.Fatal("LockDelay(-1s) accepted")
 	}
 }
+
+// A hold without a TTL that the server releases (here FORCEUNLOCK) while
+// its grant is on its way to the client is reported lost: the "released
+// <fence> forced" event comes before the hold is attached to the loss
+// watch (only after the LOCK reply was read), and a hold without a TTL is
+// never renewed, so the event must not be dropped.
+func TestLock_ForceUnlockWhileTheGrantIsInFlightIsReportedLost(t *testing.T) {
+	s := startServer(t, commands.Config{})
+	p := startSlowProxy(t, s.Addr, 0)
+	admin := newClient(t, s)
+	c := newClient(t, s, func(o *clientlib.Options) { o.Addr = p.Addr() })
+	// Let c learn that the server has no --default-ttl (its first hold
+	// without a TTL asks, with RENEW), as any long-running client has.
+	l0, err := c.Lock(testCtx(t, 5*time.Second), "review:warm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := l0.Unlock(testCtx(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// From now on the LOCK's key reply takes 400 ms to arrive; events do not.
+	p.bulkOnly.Store(true)
+	p.delay.Store(int64(400 * time.Millisecond))
+	type res struct {
+		l   *clientlib.Lock
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		l, err := c.Lock(testCtx(t, 10*time.Second), "review:flight")
+		done <- res{l, err}
+	}()
+	// The grant is made at once; force it off while its reply travels.
+	eventually(t, 5*time.Second, func() bool {
+		info, err := admin.Inspect(testCtx(t, 5*time.Second), "review:flight")
+		return err == nil && info != nil && len(info.Holders) == 1
+	}, "review:flight granted")
+	if n, err := admin.ForceUnlock(testCtx(t, 5*time.Second), "review:flight"); err != nil || n != 1 {
+		t.Fatalf("FORCEUNLOCK = %d, %v", n, err)
+	}
+	r := <-done
+	if r.err != nil {
+		return // refusing the lock would be fine too
+	}
+	defer r.l.Unlock(context.Background())
+	select {
+	case <-r.l.Lost():
+	case <-time.After(3 * time.Second):
+		info, _ := admin.Inspect(testCtx(t, 5*time.Second), "review:flight")
+		t.Fatalf("Lock returned a hold (fence %d) the server had already released (LOCKS: %+v); 3 s later Lost is still open and Err = %v",
+			r.l.Fence(), info, r.l.Err())
+	}
+}

@@ -68,6 +68,15 @@ func Owner(id string) LockOption { return func(c *lockConfig) { c.owner = id } }
 // Detach makes the hold survive its connection: a closed connection does not
 // release it and is not a loss (the Lock renews over a new connection), so
 // its key can be handed to another process. It needs a TTL.
+//
+// Since closing the connection does not release a detached hold, a
+// detached request is sent with an OWNER unique to the call (LOCKS shows
+// it, "clientlib:" and 16 hex digits) unless Owner is given: when the
+// call fails with the outcome unknown — its ctx ends or
+// Options.ReadTimeout runs out while the grant may be on its way — a
+// TRYLOCK with that OWNER, sent in the background, re-enters the hold it
+// may have got and UNLOCKs it. With Owner the grant cannot be told apart
+// from other holds of the owner: it then stays until its TTL runs out.
 func Detach() LockOption { return func(c *lockConfig) { c.detach = true } }
 
 // LockDelay sets the hold's lock-delay (LOCKDELAY): when the hold ends
@@ -161,17 +170,17 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 			c.loss.unwant(name)
 		}
 	}()
-	// In cluster mode the request carries an OWNER unique to this call,
-	// so that it can be sent again after an unknown outcome (requeue.go).
-	wireOwner, requeue := cfg.owner, false
-	if c.cluster {
-		switch {
-		case cfg.owner == "":
-			wireOwner, requeue = newCallOwner(), true
-		case cfg.exclusive:
-			requeue = true
-		}
+	// The request carries an OWNER unique to this call where a hold it
+	// got must be found again without its key: in cluster mode, so that
+	// it can be sent again after an unknown outcome (requeue.go), and for
+	// a detached hold, which a closed connection does not release, so
+	// that a grant whose key never arrived (the ctx ended or the reply
+	// timed out while it was on its way) is released (releaseCall).
+	wireOwner, callOwned := cfg.owner, cfg.exclusive
+	if cfg.owner == "" && (c.cluster || cfg.detach) {
+		wireOwner, callOwned = newCallOwner(), true
 	}
+	requeue := c.cluster && callOwned
 	var timeout time.Duration
 	if try {
 		timeout = c.opt.ReadTimeout
@@ -242,9 +251,10 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 		}
 		break
 	}
-	// pending: a hold of this call may exist that nobody will use. It is
-	// released (best effort) before an error is returned.
-	pending := requeue && (unknown || outcomeUnknown(ctx, err))
+	// pending: a hold of this call may exist that nobody will use (and
+	// that closing the connection does not release). It is released
+	// (best effort) before an error is returned.
+	pending := callOwned && (requeue || cfg.detach) && (unknown || outcomeUnknown(ctx, err))
 	if lc == nil { // no connection, or no leader before the walk ended
 		if pending {
 			c.releaseCall(name, cfg, wireOwner)
@@ -261,7 +271,10 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 			// the closed connection, and so does the re-entry of an
 			// orphan; release it by its key.
 			c.releaseKey(name, key)
-		} else if requeue && unknown {
+		} else if (requeue && unknown) || (callOwned && cfg.detach) {
+			// A hold may have been granted whose key was on its way: a
+			// detached one survives the closed connection, and so does
+			// an orphan. Find it by the call's OWNER and release it.
 			c.releaseCall(name, cfg, wireOwner)
 		}
 		return nil, c.ctxError(ctx, op, name, context.Canceled)
@@ -297,8 +310,13 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 		lc.close()
 		return nil, ErrClosed
 	}
-	c.loss.attach(h)
+	released, unsure := c.loss.attach(h)
 	watching = false
+	if released != "" {
+		// Released while its grant was on its way (say FORCEUNLOCK): a
+		// hold without a TTL would never learn of it otherwise.
+		h.releasedBy(released)
+	}
 	// Return once the lock's events are watched (or the server has none),
 	// so that a release from now on is noticed at once; a slow watch
 	// connection delays Lock at most ReadTimeout (renewal still detects a
@@ -310,6 +328,11 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 	case <-ctx.Done():
 	case <-timer.C:
 	case <-h.lost:
+	}
+	if unsure {
+		// No event of the grant was seen: the subscription may have come
+		// after it, and missed its release. Ask the server.
+		h.checkSoon()
 	}
 	return &Lock{h: h}, nil
 }

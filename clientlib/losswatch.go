@@ -52,6 +52,56 @@ type watchedName struct {
 	refs  int              // Lock calls under way and holds
 	holds map[uint64]*hold // by fence
 	ready chan struct{}    // closed once the subscription is confirmed (or off)
+	// seen are the latest events of fences no hold was attached for,
+	// kept while a Lock call of the name is under way (refs > holds): a
+	// grant's events may come before the grant's reply, and so before
+	// its hold is attached (see attach). At most maxSeen, oldest first.
+	seen []seenFence
+}
+
+// seenFence is an event of a fence: acquired (reason ""), or released
+// with its reason.
+type seenFence struct {
+	fence  uint64
+	reason string
+}
+
+// maxSeen bounds watchedName.seen: a grant whose events are older than
+// the last maxSeen of its lock is checked with CHECK instead.
+const maxSeen = 64
+
+// pending reports whether a Lock call of the name is under way: a hold
+// may yet be attached.
+func (n *watchedName) pending() bool { return n.refs > len(n.holds) }
+
+// remember records an event of a fence no hold is attached for, while a
+// Lock call is under way.
+func (n *watchedName) remember(ev Event) {
+	if !n.pending() {
+		return
+	}
+	if len(n.seen) == maxSeen {
+		n.seen = append(n.seen[:0], n.seen[1:]...)
+	}
+	reason := ev.Reason
+	if ev.Kind == Acquired {
+		reason = ""
+	}
+	n.seen = append(n.seen, seenFence{ev.Fence, reason})
+}
+
+// lookup returns what the events seen say of fence: released (with its
+// reason), or acquired only (seen), or nothing (neither).
+func (n *watchedName) lookup(fence uint64) (released string, seen bool) {
+	for i := len(n.seen) - 1; i >= 0; i-- {
+		if f := n.seen[i]; f.fence == fence {
+			if f.reason != "" {
+				return f.reason, true
+			}
+			seen = true
+		}
+	}
+	return "", seen
 }
 
 func newLossWatch(c *Client) *lossWatch {
@@ -114,19 +164,34 @@ func (w *lossWatch) releaseLocked(name string) {
 	if n.refs--; n.refs <= 0 {
 		delete(w.names, name)
 		w.poke()
+	} else if !n.pending() {
+		n.seen = nil
 	}
 }
 
 // attach makes the reference taken by want the hold's: events for its
-// fence reach it until detach.
-func (w *lossWatch) attach(h *hold) {
+// fence reach it until detach. The events of a grant may come before its
+// reply: released is the reason of a release of the hold's fence that
+// came before (the hold was released while its grant was on its way; the
+// caller reports the loss), and unsure is true when no event of the
+// fence was seen at all (the subscription may have come after the grant
+// and missed its release): the caller then has the hold checked, once
+// the subscription is confirmed.
+func (w *lossWatch) attach(h *hold) (released string, unsure bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if n := w.names[h.name]; n != nil {
-		_, fence := h.keyFence()
-		n.holds[fence] = h
-		h.watched = true
+	n := w.names[h.name]
+	if n == nil {
+		return "", false // no events (the watch is off): renewal only
 	}
+	_, fence := h.keyFence()
+	released, seen := n.lookup(fence)
+	n.holds[fence] = h
+	h.watched = true
+	if !n.pending() {
+		n.seen = nil
+	}
+	return released, !seen
 }
 
 // detach drops the reference of a hold that ended.
@@ -305,15 +370,20 @@ func (w *lossWatch) handle(msg any) bool {
 		}
 	case *redis.Message:
 		ev, ok := parseEvent(m.Channel, m.Payload, time.Now())
-		if !ok || ev.Kind != Released {
+		if !ok || (ev.Kind != Released && ev.Kind != Acquired) {
 			return true
 		}
 		w.mu.Lock()
 		var h *hold
 		if n := w.names[ev.Lock]; n != nil {
-			h = n.holds[ev.Fence]
+			if h = n.holds[ev.Fence]; h == nil {
+				n.remember(ev) // perhaps of a grant not attached yet
+			}
 		}
 		w.mu.Unlock()
+		if ev.Kind != Released {
+			return true
+		}
 		if h != nil {
 			h.releasedBy(ev.Reason)
 		}

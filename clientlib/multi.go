@@ -18,7 +18,10 @@ import (
 // whatever the order of their names.
 //
 // The options are those of Lock and apply to every name; Size above 1 is
-// refused (a multi-lock takes size-1 locks). Wait, a ctx cancel and its
+// refused (a multi-lock takes size-1 locks). With Detach and no Owner the
+// MLOCK carries an OWNER unique to the call, so that detached holds
+// granted as the call failed (its ctx ended, or ReadTimeout ran out for
+// TryLockMany) are released in the background, as for Lock (see Detach). Wait, a ctx cancel and its
 // deadline end the wait as for Lock (ErrWaitTimeout, or an error wrapping
 // ctx.Err()), with nothing held. ErrDeadlock (a *ServerError whose reply
 // names the locks of the cycle) when waiting would close a cycle of waits — this
@@ -91,7 +94,14 @@ func (c *Client) acquireMany(ctx context.Context, names []string, try bool, opts
 			}
 		}
 	}()
-	args := manyArgs(op, names, try, cfg)
+	// A detached request carries an OWNER unique to the call, so that
+	// holds it may have got can be found and released after an unknown
+	// outcome (as for Lock: see Detach).
+	wireOwner, callOwned := cfg.owner, false
+	if cfg.owner == "" && cfg.detach {
+		wireOwner, callOwned = newCallOwner(), true
+	}
+	args := manyArgs(op, names, try, cfg, wireOwner)
 	var timeout time.Duration
 	if try {
 		timeout = c.opt.ReadTimeout
@@ -119,6 +129,10 @@ func (c *Client) acquireMany(ctx context.Context, names []string, try bool, opts
 					c.releaseKey(names[i], key)
 				}
 			}
+		} else if callOwned {
+			// Detached holds may have been granted whose keys were on
+			// their way: find them by the call's OWNER.
+			c.releaseCallMany(names, cfg, wireOwner)
 		}
 		return nil, c.manyCtxError(ctx, op, label, context.Canceled)
 	}
@@ -133,6 +147,9 @@ func (c *Client) acquireMany(ctx context.Context, names []string, try bool, opts
 			return nil, serr
 		}
 		lc.close()
+		if callOwned && outcomeUnknown(ctx, err) {
+			c.releaseCallMany(names, cfg, wireOwner) // as for an abort
+		}
 		return nil, c.manyCtxError(ctx, op, label, err)
 	}
 	keys, fences, perr := parseKeys(res, len(names))
@@ -153,25 +170,41 @@ func (c *Client) acquireMany(ctx context.Context, names []string, try bool, opts
 		return nil, ErrClosed
 	}
 	locks := make([]*Lock, len(holds))
+	var unsure []*hold
 	for i, h := range holds {
-		c.loss.attach(h)
+		released, uns := c.loss.attach(h)
+		if released != "" {
+			h.releasedBy(released) // released while the reply travelled
+		} else if uns {
+			unsure = append(unsure, h)
+		}
 		locks[i] = &Lock{h: h}
 	}
 	watching = false
 	// Return once every name's events are watched (or the server has
-	// none), as Lock does, waiting at most ReadTimeout in all.
+	// none), as Lock does, waiting at most ReadTimeout in all; then have
+	// the holds checked whose events may have been missed (see Lock).
+	c.waitReady(ctx, ready)
+	for _, h := range unsure {
+		h.checkSoon()
+	}
+	return locks, nil
+}
+
+// waitReady waits until every channel of ready is closed, within ctx and
+// Options.ReadTimeout.
+func (c *Client) waitReady(ctx context.Context, ready []<-chan struct{}) {
 	timer := time.NewTimer(c.opt.ReadTimeout)
 	defer timer.Stop()
 	for _, r := range ready {
 		select {
 		case <-r:
 		case <-ctx.Done():
-			return locks, nil
+			return
 		case <-timer.C:
-			return locks, nil
+			return
 		}
 	}
-	return locks, nil
 }
 
 // checkMany validates a LockMany's names and options before anything is
@@ -198,14 +231,23 @@ func checkMany(op, label string, names []string, cfg lockConfig) error {
 	return nil
 }
 
-// manyArgs builds an MLOCK or MTRYLOCK of names for cfg.
-func manyArgs(op string, names []string, try bool, cfg lockConfig) []any {
+// manyArgs builds an MLOCK or MTRYLOCK of names for cfg, with owner (if
+// any).
+func manyArgs(op string, names []string, try bool, cfg lockConfig, owner string) []any {
 	args := make([]any, 0, len(names)+12)
 	args = append(args, op, len(names))
 	for _, name := range names {
 		args = append(args, name)
 	}
-	return appendLockOptions(args, try, cfg, cfg.owner, cfg.wait)
+	return appendLockOptions(args, try, cfg, owner, cfg.wait)
+}
+
+// releaseCallMany is releaseCall for each name of a LockMany whose
+// outcome is unknown: the holds it got, if any, have the call's owner.
+func (c *Client) releaseCallMany(names []string, cfg lockConfig, owner string) {
+	for _, name := range names {
+		c.releaseCall(name, cfg, owner)
+	}
 }
 
 // parseKeys reads MLOCK's reply: n keys, and their fences.

@@ -261,9 +261,11 @@ func (c *Client) releaseKey(name, key string) {
 // releaseCall releases, in the background, the hold a call whose outcome
 // stayed unknown may have: a TRYLOCK with the call's owner re-enters it
 // (or takes the lock if it is free), and UNLOCK counts it down until it
-// is gone; closing the connection releases what is left. It gives up
-// after Options.FailoverTimeout or at Close: the hold, if any, then
-// expires (--restore-grace, its TTL).
+// is gone; closing the connection releases what is left. Nobody waits
+// for it, so each reply may take the time left (not only
+// Options.ReadTimeout: the call may have failed because replies are slow).
+// It gives up after Options.FailoverTimeout or at Close: the hold, if
+// any, then expires (--restore-grace, its TTL).
 func (c *Client) releaseCall(name string, cfg lockConfig, owner string) {
 	c.mu.Lock()
 	if c.closed {
@@ -285,7 +287,7 @@ func (c *Client) releaseCall(name string, cfg lockConfig, owner string) {
 		}()
 		args := acquireArgs("TRYLOCK", name, true, cfg, owner, time.Time{})
 		lc, res, err, aborted := c.onLeader(ctx, time.Time{}, func(lc *lockConn) (any, error, bool) {
-			return lc.do(ctx, c.opt.ReadTimeout, args...)
+			return lc.do(ctx, 0, args...)
 		})
 		if lc == nil {
 			return
@@ -296,7 +298,7 @@ func (c *Client) releaseCall(name string, cfg lockConfig, owner string) {
 			return
 		}
 		for i := 0; i < maxResends+2; i++ {
-			if _, err := lc.doHeld(c.opt.ReadTimeout, "UNLOCK", name, key); err != nil {
+			if _, err, aborted := lc.do(ctx, 0, "UNLOCK", name, key); err != nil || aborted {
 				return
 			}
 		}

@@ -431,3 +431,54 @@ func TestLock_SharedHoldIsRenewedWhileItsUpgradeWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Upgrade without Wait follows the server's --default-wait only under a
+// ctx that can never end: a waiting UPGRADE cannot be called off without
+// closing the hold's connection (which would release the shared hold), so
+// under a cancellable ctx Upgrade waits in slices with explicit WAITs, and
+// the server does not tell its --default-wait. (A review asked for
+// --default-wait under a cancellable ctx without deadline too, as Lock
+// has; that cannot be done soundly from the client, so the behaviour is
+// documented on Lock.Upgrade and checked here.) Either way the shared
+// hold is kept.
+func TestLock_UpgradeWithoutWaitFollowsDefaultWaitOnlyUnderACtxThatCannotEnd(t *testing.T) {
+	srv := startServer(t, commands.Config{DefaultWait: 300 * time.Millisecond})
+	c := newClient(t, srv)
+	other := newClient(t, srv)
+	ctx := testCtx(t, 30*time.Second)
+	a, err := c.Lock(ctx, "upgrade:dw", clientlib.Shared())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Unlock(ctx)
+	b, err := other.Lock(ctx, "upgrade:dw", clientlib.Shared())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Unlock(ctx)
+	// A ctx that cannot end: one UPGRADE without WAIT, --default-wait.
+	start := time.Now()
+	if err := a.Upgrade(context.Background()); !errors.Is(err, clientlib.ErrWaitTimeout) || time.Since(start) > 3*time.Second {
+		t.Fatalf("Upgrade(Background), server --default-wait 300ms = %v after %v; want ErrWaitTimeout after about 300ms", err, time.Since(start))
+	}
+	// A cancellable ctx without deadline: waits until it is cancelled.
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	const cancelAfter = time.Second
+	time.AfterFunc(cancelAfter, cancel)
+	start = time.Now()
+	err = a.Upgrade(cctx)
+	took := time.Since(start)
+	if !errors.Is(err, context.Canceled) || took < cancelAfter || took > cancelAfter+2*time.Second {
+		t.Fatalf("Upgrade(cancellable ctx, cancelled after %v) = %v after %v; want the ctx's error when it is cancelled", cancelAfter, err, took)
+	}
+	// With Wait, the wait is bounded whatever the ctx.
+	cctx2, cancel2 := context.WithCancel(ctx)
+	defer cancel2()
+	if err := a.Upgrade(cctx2, clientlib.Wait(300*time.Millisecond)); !errors.Is(err, clientlib.ErrWaitTimeout) {
+		t.Fatalf("Upgrade(cancellable ctx, Wait 300ms) = %v; want ErrWaitTimeout", err)
+	}
+	if !a.Shared() || a.Err() != nil {
+		t.Fatalf("after the failed upgrades: shared %v, Err %v; want the shared hold kept", a.Shared(), a.Err())
+	}
+}

@@ -21,13 +21,22 @@ const upgradeSlice = 500 * time.Millisecond
 // larger fence (Key, Fence; the old key holds nothing any more) and keeps
 // its connection, TTL, auto-renewal and loss detection.
 //
-// The wait is bounded by ctx and by opts' Wait (the only option Upgrade
-// reads); without either, by the server's --default-wait. When it ends
-// without the upgrade the shared hold is kept, unchanged: ErrWaitTimeout
-// when Wait (or --default-wait) ran out, else an error wrapping ctx's.
+// The wait is bounded by opts' Wait (the only option Upgrade reads) and
+// by ctx. When it ends without the upgrade the shared hold is kept,
+// unchanged: ErrWaitTimeout when Wait (or --default-wait) ran out, else
+// an error wrapping ctx's.
+//
 // A wait the ctx can cancel is sent as UPGRADEs of at most 500 ms each,
-// so a cancel is noticed within that time (a waiting UPGRADE cannot be
-// called off without dropping the hold's connection).
+// every one with its WAIT, so that a cancel is noticed within that time:
+// a waiting UPGRADE cannot be called off without closing the hold's
+// connection, which would release the shared hold. The server's
+// --default-wait therefore applies only when Upgrade has neither Wait nor
+// a ctx that can end (context.Background, context.TODO): then one UPGRADE
+// without WAIT is sent. Unlike Lock, an Upgrade without Wait under a ctx
+// that can be cancelled but has no deadline (signal.NotifyContext, a
+// request's ctx) waits until that ctx ends, whatever --default-wait says
+// (the server does not tell its --default-wait): give it Wait to bound
+// it.
 //
 // Errors: ErrDeadlock (a *ServerError) when another upgrade of the lock
 // waits — both would wait forever; the shared hold is kept, and releasing
