@@ -343,7 +343,7 @@ func TestFailedCommitUndoesTheGrantOfAConnectionClosedInTheRound(t *testing.T) {
 	c := h.connect()
 	h.round()
 	h.send(c, "TRYLOCK x DETACH TTL 60000") // granted; its commit is the round's
-	h.own.close(c)                         // the client hangs up before the commit
+	h.own.close(c)                          // the client hangs up before the commit
 	failNext.Store(true)
 	h.round()
 	if failNext.Load() {
