@@ -169,7 +169,16 @@ func (o *owner) awake() {
 func (o *owner) exit() {
 	o.mu.Lock()
 	o.exited = true
+	left := o.inbox
+	o.inbox = nil
 	o.mu.Unlock()
+	// A grant posted after the last round is released, as one to a
+	// closed connection is (post refuses later ones: conn.grant).
+	for _, m := range left {
+		if m.kind == msgGrant {
+			o.srv.releaseUndelivered(m.grant, o.srv.commitQuietly)
+		}
+	}
 }
 
 // round finishes a round: runs what is pending, commits, writes replies.
@@ -535,6 +544,9 @@ func newConn(s *Server, io connIO) *conn {
 // input takes bytes the transport read (b may be borrowed: it is copied
 // if anything of it is left) and runs the requests that are complete.
 func (c *conn) input(b []byte) {
+	if c.protoErr != "" {
+		return // after a protocol error nothing more is run
+	}
 	if msg := feedAs(&c.scan, b, c.sess.authed.Load()); msg != "" {
 		c.closing = true
 		if c.wait != nil {
@@ -703,6 +715,11 @@ func (c *conn) startRun() {
 // request not yet whole is read on whatever its size (the frame scanner
 // bounds it by the configured limits).
 func (c *conn) wantsInput() bool {
+	if c.protoErr != "" && !c.closed {
+		// Closing behind a waiting command: still read (and drop) what
+		// comes, so that the client's hang-up is seen and ends the wait.
+		return true
+	}
 	return !c.closed && !c.closing && (len(c.src) < c.inputBound() || c.partial)
 }
 

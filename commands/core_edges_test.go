@@ -354,3 +354,70 @@ func TestFailedCommitUndoesTheGrantOfAConnectionClosedInTheRound(t *testing.T) {
 		t.Errorf("x: %+v; want free: its grant's commit failed and nobody has its key", h.lock("x"))
 	}
 }
+
+// TestGrantPostedBeforeTheOwnerExitsIsReleased: goConn.run ends with
+// its last round and then owner.exit (deferred). conn.grant now releases
+// a grant itself when post refuses it (the owner has exited), but a grant
+// posted after the last round's drainInbox and before exit is accepted by
+// post and then never handled: exit drops the inbox. A DETACH hold so
+// granted stays held for its whole TTL by a key nobody was given.
+func TestGrantPostedBeforeTheOwnerExitsIsReleased(t *testing.T) {
+	srv, _ := newStoreServer(t)
+	gor := newTestOwner(t, srv, false) // a goroutine-served connection's owner
+	loop := newTestOwner(t, srv, true) // an event loop
+	a := gor.connect()
+	b := loop.connect()
+	gor.round()
+	key := loop.take(b, "x")
+	gor.send(a, "LOCK x DETACH TTL 600000")
+	gor.round()
+	if st := loop.lock("x"); st.waiters != 1 {
+		t.Fatalf("x: %+v; want a's LOCK queued", st)
+	}
+	loop.send(b, "UNLOCK x "+key) // grants a; held back until the loop's commit
+
+	// a's client hangs up: its goroutine closes it and runs its last
+	// round (goConn.run) ...
+	gor.own.close(a)
+	gor.round()
+	// ... the loop delivers the grant now: post accepts it (the owner
+	// has not exited yet) ...
+	loop.round()
+	if got := loop.replies(b); !equal(got, []string{":1"}) {
+		t.Fatalf("UNLOCK: %q; want :1", got)
+	}
+	// ... and then goConn.run's deferred exit runs: no round follows.
+	gor.own.exit()
+
+	if st := loop.lock("x"); len(st.holders) > 0 {
+		t.Errorf("x: %+v; want free: the grant was posted to the owner between its last round and its exit, "+
+			"and exit dropped it with the inbox (the detached hold is never released)", st)
+	}
+}
+
+// TestProtocolErrorBehindAQueuedLockStillSeesTheHangUp: a protocol
+// error read while a LOCK waits in the queue is now answered after the
+// LOCK's reply (protoErr) and the connection is marked closing at once,
+// so it stops wanting input. A goroutine-served connection (TLS,
+// --io goroutine, non-Linux) reads only while it wants input, so its
+// client's hang-up is never seen: the dead connection stays queued on the
+// lock (for ever without WAIT) and is granted the lock when it comes.
+// Before the change the error was answered and the connection closed at
+// once, withdrawing its wait.
+func TestProtocolErrorBehindAQueuedLockStillSeesTheHangUp(t *testing.T) {
+	h := newTestOwner(t, newTestServer(t), false)
+	a, b := h.connect(), h.connect()
+	h.take(a, "x")
+	h.send(b, "LOCK x") // queued: no WAIT, no --default-wait
+	h.round()
+	if st := h.lock("x"); st.waiters != 1 {
+		t.Fatalf("x: %+v; want b's LOCK queued", st)
+	}
+	h.feed(b, []byte("*1\r\n$-5\r\n")) // a protocol error (bad bulk length)
+	h.round()
+	if !b.closed && !b.wantsInput() {
+		t.Errorf("b neither closed nor reading after a protocol error behind its queued LOCK "+
+			"(waiters on x: %d): a goroutine driver never reads it again, so its client's hang-up "+
+			"is never seen and the dead connection waits on x", h.lock("x").waiters)
+	}
+}
