@@ -4,6 +4,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // descendants returns the processes under pid (children, their children
@@ -44,4 +46,13 @@ func descendants(pid int) []int {
 		out = append(out, p)
 	}
 	return out
+}
+
+// waitExited blocks until process pid (a child) has exited, without
+// reaping it: until cmd.Wait reaps it, its number is not given to
+// another process.
+func waitExited(pid int) {
+	var info unix.Siginfo
+	for unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil) == unix.EINTR {
+	}
 }

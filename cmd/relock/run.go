@@ -311,6 +311,11 @@ func (r *runCmd) runUnder(locks []*clientlib.Lock, argv []string, sigs <-chan os
 	defer g.done()
 	exited := make(chan struct{})
 	go func() {
+		// The guard learns the command has exited before it is reaped:
+		// until then its number is its own, so a guard acting on it (if
+		// relock run died meanwhile) cannot hit another process.
+		waitExited(pid)
+		g.done()
 		cmd.Wait()
 		close(exited)
 	}()
@@ -319,11 +324,23 @@ func (r *runCmd) runUnder(locks []*clientlib.Lock, argv []string, sigs <-chan os
 	// started are the processes the command had started when the lock was
 	// lost: once it exits they are no longer its descendants, but they
 	// must not run on without the lock either.
-	var started []int
+	// They are held as process handles (pidfds on Linux), not numbers: a
+	// number freed when one of them ends may be another process's by the
+	// time they are killed.
+	var started []*os.Process
+	var seen []int
+	defer func() {
+		for _, p := range started {
+			p.Release()
+		}
+	}()
 	remember := func() {
 		for _, p := range descendants(pid) {
-			if !slices.Contains(started, p) {
-				started = append(started, p)
+			if !slices.Contains(seen, p) {
+				if proc, err := os.FindProcess(p); err == nil {
+					seen = append(seen, p)
+					started = append(started, proc)
+				}
 			}
 		}
 	}
@@ -337,7 +354,7 @@ func (r *runCmd) runUnder(locks []*clientlib.Lock, argv []string, sigs <-chan os
 					syscall.Kill(-pid, syscall.SIGKILL) // what is left of the group
 				}
 				for _, p := range started {
-					syscall.Kill(p, syscall.SIGKILL) // what it started, orphaned now
+					p.Signal(syscall.SIGKILL) // what it started, orphaned now; gone ones are skipped
 				}
 				releaseAll(notLost(locks)) // the others, at once
 				return &exitError{exitRunLost, fmt.Errorf("run: %w; the command was stopped", err)}

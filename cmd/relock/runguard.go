@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"sync"
 	"syscall"
 )
 
@@ -39,8 +40,9 @@ func (g *runGuardCmd) Run() error {
 
 // guard is a started guard process.
 type guard struct {
-	cmd *exec.Cmd
-	w   *os.File
+	cmd  *exec.Cmd
+	w    *os.File
+	once sync.Once
 }
 
 // startGuard starts the guard of the command pid (group: it leads its
@@ -84,8 +86,10 @@ func (g *guard) done() {
 	if g == nil {
 		return
 	}
-	g.w.Write([]byte{1})
-	g.w.Close()
+	g.once.Do(func() {
+		g.w.Write([]byte{1})
+		g.w.Close()
+	})
 }
 
 // killCommand kills the command pid and every process it started (group:
