@@ -106,6 +106,28 @@ func TestShutdownWaitsForTheRoundsCommit(t *testing.T) {
 	}
 }
 
+// grantHeldBackForAGoroutineOwner sets up a grant on its way to a
+// goroutine-served connection a (owner gor): a's LOCK x DETACH is queued
+// behind b's hold, and b's UNLOCK on an event loop (loop, --fsync always)
+// has granted it, the grant held back until the loop's round commits.
+func grantHeldBackForAGoroutineOwner(t *testing.T) (gor, loop *testOwner, a, b *conn) {
+	t.Helper()
+	srv, _ := newStoreServer(t)
+	gor = newTestOwner(t, srv, false) // a goroutine-served connection's owner
+	loop = newTestOwner(t, srv, true) // an event loop
+	a = gor.connect()
+	b = loop.connect()
+	gor.round()
+	key := loop.take(b, "x")
+	gor.send(a, "LOCK x DETACH TTL 600000")
+	gor.round()
+	if st := loop.lock("x"); st.waiters != 1 {
+		t.Fatalf("x: %+v; want a's LOCK queued", st)
+	}
+	loop.send(b, "UNLOCK x "+key) // grants a; held back until the loop's commit
+	return gor, loop, a, b
+}
+
 // TestGrantToAnExitedGoroutineOwnerIsReleased: a connection served
 // by a goroutine of its own (TLS, --io goroutine, non-Linux) has an owner
 // that exits once the connection closes (goConn.run: close, last round,
@@ -117,19 +139,7 @@ func TestShutdownWaitsForTheRoundsCommit(t *testing.T) {
 // DETACH hold is not released by the session's end either: it stays held
 // for its whole TTL by a key no client was ever given.
 func TestGrantToAnExitedGoroutineOwnerIsReleased(t *testing.T) {
-	srv, _ := newStoreServer(t)
-	gor := newTestOwner(t, srv, false) // a goroutine-served connection's owner
-	loop := newTestOwner(t, srv, true) // an event loop
-	a := gor.connect()
-	b := loop.connect()
-	gor.round()
-	key := loop.take(b, "x")
-	gor.send(a, "LOCK x DETACH TTL 600000")
-	gor.round()
-	if st := loop.lock("x"); st.waiters != 1 {
-		t.Fatalf("x: %+v; want a's LOCK queued", st)
-	}
-	loop.send(b, "UNLOCK x "+key) // grants a; held back until the loop's commit
+	gor, loop, a, b := grantHeldBackForAGoroutineOwner(t)
 
 	// a's client hangs up: its goroutine closes it, runs its last round
 	// and exits, as goConn.run does.
@@ -362,19 +372,7 @@ func TestFailedCommitUndoesTheGrantOfAConnectionClosedInTheRound(t *testing.T) {
 // post and then never handled: exit drops the inbox. A DETACH hold so
 // granted stays held for its whole TTL by a key nobody was given.
 func TestGrantPostedBeforeTheOwnerExitsIsReleased(t *testing.T) {
-	srv, _ := newStoreServer(t)
-	gor := newTestOwner(t, srv, false) // a goroutine-served connection's owner
-	loop := newTestOwner(t, srv, true) // an event loop
-	a := gor.connect()
-	b := loop.connect()
-	gor.round()
-	key := loop.take(b, "x")
-	gor.send(a, "LOCK x DETACH TTL 600000")
-	gor.round()
-	if st := loop.lock("x"); st.waiters != 1 {
-		t.Fatalf("x: %+v; want a's LOCK queued", st)
-	}
-	loop.send(b, "UNLOCK x "+key) // grants a; held back until the loop's commit
+	gor, loop, a, b := grantHeldBackForAGoroutineOwner(t)
 
 	// a's client hangs up: its goroutine closes it and runs its last
 	// round (goConn.run) ...

@@ -55,24 +55,9 @@ func waitReaped(t *testing.T, pid int, what string) {
 // whatever process got it is killed.
 func TestRun_NeverKillsAReusedPidOfAProcessTheCommandStarted(t *testing.T) {
 	srv := startServer(t)
-	dir := t.TempDir()
-	file, gate := filepath.Join(dir, "child"), filepath.Join(dir, "gate")
-	cmd := exec.Command(relockBin, "run", "--addr", srv.Addr, "--kill-grace", "30s", "job:reuse", "--",
-		"sh", "-c", `sleep 1000 & echo $! > "$F"; trap 'echo term' TERM; wait; while [ ! -e "$G" ]; do sleep 0.05; done`)
-	cmd.Env = append(os.Environ(), "F="+file, "G="+gate, "GORACE=atexit_sleep_ms=0")
-	stderr := &syncBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-done })
-	eventually(t, 20*time.Second, func() bool { return len(readLines(t, file)) > 0 }, "command started")
-	child, err := strconv.Atoi(readLines(t, file)[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := startGatedRun(t, srv, []string{"--kill-grace", "30s", "job:reuse"},
+		`sleep 1000 & echo $! > "$F"; trap 'echo term' TERM; wait; while [ ! -e "$G" ]; do sleep 0.05; done`)
+	cmd, done, stderr, gate, child := r.cmd, r.done, r.stderr, r.gate, r.pid
 	if n, err := srv.client(t).Do(ctxFor(t, 5*time.Second), "FORCEUNLOCK", "job:reuse").Int(); err != nil || n != 1 {
 		t.Fatalf("FORCEUNLOCK = %d, %v", n, err)
 	}
@@ -103,24 +88,8 @@ func TestRun_NeverKillsAReusedPidOfAProcessTheCommandStarted(t *testing.T) {
 // command was reaped.
 func TestRun_TheGuardNeverKillsAReusedPidOfTheCommand(t *testing.T) {
 	srv := startServer(t)
-	dir := t.TempDir()
-	file, gate := filepath.Join(dir, "pid"), filepath.Join(dir, "gate")
-	cmd := exec.Command(relockBin, "run", "--addr", srv.Addr, "job:guard", "--",
-		"sh", "-c", `echo $$ > "$F"; while [ ! -e "$G" ]; do sleep 0.05; done`)
-	cmd.Env = append(os.Environ(), "F="+file, "G="+gate, "GORACE=atexit_sleep_ms=0")
-	stderr := &syncBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-done })
-	eventually(t, 20*time.Second, func() bool { return len(readLines(t, file)) > 0 }, "command started")
-	pid, err := strconv.Atoi(readLines(t, file)[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := startGatedRun(t, srv, []string{"job:guard"}, `echo $$ > "$F"; while [ ! -e "$G" ]; do sleep 0.05; done`)
+	cmd, done, gate, pid := r.cmd, r.done, r.gate, r.pid
 	// The server stops answering: relock run's UNLOCK, after the command
 	// exits, waits (releaseLock: up to 5 s).
 	srv.cmd.Process.Signal(syscall.SIGSTOP)
@@ -136,4 +105,39 @@ func TestRun_TheGuardNeverKillsAReusedPidOfTheCommand(t *testing.T) {
 		t.Errorf("the guard SIGKILLed pid %d, an unrelated process that got the number of the command, "+
 			"which had exited and been reaped before relock run died", innocent.Process.Pid)
 	}
+}
+
+// gatedRun is a relock run whose command (a sh script) writes a pid to
+// $F and waits for the file $G (gate) before it ends.
+type gatedRun struct {
+	cmd    *exec.Cmd
+	done   chan struct{}
+	stderr *syncBuffer
+	gate   string
+	pid    int // what the script wrote to $F
+}
+
+// startGatedRun starts relock run args -- sh -c script and waits for the
+// pid the script writes.
+func startGatedRun(t *testing.T, srv *server, args []string, script string) *gatedRun {
+	t.Helper()
+	dir := t.TempDir()
+	file, gate := filepath.Join(dir, "pid"), filepath.Join(dir, "gate")
+	argv := append(append([]string{"run", "--addr", srv.Addr}, args...), "--", "sh", "-c", script)
+	cmd := exec.Command(relockBin, argv...)
+	cmd.Env = append(os.Environ(), "F="+file, "G="+gate, "GORACE=atexit_sleep_ms=0")
+	r := &gatedRun{cmd: cmd, done: make(chan struct{}), stderr: &syncBuffer{}, gate: gate}
+	cmd.Stderr = r.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { cmd.Wait(); close(r.done) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-r.done })
+	eventually(t, 20*time.Second, func() bool { return len(readLines(t, file)) > 0 }, "command started")
+	pid, err := strconv.Atoi(readLines(t, file)[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.pid = pid
+	return r
 }
