@@ -97,7 +97,7 @@ func (c *testCluster) leader() int {
 }
 
 // converge waits until every live node has applied the leader's last
-// index, then returns their snapshots.
+// index and their snapshots agree (bounded), then returns the snapshots.
 func (c *testCluster) converge(leader int) [][]byte {
 	c.t.Helper()
 	want := c.nodes[leader].Raft.LastIndex()
@@ -110,13 +110,25 @@ func (c *testCluster) converge(leader int) [][]byte {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	var snaps [][]byte
-	for i, n := range c.nodes {
-		if !c.down[i] {
-			snaps = append(snaps, snapshotBytes(c.t, n.FSM))
+	// raft's applied index moves when an entry is handed to the FSM, a
+	// moment before the FSM has applied it: take the snapshots until they
+	// agree, or until the deadline (then the caller sees them differ).
+	for {
+		var snaps [][]byte
+		for i, n := range c.nodes {
+			if !c.down[i] {
+				snaps = append(snaps, snapshotBytes(c.t, n.FSM))
+			}
 		}
+		agree := true
+		for _, s := range snaps[1:] {
+			agree = agree && bytes.Equal(s, snaps[0])
+		}
+		if agree || time.Now().After(deadline) {
+			return snaps
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	return snaps
 }
 
 func (c *testCluster) propose(leader int, op Op) *Result {
