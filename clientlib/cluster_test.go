@@ -433,7 +433,7 @@ func TestCluster_WatcherSurvivesTheLossOfItsMember(t *testing.T) {
 	addrs := cl.addrs(leader) // followers first
 	c := newClusterClient(t, addrs)
 	ctx := testCtx(t, 30*time.Second)
-	w, err := c.Watch(ctx, "review:*")
+	w, err := c.Watch(ctx, "inflight:*")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,7 +445,7 @@ func TestCluster_WatcherSurvivesTheLossOfItsMember(t *testing.T) {
 			cl.crash(i)
 		}
 	}
-	l, err := c.Lock(ctx, "review:watched")
+	l, err := c.Lock(ctx, "inflight:watched")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,11 +457,11 @@ func TestCluster_WatcherSurvivesTheLossOfItsMember(t *testing.T) {
 			if !ok {
 				t.Fatalf("Events closed (Err %v)", w.Err())
 			}
-			if ev.Kind == clientlib.Acquired && ev.Lock == "review:watched" {
+			if ev.Kind == clientlib.Acquired && ev.Lock == "inflight:watched" {
 				return
 			}
 		case <-timeout:
-			t.Fatalf("no event for review:watched within 10s after the Watcher's member went away (Err %v): the Watcher is deaf", w.Err())
+			t.Fatalf("no event for inflight:watched within 10s after the Watcher's member went away (Err %v): the Watcher is deaf", w.Err())
 		}
 	}
 }
@@ -478,7 +478,7 @@ func TestCluster_LossWatchSurvivesTheLossOfItsMember(t *testing.T) {
 	c := newClusterClient(t, addrs)
 	admin := newClusterClient(t, []string{cl.nodes[leader].srv.Addr})
 	ctx := testCtx(t, 30*time.Second)
-	l, err := c.Lock(ctx, "review:nottl")
+	l, err := c.Lock(ctx, "inflight:nottl")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -490,7 +490,7 @@ func TestCluster_LossWatchSurvivesTheLossOfItsMember(t *testing.T) {
 		}
 	}
 	time.Sleep(500 * time.Millisecond)
-	if n, err := admin.ForceUnlock(ctx, "review:nottl"); err != nil || n != 1 {
+	if n, err := admin.ForceUnlock(ctx, "inflight:nottl"); err != nil || n != 1 {
 		t.Fatalf("ForceUnlock = %d, %v", n, err)
 	}
 	select {

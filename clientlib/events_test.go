@@ -503,7 +503,7 @@ func TestLock_ForceUnlockWhileTheGrantIsInFlightIsReportedLost(t *testing.T) {
 	c := newClient(t, s, func(o *clientlib.Options) { o.Addr = p.Addr() })
 	// Let c learn that the server has no --default-ttl (its first hold
 	// without a TTL asks, with RENEW), as any long-running client has.
-	l0, err := c.Lock(testCtx(t, 5*time.Second), "review:warm")
+	l0, err := c.Lock(testCtx(t, 5*time.Second), "inflight:warm")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -520,15 +520,15 @@ func TestLock_ForceUnlockWhileTheGrantIsInFlightIsReportedLost(t *testing.T) {
 	}
 	done := make(chan res, 1)
 	go func() {
-		l, err := c.Lock(testCtx(t, 10*time.Second), "review:flight")
+		l, err := c.Lock(testCtx(t, 10*time.Second), "inflight:flight")
 		done <- res{l, err}
 	}()
 	// The grant is made at once; force it off while its reply travels.
 	eventually(t, 5*time.Second, func() bool {
-		info, err := admin.Inspect(testCtx(t, 5*time.Second), "review:flight")
+		info, err := admin.Inspect(testCtx(t, 5*time.Second), "inflight:flight")
 		return err == nil && info != nil && len(info.Holders) == 1
-	}, "review:flight granted")
-	if n, err := admin.ForceUnlock(testCtx(t, 5*time.Second), "review:flight"); err != nil || n != 1 {
+	}, "inflight:flight granted")
+	if n, err := admin.ForceUnlock(testCtx(t, 5*time.Second), "inflight:flight"); err != nil || n != 1 {
 		t.Fatalf("FORCEUNLOCK = %d, %v", n, err)
 	}
 	r := <-done
@@ -539,7 +539,7 @@ func TestLock_ForceUnlockWhileTheGrantIsInFlightIsReportedLost(t *testing.T) {
 	select {
 	case <-r.l.Lost():
 	case <-time.After(3 * time.Second):
-		info, _ := admin.Inspect(testCtx(t, 5*time.Second), "review:flight")
+		info, _ := admin.Inspect(testCtx(t, 5*time.Second), "inflight:flight")
 		t.Fatalf("Lock returned a hold (fence %d) the server had already released (LOCKS: %+v); 3 s later Lost is still open and Err = %v",
 			r.l.Fence(), info, r.l.Err())
 	}

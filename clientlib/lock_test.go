@@ -556,7 +556,7 @@ func TestLock_DetachedLockAbortedInFlightLeavesNoHold(t *testing.T) {
 	warmUp(t, p, viaProxy)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	l, err := viaProxy.Lock(ctx, "review:detach", clientlib.TTL(30*time.Second), clientlib.Detach())
+	l, err := viaProxy.Lock(ctx, "inflight:detach", clientlib.TTL(30*time.Second), clientlib.Detach())
 	if err == nil {
 		l.Unlock(context.Background())
 		t.Skip("granted within the ctx: the proxy did not delay the reply")
@@ -567,7 +567,7 @@ func TestLock_DetachedLockAbortedInFlightLeavesNoHold(t *testing.T) {
 	// The caller got no Lock: the lock must be free (within a moment).
 	deadline := time.Now().Add(2 * time.Second)
 	for {
-		info, ierr := c.Inspect(testCtx(t, 5*time.Second), "review:detach")
+		info, ierr := c.Inspect(testCtx(t, 5*time.Second), "inflight:detach")
 		if ierr != nil {
 			t.Fatal(ierr)
 		}
@@ -594,13 +594,13 @@ func TestLock_DetachedTryLockTimingOutLeavesNoHold(t *testing.T) {
 		o.ReadTimeout = 100 * time.Millisecond
 	})
 	warmUp(t, p, viaProxy)
-	_, err := viaProxy.TryLock(testCtx(t, 5*time.Second), "review:trydetach", clientlib.TTL(30*time.Second), clientlib.Detach())
+	_, err := viaProxy.TryLock(testCtx(t, 5*time.Second), "inflight:trydetach", clientlib.TTL(30*time.Second), clientlib.Detach())
 	if err == nil {
 		t.Skip("granted within ReadTimeout: the proxy did not delay the reply")
 	}
 	deadline := time.Now().Add(2 * time.Second)
 	for {
-		info, ierr := c.Inspect(testCtx(t, 5*time.Second), "review:trydetach")
+		info, ierr := c.Inspect(testCtx(t, 5*time.Second), "inflight:trydetach")
 		if ierr != nil {
 			t.Fatal(ierr)
 		}

@@ -463,7 +463,7 @@ func TestLockMany_DetachedAbortedInFlightLeavesNoHolds(t *testing.T) {
 	warmUp(t, p, viaProxy)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	names := []string{"review:many-a", "review:many-b"}
+	names := []string{"inflight:many-a", "inflight:many-b"}
 	locks, err := viaProxy.LockMany(ctx, names, clientlib.TTL(30*time.Second), clientlib.Detach())
 	if err == nil {
 		for _, l := range locks {

@@ -95,7 +95,7 @@ func (p *slowProxy) Addr() string { return p.ln.Addr().String() }
 func warmUp(t *testing.T, p *slowProxy, c *clientlib.Client) {
 	t.Helper()
 	d := p.delay.Swap(0)
-	l, err := c.TryLock(testCtx(t, 5*time.Second), "review:warmup")
+	l, err := c.TryLock(testCtx(t, 5*time.Second), "inflight:warmup")
 	if err != nil {
 		t.Fatal(err)
 	}
