@@ -185,37 +185,40 @@ func TestGrantBehindAKillIsReleased(t *testing.T) {
 	}
 }
 
-// TestSubscriptionsAreBoundedPerConnection: every pattern is matched
-// against every change of the locks its literal prefix covers, in the
-// change's critical section, so one connection's subscriptions are
-// bounded (--max-subscriptions): a SUBSCRIBE or PSUBSCRIBE that would
-// pass the bound is refused whole and subscribes nothing.
-func TestSubscriptionsAreBoundedPerConnection(t *testing.T) {
-	srv, err := New(Config{Listen: "127.0.0.1:0", MaxSubscriptions: 4})
+// TestPatternsAreBoundedPerConnection: every pattern is matched against
+// every change of the locks its literal prefix covers, in the change's
+// critical section, so one connection's patterns are bounded
+// (--max-patterns): a PSUBSCRIBE that would pass the bound is refused
+// whole and subscribes nothing. Channels are not bounded (one map lookup
+// per change; clientlib's loss watch takes one per lock its client holds).
+func TestPatternsAreBoundedPerConnection(t *testing.T) {
+	srv, err := New(Config{Listen: "127.0.0.1:0", MaxPatterns: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := newTestOwner(t, srv, false)
 	c := h.connect()
-	h.send(c, "SUBSCRIBE __lock__:a __lock__:b __lock__:a")
-	h.await(c)
+	h.send(c, "SUBSCRIBE __lock__:a __lock__:b __lock__:c __lock__:d")
+	if got := h.await(c); len(got) != 4 || c.sess.sub.count() != 4 {
+		t.Fatalf("SUBSCRIBE of 4 channels with max-patterns 2: %q; want all 4", got)
+	}
 	h.send(c, "PSUBSCRIBE __lock__:x* __lock__:y* __lock__:z*")
 	if got := h.await(c); !equal(got, []string{"-LIMIT"}) {
 		t.Fatalf("PSUBSCRIBE past the bound: %q; want -LIMIT", got)
 	}
-	if n := c.sess.sub.count(); n != 2 {
-		t.Fatalf("%d subscriptions after the refused PSUBSCRIBE; want the 2 from before", n)
+	if n := c.sess.sub.patternCount(); n != 0 {
+		t.Fatalf("%d patterns after the refused PSUBSCRIBE; want none", n)
 	}
 	h.send(c, "PSUBSCRIBE __lock__:x* __lock__:x* __lock__:y*") // a pattern counts once
 	h.await(c)
-	if n := c.sess.sub.count(); n != 4 {
-		t.Fatalf("%d subscriptions; want 4", n)
+	if n := c.sess.sub.patternCount(); n != 2 {
+		t.Fatalf("%d patterns; want 2", n)
 	}
-	h.send(c, "SUBSCRIBE __lock__:a") // already subscribed: adds none
+	h.send(c, "PSUBSCRIBE __lock__:x*") // already subscribed: adds none
 	h.await(c)
-	h.send(c, "SUBSCRIBE __lock__:c")
+	h.send(c, "PSUBSCRIBE __lock__:w*")
 	if got := h.await(c); !equal(got, []string{"-LIMIT"}) {
-		t.Fatalf("SUBSCRIBE past the bound: %q; want -LIMIT", got)
+		t.Fatalf("PSUBSCRIBE past the bound: %q; want -LIMIT", got)
 	}
 }
 

@@ -191,6 +191,13 @@ func (sub *subscriber) count() int {
 	return len(sub.channels) + len(sub.patterns)
 }
 
+// patternCount is how many patterns sub subscribes to.
+func (sub *subscriber) patternCount() int {
+	sub.setMu.Lock()
+	defer sub.setMu.Unlock()
+	return len(sub.patterns)
+}
+
 // adding returns how many of channels (pattern: patterns) sub does not
 // subscribe to yet, each counted once.
 func (sub *subscriber) adding(channels [][]byte, pattern bool) int {
@@ -465,11 +472,13 @@ func (sess *session) subscribeCmd(args [][]byte, pattern bool) *pendingWait {
 		}
 	}
 	sub := sess.subscriber()
-	if max := sess.srv.cfg.MaxSubscriptions; sub.count()+sub.adding(args[1:], pattern) > max {
+	if max := sess.srv.cfg.MaxPatterns; pattern && sub.patternCount()+sub.adding(args[1:], true) > max {
 		// Every pattern is matched against every change of the locks its
 		// literal prefix covers: without a bound, one connection's
-		// patterns would slow every lock command.
-		sess.fail(resp.Limit("too many subscriptions on this connection (max-subscriptions " + strconv.Itoa(max) + ")"))
+		// patterns would slow every lock command. (A channel is one map
+		// lookup per change, whatever their number: clientlib's loss
+		// watch subscribes to one per lock its client holds.)
+		sess.fail(resp.Limit("too many patterns on this connection (max-patterns " + strconv.Itoa(max) + ")"))
 		return nil
 	}
 	kind := "subscribe"

@@ -48,9 +48,9 @@ type Config struct {
 	LockDelay time.Duration
 	// MaxMulti bounds the names of one MLOCK (0 means 64).
 	MaxMulti int
-	// MaxSubscriptions bounds one connection's channels plus patterns
-	// (0 means 1024).
-	MaxSubscriptions int
+	// MaxPatterns bounds one connection's pattern subscriptions (0 means
+	// 1024).
+	MaxPatterns int
 	// PubsubLimit is the unsent event output a subscribed connection may
 	// have before it is disconnected (0 means 8 MiB).
 	PubsubLimit int
@@ -105,8 +105,8 @@ func (c *Config) setDefaults() error {
 	if c.MaxMulti <= 0 {
 		c.MaxMulti = 64
 	}
-	if c.MaxSubscriptions <= 0 {
-		c.MaxSubscriptions = 1024
+	if c.MaxPatterns <= 0 {
+		c.MaxPatterns = 1024
 	}
 	if c.Shards <= 0 {
 		c.Shards = 1

@@ -33,7 +33,7 @@ type serverCmd struct {
 	MaxWaiters        int           `help:"Most waiters per lock (0: no limit)." default:"0"`
 	MaxHoldsPerClient int           `help:"Most bound holds plus waits per connection (0: no limit)." default:"0"`
 	MaxMulti          int           `help:"Most names one MLOCK or MTRYLOCK may take at once (more: -LIMIT)." default:"64"`
-	MaxSubscriptions  int           `help:"Most lock-event channels plus patterns one connection may subscribe to (more: -LIMIT)." default:"1024"`
+	MaxPatterns       int           `help:"Most lock-event patterns (PSUBSCRIBE) one connection may subscribe to (more: -LIMIT); channels are not bounded." default:"1024"`
 	LockDelay         time.Duration `name:"lock-delay" help:"Lock-delay of holds whose LOCK names no LOCKDELAY: when such a hold ends involuntarily (its connection closes, its TTL runs out, CLIENT KILL) its slot stays taken this long more (0: none; at most 60s)." default:"0s"`
 	TCPKeepalive      time.Duration `name:"tcp-keepalive" help:"TCP keepalive period (0: OS default)." default:"15s"`
 	Shards            int           `help:"Lock table shards, a power of two (0: GOMAXPROCS×4, rounded up to a power of two)." default:"0"`
@@ -64,8 +64,8 @@ func (c *serverCmd) Run() error {
 	if c.MaxMulti < 1 {
 		return fmt.Errorf("--max-multi must be at least 1 (got %d)", c.MaxMulti)
 	}
-	if c.MaxSubscriptions < 1 {
-		return fmt.Errorf("--max-subscriptions must be at least 1 (got %d)", c.MaxSubscriptions)
+	if c.MaxPatterns < 1 {
+		return fmt.Errorf("--max-patterns must be at least 1 (got %d)", c.MaxPatterns)
 	}
 	log, err := c.newLogger(os.Stderr)
 	if err != nil {
@@ -121,38 +121,38 @@ func (c *serverCmd) Run() error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	srv, err := commands.New(commands.Config{
-		Listen:           c.Listen,
-		UnixSocket:       c.UnixSocket,
-		DefaultTTL:       c.DefaultTTL,
-		MaxTTL:           c.MaxTTL,
-		DefaultWait:      c.DefaultWait,
-		MaxClients:       c.MaxClients,
-		MaxNameLen:       c.MaxNameLen,
-		MaxWaiters:       c.MaxWaiters,
-		MaxHolds:         c.MaxHoldsPerClient,
-		MaxMulti:         c.MaxMulti,
-		MaxSubscriptions: c.MaxSubscriptions,
-		LockDelay:        c.LockDelay,
-		TCPKeepAlive:     c.TCPKeepalive,
-		Shards:           shards,
-		IO:               c.IO,
-		Loops:            c.eventLoops(),
-		Logger:           log,
-		Store:            store,
-		RestoreGrace:     c.RestoreGrace,
-		Users:            users,
-		TLS:              tlsCfg,
-		TLSAuthCN:        c.TLSAuthCN,
-		InsecureNoAuth:   c.InsecureNoAuth,
-		AuthTimeout:      authTimeout,
-		MaxArgs:          c.MaxArgs,
-		MaxBulk:          c.MaxArgBytes,
-		Cluster:          cluster,
-		MetricsListen:    c.MetricsListen,
-		Pprof:            c.Pprof,
-		Reload:           hup,
-		ReloadUsers:      c.loadUsers,
-		Background:       c.background(cluster, log),
+		Listen:         c.Listen,
+		UnixSocket:     c.UnixSocket,
+		DefaultTTL:     c.DefaultTTL,
+		MaxTTL:         c.MaxTTL,
+		DefaultWait:    c.DefaultWait,
+		MaxClients:     c.MaxClients,
+		MaxNameLen:     c.MaxNameLen,
+		MaxWaiters:     c.MaxWaiters,
+		MaxHolds:       c.MaxHoldsPerClient,
+		MaxMulti:       c.MaxMulti,
+		MaxPatterns:    c.MaxPatterns,
+		LockDelay:      c.LockDelay,
+		TCPKeepAlive:   c.TCPKeepalive,
+		Shards:         shards,
+		IO:             c.IO,
+		Loops:          c.eventLoops(),
+		Logger:         log,
+		Store:          store,
+		RestoreGrace:   c.RestoreGrace,
+		Users:          users,
+		TLS:            tlsCfg,
+		TLSAuthCN:      c.TLSAuthCN,
+		InsecureNoAuth: c.InsecureNoAuth,
+		AuthTimeout:    authTimeout,
+		MaxArgs:        c.MaxArgs,
+		MaxBulk:        c.MaxArgBytes,
+		Cluster:        cluster,
+		MetricsListen:  c.MetricsListen,
+		Pprof:          c.Pprof,
+		Reload:         hup,
+		ReloadUsers:    c.loadUsers,
+		Background:     c.background(cluster, log),
 	})
 	if err != nil {
 		return err
