@@ -306,8 +306,12 @@ func (r *runCmd) runUnder(locks []*clientlib.Lock, argv []string, sigs <-chan os
 		}
 	}
 	// If relock run dies (SIGKILL, the OOM killer), the guard kills the
-	// command: the server releases the lock at once then.
-	g := startGuard(pid, !interactive)
+	// command: the server releases the lock at once then. Without one,
+	// the command still stops whenever relock run sees the lock lost.
+	g, err := startGuard(pid, !interactive)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "relock: run: no guard for the command (%v); if relock run is killed, the command runs on\n", err)
+	}
 	defer g.done()
 	exited := make(chan struct{})
 	go func() {
@@ -328,7 +332,6 @@ func (r *runCmd) runUnder(locks []*clientlib.Lock, argv []string, sigs <-chan os
 	// number freed when one of them ends may be another process's by the
 	// time they are killed.
 	var started []*os.Process
-	var seen []int
 	defer func() {
 		for _, p := range started {
 			p.Release()
@@ -336,11 +339,11 @@ func (r *runCmd) runUnder(locks []*clientlib.Lock, argv []string, sigs <-chan os
 	}()
 	remember := func() {
 		for _, p := range descendants(pid) {
-			if !slices.Contains(seen, p) {
-				if proc, err := os.FindProcess(p); err == nil {
-					seen = append(seen, p)
-					started = append(started, proc)
-				}
+			if slices.ContainsFunc(started, func(proc *os.Process) bool { return proc.Pid == p }) {
+				continue
+			}
+			if proc, err := os.FindProcess(p); err == nil {
+				started = append(started, proc)
 			}
 		}
 	}

@@ -38,27 +38,22 @@ func (g *runGuardCmd) Run() error {
 	return nil
 }
 
-// guard is a started guard process.
+// guard is a started guard process: the write end of its pipe.
 type guard struct {
-	cmd  *exec.Cmd
 	w    *os.File
 	once sync.Once
 }
 
 // startGuard starts the guard of the command pid (group: it leads its
-// own process group). A guard that cannot start is reported and done
-// without: the command still stops whenever relock run sees the lock
-// lost.
-func startGuard(pid int, group bool) *guard {
+// own process group).
+func startGuard(pid int, group bool) (*guard, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		warnf("run: no guard for the command (relock's own path: %v); if relock run is killed, the command runs on", err)
-		return nil
+		return nil, fmt.Errorf("relock's own path: %w", err)
 	}
 	r, w, err := os.Pipe()
 	if err != nil {
-		warnf("run: no guard for the command (%v); if relock run is killed, the command runs on", err)
-		return nil
+		return nil, err
 	}
 	args := []string{"run-guard", "--pid", strconv.Itoa(pid)}
 	if group {
@@ -72,10 +67,9 @@ func startGuard(pid int, group bool) *guard {
 	r.Close()
 	if err != nil {
 		w.Close()
-		warnf("run: no guard for the command (%v); if relock run is killed, the command runs on", err)
-		return nil
+		return nil, err
 	}
-	return &guard{cmd: cmd, w: w}
+	return &guard{w: w}, nil
 }
 
 // done tells the guard relock run ends as it should. It does not wait
@@ -140,8 +134,4 @@ func freezeTree(pid int) []int {
 		}
 	}
 	return tree
-}
-
-func warnf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "relock: "+format+"\n", args...)
 }
