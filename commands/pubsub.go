@@ -198,20 +198,16 @@ func (sub *subscriber) patternCount() int {
 	return len(sub.patterns)
 }
 
-// adding returns how many of channels (pattern: patterns) sub does not
-// subscribe to yet, each counted once.
-func (sub *subscriber) adding(channels [][]byte, pattern bool) int {
+// newPatterns returns how many of patterns sub does not subscribe to
+// yet, each counted once.
+func (sub *subscriber) newPatterns(patterns [][]byte) int {
 	sub.setMu.Lock()
 	defer sub.setMu.Unlock()
-	set := sub.channels
-	if pattern {
-		set = sub.patterns
-	}
 	fresh := map[string]struct{}{}
-	for _, a := range channels {
-		name, _ := lockOfChannel(a)
-		if _, ok := set[name]; !ok {
-			fresh[name] = struct{}{}
+	for _, a := range patterns {
+		glob, _ := lockOfChannel(a)
+		if _, ok := sub.patterns[glob]; !ok {
+			fresh[glob] = struct{}{}
 		}
 	}
 	return len(fresh)
@@ -472,7 +468,7 @@ func (sess *session) subscribeCmd(args [][]byte, pattern bool) *pendingWait {
 		}
 	}
 	sub := sess.subscriber()
-	if max := sess.srv.cfg.MaxPatterns; pattern && sub.patternCount()+sub.adding(args[1:], true) > max {
+	if max := sess.srv.cfg.MaxPatterns; pattern && sub.patternCount()+sub.newPatterns(args[1:]) > max {
 		// Every pattern is matched against every change of the locks its
 		// literal prefix covers: without a bound, one connection's
 		// patterns would slow every lock command. (A channel is one map
