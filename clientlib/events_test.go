@@ -500,7 +500,7 @@ func TestLock_ForceUnlockWhileTheGrantIsInFlightIsReportedLost(t *testing.T) {
 	s := startServer(t, commands.Config{})
 	p := startSlowProxy(t, s.Addr, 0)
 	admin := newClient(t, s)
-	c := newClient(t, s, func(o *clientlib.Options) { o.Addr = p.Addr() })
+	c := newClient(t, s, func(o *clientlib.Options) { o.Addr = p.addr() })
 	// Let c learn that the server has no --default-ttl (its first hold
 	// without a TTL asks, with RENEW), as any long-running client has.
 	l0, err := c.Lock(testCtx(t, 5*time.Second), "inflight:warm")

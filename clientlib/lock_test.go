@@ -548,12 +548,7 @@ func BenchmarkLock_UncontendedCycle(b *testing.B) {
 // and leaves no hold behind: closing the connection does not release a
 // detached hold, so the call releases it by its OWNER in the background.
 func TestLock_DetachedLockAbortedInFlightLeavesNoHold(t *testing.T) {
-	s := startServer(t, commands.Config{})
-	p := startSlowProxy(t, s.Addr, 300*time.Millisecond)
-	c := newClient(t, s)
-	viaProxy := newClient(t, s, func(o *clientlib.Options) { o.Addr = p.Addr() })
-
-	warmUp(t, p, viaProxy)
+	c, viaProxy := slowReplies(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	l, err := viaProxy.Lock(ctx, "inflight:detach", clientlib.TTL(30*time.Second), clientlib.Detach())
@@ -565,52 +560,17 @@ func TestLock_DetachedLockAbortedInFlightLeavesNoHold(t *testing.T) {
 		t.Fatalf("Lock = %v, want the ctx's deadline", err)
 	}
 	// The caller got no Lock: the lock must be free (within a moment).
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		info, ierr := c.Inspect(testCtx(t, 5*time.Second), "inflight:detach")
-		if ierr != nil {
-			t.Fatal(ierr)
-		}
-		if info == nil || len(info.Holders) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Lock returned %v, yet a hold of the call stays on the server (fence %d, detached %v, TTL %v): leaked until its TTL",
-				err, info.Holders[0].Fence, info.Holders[0].Detached, info.Holders[0].TTL)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	noHoldLeft(t, c, "Lock", err, "inflight:detach")
 }
 
 // The same with TryLock, whose reply wait is bounded by
 // Options.ReadTimeout: a TryLock DETACH whose reply comes after
 // ReadTimeout returns an error and leaves no hold behind.
 func TestLock_DetachedTryLockTimingOutLeavesNoHold(t *testing.T) {
-	s := startServer(t, commands.Config{})
-	p := startSlowProxy(t, s.Addr, 300*time.Millisecond)
-	c := newClient(t, s)
-	viaProxy := newClient(t, s, func(o *clientlib.Options) {
-		o.Addr = p.Addr()
-		o.ReadTimeout = 100 * time.Millisecond
-	})
-	warmUp(t, p, viaProxy)
+	c, viaProxy := slowReplies(t, func(o *clientlib.Options) { o.ReadTimeout = 100 * time.Millisecond })
 	_, err := viaProxy.TryLock(testCtx(t, 5*time.Second), "inflight:trydetach", clientlib.TTL(30*time.Second), clientlib.Detach())
 	if err == nil {
 		t.Skip("granted within ReadTimeout: the proxy did not delay the reply")
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		info, ierr := c.Inspect(testCtx(t, 5*time.Second), "inflight:trydetach")
-		if ierr != nil {
-			t.Fatal(ierr)
-		}
-		if info == nil || len(info.Holders) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("TryLock returned %v, yet a hold of the call stays on the server (detached %v, TTL %v): leaked until its TTL",
-				err, info.Holders[0].Detached, info.Holders[0].TTL)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	noHoldLeft(t, c, "TryLock", err, "inflight:trydetach")
 }

@@ -456,11 +456,7 @@ func TestLockMany_UpgradeWaitsForTheSiblingsRelease(t *testing.T) {
 // A DETACHed LockMany whose ctx ends while its MLOCK's reply travels
 // leaves none of its detached holds behind.
 func TestLockMany_DetachedAbortedInFlightLeavesNoHolds(t *testing.T) {
-	s := startServer(t, commands.Config{})
-	p := startSlowProxy(t, s.Addr, 300*time.Millisecond)
-	c := newClient(t, s)
-	viaProxy := newClient(t, s, func(o *clientlib.Options) { o.Addr = p.Addr() })
-	warmUp(t, p, viaProxy)
+	c, viaProxy := slowReplies(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	names := []string{"inflight:many-a", "inflight:many-b"}
@@ -471,12 +467,5 @@ func TestLockMany_DetachedAbortedInFlightLeavesNoHolds(t *testing.T) {
 		}
 		t.Skip("granted within the ctx")
 	}
-	eventually(t, 2*time.Second, func() bool {
-		for _, name := range names {
-			if info, err := c.Inspect(testCtx(t, 5*time.Second), name); err != nil || (info != nil && len(info.Holders) > 0) {
-				return false
-			}
-		}
-		return true
-	}, "LockMany returned %v, yet its detached holds stay on the server (leaked until their TTL)", err)
+	noHoldLeft(t, c, "LockMany", err, names...)
 }

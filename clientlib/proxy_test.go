@@ -9,74 +9,101 @@ import (
 	"time"
 
 	"github.com/relock/relock/clientlib"
+	"github.com/relock/relock/commands"
 )
 
-// slowProxy forwards TCP connections to target, delaying every chunk the
-// server sends by delay (a slow network path back to the client).
-type slowProxy struct {
-	ln    net.Listener
-	delay atomic.Int64 // time.Duration
+// proxy forwards TCP connections to target. What the server sends the
+// client can be delayed (a slow network path back: delay, bulkOnly) or
+// dropped (freeze); kill closes its listener and every connection.
+type proxy struct {
+	ln     net.Listener
+	target string
+	delay  atomic.Int64 // time.Duration
 	// bulkOnly: delay only chunks that start with a bulk string reply
 	// ('$': a LOCK's key), not pub/sub messages ('*').
 	bulkOnly atomic.Bool
-	wg       sync.WaitGroup
+	frozen   chan struct{}
+	once     sync.Once
 	mu       sync.Mutex
 	conns    []net.Conn
+	wg       sync.WaitGroup
 }
 
-func startSlowProxy(t *testing.T, target string, delay time.Duration) *slowProxy {
+func startProxy(t *testing.T, target string) *proxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &slowProxy{ln: ln}
-	p.delay.Store(int64(delay))
+	p := &proxy{ln: ln, target: target, frozen: make(chan struct{})}
 	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, s)
-			p.mu.Unlock()
-			p.wg.Add(2)
-			go func() { // client -> server, at once
-				defer p.wg.Done()
-				io.Copy(s, c)
-				s.Close()
-			}()
-			go func() { // server -> client, late
-				defer p.wg.Done()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := s.Read(buf)
+	go p.accept()
+	t.Cleanup(p.kill)
+	return p
+}
+
+// startSlowProxy is a proxy that delays every chunk the server sends.
+func startSlowProxy(t *testing.T, target string, delay time.Duration) *proxy {
+	t.Helper()
+	p := startProxy(t, target)
+	p.delay.Store(int64(delay))
+	return p
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+func (p *proxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		s, err := net.DialTimeout("tcp", p.target, time.Second)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, s)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go func() { // client -> server, at once
+			defer p.wg.Done()
+			io.Copy(s, c)
+			s.Close()
+		}()
+		go func() { // server -> client: late, or dropped once frozen
+			defer p.wg.Done()
+			defer c.Close()
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := s.Read(buf)
+				select {
+				case <-p.frozen: // dropped
+				default:
 					if n > 0 {
 						if !p.bulkOnly.Load() || buf[0] == '$' {
 							time.Sleep(time.Duration(p.delay.Load()))
 						}
 						if _, werr := c.Write(buf[:n]); werr != nil {
-							break
+							return
 						}
 					}
-					if err != nil {
-						break
-					}
 				}
-				c.Close()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+func (p *proxy) freeze() { close(p.frozen) }
+
+func (p *proxy) kill() {
+	p.once.Do(func() {
+		p.ln.Close()
 		p.mu.Lock()
 		for _, c := range p.conns {
 			c.Close()
@@ -84,15 +111,12 @@ func startSlowProxy(t *testing.T, target string, delay time.Duration) *slowProxy
 		p.mu.Unlock()
 		p.wg.Wait()
 	})
-	return p
 }
-
-func (p *slowProxy) Addr() string { return p.ln.Addr().String() }
 
 // warmUp opens a lock connection through the proxy without delay and
 // leaves it idle in c, so that the next Lock call's request is sent at
 // once (the connection's handshake done), then turns the delay on.
-func warmUp(t *testing.T, p *slowProxy, c *clientlib.Client) {
+func warmUp(t *testing.T, p *proxy, c *clientlib.Client) {
 	t.Helper()
 	d := p.delay.Swap(0)
 	l, err := c.TryLock(testCtx(t, 5*time.Second), "inflight:warmup")
@@ -103,4 +127,42 @@ func warmUp(t *testing.T, p *slowProxy, c *clientlib.Client) {
 		t.Fatal(err)
 	}
 	p.delay.Store(d)
+}
+
+// slowReplies starts a server and two clients of it: direct, and
+// viaProxy, whose replies come back 300 ms late (its connection warmed up
+// first), with opts applied to viaProxy's options.
+func slowReplies(t *testing.T, opts ...func(*clientlib.Options)) (direct, viaProxy *clientlib.Client) {
+	t.Helper()
+	s := startServer(t, commands.Config{})
+	p := startSlowProxy(t, s.Addr, 300*time.Millisecond)
+	direct = newClient(t, s)
+	viaProxy = newClient(t, s, append([]func(*clientlib.Options){func(o *clientlib.Options) { o.Addr = p.addr() }}, opts...)...)
+	warmUp(t, p, viaProxy)
+	return direct, viaProxy
+}
+
+// noHoldLeft waits (2 s at most) until none of names has a holder: a
+// call that gave up (returning err) must leave no hold behind, not even
+// a detached one, which closing a connection does not release.
+func noHoldLeft(t *testing.T, c *clientlib.Client, call string, err error, names ...string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for _, name := range names {
+		for {
+			info, ierr := c.Inspect(testCtx(t, 5*time.Second), name)
+			if ierr != nil {
+				t.Fatal(ierr)
+			}
+			if info == nil || len(info.Holders) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				h := info.Holders[0]
+				t.Fatalf("%s returned %v, yet a hold of the call stays on the server (%s: fence %d, detached %v, TTL %v): leaked until its TTL",
+					call, err, name, h.Fence, h.Detached, h.TTL)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }

@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -159,90 +156,6 @@ func TestCluster_WaiterRequeuedAfterLeaderCrash(t *testing.T) {
 	}
 }
 
-// freezeProxy forwards TCP connections to a target; freeze stops it
-// passing anything from the server to the client (bytes are dropped), and
-// kill closes its listener and every connection.
-type freezeProxy struct {
-	ln     net.Listener
-	target string
-	frozen chan struct{}
-	once   sync.Once
-	mu     sync.Mutex
-	conns  []net.Conn
-	wg     sync.WaitGroup
-}
-
-func startFreezeProxy(t *testing.T, target string) *freezeProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &freezeProxy{ln: ln, target: target, frozen: make(chan struct{})}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.kill)
-	return p
-}
-
-func (p *freezeProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *freezeProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		s, err := net.DialTimeout("tcp", p.target, time.Second)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, s)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go func() {
-			defer p.wg.Done()
-			io.Copy(s, c)
-			s.Close()
-		}()
-		go func() {
-			defer p.wg.Done()
-			buf := make([]byte, 4096)
-			for {
-				n, err := s.Read(buf)
-				select {
-				case <-p.frozen: // dropped
-				default:
-					if n > 0 {
-						c.Write(buf[:n])
-					}
-				}
-				if err != nil {
-					c.Close()
-					return
-				}
-			}
-		}()
-	}
-}
-
-func (p *freezeProxy) freeze() { close(p.frozen) }
-
-func (p *freezeProxy) kill() {
-	p.once.Do(func() {
-		p.ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
-}
-
 // The grant was committed just before the leader died and its key never
 // reached the client: the new leader keeps the hold as an orphan, and
 // Lock's request, sent again with the same owner, re-enters and adopts it
@@ -262,7 +175,7 @@ func TestCluster_GrantCommittedBeforeCrashIsAdopted(t *testing.T) {
 	}
 	// The waiter reaches the leader through a proxy first, the followers
 	// directly.
-	p := startFreezeProxy(t, cl.nodes[old].srv.Addr)
+	p := startProxy(t, cl.nodes[old].srv.Addr)
 	var waddrs []string
 	waddrs = append(waddrs, p.addr())
 	for i, cn := range cl.nodes {
