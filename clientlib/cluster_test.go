@@ -129,6 +129,18 @@ func (c *testCluster) addrs(leader int) []string {
 	return append(out, c.nodes[leader].srv.Addr)
 }
 
+// crashAt crashes the node whose client address is addr.
+func (c *testCluster) crashAt(addr string) {
+	c.t.Helper()
+	for i, cn := range c.nodes {
+		if cn.srv.Addr == addr {
+			c.crash(i)
+			return
+		}
+	}
+	c.t.Fatalf("no node at %s", addr)
+}
+
 // crash stops node i as a crash would: it drops out of the Raft group
 // first (no goodbye to its peers), then its server closes the client
 // connections.
@@ -440,11 +452,7 @@ func TestCluster_WatcherSurvivesTheLossOfItsMember(t *testing.T) {
 	defer w.Close()
 	// The Watcher is on addrs[0], a follower: it goes away (the cluster
 	// keeps its leader and majority).
-	for i, cn := range cl.nodes {
-		if cn.srv.Addr == addrs[0] {
-			cl.crash(i)
-		}
-	}
+	cl.crashAt(addrs[0])
 	l, err := c.Lock(ctx, "inflight:watched")
 	if err != nil {
 		t.Fatal(err)
@@ -484,11 +492,7 @@ func TestCluster_LossWatchSurvivesTheLossOfItsMember(t *testing.T) {
 	}
 	defer l.Unlock(ctx)
 	time.Sleep(200 * time.Millisecond) // the keeper learns there is no default TTL
-	for i, cn := range cl.nodes {
-		if cn.srv.Addr == addrs[0] { // the loss watch's member, a follower
-			cl.crash(i)
-		}
-	}
+	cl.crashAt(addrs[0]) // the loss watch's member, a follower
 	time.Sleep(500 * time.Millisecond)
 	if n, err := admin.ForceUnlock(ctx, "inflight:nottl"); err != nil || n != 1 {
 		t.Fatalf("ForceUnlock = %d, %v", n, err)
