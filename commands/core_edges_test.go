@@ -18,12 +18,7 @@ import (
 // state (Store.Close).
 func stopLikeRun(t *testing.T, srv *Server) {
 	t.Helper()
-	srv.mu.Lock()
-	srv.closing = true
-	srv.mu.Unlock()
-	srv.gate.Lock()
-	srv.stopping = true
-	srv.gate.Unlock()
+	srv.beginStop()
 	if err := srv.cfg.Store.Close(); err != nil {
 		t.Fatalf("final commit: %v", err)
 	}

@@ -421,12 +421,7 @@ func (s *Server) Run(ctx context.Context) error {
 	<-ctx.Done()
 	stopBackground()
 	s.log.Info("shutting down")
-	s.mu.Lock()
-	s.closing = true
-	s.mu.Unlock()
-	s.gate.Lock()
-	s.stopping = true
-	s.gate.Unlock()
+	s.beginStop()
 	// Take the durable state first: from here on nothing is journaled, so
 	// the releases of closing connections are not recorded and bound holds
 	// come back as orphans at the next start (stopping is not a disconnect).
@@ -542,6 +537,18 @@ func (s *Server) reloadUsers(ctx context.Context) {
 			s.log.Info("users reloaded", "users", len(users))
 		}
 	}
+}
+
+// beginStop admits no more state changes: from its return on, nothing
+// changes the state that Run then takes as final (every change admitted
+// before, through its commit, is done).
+func (s *Server) beginStop() {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.gate.Lock()
+	s.stopping = true
+	s.gate.Unlock()
 }
 
 // enter admits a state-changing command unless shutdown has begun; the
