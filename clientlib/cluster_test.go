@@ -492,7 +492,7 @@ func TestCluster_LossWatchSurvivesTheLossOfItsMember(t *testing.T) {
 	}
 	defer l.Unlock(ctx)
 	time.Sleep(200 * time.Millisecond) // the keeper learns there is no default TTL
-	cl.crashAt(addrs[0]) // the loss watch's member, a follower
+	cl.crashAt(addrs[0])               // the loss watch's member, a follower
 	time.Sleep(500 * time.Millisecond)
 	if n, err := admin.ForceUnlock(ctx, "inflight:nottl"); err != nil || n != 1 {
 		t.Fatalf("ForceUnlock = %d, %v", n, err)
