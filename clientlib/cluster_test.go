@@ -486,14 +486,25 @@ func TestCluster_LossWatchSurvivesTheLossOfItsMember(t *testing.T) {
 	c := newClusterClient(t, addrs)
 	admin := newClusterClient(t, []string{cl.nodes[leader].srv.Addr})
 	ctx := testCtx(t, 30*time.Second)
-	l, err := c.Lock(ctx, "inflight:nottl")
+	// Without auto-renewal and without a TTL the hold's keeper never
+	// talks to the server: only the loss watch can see the loss.
+	l, err := c.Lock(ctx, "inflight:nottl", clientlib.NoAutoRenew())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Unlock(ctx)
-	time.Sleep(200 * time.Millisecond) // the keeper learns there is no default TTL
-	cl.crashAt(addrs[0])               // the loss watch's member, a follower
-	time.Sleep(500 * time.Millisecond)
+	left := []*clientlib.Client{admin, newClusterClient(t, []string{addrs[1]})}
+	first := newClusterClient(t, []string{addrs[0]})
+	eventually(t, 10*time.Second, func() bool { return len(subscribers(t, first)) > 0 },
+		"the loss watch is not on the first member listed")
+	if len(subscribers(t, left[0]))+len(subscribers(t, left[1])) > 0 {
+		t.Fatal("a subscriber on a member other than the first listed")
+	}
+	cl.crashAt(addrs[0]) // the loss watch's member, a follower
+	// The loss watch is subscribed again, on one of the members left.
+	eventually(t, 10*time.Second, func() bool {
+		return len(subscribers(t, left[0])) > 0 || len(subscribers(t, left[1])) > 0
+	}, "the loss watch did not subscribe again on a member left")
 	if n, err := admin.ForceUnlock(ctx, "inflight:nottl"); err != nil || n != 1 {
 		t.Fatalf("ForceUnlock = %d, %v", n, err)
 	}
