@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -90,6 +91,7 @@ func TestRun_TheGuardNeverKillsAReusedPidOfTheCommand(t *testing.T) {
 	srv := startServer(t)
 	r := startGatedRun(t, srv, []string{"job:guard"}, `echo $$ > "$F"; while [ ! -e "$G" ]; do sleep 0.05; done`)
 	cmd, done, gate, pid := r.cmd, r.done, r.gate, r.pid
+	eventually(t, 10*time.Second, func() bool { return guardOf(pid) }, "a guard of pid %d runs", pid)
 	// The server stops answering: relock run's UNLOCK, after the command
 	// exits, waits (releaseLock: up to 5 s).
 	srv.cmd.Process.Signal(syscall.SIGSTOP)
@@ -100,11 +102,32 @@ func TestRun_TheGuardNeverKillsAReusedPidOfTheCommand(t *testing.T) {
 	cmd.Process.Kill() // relock run dies while it releases the lock
 	<-done
 	srv.cmd.Process.Signal(syscall.SIGCONT)
-	time.Sleep(time.Second) // the guard reads the pipe's end and acts
+	// The guard reads its pipe and acts, then exits: once no guard of pid
+	// is left, whatever it was going to do is done.
+	eventually(t, 10*time.Second, func() bool { return !guardOf(pid) }, "the guard of pid %d exited", pid)
 	if !alive(innocent.Process.Pid) {
 		t.Errorf("the guard SIGKILLed pid %d, an unrelated process that got the number of the command, "+
 			"which had exited and been reaped before relock run died", innocent.Process.Pid)
 	}
+}
+
+// guardOf reports whether a relock run-guard of the command pid runs (a
+// process that has exited has no command line).
+func guardOf(pid int) bool {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range procs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		for i := 0; i+2 < len(args); i++ {
+			if args[i] == "run-guard" && args[i+1] == "--pid" && args[i+2] == strconv.Itoa(pid) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // gatedRun is a relock run whose command (a sh script) writes a pid to
