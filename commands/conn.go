@@ -490,14 +490,10 @@ func (o *owner) close(c *conn) {
 	c.src, c.buf = nil, nil
 	srv := o.srv
 	srv.hub.unsubscribeAll(c.sess.sub)
-	if srv.eng.blocking() {
-		// Ending a session is a proposal: off the owner. Run waits for
-		// it (waitSessionsGone).
-		sess := c.sess
-		srv.goEnding(func() { srv.endSession(sess) })
-		return
-	}
-	srv.endSessionBy(c.sess, locktable.ReasonDisconnect, o.commitLater)
+	sess := c.sess
+	srv.offOwner(o.commitLater, func(commit func(*locktable.Events)) {
+		srv.endSessionBy(sess, locktable.ReasonDisconnect, commit)
+	})
 }
 
 // conn is one client connection's lifecycle state. It belongs to its

@@ -740,18 +740,24 @@ func (s *Server) sessionOf(ls *locktable.Session) *session {
 // releaseUndelivered releases the hold of a grant that never reached its
 // connection (it closed meanwhile). Ending the session released it if it
 // was bound; a detached hold must not outlive its grant.
-// commit takes the release. Where a release is a proposal (a cluster), it
-// runs off the caller, who may be an owner serving other connections,
-// and commits on its own.
+// commit takes the release (offOwner).
 func (s *Server) releaseUndelivered(g locktable.Grant, commit func(*locktable.Events)) {
 	if g.Lost {
 		return // a lost upgrade granted nothing
 	}
+	s.offOwner(commit, func(commit func(*locktable.Events)) { s.release(g, commit) })
+}
+
+// offOwner runs f, which changes the table, with commit where a change is
+// local, and where it is a proposal (a cluster), which may wait a whole
+// Raft commit, off the caller (an owner serving other connections) on a
+// goroutine of its own (goEnding) that commits on its own.
+func (s *Server) offOwner(commit func(*locktable.Events), f func(commit func(*locktable.Events))) {
 	if s.eng.blocking() {
-		s.goEnding(func() { s.release(g, s.commitQuietly) })
+		s.goEnding(func() { f(s.commitQuietly) })
 		return
 	}
-	s.release(g, commit)
+	f(commit)
 }
 
 // goEnding runs f on a goroutine of its own, counted in s.ending: Run
