@@ -2,12 +2,10 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"log"
 	"os"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -33,22 +31,17 @@ func (s snap) Persist(sink raft.SnapshotSink) error {
 func (s snap) Release() {}
 
 func main() {
-	id := flag.Int("id", 1, "node id 1..3")
-	peers := flag.String("peers", "", "comma-separated raft addrs, index = id-1")
-	client := flag.String("client", "", "client listen addr")
-	dir := flag.String("dir", "", "data dir")
-	flag.Parse()
-	addrs := strings.Split(*peers, ",")
-	os.MkdirAll(*dir, 0o755)
+	n := common.NodeFlags()
+	id, addrs := n.ID, n.Peers
 
 	conf := raft.DefaultConfig()
-	conf.LocalID = raft.ServerID(fmt.Sprint(*id))
+	conf.LocalID = raft.ServerID(fmt.Sprint(id))
 	conf.HeartbeatTimeout = 300 * time.Millisecond
 	conf.ElectionTimeout = 300 * time.Millisecond
 	conf.LeaderLeaseTimeout = 300 * time.Millisecond
 	conf.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Error, Output: os.Stderr})
 
-	w, err := wal.Open(*dir)
+	w, err := wal.Open(n.Dir)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -57,7 +50,7 @@ func main() {
 		log.Fatal(err)
 	}
 	snaps := raft.NewInmemSnapshotStore()
-	trans, err := raft.NewTCPTransport(addrs[*id-1], nil, 3, 10*time.Second, io.Discard)
+	trans, err := raft.NewTCPTransport(addrs[id-1], nil, 3, 10*time.Second, io.Discard)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -74,7 +67,7 @@ func main() {
 		log.Fatal(err)
 	}
 	var key atomic.Uint64
-	err = common.ServeClients(*client, func(reqID uint64) bool {
+	err = common.ServeClients(n.Client, func(reqID uint64) bool {
 		if r.State() != raft.Leader {
 			return false
 		}

@@ -27,7 +27,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -50,15 +49,10 @@ type peer struct {
 }
 
 func main() {
-	id := flag.Uint64("id", 1, "node id 1..3")
-	peers := flag.String("peers", "", "comma-separated raft addrs, index = id-1")
-	client := flag.String("client", "", "client listen addr")
-	dir := flag.String("dir", "", "data dir")
-	flag.Parse()
-	addrs := strings.Split(*peers, ",")
-	os.MkdirAll(*dir, 0o755)
+	n := common.NodeFlags()
+	id, addrs := uint64(n.ID), n.Peers
 
-	lf, err := os.OpenFile(filepath.Join(*dir, "raft.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND|os.O_TRUNC, 0o644)
+	lf, err := os.OpenFile(filepath.Join(n.Dir, "raft.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND|os.O_TRUNC, 0o644)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -73,7 +67,7 @@ func main() {
 		log.Fatal(err)
 	}
 	cfg := &raft.Config{
-		ID:              *id,
+		ID:              id,
 		ElectionTick:    30,
 		HeartbeatTick:   3,
 		Storage:         st,
@@ -92,7 +86,7 @@ func main() {
 	propC := make(chan *prop, 4096)
 
 	// inbound peer transport
-	ln, err := net.Listen("tcp", addrs[*id-1])
+	ln, err := net.Listen("tcp", addrs[id-1])
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -109,7 +103,7 @@ func main() {
 	ps := map[uint64]*peer{}
 	for i, a := range addrs {
 		pid := uint64(i + 1)
-		if pid == *id {
+		if pid == id {
 			continue
 		}
 		p := &peer{addr: a, out: make(chan []byte, 4096)}
@@ -118,7 +112,7 @@ func main() {
 	}
 
 	var key atomic.Uint64
-	err = common.ServeClients(*client, func(reqID uint64) bool {
+	err = common.ServeClients(n.Client, func(reqID uint64) bool {
 		k := key.Add(1)
 		p := &prop{data: common.Payload(k, reqID), key: k, done: make(chan bool, 1)}
 		propC <- p
@@ -132,7 +126,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if *id == 1 {
+	if id == 1 {
 		time.AfterFunc(300*time.Millisecond, func() { propC <- nil }) // nil prop = campaign
 	}
 	loop(rn, st, lf, ps, recvC, propC)
