@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/relock/relock/clientlib"
 	"github.com/relock/relock/commands"
-	"go.uber.org/goleak"
+	"github.com/relock/relock/internal/testproxy"
 )
 
 // nextEvent returns the watcher's next event, failing the test if none
@@ -498,9 +500,9 @@ func TestLock_LockDelayZeroOverridesTheServerDefault(t *testing.T) {
 // never renewed, so the event must not be dropped.
 func TestLock_ForceUnlockWhileTheGrantIsInFlightIsReportedLost(t *testing.T) {
 	s := startServer(t, commands.Config{})
-	p := startSlowProxy(t, s.Addr, 0)
+	p := testproxy.Start(t, s.Addr)
 	admin := newClient(t, s)
-	c := newClient(t, s, func(o *clientlib.Options) { o.Addr = p.addr() })
+	c := newClient(t, s, func(o *clientlib.Options) { o.Addr = p.Addr() })
 	// Let c learn that the server has no --default-ttl (its first hold
 	// without a TTL asks, with RENEW), as any long-running client has.
 	l0, err := c.Lock(testCtx(t, 5*time.Second), "inflight:warm")
@@ -512,8 +514,8 @@ func TestLock_ForceUnlockWhileTheGrantIsInFlightIsReportedLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	// From now on the LOCK's key reply takes 400 ms to arrive; events do not.
-	p.bulkOnly.Store(true)
-	p.delay.Store(int64(400 * time.Millisecond))
+	p.BulkOnly()
+	p.SetDelay(400 * time.Millisecond)
 	type res struct {
 		l   *clientlib.Lock
 		err error

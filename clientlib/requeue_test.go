@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
 	"github.com/relock/relock/clientlib"
+	"github.com/relock/relock/internal/testproxy"
 )
 
 // lockResult is what a Lock call running in a goroutine returned.
@@ -175,9 +177,9 @@ func TestCluster_GrantCommittedBeforeCrashIsAdopted(t *testing.T) {
 	}
 	// The waiter reaches the leader through a proxy first, the followers
 	// directly.
-	p := startProxy(t, cl.nodes[old].srv.Addr)
+	p := testproxy.Start(t, cl.nodes[old].srv.Addr)
 	var waddrs []string
-	waddrs = append(waddrs, p.addr())
+	waddrs = append(waddrs, p.Addr())
 	for i, cn := range cl.nodes {
 		if i != old {
 			waddrs = append(waddrs, cn.srv.Addr)
@@ -188,7 +190,7 @@ func TestCluster_GrantCommittedBeforeCrashIsAdopted(t *testing.T) {
 	owner := waiterOwner(t, admin, name)
 
 	// The grant happens on the leader, but its key goes nowhere.
-	p.freeze()
+	p.Freeze()
 	if err := holder.Unlock(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +200,7 @@ func TestCluster_GrantCommittedBeforeCrashIsAdopted(t *testing.T) {
 	grant := info.Holders[0].Fence
 
 	cl.crash(old)
-	p.kill()
+	p.Kill()
 	var r lockResult
 	select {
 	case r = <-waited:

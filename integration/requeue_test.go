@@ -2,14 +2,12 @@ package integration
 
 import (
 	"context"
-	"io"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/relock/relock/clientlib"
+	"github.com/relock/relock/internal/testproxy"
 )
 
 // clientlib's Lock across a SIGKILL of the leader (relock processes): a
@@ -120,86 +118,6 @@ func TestRequeue_WaiterQueuesAgainAfterLeaderKill(t *testing.T) {
 	}
 }
 
-// gateProxy forwards TCP connections to target; after freeze nothing more
-// goes from the server to the client (it is dropped); kill closes the
-// listener and every connection.
-type gateProxy struct {
-	ln     net.Listener
-	target string
-	frozen chan struct{}
-	once   sync.Once
-	mu     sync.Mutex
-	conns  []net.Conn
-	wg     sync.WaitGroup
-}
-
-func startGateProxy(t *testing.T, target string) *gateProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &gateProxy{ln: ln, target: target, frozen: make(chan struct{})}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.kill)
-	return p
-}
-
-func (p *gateProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		s, err := net.DialTimeout("tcp", p.target, time.Second)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, s)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go func() {
-			defer p.wg.Done()
-			io.Copy(s, c)
-			s.Close()
-		}()
-		go func() {
-			defer p.wg.Done()
-			buf := make([]byte, 4096)
-			for {
-				n, err := s.Read(buf)
-				select {
-				case <-p.frozen:
-				default:
-					if n > 0 {
-						c.Write(buf[:n])
-					}
-				}
-				if err != nil {
-					c.Close()
-					return
-				}
-			}
-		}()
-	}
-}
-
-func (p *gateProxy) kill() {
-	p.once.Do(func() {
-		p.ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
-}
-
 func TestRequeue_UndeliveredGrantAdoptedAfterLeaderKill(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t, 3)
@@ -215,8 +133,8 @@ func TestRequeue_UndeliveredGrantAdoptedAfterLeaderKill(t *testing.T) {
 	holder := old.srv.client(t)
 	holdKey := mustKey(t, holder, "LOCK", name)
 	// The waiter reaches the leader through the proxy, the others directly.
-	p := startGateProxy(t, old.addr)
-	waddrs := []string{p.ln.Addr().String()}
+	p := testproxy.Start(t, old.addr)
+	waddrs := []string{p.Addr()}
 	for _, nd := range c.others(old) {
 		waddrs = append(waddrs, nd.addr)
 	}
@@ -228,7 +146,7 @@ func TestRequeue_UndeliveredGrantAdoptedAfterLeaderKill(t *testing.T) {
 	owner := info.Waiters[0].Owner
 
 	// Granted on the leader, committed, the key dropped on its way.
-	close(p.frozen)
+	p.Freeze()
 	if err := doBounded(holder, "UNLOCK", name, holdKey).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +156,7 @@ func TestRequeue_UndeliveredGrantAdoptedAfterLeaderKill(t *testing.T) {
 	grant := info.Holders[0].Fence
 
 	old.srv.Kill()
-	p.kill()
+	p.Kill()
 	leader, took := c.waitLeader(c.others(old), 10*time.Second)
 	t.Logf("leader %s killed; %s took over within %v", old.id, leader.id, took)
 
