@@ -40,7 +40,7 @@ func TestCluster_ReleasingAnUndeliveredMultiGrantDeliversWhatItsUnlocksGrant(t *
 		t.Fatalf("UNLOCK x: %q", got)
 	}
 	holding.Store(true)
-	h.own.close(w) // w hangs up; its close is on its way
+	h.own.close(w)            // w hangs up; its close is on its way
 	h.send(a, "UNLOCK y "+ky) // grants w x and y; w is gone: released
 	if got := h.await(a); !equal(got, []string{":1"}) {
 		t.Fatalf("UNLOCK y: %q", got)
