@@ -213,8 +213,10 @@ func (e raftEngine) propose(ev *locktable.Events, sess *session, op replica.Op) 
 	if err != nil {
 		return nil, clusterErr(err)
 	}
-	ev.Grants = append(ev.Grants[:0], r.Events.Grants...)
-	ev.Releases = append(ev.Releases[:0], r.Events.Releases...)
+	// Appended, as the table appends: a caller may release several
+	// holds into one ev (Server.release of a multi-lock's grant).
+	ev.Grants = append(ev.Grants, r.Events.Grants...)
+	ev.Releases = append(ev.Releases, r.Events.Releases...)
 	if errors.Is(r.Err, replica.ErrNoSession) {
 		// A failover orphaned this connection's session: it belongs to a
 		// leader that no longer is.
