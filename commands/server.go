@@ -716,7 +716,14 @@ func (s *Server) deliverGrants(gs []locktable.Grant) {
 		}
 		sess := s.sessionOf(g.Session)
 		if sess == nil {
-			continue // a replicated session not connected to this node
+			// In a cluster, grants come back only to the leader that
+			// proposed them, whose sessions are all its own: this one's
+			// connection is gone (its close is being retried), and a
+			// grant never outlives it.
+			if s.eng.blocking() {
+				s.releaseUndelivered(g, s.commitQuietly)
+			}
+			continue
 		}
 		if sess.c == nil {
 			s.releaseUndelivered(g, s.commitQuietly) // no connection (tests)
