@@ -20,8 +20,9 @@ build:
 
 # A release binary: static, stripped, version stamped (relock --version,
 # INFO's relock_version), e.g. bin/relock-v0.1.0-linux-amd64. VERSION is
-# the tag at HEAD (git describe), v0.0.0-dev between tags, and COMMIT the
-# commit built. GOOS=darwin GOARCH=arm64 make release cross-builds.
+# what git describe says: the tag at HEAD, or between tags the last tag,
+# the commits since and the commit (v0.1.0-208-g462d427); v0.0.0-dev when
+# there is no tag or no git. COMMIT is the commit built. GOOS=darwin GOARCH=arm64 make release cross-builds.
 .PHONY: release
 VERSION ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null || echo v0.0.0-dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
