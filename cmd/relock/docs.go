@@ -312,9 +312,13 @@ before a tool's name.
 	b.WriteString(`.SH EXIT STATUS
 0 on success; 1 on an error (one line on standard error, "relock: ...");
 2 for a command line relock cannot parse. relock run exits with its
-command's status, \-\-conflict\-exit\-code (1) when the lock is held
-elsewhere, 69 when the server cannot be reached and 75 when the lock is
-lost while the command runs.
+command's status (128+N if a signal N killed it), \-\-conflict\-exit\-code
+(1) when the lock is held elsewhere, 69 when the lock could not be taken
+for another reason (the server cannot be reached, an error reply), 75
+when the lock is lost while the command runs, 126 or 127 when the command
+could not be started, 128+N when a signal N interrupts the wait, and 64
+when its arguments are wrong (nothing after \-\-, a \-\-ttl that is
+not positive, ...).
 .SH FILES
 With \-\-data\-dir DIR: DIR/relock.db (bbolt) and DIR/relock.wal (its
 write\-ahead log). With \-\-raft\-dir DIR: the Raft log (DIR/wal), stable

@@ -75,9 +75,9 @@ Exit status: COMMAND's (128+N if killed by signal N); --conflict-exit-code
 when the lock was not granted; 75 when the lock was lost; 69 when the lock
 could not be taken for another reason (server unreachable, error reply);
 126 or 127 when COMMAND could not be started; 128+N when interrupted by
-signal N while waiting; 64 when the arguments are wrong (no COMMAND,
---ttl not positive, --size below 1, …; 2 for what the command line
-parser itself refuses).`
+signal N while waiting; 64 when the arguments are wrong (nothing after
+--, --ttl not positive, --size below 1, …); 2 for what the command line
+parser itself refuses (no NAME or no COMMAND at all, an unknown flag).`
 }
 
 // Run takes the lock, runs the command under it and returns its exit status
