@@ -1,0 +1,154 @@
+package commands
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Review h1: adversarial tests of the single-node server over real TCP.
+
+// tcpServer runs a server with cfg on a loopback port until the test ends
+// and returns its address.
+func tcpServer(t *testing.T, cfg Config) string {
+	t.Helper()
+	cfg.Listen = "127.0.0.1:0"
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runClusterServer(t, srv)
+}
+
+// wireConn is a raw RESP connection for these tests.
+type wireConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func dialWire(t *testing.T, addr string) *wireConn {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return &wireConn{Conn: nc, r: bufio.NewReader(nc)}
+}
+
+// send writes the commands as one pipeline.
+func (c *wireConn) send(t *testing.T, cmds ...[]string) {
+	t.Helper()
+	var b []byte
+	for _, args := range cmds {
+		b = append(b, request(args...)...)
+	}
+	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(b); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+// reply reads one reply (simple types, bulks and flat or nested arrays)
+// and returns it in the summary form "+OK", "-ERR ...", ":1", "$key",
+// "$nil", "*n[...]".
+func (c *wireConn) reply(t *testing.T) string {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	s, err := c.readValue()
+	if err != nil {
+		t.Fatalf("read reply: %v", err)
+	}
+	return s
+}
+
+func (c *wireConn) readValue() (string, error) {
+	line, err := c.r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	line = strings.TrimSuffix(line, "\r\n")
+	switch line[0] {
+	case '$':
+		n, _ := strconv.Atoi(line[1:])
+		if n < 0 {
+			return "$nil", nil
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(c.r, buf); err != nil {
+			return "", err
+		}
+		return "$" + string(buf[:n]), nil
+	case '*', '>', '%':
+		n, _ := strconv.Atoi(line[1:])
+		if n < 0 {
+			return "*nil", nil
+		}
+		if line[0] == '%' {
+			n *= 2
+		}
+		parts := make([]string, n)
+		for i := range parts {
+			if parts[i], err = c.readValue(); err != nil {
+				return "", err
+			}
+		}
+		return string(line[0]) + strconv.Itoa(n) + "[" + strings.Join(parts, " ") + "]", nil
+	}
+	return line, nil
+}
+
+func (c *wireConn) do(t *testing.T, args ...string) string {
+	t.Helper()
+	c.send(t, args)
+	return c.reply(t)
+}
+
+// TestPubsub_SubscriberThatStopsReadingIsCutOffOnEveryTransport: SPEC
+// §8.1 says a subscriber that stops reading is disconnected once its
+// unsent output passes a bound. On the goroutine transport (TLS, --io
+// goroutine) the connection's goroutine blocks in Write on the full
+// socket and never handles its msgPublish, so the subscriber is never cut
+// off (and its queue stops at the limit: events are silently lost).
+func TestPubsub_SubscriberThatStopsReadingIsCutOffOnEveryTransport(t *testing.T) {
+	for _, io := range []string{"auto", "goroutine"} {
+		t.Run(io, func(t *testing.T) {
+			srv, err := New(Config{Listen: "127.0.0.1:0", IO: io})
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := runClusterServer(t, srv)
+			slow := dialWire(t, addr)
+			slow.Conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+			if got := slow.do(t, "PSUBSCRIBE", "__lock__:*"); !strings.HasPrefix(got, "*3[$psubscribe") {
+				t.Fatalf("PSUBSCRIBE: %q", got)
+			}
+			// slow never reads again.
+			c := dialWire(t, addr)
+			name := "slow:" + strings.Repeat("x", 300)
+			const batch = 50
+			cmds := make([][]string, 0, 2*batch)
+			for range batch {
+				cmds = append(cmds, []string{"LOCK", name, "TTL", "60000"}, []string{"FORCEUNLOCK", name})
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			start := time.Now()
+			defer func() { t.Logf("published %d in %v", srv.hub.published.Load(), time.Since(start)) }()
+			for srv.hub.dropped.Load() == 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("the subscriber that reads nothing was not cut off within 20s (events published: %d)", srv.hub.published.Load())
+				}
+				c.send(t, cmds...)
+				for range cmds {
+					if got := c.reply(t); strings.HasPrefix(got, "-") {
+						t.Fatalf("reply: %q", got)
+					}
+				}
+			}
+		})
+	}
+}
