@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/relock/relock/locktable"
 )
 
 // Review h1: adversarial tests of the single-node server over real TCP.
@@ -148,6 +150,67 @@ func TestPubsub_SubscriberThatStopsReadingIsCutOffOnEveryTransport(t *testing.T)
 						t.Fatalf("reply: %q", got)
 					}
 				}
+			}
+		})
+	}
+}
+
+// waitersOf returns how many requests wait on lock name.
+func waitersOf(srv *Server, name string) int {
+	p := srv.eng.table().LocksPage(locktable.Query{Prefix: name, Count: 1}, srv.now())
+	for _, l := range p.Locks {
+		if l.Name == name {
+			return len(l.Waiters)
+		}
+	}
+	return 0
+}
+
+// TestLock_WaiterWithAFullPipelineLeavesTheQueueWhenItHangsUp: SPEC §1 "A
+// waiter whose connection closes ... leaves the queue at once and is never
+// granted". A waiter that pipelined more than the server buffers (1 MiB)
+// behind its blocked LOCK is not read any more; on the goroutine transport
+// (TLS, --io goroutine) its reset connection is then never seen, so it
+// stays queued and is granted the lock after it is gone (the event loops
+// watch EPOLLHUP/EPOLLERR even when not reading).
+func TestLock_WaiterWithAFullPipelineLeavesTheQueueWhenItHangsUp(t *testing.T) {
+	for _, io := range []string{"auto", "goroutine"} {
+		t.Run(io, func(t *testing.T) {
+			srv, err := New(Config{Listen: "127.0.0.1:0", IO: io})
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := runClusterServer(t, srv)
+			holder := dialWire(t, addr)
+			key := holder.do(t, "LOCK", "x")
+			if !strings.HasPrefix(key, "$") || key == "$nil" {
+				t.Fatalf("LOCK x: %q", key)
+			}
+			waiter := dialWire(t, addr)
+			cmds := [][]string{{"LOCK", "x"}}
+			arg := strings.Repeat("p", 60<<10)
+			for range 40 { // 2.4 MiB of PINGs behind the blocked LOCK
+				cmds = append(cmds, []string{"PING", arg})
+			}
+			waiter.send(t, cmds...)
+			deadline := time.Now().Add(5 * time.Second)
+			for waitersOf(srv, "x") != 1 {
+				if time.Now().After(deadline) {
+					t.Fatal("the LOCK did not queue")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			// An abortive close (RST), as a crashed host's or a killed
+			// process's with unread data: the FIN of an orderly close
+			// would queue behind the unread pipeline.
+			waiter.Conn.(*net.TCPConn).SetLinger(0)
+			waiter.Close()
+			deadline = time.Now().Add(3 * time.Second)
+			for waitersOf(srv, "x") != 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("the waiter that hung up is still queued 3s later (it would be granted the lock)")
+				}
+				time.Sleep(time.Millisecond)
 			}
 		})
 	}
