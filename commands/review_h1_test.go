@@ -215,3 +215,55 @@ func TestLock_WaiterWithAFullPipelineLeavesTheQueueWhenItHangsUp(t *testing.T) {
 		})
 	}
 }
+
+// holdsField returns the holds= field of CLIENT INFO on c.
+func holdsField(t *testing.T, c *wireConn) string {
+	t.Helper()
+	info := c.do(t, "CLIENT", "INFO")
+	for _, f := range strings.Fields(info) {
+		if strings.HasPrefix(f, "holds=") {
+			return strings.TrimPrefix(f, "holds=")
+		}
+	}
+	t.Fatalf("CLIENT INFO without holds=: %q", info)
+	return ""
+}
+
+// TestLimit_MaxHoldsPerClientBoundsAMultiLockGrantedAfterWaiting:
+// --max-holds-per-client bounds "bound holds plus the wait of one
+// connection". An MLOCK of 4 names granted at once is refused with
+// max-holds-per-client 2, but the same MLOCK that first waits is checked
+// only for its wait (one) and then granted all 4 names: the connection
+// ends with twice the bound.
+func TestLimit_MaxHoldsPerClientBoundsAMultiLockGrantedAfterWaiting(t *testing.T) {
+	addr := tcpServer(t, Config{MaxHolds: 2})
+	a := dialWire(t, addr)
+	b := dialWire(t, addr)
+	if got := b.do(t, "MTRYLOCK", "4", "m1", "m2", "m3", "m4"); !strings.HasPrefix(got, "-LIMIT") {
+		t.Fatalf("MTRYLOCK of 4 names with max-holds-per-client 2: %q; want -LIMIT", got)
+	}
+	key := a.do(t, "LOCK", "m1")
+	if !strings.HasPrefix(key, "$") || key == "$nil" {
+		t.Fatalf("LOCK m1: %q", key)
+	}
+	b.send(t, []string{"MLOCK", "4", "m1", "m2", "m3", "m4", "WAIT", "5000"})
+	// a's UNLOCK is answered after b's MLOCK has queued only if b's
+	// MLOCK ran first: wait for it to be queued.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if info := a.do(t, "LOCKS", "MATCH", "m1"); strings.Contains(info, "$waiters *1[") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the MLOCK did not queue")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := a.do(t, "UNLOCK", "m1", key[1:]); got != ":1" {
+		t.Fatalf("UNLOCK: %q", got)
+	}
+	got := b.reply(t)
+	if holds, _ := strconv.Atoi(holdsField(t, b)); holds > 2 {
+		t.Fatalf("MLOCK after waiting replied %q and left the connection with %d bound holds; max-holds-per-client is 2", got, holds)
+	}
+}
