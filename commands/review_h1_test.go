@@ -267,3 +267,41 @@ func TestLimit_MaxHoldsPerClientBoundsAMultiLockGrantedAfterWaiting(t *testing.T
 		t.Fatalf("MLOCK after waiting replied %q and left the connection with %d bound holds; max-holds-per-client is 2", got, holds)
 	}
 }
+
+// TestAuth_ResetConnectionIsClosedIfItDoesNotAuthenticateAgain: RESET
+// clears a connection's authentication ("as new"), but the auth timeout
+// is armed only when a connection is accepted: a connection that
+// authenticates, RESETs and then idles is never closed, so idle
+// unauthenticated connections can pile up after all (--auth-timeout).
+func TestAuth_ResetConnectionIsClosedIfItDoesNotAuthenticateAgain(t *testing.T) {
+	addr := tcpServer(t, Config{
+		AuthTimeout: 300 * time.Millisecond,
+		Users:       []User{{Name: "default", PasswordHash: bcryptHash(t, "pw"), Locks: []string{"*"}, Admin: true}},
+	})
+	c := dialWire(t, addr)
+	if got := c.do(t, "AUTH", "pw"); got != "+OK" {
+		t.Fatalf("AUTH: %q", got)
+	}
+	// A connection accepted after c and never authenticated is closed
+	// after the timeout: by then c's auth timer has run too.
+	fresh := dialWire(t, addr)
+	fresh.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fresh.r.ReadByte(); err == nil {
+		t.Fatal("the fresh connection got a byte instead of being closed")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("a fresh unauthenticated connection was not closed within 5s")
+	}
+	if got := c.do(t, "RESET"); got != "+RESET" {
+		t.Fatalf("RESET: %q", got)
+	}
+	if got := c.do(t, "LOCK", "x"); !strings.HasPrefix(got, "-NOAUTH") {
+		t.Fatalf("LOCK after RESET: %q; want -NOAUTH", got)
+	}
+	// ... and so should the one RESET made unauthenticated.
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.r.ReadByte(); err == nil {
+		t.Fatal("the RESET connection got a byte instead of being closed")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the connection RESET to unauthenticated is still open 3s after a 300ms auth timeout")
+	}
+}
