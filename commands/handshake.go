@@ -80,7 +80,7 @@ func (sess *session) cmdReset(args [][]byte) *pendingWait {
 	sess.user = ""
 	sess.mu.Unlock()
 	sess.setProto(2)
-	sess.authed.Store(!srv.authRequired())
+	sess.requireAuth() // RESET makes the connection as new
 	sess.w.Simple("RESET")
 	return nil
 }

@@ -115,21 +115,7 @@ func (s *Server) newSession(raddr, laddr net.Addr, bind func(*session)) *session
 		proto:   2,
 	}
 	bind(sess)
-	if !s.authRequired() {
-		sess.authed.Store(true)
-	} else {
-		// A connection that does not authenticate in time is closed, so
-		// that idle unauthenticated sockets cannot pile up.
-		sess.authTimer = time.AfterFunc(s.cfg.AuthTimeout, func() {
-			sess.mu.Lock()
-			ended := sess.ended
-			sess.mu.Unlock()
-			if !ended && !sess.authed.Load() {
-				s.stats.authTimeouts.Add(1)
-				sess.kill()
-			}
-		})
-	}
+	sess.requireAuth()
 	sess.addr = raddr.String()
 	if raddr.Network() == "unix" || sess.addr == "" || sess.addr == "@" {
 		sess.addr = "/unix:" + sess.laddr
@@ -139,6 +125,32 @@ func (s *Server) newSession(raddr, laddr net.Addr, bind func(*session)) *session
 	sess.lt = s.eng.newSession(sess)
 	s.sessions[id] = sess
 	return sess
+}
+
+// requireAuth makes sess authenticated where the server needs no
+// authentication; elsewhere it starts (at accept) or restarts (RESET) the
+// auth timeout: a connection that does not authenticate in time is
+// closed, so that idle unauthenticated sockets cannot pile up.
+func (sess *session) requireAuth() {
+	s := sess.srv
+	if !s.authRequired() {
+		sess.authed.Store(true)
+		return
+	}
+	sess.authed.Store(false)
+	if sess.authTimer != nil {
+		sess.authTimer.Reset(s.cfg.AuthTimeout)
+		return
+	}
+	sess.authTimer = time.AfterFunc(s.cfg.AuthTimeout, func() {
+		sess.mu.Lock()
+		ended := sess.ended
+		sess.mu.Unlock()
+		if !ended && !sess.authed.Load() {
+			s.stats.authTimeouts.Add(1)
+			sess.kill()
+		}
+	})
 }
 
 // endSession releases the session's bound holds, drops its wait and
