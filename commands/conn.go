@@ -59,6 +59,10 @@ type connIO interface {
 	// shutdown shuts the connection's socket down at once, so that its
 	// client sees the close before kill returns.
 	shutdown()
+	// breakWrite makes a write blocked on the socket fail, closing it:
+	// a goroutine-served connection's owner blocks in its writes, an
+	// event loop never does (nothing to do).
+	breakWrite()
 }
 
 // msg is a completion or an order posted to an owner.

@@ -59,7 +59,8 @@ func (d *fakeDriver) wake() {
 // fakeIO is a connection's socket as other goroutines see it.
 type fakeIO struct{ shutdowns atomic.Int32 }
 
-func (f *fakeIO) shutdown() { f.shutdowns.Add(1) }
+func (f *fakeIO) shutdown()   { f.shutdowns.Add(1) }
+func (f *fakeIO) breakWrite() {}
 
 // testOwner is an owner with a fake driver, and the connections it owns.
 type testOwner struct {

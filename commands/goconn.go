@@ -35,7 +35,8 @@ type readResult struct {
 // netIO is a goroutine-served connection's socket.
 type netIO struct{ nc net.Conn }
 
-func (n netIO) shutdown() { n.nc.Close() }
+func (n netIO) shutdown()   { n.nc.Close() }
+func (n netIO) breakWrite() { n.nc.Close() }
 
 // acceptGoroutines accepts connections on ln and serves each with a
 // goroutine of its own, until the server shuts down.

@@ -56,6 +56,9 @@ type fdConn struct {
 	interest uint32 // the epoll events asked for
 }
 
+// breakWrite: an event loop's writes never block.
+func (f *fdConn) breakWrite() {}
+
 func (f *fdConn) shutdown() {
 	f.mu.Lock()
 	if !f.closed {

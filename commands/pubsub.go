@@ -153,6 +153,7 @@ func (h *Hub) queue(sub *subscriber, m message) {
 	}
 	if sub.queued+size > int(h.limit.Load()) {
 		sub.overflow = true
+		go h.cutOff(sub)
 	} else {
 		sub.queue = append(sub.queue, m)
 		sub.queued += size
@@ -164,6 +165,18 @@ func (h *Hub) queue(sub *subscriber, m message) {
 	if post {
 		sub.c.own.post(msg{c: sub.c, kind: msgPublish})
 	}
+}
+
+// cutOff counts and logs a subscriber whose queue passed the limit, and
+// breaks a write its owner may be blocked in (a goroutine-served
+// connection whose client stopped reading), so that the owner gets to its
+// msgPublish, which closes the connection. Off the table's critical
+// section: breaking a write may close a TLS connection.
+func (h *Hub) cutOff(sub *subscriber) {
+	h.dropped.Add(1)
+	c := sub.c
+	c.own.srv.log.Warn("subscriber disconnected: its queued events passed the limit", "client", c.sess.id, "addr", c.sess.addr, "limit", h.limit.Load())
+	c.io.breakWrite()
 }
 
 // subscriber is a connection's subscriptions and its queue of messages.
@@ -402,7 +415,11 @@ func (o *owner) publish(c *conn) {
 		}
 	}
 	clear(q)
-	if over || len(sess.w.B) > limit {
+	if over {
+		o.close(c) // counted and logged by cutOff
+		return
+	}
+	if len(sess.w.B) > limit {
 		hub.dropped.Add(1)
 		o.srv.log.Warn("subscriber disconnected: its unsent event output passed the limit", "client", sess.id, "addr", sess.addr, "limit", limit)
 		o.close(c)
