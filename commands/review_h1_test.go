@@ -230,11 +230,12 @@ func holdsField(t *testing.T, c *wireConn) string {
 }
 
 // TestLimit_MaxHoldsPerClientBoundsAMultiLockGrantedAfterWaiting:
-// --max-holds-per-client bounds "bound holds plus the wait of one
-// connection". An MLOCK of 4 names granted at once is refused with
-// max-holds-per-client 2, but the same MLOCK that first waits is checked
-// only for its wait (one) and then granted all 4 names: the connection
-// ends with twice the bound.
+// --max-holds-per-client bounds bound holds plus the wait of one
+// connection. An MLOCK that waits is granted every name later, so it must
+// fit the bound with all of them when it queues: it used to be checked
+// for its wait only (one), and an MLOCK of 4 names, refused when free,
+// was granted all 4 after waiting, leaving the connection at twice the
+// bound.
 func TestLimit_MaxHoldsPerClientBoundsAMultiLockGrantedAfterWaiting(t *testing.T) {
 	addr := tcpServer(t, Config{MaxHolds: 2})
 	a := dialWire(t, addr)
@@ -246,25 +247,41 @@ func TestLimit_MaxHoldsPerClientBoundsAMultiLockGrantedAfterWaiting(t *testing.T
 	if !strings.HasPrefix(key, "$") || key == "$nil" {
 		t.Fatalf("LOCK m1: %q", key)
 	}
-	b.send(t, []string{"MLOCK", "4", "m1", "m2", "m3", "m4", "WAIT", "5000"})
-	// a's UNLOCK is answered after b's MLOCK has queued only if b's
-	// MLOCK ran first: wait for it to be queued.
+	// Busy, it would wait: refused all the same, and nothing queues.
+	if got := b.do(t, "MLOCK", "4", "m1", "m2", "m3", "m4", "WAIT", "5000"); !strings.HasPrefix(got, "-LIMIT") {
+		t.Fatalf("MLOCK of 4 names that would wait, max-holds-per-client 2: %q; want -LIMIT", got)
+	}
+	if info := a.do(t, "LOCKS", "MATCH", "m1"); strings.Contains(info, "$waiters *1[") {
+		t.Fatalf("the refused MLOCK is queued: %q", info)
+	}
+	// One hold and a wait for two names: three.
+	if k := b.do(t, "LOCK", "other"); !strings.HasPrefix(k, "$") || k == "$nil" {
+		t.Fatalf("LOCK other: %q", k)
+	}
+	if got := b.do(t, "MLOCK", "2", "m1", "m2", "WAIT", "5000"); !strings.HasPrefix(got, "-LIMIT") {
+		t.Fatalf("MLOCK of 2 names that would wait beside 1 hold, max-holds-per-client 2: %q; want -LIMIT", got)
+	}
+	// What fits waits, and is granted.
+	c := dialWire(t, addr)
+	c.send(t, []string{"MLOCK", "2", "m1", "m2", "WAIT", "5000"})
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if info := a.do(t, "LOCKS", "MATCH", "m1"); strings.Contains(info, "$waiters *1[") {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the MLOCK did not queue")
+			t.Fatal("the MLOCK of 2 names did not queue")
 		}
 		time.Sleep(time.Millisecond)
 	}
 	if got := a.do(t, "UNLOCK", "m1", key[1:]); got != ":1" {
 		t.Fatalf("UNLOCK: %q", got)
 	}
-	got := b.reply(t)
-	if holds, _ := strconv.Atoi(holdsField(t, b)); holds > 2 {
-		t.Fatalf("MLOCK after waiting replied %q and left the connection with %d bound holds; max-holds-per-client is 2", got, holds)
+	if got := c.reply(t); !strings.HasPrefix(got, "*2[$") {
+		t.Fatalf("MLOCK of 2 names after waiting: %q", got)
+	}
+	if holds := holdsField(t, c); holds != "2" {
+		t.Fatalf("holds after the MLOCK of 2 names: %s", holds)
 	}
 }
 

@@ -41,7 +41,8 @@ import (
 //     waiter is on a size-1 lock; an upgrade waiter is its queue's head
 //     (so at most one per lock) and names a live shared hold of its lock;
 //   - every session seen (through holds and waiters, plus the ones passed
-//     in) counts as bound exactly the holds linked to it, all live; a closed
+//     in) counts as bound exactly the holds linked to it, all live, and
+//     its bound holds plus its wait are within MaxHoldsPerSession; a closed
 //     session has no holds, no wait and no slot, and a session's slot names
 //     it;
 //   - owners and long names are kept exactly for the holds and locks that
@@ -443,6 +444,11 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 		}
 		if s.bound != linked[s] {
 			fail("session %d: bound %d, but %d live holds are bound to it", s.ID, s.bound, linked[s])
+		}
+		if max := tb.cfg.MaxHoldsPerSession; max > 0 {
+			if w := s.waitHolds(); s.bound+w > max {
+				fail("session %d: %d bound holds and a wait for %d, over MaxHoldsPerSession %d", s.ID, s.bound, w, max)
+			}
 		}
 		if s.closed && (s.bound != 0 || s.waiting != nil || s.slot != 0) {
 			fail("session %d: closed with %d holds, waiting=%v, slot %d", s.ID, s.bound, s.waiting != nil, s.slot)

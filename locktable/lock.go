@@ -192,11 +192,7 @@ func (t *Table) acquire(ev *Events, s *Session, req Request, now int64, wait, de
 		return Key{}, 0, ErrAlreadyWaiting, nil
 	}
 	if max := t.cfg.MaxHoldsPerSession; max > 0 && !req.Detach {
-		used := s.bound
-		if s.waiting != nil {
-			used++
-		}
-		if used >= max {
+		if s.bound+s.waitHolds() >= max {
 			return Key{}, 0, ErrTooManyHolds, nil
 		}
 	}

@@ -82,6 +82,20 @@ type mMulti struct {
 	pending bool
 }
 
+// waitHolds is what s's wait counts against MaxHoldsPerSession: the holds
+// its grant may add, one per name; nothing for a detached request or an
+// upgrade.
+func (s *mSession) waitHolds() int {
+	w := s.waiting
+	switch {
+	case w == nil || w.req.Detach || w.upgrade != nil:
+		return 0
+	case w.multi != nil:
+		return len(w.multi.legs)
+	}
+	return 1
+}
+
 type mLock struct {
 	name    string
 	size    uint32
@@ -448,11 +462,7 @@ func (m *model) acquire(s *mSession, req Request, wait bool) (Key, Outcome, erro
 		return Key{}, 0, ErrAlreadyWaiting
 	}
 	if m.cfg.MaxHoldsPerSession > 0 && !req.Detach {
-		used := m.bound(s)
-		if s.waiting != nil {
-			used++
-		}
-		if used >= m.cfg.MaxHoldsPerSession {
+		if m.bound(s)+s.waitHolds() >= m.cfg.MaxHoldsPerSession {
 			return Key{}, 0, ErrTooManyHolds
 		}
 	}
@@ -1253,13 +1263,10 @@ func (m *model) acquireMulti(s *mSession, reqs []Request, wait bool) ([]Key, Out
 		return nil, 0, ErrAlreadyWaiting
 	}
 	if max := m.cfg.MaxHoldsPerSession; max > 0 && !rs[0].Detach {
-		used := m.bound(s)
-		if s.waiting != nil {
-			used++
-		}
-		need := 1
-		if free {
-			need = newHolds
+		used := m.bound(s) + s.waitHolds()
+		need := newHolds
+		if !free {
+			need = len(rs)
 		}
 		if need > 0 && used+need > max {
 			return nil, 0, ErrTooManyHolds

@@ -235,7 +235,9 @@ type multiLeg struct {
 //
 // The wait is s's one wait (ErrAlreadyWaiting); it counts as one against
 // Config.MaxHoldsPerSession while waiting, and a grant as a hold per name
-// it does not re-enter. Every leg counts against its lock's
+// it does not re-enter. A request is refused (ErrTooManyHolds) unless its
+// grant fits the bound: granted at once, the names it does not re-enter;
+// after waiting, every name (what it would re-enter may end meanwhile). Every leg counts against its lock's
 // Config.MaxWaiters. CancelWaitAt and CloseSession withdraw every leg.
 //
 // Errors, and nothing changes (but the expiry of the names' due holds):
@@ -380,13 +382,12 @@ func (t *Table) acquireMulti(ev *Events, s *Session, reqs []Request, now int64, 
 		return nil, 0, ErrAlreadyWaiting, nil
 	}
 	if max := t.cfg.MaxHoldsPerSession; max > 0 && !rs[0].Detach {
-		used := s.bound
-		if s.waiting != nil {
-			used++
-		}
-		need := 1 // the wait
-		if canGrant {
-			need = newHolds
+		used := s.bound + s.waitHolds()
+		need := newHolds // a grant now
+		if !canGrant {
+			// A grant later: a hold it would re-enter now may have
+			// ended by then, and every name becomes a new hold.
+			need = len(rs)
 		}
 		if need > 0 && used+need > max {
 			return nil, 0, ErrTooManyHolds, nil

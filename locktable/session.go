@@ -30,6 +30,21 @@ func (t *Table) NewSession(id uint64, conn any) *Session {
 	return &Session{ID: id, Conn: conn}
 }
 
+// waitHolds is what s's wait counts against Config.MaxHoldsPerSession:
+// the bound holds its grant may add, one per name; nothing for a detached
+// request, which the bound does not cover, nor for an upgrade (its hold
+// counts already). Caller holds s.mu.
+func (s *Session) waitHolds() int {
+	w := s.waiting
+	switch {
+	case w == nil || w.req.Detach || w.upgrade != 0:
+		return 0
+	case w.multi != nil:
+		return len(w.multi.legs)
+	}
+	return 1
+}
+
 // Bound returns the number of holds bound to the session.
 func (s *Session) Bound() int {
 	s.mu.Lock()
