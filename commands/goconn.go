@@ -3,7 +3,10 @@ package commands
 import (
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
+	"os"
+	"syscall"
 	"time"
 )
 
@@ -23,14 +26,26 @@ type goConn struct {
 	notes chan struct{} // buffered(1): the inbox has messages
 	want  chan int      // buffered(1): read up to n bytes (the reader's only input)
 	got   chan readResult
-	// reading: a read was asked for and its result not yet taken.
+	// reading: a read (or a watch) was asked for and its result not yet
+	// taken.
 	reading bool
+	// raw is the socket under nc, for awaitHangup (nil: not watched).
+	raw syscall.RawConn
+	// watching: the reader awaits a hang-up (watchHangup) instead of
+	// reading; cancelled: its read deadline was set to end the watch.
+	watching, cancelled bool
 }
 
 type readResult struct {
 	n   int
 	err error
+	// watched: a hang-up watch ended without one (cancelled).
+	watched bool
 }
+
+// watchHangup, asked of the reader instead of a read size, makes it await
+// the client's hang-up without reading (awaitHangup).
+const watchHangup = -1
 
 // netIO is a goroutine-served connection's socket.
 type netIO struct{ nc net.Conn }
@@ -68,6 +83,7 @@ func (s *Server) serveGoroutine(nc net.Conn) {
 		got:   make(chan readResult),
 	}
 	g.owner.init(s, g, false)
+	g.raw = rawSocket(nc)
 	c := newConn(s, netIO{nc})
 	c.own = &g.owner
 	g.c = c
@@ -109,8 +125,20 @@ func (g *goConn) read() {
 		}
 	}
 	for n := range g.want {
+		if n == watchHangup {
+			err := awaitHangup(g.raw)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				g.got <- readResult{watched: true}
+				continue
+			}
+			if err == nil {
+				err = io.EOF // hung up
+			}
+			g.got <- readResult{err: err}
+			return
+		}
 		r, err := g.nc.Read(g.rbuf[:n])
-		g.got <- readResult{r, err}
+		g.got <- readResult{n: r, err: err}
 		if err != nil {
 			return
 		}
@@ -148,9 +176,13 @@ func (g *goConn) run() {
 		}
 		if read {
 			g.reading = false
-			if !ok || got.err != nil || got.n == 0 {
+			switch {
+			case ok && got.watched:
+				g.watching, g.cancelled = false, false
+				g.nc.SetReadDeadline(time.Time{}) // before the next read
+			case !ok || got.err != nil || got.n == 0:
 				g.close(c)
-			} else {
+			default:
 				c.input(g.rbuf[:got.n])
 			}
 		}
@@ -183,12 +215,42 @@ func (g *goConn) wake() {
 func (g *goConn) interest(c *conn) {}
 
 // ask asks the reader for a read when the connection wants input and
-// none is asked for.
+// none is asked for. While a command waits (a queued LOCK) with its input
+// full, it asks the reader to watch for a hang-up instead, as the event
+// loops do (EPOLLRDHUP), so that a waiter that is gone leaves the queue at
+// once; the watch is cancelled when input is wanted again.
 func (g *goConn) ask(c *conn) {
-	if !g.reading && c.wantsInput() {
+	switch {
+	case g.watching:
+		if !g.cancelled && (c.wantsInput() || c.wait == nil) {
+			g.cancelled = true
+			g.nc.SetReadDeadline(time.Unix(1, 0)) // ends the watch
+		}
+	case g.reading:
+	case c.wantsInput():
 		g.reading = true
 		g.want <- c.readRoom()
+	case c.wait != nil && !c.closed && g.raw != nil:
+		g.reading, g.watching = true, true
+		g.want <- watchHangup
 	}
+}
+
+// rawSocket returns the socket under nc (a TLS connection's too), or nil
+// where a hang-up cannot be awaited.
+func rawSocket(nc net.Conn) syscall.RawConn {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !canAwaitHangup || !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
 }
 
 // write sends all of c's output; a client that does not read blocks only

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -376,4 +377,43 @@ func TestTLS_StalledHandshakeIsClosed(t *testing.T) {
 	if err := c.Ping(ctxFor(t, 5*time.Second)).Err(); err != nil {
 		t.Fatalf("PING over mTLS: %v", err)
 	}
+}
+
+// TestTLS_AWaiterWithAFullPipelineThatResetsLeavesTheQueue: a TLS
+// connection is served by a goroutine, which stops reading a connection
+// whose unrun input is full (1 MiB behind a LOCK that waits). Its
+// client's reset (a killed process, a crashed host) must still take its
+// request out of the queue at once, as on the event loops, rather than
+// leave it to be granted to nobody.
+func TestTLS_AWaiterWithAFullPipelineThatResetsLeavesTheQueue(t *testing.T) {
+	certs := makeTestCerts(t)
+	srv := startServer(t, "--tls-cert", certs.serverCert, "--tls-key", certs.serverKey)
+	holder := srv.client(t, tlsOpts(certs))
+	mustLock(t, holder, "LOCK", "tls:x")
+	raw, err := net.DialTimeout("tcp", srv.Addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	waiter := tls.Client(raw, &tls.Config{RootCAs: certs.pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
+	// 2.4 MiB of PINGs behind the LOCK that waits, a write each: TLS
+	// records then end where requests do, and the server stops reading
+	// once 1 MiB of whole requests wait (a request read in part is read
+	// on).
+	arg := strings.Repeat("p", 60<<10)
+	requests := []string{"*2\r\n$4\r\nLOCK\r\n$5\r\ntls:x\r\n"}
+	for range 40 {
+		requests = append(requests, fmt.Sprintf("*2\r\n$4\r\nPING\r\n$%d\r\n%s\r\n", len(arg), arg))
+	}
+	waiter.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	for _, r := range requests {
+		if _, err := waiter.Write([]byte(r)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 5*time.Second, func() bool { return infoField(t, holder, "waiters") == "1" }, "the LOCK over TLS queued")
+	raw.(*net.TCPConn).SetLinger(0) // a reset, not an orderly close
+	raw.Close()
+	eventually(t, 3*time.Second, func() bool { return infoField(t, holder, "waiters") == "0" },
+		"the waiter whose TLS connection was reset left the queue (it would be granted the lock after it is gone)")
 }

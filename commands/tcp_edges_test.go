@@ -12,7 +12,8 @@ import (
 	"github.com/relock/relock/locktable"
 )
 
-// Review h1: adversarial tests of the single-node server over real TCP.
+// Edge cases of the single-node server over real TCP, both transports
+// where it matters (found by an adversarial review).
 
 // tcpServer runs a server with cfg on a loopback port until the test ends
 // and returns its address.
@@ -211,6 +212,30 @@ func TestLock_WaiterWithAFullPipelineLeavesTheQueueWhenItHangsUp(t *testing.T) {
 					t.Fatal("the waiter that hung up is still queued 3s later (it would be granted the lock)")
 				}
 				time.Sleep(time.Millisecond)
+			}
+
+			// A waiter that stays is granted, and the input behind its
+			// LOCK runs: the server reads it again (on the goroutine
+			// transport, the hang-up watch is cancelled).
+			stays := dialWire(t, addr)
+			stays.send(t, cmds...)
+			deadline = time.Now().Add(5 * time.Second)
+			for waitersOf(srv, "x") != 1 {
+				if time.Now().After(deadline) {
+					t.Fatal("the second LOCK did not queue")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			if got := holder.do(t, "UNLOCK", "x", key[1:]); got != ":1" {
+				t.Fatalf("UNLOCK: %q", got)
+			}
+			if got := stays.reply(t); !strings.HasPrefix(got, "$") || got == "$nil" {
+				t.Fatalf("the waiter's LOCK: %q", got)
+			}
+			for i := 1; i < len(cmds); i++ {
+				if got := stays.reply(t); got != "$"+arg {
+					t.Fatalf("PING %d behind the granted LOCK: %.40q", i, got)
+				}
 			}
 		})
 	}
