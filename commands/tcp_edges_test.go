@@ -18,13 +18,19 @@ import (
 // tcpServer runs a server with cfg on a loopback port until the test ends
 // and returns its address.
 func tcpServer(t *testing.T, cfg Config) string {
+	_, addr := tcpServerOn(t, cfg)
+	return addr
+}
+
+// tcpServerOn is tcpServer, returning the server too.
+func tcpServerOn(t *testing.T, cfg Config) (*Server, string) {
 	t.Helper()
 	cfg.Listen = "127.0.0.1:0"
 	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return runClusterServer(t, srv)
+	return srv, runClusterServer(t, srv)
 }
 
 // wireConn is a raw RESP connection for these tests.
@@ -120,11 +126,7 @@ func (c *wireConn) do(t *testing.T, args ...string) string {
 func TestPubsub_SubscriberThatStopsReadingIsCutOffOnEveryTransport(t *testing.T) {
 	for _, io := range []string{"auto", "goroutine"} {
 		t.Run(io, func(t *testing.T) {
-			srv, err := New(Config{Listen: "127.0.0.1:0", IO: io})
-			if err != nil {
-				t.Fatal(err)
-			}
-			addr := runClusterServer(t, srv)
+			srv, addr := tcpServerOn(t, Config{IO: io})
 			slow := dialWire(t, addr)
 			slow.Conn.(*net.TCPConn).SetReadBuffer(4 << 10)
 			if got := slow.do(t, "PSUBSCRIBE", "__lock__:*"); !strings.HasPrefix(got, "*3[$psubscribe") {
@@ -177,11 +179,7 @@ func waitersOf(srv *Server, name string) int {
 func TestLock_WaiterWithAFullPipelineLeavesTheQueueWhenItHangsUp(t *testing.T) {
 	for _, io := range []string{"auto", "goroutine"} {
 		t.Run(io, func(t *testing.T) {
-			srv, err := New(Config{Listen: "127.0.0.1:0", IO: io})
-			if err != nil {
-				t.Fatal(err)
-			}
-			addr := runClusterServer(t, srv)
+			srv, addr := tcpServerOn(t, Config{IO: io})
 			holder := dialWire(t, addr)
 			key := holder.do(t, "LOCK", "x")
 			if !strings.HasPrefix(key, "$") || key == "$nil" {
