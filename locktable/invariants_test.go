@@ -42,7 +42,8 @@ import (
 //     (so at most one per lock) and names a live shared hold of its lock;
 //   - every session seen (through holds and waiters, plus the ones passed
 //     in) counts as bound exactly the holds linked to it, all live, and
-//     its bound holds plus its wait are within MaxHoldsPerSession; a closed
+//     its bound holds plus its wait are within MaxHoldsPerSession (Renew's
+//     adoption of an orphan is exempt, and no test adopts past it); a closed
 //     session has no holds, no wait and no slot, and a session's slot names
 //     it;
 //   - owners and long names are kept exactly for the holds and locks that
