@@ -345,3 +345,39 @@ func TestAuth_ResetConnectionIsClosedIfItDoesNotAuthenticateAgain(t *testing.T) 
 		t.Fatal("the connection RESET to unauthenticated is still open 3s after a 300ms auth timeout")
 	}
 }
+
+// TestAuth_ResetDoesNotExtendAnUnauthenticatedConnectionsTimeout: a
+// connection that has not authenticated within --auth-timeout is closed
+// (docs/protocol.md). RESET is allowed before authentication and
+// restarts the auth timer, so a client that never authenticates but sends
+// RESET more often than the timeout keeps its connection (and a
+// --max-clients slot) for ever.
+func TestAuth_ResetDoesNotExtendAnUnauthenticatedConnectionsTimeout(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	addr := tcpServer(t, Config{
+		AuthTimeout: timeout,
+		Users:       []User{{Name: "default", PasswordHash: bcryptHash(t, "pw"), Locks: []string{"*"}, Admin: true}},
+	})
+	c := dialWire(t, addr)
+	deadline := time.Now().Add(10 * timeout)
+	for {
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(request("RESET")); err != nil {
+			return // closed
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, err := c.readValue()
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("RESET got no reply within 5s")
+			}
+			return // closed, as it should be
+		}
+		if got != "+RESET" {
+			t.Fatalf("RESET: %q", got)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a connection that never authenticated but sends RESET is still open %v after accept (auth timeout %v)", 10*timeout, timeout)
+		}
+	}
+}
