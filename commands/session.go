@@ -128,18 +128,22 @@ func (s *Server) newSession(raddr, laddr net.Addr, bind func(*session)) *session
 }
 
 // requireAuth makes sess authenticated where the server needs no
-// authentication; elsewhere it starts (at accept) or restarts (RESET) the
-// auth timeout: a connection that does not authenticate in time is
-// closed, so that idle unauthenticated sockets cannot pile up.
+// authentication; elsewhere it starts (at accept) or restarts (RESET of an
+// authenticated connection) the auth timeout: a connection that does not
+// authenticate in time is closed, so that idle unauthenticated sockets
+// cannot pile up. A RESET of a connection not yet authenticated leaves its
+// timer running (else RESET would keep it open for ever).
 func (sess *session) requireAuth() {
 	s := sess.srv
 	if !s.authRequired() {
 		sess.authed.Store(true)
 		return
 	}
-	sess.authed.Store(false)
+	wasAuthed := sess.authed.Swap(false)
 	if sess.authTimer != nil {
-		sess.authTimer.Reset(s.cfg.AuthTimeout)
+		if wasAuthed {
+			sess.authTimer.Reset(s.cfg.AuthTimeout)
+		}
 		return
 	}
 	sess.authTimer = time.AfterFunc(s.cfg.AuthTimeout, func() {
