@@ -50,8 +50,18 @@ const watchHangup = -1
 // netIO is a goroutine-served connection's socket.
 type netIO struct{ nc net.Conn }
 
-func (n netIO) shutdown()   { n.nc.Close() }
-func (n netIO) breakWrite() { n.nc.Close() }
+func (n netIO) shutdown() { n.nc.Close() }
+
+// breakWrite closes the socket itself, under TLS too: tls.Conn.Close
+// would first send close_notify, which can wait (up to 5 s) on the very
+// socket buffer the client stopped reading.
+func (n netIO) breakWrite() {
+	if tc, ok := n.nc.(*tls.Conn); ok {
+		tc.NetConn().Close()
+		return
+	}
+	n.nc.Close()
+}
 
 // acceptGoroutines accepts connections on ln and serves each with a
 // goroutine of its own, until the server shuts down.

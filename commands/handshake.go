@@ -80,7 +80,8 @@ func (sess *session) cmdReset(args [][]byte) *pendingWait {
 	sess.user = ""
 	sess.mu.Unlock()
 	sess.setProto(2)
-	sess.requireAuth() // RESET makes the connection as new
+	sess.tlsSeen = false // logged in by its certificate again (--tls-auth-cn)
+	sess.requireAuth()   // RESET makes the connection as new
 	sess.w.Simple("RESET")
 	return nil
 }

@@ -171,7 +171,8 @@ func (h *Hub) queue(sub *subscriber, m message) {
 // breaks a write its owner may be blocked in (a goroutine-served
 // connection whose client stopped reading), so that the owner gets to its
 // msgPublish, which closes the connection. Off the table's critical
-// section: breaking a write may close a TLS connection.
+// section (a goroutine of its own, not counted: it only closes a socket,
+// never waits).
 func (h *Hub) cutOff(sub *subscriber) {
 	h.dropped.Add(1)
 	c := sub.c

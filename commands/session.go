@@ -55,7 +55,8 @@ type session struct {
 	// authentication). Read by the auth timeout's goroutine.
 	authed atomic.Bool
 	// authTimer closes the connection if it has not authenticated in time;
-	// stopped when the session ends. Set once at creation.
+	// stopped when the session ends, restarted by RESET (requireAuth).
+	// Guarded by mu.
 	authTimer *time.Timer
 
 	// lastCmd (index in commandList, -1: none) and lastAt (unix ns) are
@@ -140,21 +141,23 @@ func (sess *session) requireAuth() {
 		return
 	}
 	wasAuthed := sess.authed.Swap(false)
-	if sess.authTimer != nil {
-		if wasAuthed {
-			sess.authTimer.Reset(s.cfg.AuthTimeout)
-		}
-		return
+	sess.mu.Lock() // authTimer: a RESET off the owner (a cluster) races a close
+	defer sess.mu.Unlock()
+	switch {
+	case sess.ended:
+	case sess.authTimer == nil:
+		sess.authTimer = time.AfterFunc(s.cfg.AuthTimeout, func() {
+			sess.mu.Lock()
+			ended := sess.ended
+			sess.mu.Unlock()
+			if !ended && !sess.authed.Load() {
+				s.stats.authTimeouts.Add(1)
+				sess.kill()
+			}
+		})
+	case wasAuthed:
+		sess.authTimer.Reset(s.cfg.AuthTimeout)
 	}
-	sess.authTimer = time.AfterFunc(s.cfg.AuthTimeout, func() {
-		sess.mu.Lock()
-		ended := sess.ended
-		sess.mu.Unlock()
-		if !ended && !sess.authed.Load() {
-			s.stats.authTimeouts.Add(1)
-			sess.kill()
-		}
-	})
 }
 
 // endSession releases the session's bound holds, drops its wait and
@@ -168,10 +171,10 @@ func (s *Server) endSession(sess *session) {
 func (s *Server) endSessionBy(sess *session, why locktable.Reason, commit func(*locktable.Events)) {
 	sess.mu.Lock()
 	sess.ended = true
-	sess.mu.Unlock()
 	if sess.authTimer != nil {
 		sess.authTimer.Stop()
 	}
+	sess.mu.Unlock()
 	if why == locktable.ReasonDisconnect && sess.killed.Load() {
 		why = locktable.ReasonKilled
 	}

@@ -338,6 +338,17 @@ func TestTLS_ClientCertificateCNIsTheUser(t *testing.T) {
 		t.Errorf("CHECK after FORCEUNLOCK: %v; want NOTHELD", err)
 	}
 
+	// RESET makes a connection as new: it is logged in by its
+	// certificate again at its next command.
+	one := app.Conn()
+	defer one.Close()
+	if err := one.Do(ctx, "RESET").Err(); err != nil {
+		t.Fatalf("RESET: %v", err)
+	}
+	if k, err := one.Do(ctx, "TRYLOCK", "app:reset").Text(); err != nil || !plainKey.MatchString(k) {
+		t.Errorf("CN=app TRYLOCK after RESET = %q, %v; want a key (logged in by the certificate again)", k, err)
+	}
+
 	// redis-cli with the app certificate is app.
 	certFile, keyFile, _ := certs.client(t, "app")
 	tlsArgs := []string{"--cacert", certs.caCert, "--cert", certFile, "--key", keyFile}

@@ -233,9 +233,9 @@ type multiLeg struct {
 // holds part of its names while it waits, and later requests for any of
 // them queue behind it. Without wait nothing changes (Busy).
 //
-// The wait is s's one wait (ErrAlreadyWaiting); it counts as one against
-// Config.MaxHoldsPerSession while waiting, and a grant as a hold per name
-// it does not re-enter. A request is refused (ErrTooManyHolds) unless its
+// The wait is s's one wait (ErrAlreadyWaiting); it counts as one per name
+// against Config.MaxHoldsPerSession while waiting, and a grant as a hold
+// per name it does not re-enter. A request is refused (ErrTooManyHolds) unless its
 // grant fits the bound: granted at once, the names it does not re-enter;
 // after waiting, every name (what it would re-enter may end meanwhile). Every leg counts against its lock's
 // Config.MaxWaiters. CancelWaitAt and CloseSession withdraw every leg.
