@@ -1,0 +1,49 @@
+package integration
+
+import (
+	"testing"
+	"time"
+)
+
+// review-h5: a hold with a lock-delay whose TTL runs out while the server
+// is down ended involuntarily (expiry): its capacity must stay taken for
+// the delay after the restart ("The delay is part of the durable state:
+// with --data-dir a restart does not cut it short"). Restore drops the
+// hold (its deadline has passed) and leaves no slot in lock-delay, so the
+// lock is free at once.
+func TestReviewH5_LockDelayOfHoldExpiredWhileDownSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	const ttl = 1500 * time.Millisecond
+	for _, kill := range []bool{false, true} {
+		dir := t.TempDir()
+		srv := startServer(t, "--data-dir", dir, "--fsync", "always")
+		c := srv.client(t)
+		before := time.Now()
+		mustLock(t, c, "LOCK", "det", "TTL", ttl.Milliseconds(), "LOCKDELAY", 60000, "DETACH")
+		mustLock(t, c, "LOCK", "bound", "TTL", ttl.Milliseconds(), "LOCKDELAY", 60000)
+		if l, ok := lockOf(t, c, "det"); !ok || len(l.Holders) != 1 {
+			t.Fatalf("det before the stop: %+v, %v", l, ok)
+		}
+		if kill {
+			srv.Kill()
+		} else {
+			srv.Stop()
+		}
+		stopped := time.Now()
+		if stopped.Sub(before) >= ttl {
+			t.Skipf("the server took %v to stop: the TTL ran out while it ran", stopped.Sub(before))
+		}
+		// Wait (bounded) until both TTLs have run out while it is down.
+		deadline := time.NewTimer(before.Add(ttl + 200*time.Millisecond).Sub(time.Now()))
+		<-deadline.C
+		srv = startServer(t, "--data-dir", dir, "--fsync", "always")
+		c = srv.client(t)
+		for _, name := range []string{"det", "bound"} {
+			// The delay runs until at least the TTL's end plus 60 s.
+			if got, err := doBounded(c, "TRYLOCK", name).Result(); err != nil || got != nil {
+				t.Errorf("kill=%v: TRYLOCK %s after a restart within its lock-delay: %v, %v; want nil (the slot in lock-delay)", kill, name, got, err)
+			}
+		}
+		srv.Stop()
+	}
+}
