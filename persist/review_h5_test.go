@@ -76,3 +76,31 @@ func TestReviewH5_WALBadLengthBeforeTheEndIsCorruptionNotATornTail(t *testing.T)
 		t.Fatalf("Load = %d records, err %v (log now %d bytes, was %d); want a corruption error naming %s", len(recs), err, size, len(b), walName)
 	}
 }
+
+// review-h5: a relock.db cut to zero bytes (or zero-filled) holding 200
+// holds. "A corrupt file is a startup error, never a silent empty state".
+func TestReviewH5_EmptiedDBIsAnErrorNeverAnEmptyState(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		f    func([]byte) []byte
+	}{
+		{"truncated to zero bytes", func(b []byte) []byte { return nil }},
+		{"zero-filled", func(b []byte) []byte { return make([]byte, len(b)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := storeWithHolds(t)
+			editFile(t, dir, tc.f)
+			s, err := Open(Options{Dir: dir, Mode: Always, OpenTimeout: time.Second})
+			if err != nil {
+				t.Logf("Open: %v", err)
+				return
+			}
+			defer s.Close()
+			restored, _, err := s.RestoreInto(newTable(), t0, 30*time.Second)
+			if err == nil {
+				t.Fatalf("a relock.db %s opened and restored %d of 200 holds without an error", tc.name, restored)
+			}
+			t.Logf("RestoreInto: %v", err)
+		})
+	}
+}
