@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -45,5 +47,39 @@ func TestReviewH5_LockDelayOfHoldExpiredWhileDownSurvivesRestart(t *testing.T) {
 			}
 		}
 		srv.Stop()
+	}
+}
+
+// review-h5: a start that restores the data dir and then fails (here its
+// --listen address is taken) has already rewritten relock.db with the
+// orphans' grace deadlines (Store.Attach runs in commands.New, before Run
+// listens). The next start, later than that grace, drops every
+// connection-bound hold, though no client could reach a server to RENEW
+// it: the failed start consumed the restore grace.
+func TestReviewH5_FailedStartDoesNotConsumeTheRestoreGrace(t *testing.T) {
+	t.Parallel()
+	const grace = 1 * time.Second
+	dir := t.TempDir()
+	srv := startServer(t, "--data-dir", dir)
+	c := srv.client(t)
+	mustLock(t, c, "LOCK", "bound")
+	srv.Stop()
+
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	failedAt := time.Now()
+	code, stderr, _ := serverExit(t, 20*time.Second, "--data-dir", dir, "--restore-grace", grace.String(), "--listen", taken.Addr().String())
+	if code == 0 || !strings.Contains(stderr, "listen") {
+		t.Fatalf("start on a taken address: exit %d; want a listen error\n%s", code, stderr)
+	}
+	// The next start comes after the failed one's grace would have ended.
+	wait := time.NewTimer(time.Until(failedAt.Add(grace + 200*time.Millisecond)))
+	<-wait.C
+	srv = startServer(t, "--data-dir", dir, "--restore-grace", "30s")
+	if n := restoredHolds(t, srv); n != 1 {
+		t.Fatalf("restored %d holds after a failed start, want 1 (the bound hold as an orphan)", n)
 	}
 }
