@@ -134,12 +134,18 @@ func parseWAL(data []byte, path string) (map[uint64]*locktable.HoldRecord, uint6
 			break // torn record at the tail
 		}
 		payload := rest[walHeader : walHeader+n]
-		f, err := applyWALRecord(pending, payload)
-		if crc32.Checksum(payload, castagnoli) != sum || err != nil {
+		// The checksum first: a torn record's changes must not be applied.
+		if crc32.Checksum(payload, castagnoli) != sum {
 			if off+walHeader+n < len(data) {
 				return nil, 0, 0, fmt.Errorf("%s is corrupt at offset %d (a bad record before the end)", path, off)
 			}
 			break // the last record is torn
+		}
+		// A record with a good checksum is whole: one that does not
+		// decode is corruption (or a newer format) wherever it is.
+		f, err := applyWALRecord(pending, payload)
+		if err != nil {
+			return nil, 0, 0, fmt.Errorf("%s is corrupt at offset %d (a record it cannot read)", path, off)
 		}
 		fence = max(fence, f)
 		off += walHeader + n
