@@ -122,6 +122,14 @@ func Open(o Options) (*Store, error) {
 		sizeAtOpen = fi.Size()
 	}
 	createdDB := errors.Is(err, os.ErrNotExist)
+	// bbolt fills a new file (and syncs it) before the log is created: an
+	// empty relock.db beside a log was emptied, not just created. bbolt
+	// would take it for a new database, and everything it held be lost.
+	if err == nil && sizeAtOpen == 0 {
+		if _, werr := os.Stat(filepath.Join(o.Dir, walName)); werr == nil {
+			return nil, fmt.Errorf("%s is corrupt: empty (its write-ahead log %s exists)", path, walName)
+		}
+	}
 	db, err := openBolt(path, o.OpenTimeout)
 	if err != nil {
 		return nil, err
