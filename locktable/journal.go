@@ -166,6 +166,12 @@ func (t *Table) Restore(recs []HoldRecord, now, grace int64) (restored, dropped 
 				deadline = g
 			}
 		}
+		if !r.Delayed && r.LockDelay > 0 && deadline != 0 && deadline <= now {
+			// Its TTL ran out while the server was down: it ended
+			// involuntarily then, and its lock-delay runs from then.
+			r.Delayed, r.Bound, r.Detached, r.Owner, r.TTL = true, false, false, "", 0
+			deadline += r.LockDelay
+		}
 		if r.Name == "" || r.Size == 0 || r.Count == 0 || (deadline != 0 && deadline <= now) ||
 			((r.Detached || r.Delayed) && deadline == 0) || r.LockDelay < 0 || r.LockDelay > MaxLockDelay ||
 			(r.Shared && r.Size != 1) {
