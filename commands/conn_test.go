@@ -617,6 +617,9 @@ func newStoreServer(t *testing.T) (*Server, *atomic.Bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := srv.attachStore(); err != nil {
+		t.Fatal(err)
+	}
 	return srv, fail
 }
 

@@ -70,6 +70,9 @@ func TestShutdownWaitsForTheRoundsCommit(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if err := srv.attachStore(); err != nil {
+				t.Fatal(err)
+			}
 			h := newTestOwner(t, srv, syncHere)
 			c := h.connect()
 			h.round()

@@ -64,6 +64,9 @@ func TestPubSub_EventsWaitForTheCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := srv.attachStore(); err != nil {
+		t.Fatal(err)
+	}
 	h1, h2x := twoOwners(t, srv)
 	h2 = h2x
 	a := h1.connect()

@@ -284,7 +284,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.expiry.init()
 	if st := cfg.Store; st != nil {
-		restored, dropped, err := st.RestoreInto(s.table, s.now(), cfg.RestoreGrace)
+		// Attached (written) by Run once it listens.
+		restored, dropped, err := st.Restore(s.table, s.now(), cfg.RestoreGrace)
 		if err != nil {
 			return nil, err
 		}
@@ -295,6 +296,19 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// attachStore makes the restored table the store's state (orphans' grace
+// deadlines included), from which every commit goes on: Run does it only
+// once it listens, so that a start that cannot serve leaves the next one
+// the same holds with a whole --restore-grace.
+func (s *Server) attachStore() error {
+	if st := s.cfg.Store; st != nil {
+		if err := st.Attach(s.table); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+	}
+	return nil
 }
 
 // now is the server's clock for the lock table: unix nanoseconds at start
@@ -360,6 +374,18 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		lns = append(lns, ln)
 	}
+	var mlns net.Listener
+	if s.cfg.MetricsListen != "" {
+		var err error
+		if mlns, err = net.Listen("tcp", s.cfg.MetricsListen); err != nil {
+			closeAll(lns)
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+	}
+	if err := s.attachStore(); err != nil {
+		closeAll(append(lns, mlns))
+		return err
+	}
 	s.mu.Lock()
 	s.listeners = lns
 	s.mu.Unlock()
@@ -378,19 +404,9 @@ func (s *Server) Run(ctx context.Context) error {
 		s.expiry.run(expCtx, s)
 	}()
 
-	var mlns net.Listener
-	if s.cfg.MetricsListen != "" {
-		var err error
-		if mlns, err = net.Listen("tcp", s.cfg.MetricsListen); err != nil {
-			closeAll(lns)
-			stopExpiry()
-			s.wg.Wait()
-			return fmt.Errorf("metrics listen: %w", err)
-		}
-	}
 	looped, err := s.startLoops(lns)
 	if err != nil {
-		closeAll(lns)
+		closeAll(append(lns, mlns))
 		stopExpiry()
 		s.wg.Wait()
 		return fmt.Errorf("event loop: %w", err)
@@ -678,7 +694,9 @@ type heldRef struct {
 
 func closeAll(lns []net.Listener) {
 	for _, ln := range lns {
-		ln.Close()
+		if ln != nil {
+			ln.Close()
+		}
 	}
 }
 

@@ -148,8 +148,10 @@ func (t *Table) Snapshot() []HoldRecord {
 // sooner, adopted by the first Renew with their key, which also restores
 // their own TTL duration. Every hold keeps its lock-delay, and slots in
 // lock-delay (Delayed) come back with their own deadline, grace or not: a
-// restart does not cut a delay short. Holds and slots whose deadline has
-// passed are dropped. Holds keep their mode (shared or exclusive). The
+// restart does not cut a delay short. A hold with a lock-delay whose TTL
+// ran out while the server was down ended involuntarily then: it comes
+// back as its slot in lock-delay, until that deadline plus its delay.
+// Other holds and slots whose deadline has passed are dropped. Holds keep their mode (shared or exclusive). The
 // fence counter moves above every restored fence. It returns how many
 // records were restored and dropped; a record that contradicts an earlier
 // one (size mismatch, more holds than size, an exclusive hold beside

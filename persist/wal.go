@@ -25,8 +25,14 @@ import (
 // uvarint length + encodeRecord bytes (put) or uvarint fence (delete).
 //
 // A crash can leave only the last record torn (it is written by one
-// write(2) and synced before the next); a bad record followed by a good
-// one is corruption and a startup error.
+// write(2) and synced before the next): cut short, or zeros where the
+// file's new size reached the disk before its data. A torn record's
+// changes are never applied (the checksum is checked first). A bad record
+// followed by a whole one is corruption and a startup error, whichever
+// part is damaged: a length that runs past the end while whole records
+// follow, a checksum that fails before the end, an empty record that is
+// not zeros to the end, or a whole record that does not decode (a newer
+// format) anywhere.
 
 const (
 	walName        = "relock.wal"
@@ -130,8 +136,23 @@ func parseWAL(data []byte, path string) (map[uint64]*locktable.HoldRecord, uint6
 		if n > walMaxRecord {
 			return nil, 0, 0, fmt.Errorf("%s is corrupt at offset %d: record length %d", path, off, n)
 		}
+		if n == 0 {
+			// No record is empty. Zeros to the end are a last write whose
+			// data never reached the disk though the file's new size did:
+			// a torn tail. Anything else is corruption.
+			if allZero(rest) {
+				break
+			}
+			return nil, 0, 0, fmt.Errorf("%s is corrupt at offset %d: an empty record", path, off)
+		}
 		if walHeader+n > len(rest) {
-			break // torn record at the tail
+			// A torn record at the tail, unless its length is what is
+			// damaged: then whole records follow it, which a torn tail
+			// (the last write, one record) never has.
+			if wholeRecordIn(rest[1:]) {
+				return nil, 0, 0, fmt.Errorf("%s is corrupt at offset %d: record length %d runs past the end, and whole records follow", path, off, n)
+			}
+			break
 		}
 		payload := rest[walHeader : walHeader+n]
 		// The checksum first: a torn record's changes must not be applied.
@@ -151,6 +172,33 @@ func parseWAL(data []byte, path string) (map[uint64]*locktable.HoldRecord, uint6
 		off += walHeader + n
 	}
 	return pending, fence, off, nil
+}
+
+// allZero reports whether b is all zero bytes.
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// wholeRecordIn reports whether a whole record (a non-empty payload that
+// fits and matches its checksum) starts at any offset of b. It runs only
+// on a log that looks torn: a torn tail is short, and in a damaged log
+// the next record is found within one record's length.
+func wholeRecordIn(b []byte) bool {
+	for i := 0; i+walHeader < len(b); i++ {
+		n := int(binary.LittleEndian.Uint32(b[i:]))
+		if n == 0 || n > walMaxRecord || walHeader+n > len(b)-i {
+			continue
+		}
+		if crc32.Checksum(b[i+walHeader:i+walHeader+n], castagnoli) == binary.LittleEndian.Uint32(b[i+4:]) {
+			return true
+		}
+	}
+	return false
 }
 
 // applyWALRecord merges one record's payload into pending and returns its

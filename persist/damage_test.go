@@ -11,13 +11,13 @@ import (
 	"time"
 )
 
-// review-h5: a crash that extends the log's size before the data of its
-// last write reaches the disk leaves that record as zeros (the last write
-// is one record, so zeros can only be that record). Restore should cut it
-// off as the torn tail it is, keeping the earlier rounds; it refuses to
-// start ("a bad record before the end") instead, since an all-zero header
-// reads as an empty record followed by more data.
-func TestReviewH5_WALZeroFilledTailIsATornTail(t *testing.T) {
+// TestWAL_ZeroFilledTailIsATornTail: a crash that extends the log's size
+// before the data of its last write reaches the disk leaves that record
+// as zeros (the last write is one record, so zeros can only be that
+// record). Restore cuts it off as the torn tail it is, keeping the earlier rounds (it used to
+// refuse to start: an all-zero header read as an empty record followed
+// by more data).
+func TestWAL_ZeroFilledTailIsATornTail(t *testing.T) {
 	dir := t.TempDir()
 	_, tb := walRounds(t, dir, 3)
 	crashed := copyStoreFile(t, dir)
@@ -47,13 +47,13 @@ func TestReviewH5_WALZeroFilledTailIsATornTail(t *testing.T) {
 	wantRecords(t, "after a zeroed last record", sortRecs(got), sortRecs(tb.Snapshot()[:2]))
 }
 
-// review-h5: a damaged length field in a record before the end (here the
+// a damaged length field in a record before the end (here the
 // first of three) makes the record look longer than the rest of the file:
-// parseWAL takes it for a torn tail, returns no error and truncates the
+// parseWAL took it for a torn tail, returned no error and truncated the
 // log there, silently dropping every later, fsynced record. The README
 // and wal.go promise "a bad record before the end is reported as
 // corruption".
-func TestReviewH5_WALBadLengthBeforeTheEndIsCorruptionNotATornTail(t *testing.T) {
+func TestWAL_BadLengthBeforeTheEndIsCorruptionNotATornTail(t *testing.T) {
 	dir := t.TempDir()
 	walRounds(t, dir, 3)
 	crashed := copyStoreFile(t, dir)
@@ -79,9 +79,9 @@ func TestReviewH5_WALBadLengthBeforeTheEndIsCorruptionNotATornTail(t *testing.T)
 	}
 }
 
-// review-h5: a relock.db cut to zero bytes (or zero-filled) holding 200
+// a relock.db cut to zero bytes (or zero-filled) holding 200
 // holds. "A corrupt file is a startup error, never a silent empty state".
-func TestReviewH5_EmptiedDBIsAnErrorNeverAnEmptyState(t *testing.T) {
+func TestStore_EmptiedDBIsAnErrorNeverAnEmptyState(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		f    func([]byte) []byte
@@ -107,13 +107,13 @@ func TestReviewH5_EmptiedDBIsAnErrorNeverAnEmptyState(t *testing.T) {
 	}
 }
 
-// review-h5: a last log record whose checksum is right is whole, not torn;
+// a last log record whose checksum is right is whole, not torn;
 // if it does not decode (here: a hold record version this relock does not
 // know, as a newer relock would write), restore must refuse to start as
 // the README promises ("A relock that finds a format or a record version
 // it does not know refuses to start"). parseWAL treats it as a torn tail
 // instead: it silently drops (and truncates away) that fsynced round.
-func TestReviewH5_WALLastRecordWithGoodChecksumButUnknownVersionIsNotTorn(t *testing.T) {
+func TestWAL_LastRecordWithGoodChecksumButUnknownVersionIsNotTorn(t *testing.T) {
 	dir := t.TempDir()
 	walRounds(t, dir, 3)
 	crashed := copyStoreFile(t, dir)
@@ -158,13 +158,13 @@ func TestReviewH5_WALLastRecordWithGoodChecksumButUnknownVersionIsNotTorn(t *tes
 	t.Logf("Load: %v", err)
 }
 
-// review-h5: parseWAL applies a record's changes before it checks the
+// parseWAL applies a record's changes before it checks the
 // checksum. A torn last record whose payload still decodes (here: the last
 // byte of the lock name lost, read as zero) fails the checksum and is
 // "cut off", yet its garbled change is already in what Load returns: a
 // hold named "w\x00" that no client was ever granted (its round was never
 // synced, let alone acknowledged).
-func TestReviewH5_WALTornLastRecordIsNotApplied(t *testing.T) {
+func TestWAL_TornLastRecordIsNotApplied(t *testing.T) {
 	dir := t.TempDir()
 	_, tb := walRounds(t, dir, 3)
 	crashed := copyStoreFile(t, dir)

@@ -10,13 +10,13 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// review-h5: a hold with a lock-delay whose TTL runs out while the server
+// a hold with a lock-delay whose TTL runs out while the server
 // is down ended involuntarily (expiry): its capacity must stay taken for
 // the delay after the restart ("The delay is part of the durable state:
 // with --data-dir a restart does not cut it short"). Restore drops the
 // hold (its deadline has passed) and leaves no slot in lock-delay, so the
 // lock is free at once.
-func TestReviewH5_LockDelayOfHoldExpiredWhileDownSurvivesRestart(t *testing.T) {
+func TestRestart_LockDelayOfHoldExpiredWhileDownSurvivesRestart(t *testing.T) {
 	t.Parallel()
 	const ttl = 1500 * time.Millisecond
 	for _, kill := range []bool{false, true} {
@@ -53,13 +53,13 @@ func TestReviewH5_LockDelayOfHoldExpiredWhileDownSurvivesRestart(t *testing.T) {
 	}
 }
 
-// review-h5: a start that restores the data dir and then fails (here its
+// a start that restores the data dir and then fails (here its
 // --listen address is taken) has already rewritten relock.db with the
 // orphans' grace deadlines (Store.Attach runs in commands.New, before Run
 // listens). The next start, later than that grace, drops every
 // connection-bound hold, though no client could reach a server to RENEW
 // it: the failed start consumed the restore grace.
-func TestReviewH5_FailedStartDoesNotConsumeTheRestoreGrace(t *testing.T) {
+func TestRestart_FailedStartDoesNotConsumeTheRestoreGrace(t *testing.T) {
 	t.Parallel()
 	const grace = 1 * time.Second
 	dir := t.TempDir()
