@@ -412,7 +412,12 @@ func int64Reply(res any, err error) (int64, error) {
 // durationMS converts a positive duration to whole milliseconds, rounding
 // up so that a TTL or wait is never shortened to 0.
 func durationMS(d time.Duration) int64 {
-	ms := int64((d + time.Millisecond - 1) / time.Millisecond)
+	// Not (d + 1ms - 1) / 1ms: that overflows for d near math.MaxInt64
+	// (a "forever" TTL or Wait), which then became 1 ms.
+	ms := int64(d / time.Millisecond)
+	if d%time.Millisecond > 0 {
+		ms++
+	}
 	if ms < 1 {
 		ms = 1
 	}
