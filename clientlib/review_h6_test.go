@@ -59,3 +59,78 @@ func TestReviewH6_HugeTTLIsNotOneMillisecond(t *testing.T) {
 		t.Logf("TTL left %v", d)
 	}
 }
+
+// Upgrade "waits, ahead of every queued request, until the hold is the
+// lock's only one". Under a ctx that can be cancelled it is sent as
+// UPGRADEs of 500 ms each: between two of them a reader queued behind
+// the upgrade can be granted, and the upgrade then waits for it too. (With
+// context.Background, one UPGRADE without WAIT, the reader stays queued
+// and the test passes: the slicing is the cause.)
+func TestReviewH6_ReaderQueuedBehindAWaitingUpgradeIsNotGrantedFirst(t *testing.T) {
+	s := startServer(t, commands.Config{})
+	admin := newClient(t, s)
+	ca, cb, cc := newClient(t, s), newClient(t, s), newClient(t, s)
+	ctx := testCtx(t, 20*time.Second)
+	a, err := ca.Lock(ctx, "h6:up", clientlib.Shared())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := cb.Lock(ctx, "h6:up", clientlib.Shared())
+	if err != nil {
+		t.Fatal(err)
+	}
+	upCtx, upCancel := context.WithCancel(ctx) // can be cancelled: sliced
+	defer upCancel()
+	upgraded := make(chan error, 1)
+	go func() { upgraded <- a.Upgrade(upCtx) }()
+	upgradeWaits(t, admin, "h6:up")
+	// A reader queues behind the waiting upgrade.
+	rctx, rcancel := context.WithCancel(ctx)
+	defer rcancel()
+	readerGot := make(chan *clientlib.Lock, 1)
+	go func() {
+		l, err := cc.Lock(rctx, "h6:up", clientlib.Shared())
+		if err != nil {
+			close(readerGot)
+			return
+		}
+		readerGot <- l
+	}()
+	eventually(t, 5*time.Second, func() bool {
+		info := lockInfo(t, admin, "h6:up")
+		return len(info.Waiters) == 2
+	}, "the reader does not queue behind the upgrade")
+	// While b holds, the upgrade cannot complete; the reader must stay
+	// queued behind it. Watch for 1.5 s (three upgrade slices).
+	readerDone := false
+	select {
+	case l, ok := <-readerGot:
+		readerDone = true
+		if ok {
+			defer l.Unlock(context.Background())
+			t.Errorf("a reader queued behind a waiting Upgrade was granted before it (the upgrade still waits)")
+		}
+	case err := <-upgraded:
+		t.Fatalf("Upgrade returned %v while another reader held", err)
+	case <-time.After(1500 * time.Millisecond):
+	}
+	if err := b.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-upgraded:
+		if err != nil {
+			t.Fatalf("Upgrade after the other reader left: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Errorf("Upgrade still waits after the only other reader queued before it left (it waits for the reader queued behind it)")
+	}
+	upCancel()
+	rcancel()
+	a.Unlock(context.Background())
+	if !readerDone {
+		if l, ok := <-readerGot; ok && l != nil {
+			l.Unlock(context.Background())
+		}
+	}
+}
