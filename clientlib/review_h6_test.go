@@ -134,3 +134,66 @@ func TestReviewH6_ReaderQueuedBehindAWaitingUpgradeIsNotGrantedFirst(t *testing.
 		}
 	}
 }
+
+// "Cancelling the ctx of a waiting Lock returns the ctx's error at once."
+// A Lock with Owner that re-enters a hold of this Client waits for the
+// hold's opMu, which a waiting Upgrade of that hold keeps for as long as
+// it waits: the re-entry then ignores its ctx.
+func TestReviewH6_OwnerReentryDuringAWaitingUpgradeHonoursItsCtx(t *testing.T) {
+	s := startServer(t, commands.Config{})
+	admin := newClient(t, s)
+	c, other := newClient(t, s), newClient(t, s)
+	ctx := testCtx(t, 20*time.Second)
+	l1, err := c.Lock(ctx, "h6:re", clientlib.Shared(), clientlib.Owner("w1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := other.Lock(ctx, "h6:re", clientlib.Shared())
+	if err != nil {
+		t.Fatal(err)
+	}
+	upgraded := make(chan error, 1)
+	go func() { upgraded <- l1.Upgrade(ctx, clientlib.Wait(10*time.Second)) }()
+	upgradeWaits(t, admin, "h6:re")
+
+	rctx, rcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer rcancel()
+	type result struct {
+		l   *clientlib.Lock
+		err error
+	}
+	got := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		l, err := c.Lock(rctx, "h6:re", clientlib.Shared(), clientlib.Owner("w1"))
+		got <- result{l, err}
+	}()
+	received := false
+	select {
+	case r := <-got:
+		received = true
+		if r.l != nil {
+			r.l.Unlock(context.Background())
+		}
+	case <-time.After(2 * time.Second):
+		t.Errorf("Lock with Owner, ctx deadline 200 ms, still blocked after %v (behind the hold's waiting Upgrade)", time.Since(start))
+	}
+	// End the upgrade: the other reader leaves.
+	if err := b.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-upgraded; err != nil {
+		t.Logf("Upgrade: %v", err)
+	}
+	if !received {
+		select {
+		case r := <-got:
+			if r.l != nil {
+				r.l.Unlock(context.Background())
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("the re-entering Lock did not return after the upgrade ended")
+		}
+	}
+	l1.Unlock(context.Background())
+}
