@@ -9,6 +9,7 @@ import (
 
 	"github.com/relock/relock/clientlib"
 	"github.com/relock/relock/commands"
+	"github.com/relock/relock/internal/testproxy"
 )
 
 // A Wait of time.Duration(math.MaxInt64) ("wait forever") must not become
@@ -196,4 +197,106 @@ func TestReviewH6_OwnerReentryDuringAWaitingUpgradeHonoursItsCtx(t *testing.T) {
 		}
 	}
 	l1.Unlock(context.Background())
+}
+
+// Two Lock calls of one Client with the same Owner, under way at the same
+// time (goroutines of one worker: "host:pid:worker"), each go to the
+// server on a connection of their own: Client.reenter only finds holds
+// already registered.
+func TestReviewH6_ConcurrentLocksWithOneOwner(t *testing.T) {
+	s := startServer(t, commands.Config{})
+	admin := newClient(t, s)
+	c := newClient(t, s)
+	ctx := testCtx(t, 20*time.Second)
+	blocker, err := admin.Lock(ctx, "h6:own")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		l   *clientlib.Lock
+		err error
+	}
+	got := make(chan result, 2)
+	for range 2 {
+		go func() {
+			l, err := c.Lock(ctx, "h6:own", clientlib.Owner("worker-1"), clientlib.Wait(3*time.Second))
+			got <- result{l, err}
+		}()
+	}
+	waitersReach(t, admin, "h6:own", 2)
+	if err := blocker.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var locks []*clientlib.Lock
+	for range 2 {
+		r := <-got
+		if r.err != nil {
+			t.Errorf("Lock with Owner, the other one of the same owner granted: %v", r.err)
+			continue
+		}
+		locks = append(locks, r.l)
+	}
+	info := lockInfo(t, admin, "h6:own")
+	t.Logf("holders %+v waiters %d", info.Holders, len(info.Waiters))
+	for _, l := range locks {
+		l.Unlock(context.Background())
+	}
+}
+
+// Two Lock calls with one Owner under way at the same time on a free
+// lock: the second reaches the server before the first's hold is
+// registered, and the server re-enters the first's hold for it (same key
+// and fence) on the second call's connection. The Client then has two
+// holds of one fence: the loss watch routes the fence's events to the
+// one attached last, and forgets the fence when that one is unlocked, so
+// the other, still held, never learns of a release.
+func TestReviewH6_ConcurrentOwnerLocksBothLearnOfARelease(t *testing.T) {
+	s := startServer(t, commands.Config{})
+	admin := newClient(t, s)
+	p := testproxy.Start(t, s.Addr)
+	c := newClient(t, s, func(o *clientlib.Options) { o.Addr = p.Addr() })
+	warmUp(t, p, c)
+	p.SetDelay(300 * time.Millisecond)
+	ctx := testCtx(t, 20*time.Second)
+	type result struct {
+		l   *clientlib.Lock
+		err error
+	}
+	first, second := make(chan result, 1), make(chan result, 1)
+	go func() {
+		l, err := c.Lock(ctx, "h6:own2", clientlib.Owner("worker-1"))
+		first <- result{l, err}
+	}()
+	eventually(t, 5*time.Second, func() bool {
+		info, err := admin.Inspect(ctx, "h6:own2")
+		return err == nil && info != nil && len(info.Holders) == 1
+	}, "first Lock not granted")
+	go func() {
+		l, err := c.Lock(ctx, "h6:own2", clientlib.Owner("worker-1"))
+		second <- result{l, err}
+	}()
+	r1, r2 := <-first, <-second
+	if r1.err != nil || r2.err != nil {
+		t.Fatalf("Lock errors: %v, %v", r1.err, r2.err)
+	}
+	p.SetDelay(0)
+	l1, l2 := r1.l, r2.l
+	defer l1.Unlock(context.Background())
+	if h := lockInfo(t, admin, "h6:own2").Holders; len(h) != 1 || h[0].Count != 2 {
+		t.Fatalf("holders %+v; want one hold counted twice", h)
+	}
+	if err := l2.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h := lockInfo(t, admin, "h6:own2").Holders; len(h) != 1 || h[0].Count != 1 {
+		t.Fatalf("holders %+v; want one hold counted once", h)
+	}
+	if _, err := admin.ForceUnlock(ctx, "h6:own2"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-l1.Lost():
+	case <-time.After(3 * time.Second):
+		t.Fatalf("the hold was FORCEUNLOCKed, yet the Lock that still holds it (no TTL) is not reported lost within 3 s")
+	}
 }
