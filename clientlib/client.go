@@ -102,6 +102,10 @@ type Client struct {
 	idle   []*lockConn                // open, carrying nothing, for reuse
 	holds  map[*hold]struct{}         // held (not yet released or lost)
 	owned  map[ownerKey]*hold         // held with an OWNER, for re-entry
+	// owning: a Lock/TryLock with an OWNER under way, closed when it
+	// returns; a second call with that owner and name waits for it, then
+	// re-enters what it got (ownerTurn).
+	owning map[ownerKey]chan struct{}
 	pools  map[endpoint]*redis.Client // shared pools by address; pool among them
 	subs   map[*subscriber]struct{}   // pub/sub connections: Watchers, the lossWatch
 	leader endpoint                   // where lock commands go; zero: not known
@@ -151,6 +155,7 @@ func New(opt Options) (*Client, error) {
 		conns:   make(map[*lockConn]struct{}),
 		holds:   make(map[*hold]struct{}),
 		owned:   make(map[ownerKey]*hold),
+		owning:  make(map[ownerKey]chan struct{}),
 		pools:   make(map[endpoint]*redis.Client),
 		subs:    make(map[*subscriber]struct{}),
 	}

@@ -156,7 +156,12 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 		return nil, c.ctxError(ctx, op, name, err)
 	}
 	if cfg.owner != "" {
-		if l, done, err := c.reenter(name, cfg); done {
+		done, err := c.ownerTurn(ctx, op, name, try, cfg)
+		if err != nil {
+			return nil, err
+		}
+		defer done()
+		if l, done, err := c.reenter(ctx, name, cfg); done {
 			return l, err
 		}
 	}
@@ -337,6 +342,62 @@ func (c *Client) acquire(ctx context.Context, name string, try bool, opts []Lock
 	return &Lock{h: h}, nil
 }
 
+// opLock is a mutex whose lock can give up when a ctx ends.
+type opLock chan struct{} // cap 1: full while locked
+
+func (m opLock) lock(ctx context.Context) error {
+	select {
+	case m <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (m opLock) unlock() { <-m }
+
+// ownerTurn waits until no other Lock or TryLock of this Client with
+// cfg's owner is under way for name, then marks this one under way until
+// done is called. Two such calls at once would each go to the server:
+// the second would wait behind its own owner's hold (a busy lock), or
+// the server would re-enter the first's hold for it before the Client
+// knew of it (two Locks of one fence). In turn, the second re-enters
+// what the first got (reenter). The wait is bounded by ctx, by the
+// call's Wait (then ErrWaitTimeout), and for a TryLock by ReadTimeout.
+func (c *Client) ownerTurn(ctx context.Context, op, name string, try bool, cfg lockConfig) (done func(), err error) {
+	k := ownerKey{name, cfg.owner}
+	var expire <-chan time.Time
+	switch {
+	case try:
+		expire = time.After(c.opt.ReadTimeout)
+	case cfg.hasWait:
+		expire = time.After(cfg.wait)
+	}
+	for {
+		c.mu.Lock()
+		busy := c.owning[k]
+		if busy == nil {
+			mine := make(chan struct{})
+			c.owning[k] = mine
+			c.mu.Unlock()
+			return func() {
+				c.mu.Lock()
+				delete(c.owning, k)
+				c.mu.Unlock()
+				close(mine)
+			}, nil
+		}
+		c.mu.Unlock()
+		select {
+		case <-busy:
+		case <-expire:
+			return nil, ErrWaitTimeout
+		case <-ctx.Done():
+			return nil, c.ctxError(ctx, op, name, ctx.Err())
+		}
+	}
+}
+
 // newHold is the client's side of a hold granted at granted on lc, with
 // the options of cfg; its keeper is not started yet (see register).
 func (c *Client) newHold(name, key string, fence uint64, cfg lockConfig, lc *lockConn, granted time.Time) *hold {
@@ -354,6 +415,7 @@ func (c *Client) newHold(name, key string, fence uint64, cfg lockConfig, lc *loc
 		stopc:      make(chan struct{}),
 		resched:    make(chan struct{}, 1),
 		checkc:     make(chan struct{}, 1),
+		opMu:       make(opLock, 1),
 		keeperDone: make(chan struct{}),
 		refs:       1,
 	}
@@ -409,15 +471,19 @@ func (c *Client) forget(h *hold) {
 // reenter re-enters a hold with the same owner that this Client holds, on
 // that hold's connection. done is false when there is no such hold (or it
 // turned out to be gone): the caller then acquires afresh.
-func (c *Client) reenter(name string, cfg lockConfig) (l *Lock, done bool, err error) {
+func (c *Client) reenter(ctx context.Context, name string, cfg lockConfig) (l *Lock, done bool, err error) {
 	c.mu.Lock()
 	h := c.owned[ownerKey{name, cfg.owner}]
 	c.mu.Unlock()
 	if h == nil {
 		return nil, false, nil
 	}
-	h.opMu.Lock()
-	defer h.opMu.Unlock()
+	// An Upgrade of the hold may be waiting, holding opMu: as long as it
+	// takes, the re-entry waits, within its own ctx.
+	if err := h.opMu.lock(ctx); err != nil {
+		return nil, true, c.ctxError(ctx, "LOCK", name, err)
+	}
+	defer h.opMu.unlock()
 	if !h.held() {
 		return nil, false, nil
 	}
@@ -563,8 +629,8 @@ func (l *Lock) Unlock(ctx context.Context) error {
 		}
 		return fmt.Errorf("unlock %s: already unlocked: %w", quote(h.name), ErrNotHeld)
 	}
-	h.opMu.Lock()
-	defer h.opMu.Unlock()
+	h.opMu.lock(context.Background()) // after an Upgrade under way
+	defer h.opMu.unlock()
 	// Until Unlock returns, a "released ... unlock" event is this UNLOCK's.
 	h.unlocking.Add(1)
 	defer h.unlocking.Add(-1)
@@ -684,8 +750,9 @@ type hold struct {
 	lost   chan struct{} // closed on loss
 
 	// opMu serializes the round trips that change refs on the server
-	// (UNLOCK, re-entry), so that refs and the server's count agree.
-	opMu sync.Mutex
+	// (UNLOCK, re-entry, UPGRADE, DOWNGRADE), so that refs and the
+	// server's count agree.
+	opMu opLock
 
 	stopc    chan struct{} // closed to stop the keeper
 	stopOnce sync.Once

@@ -57,8 +57,8 @@ func (l *Lock) Upgrade(ctx context.Context, opts ...LockOption) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("UPGRADE %s: %w", quote(h.name), err)
 	}
-	h.opMu.Lock()
-	defer h.opMu.Unlock()
+	h.opMu.lock(context.Background())
+	defer h.opMu.unlock()
 	if err := l.usable(); err != nil {
 		return err
 	}
@@ -150,8 +150,8 @@ func (l *Lock) Downgrade(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("DOWNGRADE %s: %w", quote(h.name), err)
 	}
-	h.opMu.Lock()
-	defer h.opMu.Unlock()
+	h.opMu.lock(context.Background())
+	defer h.opMu.unlock()
 	if err := l.usable(); err != nil {
 		return err
 	}
