@@ -98,10 +98,10 @@ type Client struct {
 	// mu guards the fields below.
 	mu     sync.Mutex
 	closed bool
-	conns  map[*lockConn]struct{}     // every open lock connection
-	idle   []*lockConn                // open, carrying nothing, for reuse
-	holds  map[*hold]struct{}         // held (not yet released or lost)
-	owned  map[ownerKey]*hold         // held with an OWNER, for re-entry
+	conns  map[*lockConn]struct{} // every open lock connection
+	idle   []*lockConn            // open, carrying nothing, for reuse
+	holds  map[*hold]struct{}     // held (not yet released or lost)
+	owned  map[ownerKey]*hold     // held with an OWNER, for re-entry
 	// owning: a Lock/TryLock with an OWNER under way, closed when it
 	// returns; a second call with that owner and name waits for it, then
 	// re-enters what it got (ownerTurn).
