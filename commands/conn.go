@@ -70,14 +70,17 @@ type msg struct {
 	c     *conn
 	kind  uint8
 	seq   uint32 // msgTimeout, msgChecked, msgRan: the wait it is for
-	grant locktable.Grant
+	// unblock: a msgTimeout from CLIENT UNBLOCK, not the WAIT; its reply
+	// is this error instead of a null ("": a null, as a WAIT's).
+	unblock string
+	grant   locktable.Grant
 	next  *pendingWait // msgRan: what the command waits for next
 }
 
 const (
 	msgAdd     = iota + 1 // start serving c
 	msgGrant              // c's queued LOCK was granted
-	msgTimeout            // c's LOCK WAIT ran out
+	msgTimeout            // c's LOCK WAIT ran out, or CLIENT UNBLOCK ended it
 	msgChecked            // c's password check is done
 	msgRan                // c's command that ran off its owner is done
 	msgPublish            // c has lock events queued (pubsub.go)
@@ -250,19 +253,19 @@ func (o *owner) handle(m *msg) {
 		}
 		if o.srv.eng.blocking() {
 			// Cancelling the wait is a proposal: off the owner.
-			lock, sess, srv := c.wait, c.sess, o.srv
+			lock, sess, srv, unblock := c.wait, c.sess, o.srv, m.unblock
 			lock.timeout = 0 // if it was granted meanwhile, wait for the grant only
 			c.wait = nil
-			sess.setWaiting("") // set again if the LOCK waits on
+			sess.setWaiting("", 0) // set again if the LOCK waits on
 			c.startWait(&pendingWait{since: lock.since, run: func() *pendingWait {
-				if srv.timeOut(sess, lock.multi) {
+				if srv.timeOut(sess, lock.multi, unblock) {
 					return nil
 				}
 				return lock
 			}})
 			return
 		}
-		if o.srv.timeOut(c.sess, c.wait.multi) {
+		if o.srv.timeOut(c.sess, c.wait.multi, m.unblock) {
 			c.endWait()
 		} // else granted meanwhile: the grant is in the inbox
 	case msgChecked:
@@ -790,7 +793,7 @@ func (c *conn) startWait(pw *pendingWait) {
 			own.post(msg{c: c, kind: msgChecked, seq: seq})
 		}()
 	default:
-		c.sess.setWaiting(pw.name)
+		c.sess.setWaiting(pw.name, seq)
 		if pw.timeout > 0 {
 			c.timer = time.AfterFunc(pw.timeout, func() {
 				own.post(msg{c: c, kind: msgTimeout, seq: seq})
@@ -806,7 +809,7 @@ func (c *conn) endWait() {
 		c.timer = nil
 	}
 	if c.wait.name != "" {
-		c.sess.setWaiting("")
+		c.sess.setWaiting("", 0)
 	}
 	c.wait = nil
 	c.serve()

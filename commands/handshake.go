@@ -502,6 +502,8 @@ func (sess *session) cmdClient(args [][]byte) *pendingWait {
 			return nil
 		}
 		sess.clientKill(args[2:])
+	case "unblock":
+		sess.clientUnblock(args[2:])
 	case "no-evict", "no-touch":
 		if !resp.EqualFold(args[2], "ON") && !resp.EqualFold(args[2], "OFF") {
 			sess.fail(resp.ErrSyntax)
@@ -513,6 +515,7 @@ func (sess *session) cmdClient(args [][]byte) *pendingWait {
 			"CLIENT <subcommand> [<arg> ...]. Subcommands are:",
 			"ID", "GETNAME", "SETNAME <name>", "SETINFO <LIB-NAME|LIB-VER> <value>", "INFO",
 			"LIST [ID id ...]", "KILL <ip:port> | KILL ID <id> | KILL ADDR <ip:port>",
+			"UNBLOCK <client-id> [TIMEOUT|ERROR]",
 			"NO-EVICT <ON|OFF>", "NO-TOUCH <ON|OFF>")
 	case "maint_notifications":
 		// go-redis asks this on every RESP3 connection and carries on
@@ -523,6 +526,53 @@ func (sess *session) cmdClient(args [][]byte) *pendingWait {
 		sess.fail(resp.UnknownSubcommand("CLIENT", string(args[1])))
 	}
 	return nil
+}
+
+// errUnblocked is the reply of a request CLIENT UNBLOCK ... ERROR ended,
+// as Redis words it.
+const errUnblocked = "UNBLOCKED client unblocked via CLIENT UNBLOCK"
+
+// clientUnblock: CLIENT UNBLOCK client-id [TIMEOUT|ERROR], as in Redis: a
+// connection's queued LOCK, TRYLOCK ... WAIT, MLOCK or UPGRADE ends as if
+// its WAIT ran out (TIMEOUT, the default: a null; an UPGRADE keeps its
+// shared hold) or with -UNBLOCKED (ERROR); :1 if it was waiting, else :0.
+// The connection's holds and its later requests are untouched: a client
+// can give up a wait without closing the connection that holds its other
+// locks. An admin may unblock any connection, a user its own.
+func (sess *session) clientUnblock(args [][]byte) {
+	if len(args) < 1 || len(args) > 2 {
+		sess.fail(resp.WrongArity("client|unblock"))
+		return
+	}
+	id, ok := resp.ParseInt(args[0])
+	if !ok {
+		sess.fail(resp.ErrNotInteger)
+		return
+	}
+	reply := ""
+	if len(args) == 2 {
+		switch {
+		case resp.EqualFold(args[1], "TIMEOUT"):
+		case resp.EqualFold(args[1], "ERROR"):
+			reply = errUnblocked
+		default:
+			sess.fail("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+			return
+		}
+	}
+	s := sess.srv
+	s.mu.Lock()
+	target := s.sessions[uint64(id)]
+	s.mu.Unlock()
+	if target == nil || (target != sess && !sess.isAdmin() && target.userName() != sess.userName()) {
+		sess.w.Int(0) // as for a connection that does not exist
+		return
+	}
+	if target.unblock(reply) {
+		sess.w.Int(1)
+		return
+	}
+	sess.w.Int(0)
 }
 
 // clientList: CLIENT LIST [TYPE normal] [ID id ...]

@@ -91,7 +91,7 @@ func init() {
 			syntax: "index", summary: "Selects database 0 (the only one)."},
 		{name: "client", arity: -2, flags: []string{"admin"}, group: "connection", run: (*session).cmdClient,
 			syntax: "subcommand [arguments]", summary: "Connection management: ID, SETNAME, GETNAME, SETINFO, INFO, LIST, KILL, NO-EVICT, NO-TOUCH.",
-			subs: []string{"id", "setname", "getname", "setinfo", "info", "list", "kill", "no-evict", "no-touch"}},
+			subs: []string{"id", "setname", "getname", "setinfo", "info", "list", "kill", "unblock", "no-evict", "no-touch"}},
 		// Server (info.go).
 		{name: "info", arity: -1, flags: []string{"stale"}, group: "server", run: (*session).cmdInfo,
 			syntax: "[section ...]", summary: "Server information and statistics."},

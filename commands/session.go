@@ -74,6 +74,7 @@ type session struct {
 	proto   int
 	user    string // authenticated user; "": none (no authentication configured)
 	waiting string // lock name of the blocked LOCK, if any
+	waitSeq uint32 // its conn.waitSeq
 	ended   bool   // endSession ran: lt is closed for good
 	// lt is written by the serving goroutine only (RESET) and then under
 	// mu; other goroutines read it under mu.

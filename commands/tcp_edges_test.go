@@ -381,3 +381,155 @@ func TestAuth_ResetDoesNotExtendAnUnauthenticatedConnectionsTimeout(t *testing.T
 		}
 	}
 }
+
+// clientID is c's CLIENT ID.
+func clientID(t *testing.T, c *wireConn) string {
+	t.Helper()
+	id := c.do(t, "CLIENT", "ID")
+	if !strings.HasPrefix(id, ":") {
+		t.Fatalf("CLIENT ID: %q", id)
+	}
+	return id[1:]
+}
+
+// TestClient_UnblockEndsAWaitAndKeepsTheConnectionsHolds: CLIENT UNBLOCK
+// (as in Redis) ends a connection's queued LOCK as its WAIT running out
+// would (TIMEOUT, the default: a null) or with -UNBLOCKED (ERROR), and
+// leaves its holds and its later requests alone; a waiting UPGRADE keeps
+// its shared hold. :0 for a connection that does not wait or does not
+// exist.
+func TestClient_UnblockEndsAWaitAndKeepsTheConnectionsHolds(t *testing.T) {
+	for _, io := range []string{"auto", "goroutine"} {
+		t.Run(io, func(t *testing.T) {
+			srv, addr := tcpServerOn(t, Config{IO: io})
+			holder, w, ctl := dialWire(t, addr), dialWire(t, addr), dialWire(t, addr)
+			key := holder.do(t, "LOCK", "x")
+			ky := w.do(t, "LOCK", "y")
+			id := clientID(t, w)
+			if got := ctl.do(t, "CLIENT", "UNBLOCK", id); got != ":0" {
+				t.Fatalf("CLIENT UNBLOCK of a connection that does not wait: %q", got)
+			}
+			queued := func() {
+				t.Helper()
+				deadline := time.Now().Add(5 * time.Second)
+				for waitersOf(srv, "x") != 1 {
+					if time.Now().After(deadline) {
+						t.Fatal("the LOCK did not queue")
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+			// TIMEOUT (the default): a null, and the pipelined PING runs.
+			w.send(t, []string{"LOCK", "x"}, []string{"PING"})
+			queued()
+			if got := ctl.do(t, "CLIENT", "UNBLOCK", id); got != ":1" {
+				t.Fatalf("CLIENT UNBLOCK: %q", got)
+			}
+			if got := w.reply(t); got != "$nil" {
+				t.Fatalf("the unblocked LOCK: %q; want a null", got)
+			}
+			if got := w.reply(t); got != "+PONG" {
+				t.Fatalf("the PING behind it: %q", got)
+			}
+			if waitersOf(srv, "x") != 0 {
+				t.Fatal("the unblocked LOCK is still queued")
+			}
+			// ERROR.
+			w.send(t, []string{"LOCK", "x"})
+			queued()
+			if got := ctl.do(t, "CLIENT", "UNBLOCK", id, "error"); got != ":1" {
+				t.Fatalf("CLIENT UNBLOCK ERROR: %q", got)
+			}
+			if got := w.reply(t); got != "-"+errUnblocked {
+				t.Fatalf("the LOCK unblocked with ERROR: %q", got)
+			}
+			// A waiting UPGRADE keeps its shared hold.
+			ks := w.do(t, "LOCK", "z", "SHARED")
+			other := dialWire(t, addr)
+			other.do(t, "LOCK", "z", "SHARED")
+			w.send(t, []string{"UPGRADE", "z", ks[1:]})
+			deadline := time.Now().Add(5 * time.Second)
+			for !strings.Contains(ctl.do(t, "LOCKS", "MATCH", "z"), "$upgrade") {
+				if time.Now().After(deadline) {
+					t.Fatal("the UPGRADE did not wait")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			if got := ctl.do(t, "CLIENT", "UNBLOCK", id, "TIMEOUT"); got != ":1" {
+				t.Fatalf("CLIENT UNBLOCK of an UPGRADE: %q", got)
+			}
+			if got := w.reply(t); got != "$nil" {
+				t.Fatalf("the unblocked UPGRADE: %q; want a null", got)
+			}
+			// Its holds are all there.
+			for _, c := range [][]string{{"CHECK", "y", ky[1:]}, {"CHECK", "z", ks[1:]}} {
+				if got := w.do(t, c...); strings.HasPrefix(got, "-") {
+					t.Fatalf("%v after the unblocks: %q", c, got)
+				}
+			}
+			if got := ctl.do(t, "CLIENT", "UNBLOCK", "999999"); got != ":0" {
+				t.Fatalf("CLIENT UNBLOCK of no connection: %q", got)
+			}
+			for _, bad := range [][]string{{"CLIENT", "UNBLOCK", "x"}, {"CLIENT", "UNBLOCK", id, "LATER"}, {"CLIENT", "UNBLOCK"}} {
+				if got := ctl.do(t, bad...); !strings.HasPrefix(got, "-ERR") {
+					t.Fatalf("%v: %q; want an error", bad, got)
+				}
+			}
+			holder.do(t, "UNLOCK", "x", key[1:])
+		})
+	}
+}
+
+// TestClient_UnblockIsForTheSameUserOrAnAdmin: a user may unblock its
+// own connections only (:0 for another's, which stays queued); an admin
+// any.
+func TestClient_UnblockIsForTheSameUserOrAnAdmin(t *testing.T) {
+	srv, addr := tcpServerOn(t, Config{Users: []User{
+		{Name: "a", PasswordHash: bcryptHash(t, "pa"), Locks: []string{"*"}},
+		{Name: "b", PasswordHash: bcryptHash(t, "pb"), Locks: []string{"*"}},
+		{Name: "root", PasswordHash: bcryptHash(t, "pr"), Locks: []string{"*"}, Admin: true},
+	}})
+	login := func(user, pass string) *wireConn {
+		c := dialWire(t, addr)
+		if got := c.do(t, "AUTH", user, pass); got != "+OK" {
+			t.Fatalf("AUTH %s: %q", user, got)
+		}
+		return c
+	}
+	holder, w := login("a", "pa"), login("a", "pa")
+	holder.do(t, "LOCK", "x")
+	id := clientID(t, w)
+	w.send(t, []string{"LOCK", "x"})
+	deadline := time.Now().Add(5 * time.Second)
+	for waitersOf(srv, "x") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the LOCK did not queue")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := login("b", "pb").do(t, "CLIENT", "UNBLOCK", id); got != ":0" {
+		t.Fatalf("CLIENT UNBLOCK of user a's connection by user b: %q; want :0", got)
+	}
+	if waitersOf(srv, "x") != 1 {
+		t.Fatal("user b unblocked user a's LOCK")
+	}
+	if got := login("a", "pa").do(t, "CLIENT", "UNBLOCK", id); got != ":1" {
+		t.Fatalf("CLIENT UNBLOCK by the same user: %q", got)
+	}
+	if got := w.reply(t); got != "$nil" {
+		t.Fatalf("the unblocked LOCK: %q", got)
+	}
+	w.send(t, []string{"LOCK", "x"})
+	for waitersOf(srv, "x") != 1 {
+		if time.Now().After(deadline.Add(5 * time.Second)) {
+			t.Fatal("the LOCK did not queue again")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := login("root", "pr").do(t, "CLIENT", "UNBLOCK", id); got != ":1" {
+		t.Fatalf("CLIENT UNBLOCK by an admin: %q", got)
+	}
+	if got := w.reply(t); got != "$nil" {
+		t.Fatalf("the LOCK an admin unblocked: %q", got)
+	}
+}

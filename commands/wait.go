@@ -31,9 +31,9 @@ type pendingWait struct {
 }
 
 // timeOut ends a LOCK whose WAIT ran out: it leaves the queue and its
-// reply is a null. False: it was granted meanwhile, and the grant is on
-// its way.
-func (s *Server) timeOut(sess *session, multi bool) bool {
+// reply is a null, or the error unblock (CLIENT UNBLOCK ... ERROR). False:
+// it was granted meanwhile, and the grant is on its way.
+func (s *Server) timeOut(sess *session, multi bool, unblock string) bool {
 	var ev locktable.Events
 	if !s.eng.cancelWait(&ev, sess, s.now()) {
 		sess.commit(&ev, false)
@@ -41,9 +41,12 @@ func (s *Server) timeOut(sess *session, multi bool) bool {
 	}
 	sess.commit(&ev, false) // the requests behind it that it let in
 	s.stats.waitTimeouts.Add(1)
-	if multi {
+	switch {
+	case unblock != "":
+		sess.fail(unblock)
+	case multi:
 		sess.w.NullArray()
-	} else {
+	default:
 		sess.w.Null()
 	}
 	return true
@@ -73,8 +76,24 @@ func (s *Server) grantReply(sess *session, pw *pendingWait, g locktable.Grant) {
 	sess.writeKey(g.Key)
 }
 
-func (sess *session) setWaiting(name string) {
+// setWaiting records the lock a queued request waits for ("": none) and
+// its wait's sequence number (CLIENT LIST, CLIENT UNBLOCK).
+func (sess *session) setWaiting(name string, seq uint32) {
 	sess.mu.Lock()
-	sess.waiting = name
+	sess.waiting, sess.waitSeq = name, seq
 	sess.mu.Unlock()
+}
+
+// unblock ends sess's queued request as its WAIT running out would (reply
+// "", a null) or with the error reply, and reports whether it was waiting.
+// A request granted meanwhile keeps its grant.
+func (sess *session) unblock(reply string) bool {
+	sess.mu.Lock()
+	name, seq, c := sess.waiting, sess.waitSeq, sess.c
+	sess.mu.Unlock()
+	if name == "" || c == nil {
+		return false
+	}
+	c.own.post(msg{c: c, kind: msgTimeout, seq: seq, unblock: reply})
+	return true
 }

@@ -814,3 +814,39 @@ func TestCluster_APausedLeaderAnswersNoStaleLocks(t *testing.T) {
 		t.Errorf("LOCKS on the resumed old leader answered from its table (%q...): a stale read, 'fresh' is held on the new leader", line)
 	}
 }
+
+// TestCluster_ClientUnblockEndsAWaitOnTheLeader: in a cluster, ending a
+// wait is a Raft proposal; CLIENT UNBLOCK makes it as a WAIT running out
+// does, and the connection keeps what it holds.
+func TestCluster_ClientUnblockEndsAWaitOnTheLeader(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, 3)
+	leader, _ := c.waitLeader(c.nodes, 20*time.Second)
+	lc := leader.srv.client(t)
+	ctx := ctxFor(t, 20*time.Second)
+	mustLock(t, lc, "LOCK", "unblock:x")
+	w := leader.srv.client(t) // a connection of its own
+	ky, err := w.Do(ctx, "LOCK", "unblock:y").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := w.ClientID(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() { got <- w.Do(ctx, "LOCK", "unblock:x").Err() }()
+	eventually(t, 10*time.Second, func() bool { return infoField(t, lc, "waiters") == "1" }, "the LOCK queued")
+	if n, err := lc.Do(ctx, "CLIENT", "UNBLOCK", id).Int(); err != nil || n != 1 {
+		t.Fatalf("CLIENT UNBLOCK = %d, %v", n, err)
+	}
+	if err := <-got; err != redis.Nil {
+		t.Fatalf("the unblocked LOCK: %v; want a null", err)
+	}
+	if infoField(t, lc, "waiters") != "0" {
+		t.Fatal("the unblocked LOCK is still queued")
+	}
+	if err := w.Do(ctx, "CHECK", "unblock:y", ky).Err(); err != nil {
+		t.Fatalf("CHECK of the connection's hold after the unblock: %v", err)
+	}
+}
