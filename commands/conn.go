@@ -67,14 +67,14 @@ type connIO interface {
 
 // msg is a completion or an order posted to an owner.
 type msg struct {
-	c     *conn
-	kind  uint8
-	seq   uint32 // msgTimeout, msgChecked, msgRan: the wait it is for
+	c    *conn
+	kind uint8
+	seq  uint32 // msgTimeout, msgChecked, msgRan: the wait it is for
 	// unblock: a msgTimeout from CLIENT UNBLOCK, not the WAIT; its reply
 	// is this error instead of a null ("": a null, as a WAIT's).
 	unblock string
 	grant   locktable.Grant
-	next  *pendingWait // msgRan: what the command waits for next
+	next    *pendingWait // msgRan: what the command waits for next
 }
 
 const (
