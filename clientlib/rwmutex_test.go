@@ -432,16 +432,10 @@ func TestLock_SharedHoldIsRenewedWhileItsUpgradeWaits(t *testing.T) {
 	}
 }
 
-// Upgrade without Wait follows the server's --default-wait only under a
-// ctx that can never end: a waiting UPGRADE cannot be called off without
-// closing the hold's connection (which would release the shared hold), so
-// under a cancellable ctx Upgrade waits in slices with explicit WAITs, and
-// the server does not tell its --default-wait. (A review asked for
-// --default-wait under a cancellable ctx without deadline too, as Lock
-// has; that cannot be done soundly from the client, so the behaviour is
-// documented on Lock.Upgrade and checked here.) Either way the shared
-// hold is kept.
-func TestLock_UpgradeWithoutWaitFollowsDefaultWaitOnlyUnderACtxThatCannotEnd(t *testing.T) {
+// Upgrade sends one UPGRADE: without Wait or a ctx deadline the server's
+// --default-wait bounds it, whatever the ctx; a ctx that ends first calls
+// it off (CLIENT UNBLOCK) at once. Either way the shared hold is kept.
+func TestLock_UpgradeWithoutWaitFollowsDefaultWait(t *testing.T) {
 	srv := startServer(t, commands.Config{DefaultWait: 300 * time.Millisecond})
 	c := newClient(t, srv)
 	other := newClient(t, srv)
@@ -456,21 +450,27 @@ func TestLock_UpgradeWithoutWaitFollowsDefaultWaitOnlyUnderACtxThatCannotEnd(t *
 		t.Fatal(err)
 	}
 	defer b.Unlock(ctx)
-	// A ctx that cannot end: one UPGRADE without WAIT, --default-wait.
-	start := time.Now()
-	if err := a.Upgrade(context.Background()); !errors.Is(err, clientlib.ErrWaitTimeout) || time.Since(start) > 3*time.Second {
-		t.Fatalf("Upgrade(Background), server --default-wait 300ms = %v after %v; want ErrWaitTimeout after about 300ms", err, time.Since(start))
+	// No Wait, no deadline: --default-wait, under a ctx that cannot end
+	// and under one that can.
+	bctx, bcancel := context.WithCancel(context.Background())
+	defer bcancel()
+	for _, uctx := range []context.Context{context.Background(), bctx} {
+		start := time.Now()
+		if err := a.Upgrade(uctx); !errors.Is(err, clientlib.ErrWaitTimeout) || time.Since(start) > 3*time.Second {
+			t.Fatalf("Upgrade without Wait or deadline, server --default-wait 300ms = %v after %v; want ErrWaitTimeout after about 300ms", err, time.Since(start))
+		}
 	}
-	// A cancellable ctx without deadline: waits until it is cancelled.
+	// A ctx (here with a long deadline) cancelled while it waits: the
+	// wait is called off then.
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	const cancelAfter = time.Second
 	time.AfterFunc(cancelAfter, cancel)
-	start = time.Now()
+	start := time.Now()
 	err = a.Upgrade(cctx)
 	took := time.Since(start)
 	if !errors.Is(err, context.Canceled) || took < cancelAfter || took > cancelAfter+2*time.Second {
-		t.Fatalf("Upgrade(cancellable ctx, cancelled after %v) = %v after %v; want the ctx's error when it is cancelled", cancelAfter, err, took)
+		t.Fatalf("Upgrade(ctx cancelled after %v) = %v after %v; want the ctx's error when it is cancelled", cancelAfter, err, took)
 	}
 	// With Wait, the wait is bounded whatever the ctx.
 	cctx2, cancel2 := context.WithCancel(ctx)

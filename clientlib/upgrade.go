@@ -9,12 +9,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// upgradeSlice is the longest one UPGRADE request waits when the caller's
-// ctx can be cancelled: a waiting UPGRADE cannot be called off without
-// closing the hold's connection, which would release the shared hold, so
-// Upgrade waits in slices and looks at ctx between them.
-const upgradeSlice = 500 * time.Millisecond
-
 // Upgrade makes a shared hold exclusive, atomically: no other writer gets
 // the lock in between. It waits, ahead of every queued request, until the
 // hold is the lock's only one. On success the Lock has a new key and a
@@ -26,17 +20,12 @@ const upgradeSlice = 500 * time.Millisecond
 // unchanged: ErrWaitTimeout when Wait (or --default-wait) ran out, else
 // an error wrapping ctx's.
 //
-// A wait the ctx can cancel is sent as UPGRADEs of at most 500 ms each,
-// every one with its WAIT, so that a cancel is noticed within that time:
-// a waiting UPGRADE cannot be called off without closing the hold's
-// connection, which would release the shared hold. The server's
-// --default-wait therefore applies only when Upgrade has neither Wait nor
-// a ctx that can end (context.Background, context.TODO): then one UPGRADE
-// without WAIT is sent. Unlike Lock, an Upgrade without Wait under a ctx
-// that can be cancelled but has no deadline (signal.NotifyContext, a
-// request's ctx) waits until that ctx ends, whatever --default-wait says
-// (the server does not tell its --default-wait): give it Wait to bound
-// it.
+// One UPGRADE is sent, with a WAIT when Wait or ctx's deadline bounds it
+// (else the server's --default-wait applies). When ctx ends first, the
+// waiting UPGRADE is called off with CLIENT UNBLOCK from another
+// connection of the Client (closing the hold's connection would release
+// the shared hold), so it keeps its place ahead of the queue for as long
+// as it waits.
 //
 // Errors: ErrDeadlock (a *ServerError) when another upgrade of the lock
 // waits — both would wait forever; the shared hold is kept, and releasing
@@ -79,54 +68,77 @@ func (l *Lock) Upgrade(ctx context.Context, opts ...LockOption) error {
 	}
 	h.upgrading.Store(true)
 	defer h.upgrading.Store(false)
-	for {
-		args := []any{"UPGRADE", h.name, h.currentKey()}
-		var wait time.Duration // 0: WAIT 0 (no limit)
-		if !until.IsZero() {
-			if wait = time.Until(until); wait <= 0 {
-				return l.upgradeWaitEnded(ctx)
-			}
+	args := []any{"UPGRADE", h.name, h.currentKey()}
+	var wait time.Duration // 0: no limit of the caller's
+	if !until.IsZero() {
+		if wait = time.Until(until); wait <= 0 {
+			return l.upgradeWaitEnded(ctx)
 		}
-		sliced := ctx.Done() != nil && (wait == 0 || wait > upgradeSlice)
-		if sliced {
-			wait = upgradeSlice
-		}
-		if wait > 0 || cfg.hasWait {
-			args = append(args, "WAIT", int64(0))
-			if wait > 0 {
-				args[len(args)-1] = durationMS(wait)
-			}
-		}
-		var timeout time.Duration // 0: none (the server's wait, if any, bounds it)
-		if wait > 0 {
-			timeout = wait + h.c.opt.ReadTimeout
-		}
-		res, err := h.doWait(timeout, args...)
+		args = append(args, "WAIT", durationMS(wait))
+	} else if cfg.hasWait {
+		args = append(args, "WAIT", int64(0))
+	}
+	var timeout time.Duration // 0: none (the server's wait, if any, bounds it)
+	if wait > 0 {
+		timeout = wait + h.c.opt.ReadTimeout
+	}
+	stop := l.unblockOnCancel(ctx)
+	res, err := h.doWait(timeout, args...)
+	stop()
+	switch {
+	case err == redis.Nil:
+		return l.upgradeWaitEnded(ctx)
+	case err != nil:
+		serr := serverError("UPGRADE", h.name, err)
 		switch {
-		case err == redis.Nil:
-			if ctx.Err() != nil || !sliced || (!until.IsZero() && !time.Now().Before(until)) {
-				return l.upgradeWaitEnded(ctx)
-			}
-			continue // a slice ran out: wait on
-		case err != nil:
-			serr := serverError("UPGRADE", h.name, err)
-			switch {
-			case errors.Is(serr, ErrNotHeld):
-				h.lose(ErrNotHeld)
-				return l.Err()
-			case isReply(serr):
-				return serr // ErrDeadlock among them
-			}
-			return h.failed("UPGRADE", err)
+		case errors.Is(serr, ErrNotHeld):
+			h.lose(ErrNotHeld)
+			return l.Err()
+		case isReply(serr):
+			return serr // ErrDeadlock among them
 		}
-		key, _ := res.(string)
-		fence, ferr := parseFence(key)
-		if ferr != nil {
-			return fmt.Errorf("UPGRADE %s: unexpected reply %v", quote(h.name), res)
+		return h.failed("UPGRADE", err)
+	}
+	key, _ := res.(string)
+	fence, ferr := parseFence(key)
+	if ferr != nil {
+		return fmt.Errorf("UPGRADE %s: unexpected reply %v", quote(h.name), res)
+	}
+	h.c.loss.upgraded(h, key, fence)
+	h.poke()
+	return nil
+}
+
+// unblockOnCancel calls off the hold's waiting request with CLIENT
+// UNBLOCK (its reply then is a null) if ctx ends before stop is called;
+// stop returns once nothing more will be sent, so that an UNBLOCK never
+// reaches a later request of the connection.
+func (l *Lock) unblockOnCancel(ctx context.Context) (stop func()) {
+	h := l.h
+	lc := h.conn()
+	if ctx.Done() == nil || lc.dead() {
+		return func() {}
+	}
+	ictx, cancel := context.WithTimeout(context.Background(), h.c.opt.ReadTimeout)
+	id, err := lc.rdb.Do(ictx, "CLIENT", "ID").Int64()
+	cancel()
+	if err != nil {
+		return func() {} // the UPGRADE then fails on the connection too
+	}
+	stopc, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-stopc:
+		case <-ctx.Done():
+			uctx, cancel := context.WithTimeout(context.Background(), h.c.opt.ReadTimeout)
+			defer cancel()
+			h.c.poolFor(lc.ep).Do(uctx, "CLIENT", "UNBLOCK", id)
 		}
-		h.c.loss.upgraded(h, key, fence)
-		h.poke()
-		return nil
+	}()
+	return func() {
+		close(stopc)
+		<-done
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 // A Wait of time.Duration(math.MaxInt64) ("wait forever") must not become
 // WAIT 1 ms: durationMS rounds up with d+1ms-1, which overflows for any d
 // within 1 ms of math.MaxInt64 (and the result, negative, is then made 1).
-func TestReviewH6_HugeWaitIsNotOneMillisecond(t *testing.T) {
+func TestLock_HugeWaitIsNotOneMillisecond(t *testing.T) {
 	s := startServer(t, commands.Config{})
 	c := newClient(t, s)
 	held, err := c.Lock(testCtx(t, 5*time.Second), "h6:wait")
@@ -41,7 +41,7 @@ func TestReviewH6_HugeWaitIsNotOneMillisecond(t *testing.T) {
 // A TTL of time.Duration(math.MaxInt64) must not become TTL 1 ms (the
 // hold expiring at once): it is either refused (above the server's 100
 // years) or kept.
-func TestReviewH6_HugeTTLIsNotOneMillisecond(t *testing.T) {
+func TestLock_HugeTTLIsNotOneMillisecond(t *testing.T) {
 	s := startServer(t, commands.Config{})
 	c := newClient(t, s)
 	l, err := c.Lock(testCtx(t, 5*time.Second), "h6:ttl", clientlib.TTL(time.Duration(math.MaxInt64)))
@@ -62,12 +62,12 @@ func TestReviewH6_HugeTTLIsNotOneMillisecond(t *testing.T) {
 }
 
 // Upgrade "waits, ahead of every queued request, until the hold is the
-// lock's only one". Under a ctx that can be cancelled it is sent as
-// UPGRADEs of 500 ms each: between two of them a reader queued behind
-// the upgrade can be granted, and the upgrade then waits for it too. (With
-// context.Background, one UPGRADE without WAIT, the reader stays queued
-// and the test passes: the slicing is the cause.)
-func TestReviewH6_ReaderQueuedBehindAWaitingUpgradeIsNotGrantedFirst(t *testing.T) {
+// lock's only one", under a ctx that can be cancelled too. It used to be
+// sent as UPGRADEs of 500 ms each under such a ctx: between two of them a
+// reader queued behind the upgrade was granted, and the upgrade then
+// waited for it too. It is now one UPGRADE, called off by CLIENT UNBLOCK
+// if the ctx ends.
+func TestUpgrade_ReaderQueuedBehindAWaitingUpgradeIsNotGrantedFirst(t *testing.T) {
 	s := startServer(t, commands.Config{})
 	admin := newClient(t, s)
 	ca, cb, cc := newClient(t, s), newClient(t, s), newClient(t, s)
@@ -140,7 +140,7 @@ func TestReviewH6_ReaderQueuedBehindAWaitingUpgradeIsNotGrantedFirst(t *testing.
 // A Lock with Owner that re-enters a hold of this Client waits for the
 // hold's opMu, which a waiting Upgrade of that hold keeps for as long as
 // it waits: the re-entry then ignores its ctx.
-func TestReviewH6_OwnerReentryDuringAWaitingUpgradeHonoursItsCtx(t *testing.T) {
+func TestLock_OwnerReentryDuringAWaitingUpgradeHonoursItsCtx(t *testing.T) {
 	s := startServer(t, commands.Config{})
 	admin := newClient(t, s)
 	c, other := newClient(t, s), newClient(t, s)
@@ -203,7 +203,7 @@ func TestReviewH6_OwnerReentryDuringAWaitingUpgradeHonoursItsCtx(t *testing.T) {
 // time (goroutines of one worker: "host:pid:worker"), each go to the
 // server on a connection of their own: Client.reenter only finds holds
 // already registered.
-func TestReviewH6_ConcurrentLocksWithOneOwner(t *testing.T) {
+func TestLock_ConcurrentLocksWithOneOwner(t *testing.T) {
 	s := startServer(t, commands.Config{})
 	admin := newClient(t, s)
 	c := newClient(t, s)
@@ -253,7 +253,7 @@ func TestReviewH6_ConcurrentLocksWithOneOwner(t *testing.T) {
 // holds of one fence: the loss watch routes the fence's events to the
 // one attached last, and forgets the fence when that one is unlocked, so
 // the other, still held, never learns of a release.
-func TestReviewH6_ConcurrentOwnerLocksBothLearnOfARelease(t *testing.T) {
+func TestLock_ConcurrentOwnerLocksBothLearnOfARelease(t *testing.T) {
 	s := startServer(t, commands.Config{})
 	admin := newClient(t, s)
 	p := testproxy.Start(t, s.Addr)
