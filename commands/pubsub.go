@@ -3,6 +3,7 @@ package commands
 import (
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -54,7 +55,23 @@ type Hub struct {
 	published atomic.Int64 // messages queued for subscribers
 	dropped   atomic.Int64 // subscribers disconnected for not reading
 	conns     atomic.Int64 // connections with at least one subscription
+
+	// Patterns are matched off the table's critical section (match):
+	// Notify leaves each notice in pending, in order, for the goroutine
+	// running dispatch, while one does. pmu guards pending and lost.
+	pmu         sync.Mutex
+	pending     []locktable.Notice
+	lost        bool          // pending was full: notices were dropped
+	pendingMax  int           // maxPendingNotices (tests lower it)
+	pwake       chan struct{} // cap 1: pending has notices
+	dispatching atomic.Bool
 }
+
+// maxPendingNotices bounds the notices waiting for pattern matching. Past
+// it, notices are dropped and every pattern subscriber, which would miss
+// them, is disconnected, as a slow subscriber is: matching cannot keep up
+// (the patterns are too many or too costly for the rate of changes).
+const maxPendingNotices = 1 << 16
 
 // patternSubs are the subscribers of one pattern.
 type patternSubs struct {
@@ -68,10 +85,12 @@ type patternSubs struct {
 // NewHub returns a hub with no subscriptions.
 func NewHub() *Hub {
 	h := &Hub{
-		channels: map[string]map[*subscriber]struct{}{},
-		patterns: map[string]*patternSubs{},
-		prefixes: map[string][]*patternSubs{},
-		nlen:     map[int]int{},
+		channels:   map[string]map[*subscriber]struct{}{},
+		patterns:   map[string]*patternSubs{},
+		prefixes:   map[string][]*patternSubs{},
+		nlen:       map[int]int{},
+		pwake:      make(chan struct{}, 1),
+		pendingMax: maxPendingNotices,
 	}
 	h.limit.Store(defaultPubsubLimit)
 	return h
@@ -83,7 +102,10 @@ func (h *Hub) Watched() bool { return h.subs.Load() > 0 }
 
 // Notify queues n for the connections subscribed to its lock (the lock
 // table's Config.Notify). It runs in the table's critical section: it
-// only appends to queues and posts to owners.
+// only appends to queues and posts to owners. Pattern subscriptions are
+// matched later, in order, by dispatch (a glob costs up to
+// len(pattern)·len(name), and a change must not wait for every pattern
+// of every connection); without a dispatcher (tests), here.
 func (h *Hub) Notify(n locktable.Notice) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
@@ -94,6 +116,29 @@ func (h *Hub) Notify(n locktable.Notice) {
 		}
 		h.queue(sub, m)
 	}
+	switch {
+	case len(h.patterns) == 0:
+	case h.dispatching.Load():
+		h.pmu.Lock()
+		if len(h.pending) < h.pendingMax {
+			n.Name = strings.Clone(n.Name) // the table's memory may hold it
+			h.pending = append(h.pending, n)
+		} else {
+			h.lost = true
+		}
+		h.pmu.Unlock()
+		select {
+		case h.pwake <- struct{}{}:
+		default:
+		}
+	default:
+		h.match(n, m)
+	}
+}
+
+// match queues n for the pattern subscriptions it matches (m: its
+// message, if built already). Caller holds h.mu (read).
+func (h *Hub) match(n locktable.Notice, m message) {
 	for _, l := range h.lens {
 		if l > len(n.Name) {
 			break
@@ -110,6 +155,47 @@ func (h *Hub) Notify(n locktable.Notice) {
 			for sub := range ps.subs {
 				h.queue(sub, pm)
 			}
+		}
+	}
+}
+
+// dispatch matches the notices Notify leaves for the pattern
+// subscriptions, in order, until stop is closed. The server runs it.
+func (h *Hub) dispatch(stop <-chan struct{}) {
+	h.dispatching.Store(true)
+	defer h.dispatching.Store(false)
+	var batch []locktable.Notice
+	for {
+		select {
+		case <-stop:
+			return
+		case <-h.pwake:
+		}
+		h.pmu.Lock()
+		batch, h.pending = h.pending, batch[:0]
+		lost := h.lost
+		h.lost = false
+		h.pmu.Unlock()
+		if lost {
+			h.cutOffPatterns()
+		}
+		for i, n := range batch {
+			h.mu.RLock() // per notice: (un)subscribing waits for one only
+			h.match(n, message{})
+			h.mu.RUnlock()
+			batch[i] = locktable.Notice{}
+		}
+	}
+}
+
+// cutOffPatterns disconnects every pattern subscriber: notices it may
+// match were dropped (maxPendingNotices).
+func (h *Hub) cutOffPatterns() {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, ps := range h.patterns {
+		for sub := range ps.subs {
+			h.overflow(sub)
 		}
 	}
 }
@@ -152,16 +238,34 @@ func (h *Hub) queue(sub *subscriber, m message) {
 		return
 	}
 	if sub.queued+size > int(h.limit.Load()) {
-		sub.overflow = true
-		go h.cutOff(sub)
-	} else {
-		sub.queue = append(sub.queue, m)
-		sub.queued += size
+		sub.mu.Unlock()
+		h.overflow(sub)
+		return
 	}
+	sub.queue = append(sub.queue, m)
+	sub.queued += size
 	post := !sub.posted
 	sub.posted = true
 	sub.mu.Unlock()
 	h.published.Add(1)
+	if post {
+		sub.c.own.post(msg{c: sub.c, kind: msgPublish})
+	}
+}
+
+// overflow marks sub to be disconnected (once): its owner's msgPublish
+// closes it, after cutOff counted it and broke a write it may be stuck in.
+func (h *Hub) overflow(sub *subscriber) {
+	sub.mu.Lock()
+	if sub.overflow {
+		sub.mu.Unlock()
+		return
+	}
+	sub.overflow = true
+	post := !sub.posted
+	sub.posted = true
+	sub.mu.Unlock()
+	go h.cutOff(sub)
 	if post {
 		sub.c.own.post(msg{c: sub.c, kind: msgPublish})
 	}

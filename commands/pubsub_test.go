@@ -4,6 +4,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/relock/relock/persist"
 )
@@ -125,6 +126,58 @@ func TestPubSub_SlowSubscriberIsCutOff(t *testing.T) {
 	}
 	if srv.hub.Watched() {
 		t.Error("the dropped subscriber's subscriptions outlived it")
+	}
+}
+
+// TestPubSub_PatternMatchingThatFallsBehindCutsOffPatternSubscribers:
+// patterns are matched off the table's critical section, from a bounded
+// queue of notices; when matching falls so far behind that notices are
+// dropped, every pattern subscriber (which would miss them) is
+// disconnected, and a channel subscriber, served at once, is not.
+func TestPubSub_PatternMatchingThatFallsBehindCutsOffPatternSubscribers(t *testing.T) {
+	srv, err := New(Config{Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1, h2 := twoOwners(t, srv)
+	a := h1.connect()
+	pat, ch := h2.connect(), h2.connect()
+	h2.send(pat, "PSUBSCRIBE __lock__:x*")
+	h2.send(ch, "SUBSCRIBE __lock__:x")
+	h2.round()
+	h2.rawReplies(pat)
+	h2.rawReplies(ch)
+	hub := srv.hub
+	hub.pendingMax = 4
+	hub.dispatching.Store(true) // a dispatcher that has not caught up yet
+	for range 4 {               // 8 notices: acquired, released
+		key := h1.take(a, "x")
+		h1.send(a, "UNLOCK x "+key)
+		if got := h1.await(a); !equal(got, []string{":1"}) {
+			t.Fatalf("UNLOCK: %q", got)
+		}
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { hub.dispatch(stop); close(done) }()
+	deadline := time.Now().Add(inboxDeadline)
+	for !pat.closed && time.Now().Before(deadline) {
+		h2.round()
+		time.Sleep(time.Millisecond)
+	}
+	close(stop)
+	<-done
+	if !pat.closed {
+		t.Fatal("the pattern subscriber, whose notices were dropped, is still connected")
+	}
+	if ch.closed {
+		t.Fatal("the channel subscriber was disconnected too")
+	}
+	if got := len(h2.rawReplies(ch)); got == 0 {
+		t.Error("the channel subscriber got no event")
+	}
+	if n := hub.dropped.Load(); n != 1 {
+		t.Errorf("dropped subscribers: %d; want 1", n)
 	}
 }
 

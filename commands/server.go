@@ -398,10 +398,14 @@ func (s *Server) Run(ctx context.Context) error {
 		}()
 	}
 	expCtx, stopExpiry := context.WithCancel(context.Background())
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		s.expiry.run(expCtx, s)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.hub.dispatch(expCtx.Done()) // pattern subscriptions' matching
 	}()
 
 	looped, err := s.startLoops(lns)
