@@ -9,15 +9,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/relock/relock/locktable"
 )
 
-// TestWAL_ZeroFilledTailIsATornTail: a crash that extends the log's size
-// before the data of its last write reaches the disk leaves that record
-// as zeros (the last write is one record, so zeros can only be that
-// record). Restore cuts it off as the torn tail it is, keeping the earlier rounds (it used to
-// refuse to start: an all-zero header read as an empty record followed
-// by more data).
-func TestWAL_ZeroFilledTailIsATornTail(t *testing.T) {
+// damagedLog writes three rounds of one hold each into a store in a new
+// directory, copies its files as a crash would leave them, changes the
+// copy's log with damage, and opens the copy. It returns the store and
+// the table the rounds were written from.
+func damagedLog(t *testing.T, damage func(t *testing.T, b []byte) []byte) (*Store, *locktable.Table) {
+	t.Helper()
 	dir := t.TempDir()
 	_, tb := walRounds(t, dir, 3)
 	crashed := copyStoreFile(t, dir)
@@ -26,20 +27,37 @@ func TestWAL_ZeroFilledTailIsATornTail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Find the third (last) record and zero it.
-	off := 0
-	for range 2 {
-		off += walHeader + int(binary.LittleEndian.Uint32(b[off:]))
-	}
-	clear(b[off:])
-	if err := os.WriteFile(p, b, 0o600); err != nil {
+	if err := os.WriteFile(p, damage(t, b), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s, err := Open(Options{Dir: crashed, Mode: No, OpenTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
+	return s, tb
+}
+
+// recordAt is the offset of record i (from 0) of the log b.
+func recordAt(b []byte, i int) int {
+	off := 0
+	for range i {
+		off += walHeader + int(binary.LittleEndian.Uint32(b[off:]))
+	}
+	return off
+}
+
+// TestWAL_ZeroFilledTailIsATornTail: a crash that extends the log's size
+// before the data of its last write reaches the disk leaves that record
+// as zeros (the last write is one record, so zeros can only be that
+// record). Restore cuts it off as the torn tail it is, keeping the earlier rounds (it used to
+// refuse to start: an all-zero header read as an empty record followed
+// by more data).
+func TestWAL_ZeroFilledTailIsATornTail(t *testing.T) {
+	s, tb := damagedLog(t, func(t *testing.T, b []byte) []byte {
+		clear(b[recordAt(b, 2):]) // the third (last) record
+		return b
+	})
 	got, _, err := s.Load()
 	if err != nil {
 		t.Fatalf("Load after a crash that left the last record as zeros: %v; want the first two rounds", err)
@@ -54,28 +72,16 @@ func TestWAL_ZeroFilledTailIsATornTail(t *testing.T) {
 // and wal.go promise "a bad record before the end is reported as
 // corruption".
 func TestWAL_BadLengthBeforeTheEndIsCorruptionNotATornTail(t *testing.T) {
-	dir := t.TempDir()
-	walRounds(t, dir, 3)
-	crashed := copyStoreFile(t, dir)
-	p := filepath.Join(crashed, walName)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := binary.LittleEndian.Uint32(b)
-	binary.LittleEndian.PutUint32(b, n|1<<20) // one bit flipped, still under walMaxRecord
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(Options{Dir: crashed, Mode: No, OpenTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	var size int
+	s, _ := damagedLog(t, func(t *testing.T, b []byte) []byte {
+		n := binary.LittleEndian.Uint32(b)
+		binary.LittleEndian.PutUint32(b, n|1<<20) // one bit flipped, still under walMaxRecord
+		size = len(b)
+		return b
+	})
 	recs, _, err := s.Load()
-	size := walSize(t, crashed)
 	if err == nil || !strings.Contains(err.Error(), "corrupt") {
-		t.Fatalf("Load = %d records, err %v (log now %d bytes, was %d); want a corruption error naming %s", len(recs), err, size, len(b), walName)
+		t.Fatalf("Load = %d records, err %v (log was %d bytes); want a corruption error naming %s", len(recs), err, size, walName)
 	}
 }
 
@@ -114,48 +120,30 @@ func TestStore_EmptiedDBIsAnErrorNeverAnEmptyState(t *testing.T) {
 // it does not know refuses to start"). parseWAL treats it as a torn tail
 // instead: it silently drops (and truncates away) that fsynced round.
 func TestWAL_LastRecordWithGoodChecksumButUnknownVersionIsNotTorn(t *testing.T) {
-	dir := t.TempDir()
-	walRounds(t, dir, 3)
-	crashed := copyStoreFile(t, dir)
-	p := filepath.Join(crashed, walName)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	off := 0
-	for range 2 {
-		off += walHeader + int(binary.LittleEndian.Uint32(b[off:]))
-	}
-	payload := b[off+walHeader:]
-	q := payload
-	for range 2 { // fence high-water, change count
+	s, _ := damagedLog(t, func(t *testing.T, b []byte) []byte {
+		off := recordAt(b, 2)
+		payload := b[off+walHeader:]
+		q := payload
+		for range 2 { // fence high-water, change count
+			_, n := binary.Uvarint(q)
+			q = q[n:]
+		}
+		if q[0] != walPut {
+			t.Fatalf("last change kind %d, want a put", q[0])
+		}
+		q = q[1:]
 		_, n := binary.Uvarint(q)
 		q = q[n:]
+		if q[0] != recordVersion {
+			t.Fatalf("record version byte %d", q[0])
+		}
+		q[0] = recordVersion + 1
+		binary.LittleEndian.PutUint32(b[off+4:], crc32.Checksum(payload, castagnoli))
+		return b
+	})
+	if recs, _, err := s.Load(); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Fatalf("Load = %d records, %v; want a corruption error for a whole record it cannot read", len(recs), err)
 	}
-	if q[0] != walPut {
-		t.Fatalf("last change kind %d, want a put", q[0])
-	}
-	q = q[1:]
-	_, n := binary.Uvarint(q)
-	q = q[n:]
-	if q[0] != recordVersion {
-		t.Fatalf("record version byte %d", q[0])
-	}
-	q[0] = recordVersion + 1
-	binary.LittleEndian.PutUint32(b[off+4:], crc32.Checksum(payload, castagnoli))
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(Options{Dir: crashed, Mode: No, OpenTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	recs, _, err := s.Load()
-	if err == nil {
-		t.Fatalf("Load = %d records and no error (log cut from %d to %d bytes); want a corruption error for a whole record it cannot read", len(recs), len(b), walSize(t, crashed))
-	}
-	t.Logf("Load: %v", err)
 }
 
 // parseWAL applies a record's changes before it checks the
@@ -165,22 +153,17 @@ func TestWAL_LastRecordWithGoodChecksumButUnknownVersionIsNotTorn(t *testing.T) 
 // hold named "w\x00" that no client was ever granted (its round was never
 // synced, let alone acknowledged).
 func TestWAL_TornLastRecordIsNotApplied(t *testing.T) {
-	dir := t.TempDir()
-	_, tb := walRounds(t, dir, 3)
-	crashed := copyStoreFile(t, dir)
-	p := filepath.Join(crashed, walName)
-	b, err := os.ReadFile(p)
+	s, tb := damagedLog(t, func(t *testing.T, b []byte) []byte {
+		// The last record ends with its hold: name "w2", then owner length 0.
+		if !bytes.HasSuffix(b, []byte("w2\x00")) {
+			t.Fatalf("log does not end with the last hold's name: % x", b[len(b)-8:])
+		}
+		b[len(b)-2] = 0
+		return b
+	})
+	got, _, err := s.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The last record ends with its hold: name "w2", then owner length 0.
-	if !bytes.HasSuffix(b, []byte("w2\x00")) {
-		t.Fatalf("log does not end with the last hold's name: % x", b[len(b)-8:])
-	}
-	b[len(b)-2] = 0
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	got, _ := loadDir(t, crashed)
 	wantRecords(t, "after a torn last record", sortRecs(got), sortRecs(tb.Snapshot()[:2]))
 }

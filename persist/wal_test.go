@@ -55,23 +55,10 @@ func TestWAL_TornTailIsCutOffAndEarlierRoundsKept(t *testing.T) {
 }
 
 func TestWAL_BadRecordBeforeTheEndIsCorruption(t *testing.T) {
-	dir := t.TempDir()
-	walRounds(t, dir, 3)
-	crashed := copyStoreFile(t, dir)
-	p := filepath.Join(crashed, walName)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[walHeader+2] ^= 0xff // inside the first record's payload
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(Options{Dir: crashed, Mode: No, OpenTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, _ := damagedLog(t, func(t *testing.T, b []byte) []byte {
+		b[walHeader+2] ^= 0xff // inside the first record's payload
+		return b
+	})
 	if _, _, err := s.Load(); err == nil || !strings.Contains(err.Error(), "corrupt") || !strings.Contains(err.Error(), walName) {
 		t.Fatalf("Load = %v; want a corruption error naming %s", err, walName)
 	}
