@@ -19,9 +19,16 @@ func (sess *session) cmdLocks(args [][]byte) *pendingWait {
 		q.Count = int(opts.Count)
 	}
 	if opts.Has&resp.OptMatch != 0 {
-		pattern := string(opts.Match)
+		// A glob costs O(len(pattern)·len(name)) a name: it is held to
+		// the names' own bound.
+		if max := sess.srv.cfg.MaxNameLen; len(opts.Match) > max {
+			sess.fail(resp.Limit("MATCH pattern longer than max-name-len (" + itoa(int64(max)) + " bytes)"))
+			return nil
+		}
+		pattern := literalOpenClasses(string(opts.Match))
 		if pattern != "*" {
 			q.Match = func(name string) bool { return globMatch(pattern, name) }
+			q.MatchCost = len(pattern)
 			// Seek to the pattern's literal prefix and stop past it.
 			q.Prefix = globPrefix(pattern)
 		}
@@ -30,8 +37,11 @@ func (sess *session) cmdLocks(args [][]byte) *pendingWait {
 	if u, _ := sess.currentUser(); u != nil && !u.Admin {
 		match := q.Match
 		q.Match = func(name string) bool { return u.mayLock(name) && (match == nil || match(name)) }
+		for _, p := range u.Locks {
+			q.MatchCost += len(p) + 1
+		}
 	}
-	q.Budget = locksBudget
+	q.Budget, q.Work, q.List = locksBudget, locksWork, locksList
 	// A cluster member reads its table only once it has confirmed that it
 	// still leads (LOCKS blocks there, off the owner, as every lock
 	// command does); the later steps of a long page read on without
@@ -40,101 +50,256 @@ func (sess *session) cmdLocks(args [][]byte) *pendingWait {
 		sess.fail(srv.eng.moved())
 		return nil
 	}
-	return sess.locksPage(q, nil)
+	return sess.locksPage(&locksReply{q: q, body: resp.Writer{Proto: sess.w.Proto}})
 }
 
-// locksBudget is how many names one step of a LOCKS page may examine
-// (about a millisecond): a page whose names mostly do not match (a glob
-// without a literal prefix, a user's permissions) is served in steps.
-const locksBudget = 4096
+const (
+	// locksBudget is how many names one step of a LOCKS page may examine
+	// (about a millisecond): a page whose names mostly do not match (a
+	// glob without a literal prefix, a user's permissions) is served in
+	// steps.
+	locksBudget = 4096
+	// locksWork bounds the work of one step (locktable.Query.Work, units
+	// of about a nanosecond): long names, a costly MATCH (a glob costs
+	// O(len(pattern)·len(name)) a name) or locks with many holders end a
+	// step before locksBudget names. A step examines at least one name,
+	// whose glob is no longer than max-name-len.
+	locksWork = 2 << 20
+	// locksReplyBytes bounds a LOCKS reply: a page ends before the lock
+	// whose record would take it past this (but has at least one lock),
+	// and one lock's record lists as many holders, then waiters, as fit
+	// in it, counting the others (more-holders, more-waiters). A client
+	// that does not read holds the server to its output bound
+	// (maxReplyBuf) plus one such reply.
+	locksReplyBytes = 1 << 20
+	// locksStepLocks bounds the locks one step describes and encodes.
+	locksStepLocks = 1024
+	// locksList bounds the holds and waiters of one lock that a step
+	// describes: more could not fit in locksReplyBytes (a holder's record
+	// takes at least 178 bytes, a waiter's 150).
+	locksList = 8192
+)
 
-// locksPage goes on with a LOCKS page, got being the locks found so far.
-// Between steps the connection's owner serves its other connections (the
-// connection waits, as for a grant).
-func (sess *session) locksPage(q locktable.Query, got []locktable.LockInfo) *pendingWait {
+// locksReply is a LOCKS page being gathered, in steps.
+type locksReply struct {
+	q    locktable.Query
+	body resp.Writer // the records so far
+	n    int         // how many
+	// scratch: one record's holders and waiters
+	holders, waiters resp.Writer
+	// clients: the connections named in the records so far
+	clients map[int64]clientRef
+}
+
+// locksPage goes on with a LOCKS page. Between steps the connection's
+// owner serves its other connections (the connection waits, as for a
+// grant).
+func (sess *session) locksPage(r *locksReply) *pendingWait {
 	srv := sess.srv
 	for {
+		q := r.q
+		q.Count = min(q.Count, locksStepLocks)
 		p := srv.eng.table().LocksPage(q, srv.now())
-		got = append(got, p.Locks...)
-		if p.Resume == "" {
+		full := false
+		for i := range p.Locks {
+			if !sess.appendLock(r, &p.Locks[i]) {
+				full = true // the rest is for the next page
+				break
+			}
+		}
+		if full {
 			break
 		}
-		q.After, q.Count = p.Resume, q.Count-len(p.Locks)
+		r.q.Count -= len(p.Locks)
+		if p.Resume != "" {
+			r.q.After = p.Resume
+		} else if len(p.Locks) == q.Count && r.q.Count > 0 {
+			r.q.After = p.Locks[len(p.Locks)-1].Name // the step's share, not the page
+		} else {
+			break
+		}
 		if sess.c != nil {
-			return &pendingWait{since: time.Now(), resume: func() *pendingWait { return sess.locksPage(q, got) }}
+			return &pendingWait{since: time.Now(), resume: func() *pendingWait { return sess.locksPage(r) }}
 		}
 	}
 	// With --fsync always, the owner's round commits whatever this reply
 	// may reveal before writing it (owner.commit).
-	sess.writeLocks(got)
+	sess.w.Array(r.n)
+	sess.w.B = append(sess.w.B, r.body.B...)
 	return nil
 }
 
-func (sess *session) writeLocks(locks []locktable.LockInfo) {
-	w := &sess.w
-	clients := sess.srv.clientNames()
-	client := func(id int64) {
-		c, ok := clients[id]
-		w.BulkString("client-name")
-		w.BulkOrNull(c.name, ok && c.name != "")
-		w.BulkString("client-addr")
-		w.BulkOrNull(c.addr, ok)
+// locksRecordRoom is what a lock record takes besides its name and its
+// holders' and waiters' records, at most (field names, headers, numbers),
+// and room for the reply's array header.
+const locksRecordRoom = 256
+
+// appendLock adds l's record to r, or reports false if it would take
+// the reply past locksReplyBytes and r has a record already.
+func (sess *session) appendLock(r *locksReply, l *locktable.LockInfo) bool {
+	room := locksReplyBytes - locksRecordRoom - len(l.Name)
+	hs, ws := &r.holders, &r.waiters
+	hs.Reset()
+	ws.Reset()
+	hs.Proto, ws.Proto = r.body.Proto, r.body.Proto
+	listed, moreHolds := 0, l.MoreHolds
+	for i := range l.Holds {
+		mark := len(hs.B)
+		sess.writeHolder(r, hs, &l.Holds[i])
+		if len(hs.B) > room {
+			hs.B = hs.B[:mark]
+			moreHolds += len(l.Holds) - i
+			break
+		}
+		listed++
 	}
-	ms := func(ns int64) int64 { return ns / int64(time.Millisecond) }
-	w.Array(len(locks))
-	for _, l := range locks {
+	room -= len(hs.B)
+	waiting, moreWaiters := 0, l.MoreWaiters
+	for i := range l.Waiters {
+		mark := len(ws.B)
+		sess.writeWaiter(r, ws, &l.Waiters[i])
+		if len(ws.B) > room {
+			ws.B = ws.B[:mark]
+			moreWaiters += len(l.Waiters) - i
+			break
+		}
+		waiting++
+	}
+
+	w := &r.body
+	mark := len(w.B)
+	more := moreHolds > 0 || moreWaiters > 0
+	if more {
+		w.Map(7)
+	} else {
 		w.Map(5)
-		w.BulkString("name")
-		w.BulkString(l.Name)
-		w.BulkString("size")
-		w.Int(int64(l.Size))
-		w.BulkString("holders")
-		w.Array(len(l.Holds))
-		for _, h := range l.Holds {
-			w.Map(10)
-			w.BulkString("fence")
-			w.Int(int64(h.Fence))
-			w.BulkString("owner")
-			w.BulkOrNull(h.Owner, h.Owner != "")
-			w.BulkString("client-id")
-			w.Int(h.SessionID)
-			w.BulkString("ttl")
-			if h.TTL < 0 {
-				w.Int(-1)
-			} else {
-				w.Int((h.TTL + int64(time.Millisecond) - 1) / int64(time.Millisecond))
-			}
-			w.BulkString("age")
-			w.Int(ms(h.Age))
-			w.BulkString("detached")
-			w.Int(b2i(h.Detached))
-			w.BulkString("count")
-			w.Int(int64(h.Count))
-			client(h.SessionID)
-			w.BulkString("mode")
-			w.BulkString(mode(h.Shared))
-		}
-		w.BulkString("waiters")
-		w.Array(len(l.Waiters))
-		for _, wt := range l.Waiters {
-			w.Map(8)
-			w.BulkString("client-id")
-			w.Int(wt.SessionID)
-			w.BulkString("owner")
-			w.BulkOrNull(wt.Owner, wt.Owner != "")
-			w.BulkString("waited")
-			w.Int(ms(wt.Waited))
-			client(wt.SessionID)
-			w.BulkString("mode")
-			w.BulkString(mode(wt.Shared))
-			w.BulkString("upgrade")
-			w.Int(b2i(wt.Upgrade))
-			w.BulkString("multi")
-			w.Int(int64(wt.Multi))
-		}
-		w.BulkString("delayed")
-		w.Int(int64(l.Delayed))
 	}
+	w.BulkString("name")
+	w.BulkString(l.Name)
+	w.BulkString("size")
+	w.Int(int64(l.Size))
+	w.BulkString("holders")
+	w.Array(listed)
+	w.B = append(w.B, hs.B...)
+	w.BulkString("waiters")
+	w.Array(waiting)
+	w.B = append(w.B, ws.B...)
+	w.BulkString("delayed")
+	w.Int(int64(l.Delayed))
+	if more {
+		w.BulkString("more-holders")
+		w.Int(int64(moreHolds))
+		w.BulkString("more-waiters")
+		w.Int(int64(moreWaiters))
+	}
+	if r.n > 0 && len(w.B) > locksReplyBytes-locksRecordRoom {
+		w.B = w.B[:mark]
+		return false
+	}
+	r.n++
+	return true
+}
+
+func (sess *session) writeHolder(r *locksReply, w *resp.Writer, h *locktable.HoldInfo) {
+	w.Map(10)
+	w.BulkString("fence")
+	w.Int(int64(h.Fence))
+	w.BulkString("owner")
+	w.BulkOrNull(h.Owner, h.Owner != "")
+	w.BulkString("client-id")
+	w.Int(h.SessionID)
+	w.BulkString("ttl")
+	if h.TTL < 0 {
+		w.Int(-1)
+	} else {
+		w.Int((h.TTL + int64(time.Millisecond) - 1) / int64(time.Millisecond))
+	}
+	w.BulkString("age")
+	w.Int(ms(h.Age))
+	w.BulkString("detached")
+	w.Int(b2i(h.Detached))
+	w.BulkString("count")
+	w.Int(int64(h.Count))
+	sess.writeClient(r, w, h.SessionID)
+	w.BulkString("mode")
+	w.BulkString(mode(h.Shared))
+}
+
+func (sess *session) writeWaiter(r *locksReply, w *resp.Writer, wt *locktable.WaiterInfo) {
+	w.Map(8)
+	w.BulkString("client-id")
+	w.Int(wt.SessionID)
+	w.BulkString("owner")
+	w.BulkOrNull(wt.Owner, wt.Owner != "")
+	w.BulkString("waited")
+	w.Int(ms(wt.Waited))
+	sess.writeClient(r, w, wt.SessionID)
+	w.BulkString("mode")
+	w.BulkString(mode(wt.Shared))
+	w.BulkString("upgrade")
+	w.Int(b2i(wt.Upgrade))
+	w.BulkString("multi")
+	w.Int(int64(wt.Multi))
+}
+
+// writeClient writes the client-name and client-addr fields of the
+// connection id.
+func (sess *session) writeClient(r *locksReply, w *resp.Writer, id int64) {
+	c, ok := r.clients[id]
+	if !ok && id >= 0 {
+		if r.clients == nil {
+			r.clients = make(map[int64]clientRef)
+		}
+		srv := sess.srv
+		srv.mu.Lock()
+		s := srv.sessions[uint64(id)]
+		srv.mu.Unlock()
+		if s != nil {
+			s.mu.Lock()
+			c = clientRef{name: s.name, addr: s.addr, ok: true}
+			s.mu.Unlock()
+		}
+		r.clients[id] = c
+	}
+	w.BulkString("client-name")
+	w.BulkOrNull(c.name, c.ok && c.name != "")
+	w.BulkString("client-addr")
+	w.BulkOrNull(c.addr, c.ok)
+}
+
+func ms(ns int64) int64 { return ns / int64(time.Millisecond) }
+
+// literalOpenClasses returns pattern with every '[' that opens no class
+// (matchClass finds no end to it: globMatch takes it as a literal '[')
+// written as "\[", which globMatch takes alike. globMatch then costs
+// O(len(pattern)·len(name)), as LOCKS counts it: an open '[' would have
+// it look for the class's end, to the pattern's end, at every try.
+func literalOpenClasses(pattern string) string {
+	var b []byte // nil while nothing changed
+	for i := 0; i < len(pattern); {
+		n := 1
+		switch pattern[i] {
+		case '\\':
+			n = min(2, len(pattern)-i)
+		case '[':
+			if n, _ = matchClass(pattern[i:], 0); n == 0 {
+				if b == nil {
+					b = append(make([]byte, 0, len(pattern)+16), pattern[:i]...)
+				}
+				b = append(b, '\\', '[')
+				i++
+				continue
+			}
+		}
+		if b != nil {
+			b = append(b, pattern[i:i+n]...)
+		}
+		i += n
+	}
+	if b == nil {
+		return pattern
+	}
+	return string(b)
 }
 
 func mode(shared bool) string {
@@ -151,17 +316,9 @@ func b2i(b bool) int64 {
 	return 0
 }
 
-// clientRef is what LOCKS shows of a holder's or waiter's connection.
-type clientRef struct{ name, addr string }
-
-// clientNames maps live session ids to their name and address.
-func (s *Server) clientNames() map[int64]clientRef {
-	sessions := s.sessionsSorted()
-	out := make(map[int64]clientRef, len(sessions))
-	for _, c := range sessions {
-		c.mu.Lock()
-		out[int64(c.id)] = clientRef{name: c.name, addr: c.addr}
-		c.mu.Unlock()
-	}
-	return out
+// clientRef is what LOCKS shows of a holder's or waiter's connection
+// (ok: the connection is live).
+type clientRef struct {
+	name, addr string
+	ok         bool
 }

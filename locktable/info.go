@@ -43,6 +43,9 @@ type LockInfo struct {
 	// Delayed is the number of the lock's slots in lock-delay: capacity
 	// that holds ended involuntarily keep taken (Request.LockDelay).
 	Delayed int
+	// MoreHolds and MoreWaiters count the holds and waiters past
+	// Query.List that Holds and Waiters leave out (0 without a List).
+	MoreHolds, MoreWaiters int
 }
 
 // Query selects locks for Locks and LocksPage.
@@ -55,36 +58,66 @@ type Query struct {
 	// name greater than After that starts with Prefix counts, whether
 	// Match takes it or not. Locks ignores it.
 	Budget int
+	// Work bounds the work LocksPage does (≤ 0: no bound), in units of
+	// about a nanosecond (see WorkOfName, WorkOfListed), so that a call
+	// costs about as long whatever the names, the Match or the locks' holds
+	// and waiters: names are not all alike, a glob against a long name
+	// costs O(len(pattern)·len(name)), and a lock may have many holds. A
+	// call examines at least one name. Locks ignores it.
+	Work int
+	// MatchCost is what Match costs per byte of a name, in work units: for
+	// a glob, its length (globs run in O(len(pattern)·len(name))).
+	MatchCost int
+	// List bounds the holds, and the waiters, listed per lock (≤ 0: all);
+	// the others are counted in LockInfo.MoreHolds and MoreWaiters.
+	List int
 }
+
+// Work units (about a nanosecond each) that LocksPage counts against
+// Query.Work.
+const (
+	// WorkOfName is the cost of examining a name, besides its bytes
+	// (each costs 1 + Query.MatchCost): a seek in its shard's order, a
+	// lookup, a merge step.
+	WorkOfName = 256
+	// WorkOfListed is the cost of describing a hold or waiter that the
+	// lock's LockInfo lists, and of the caller's encoding it;
+	// WorkOfSkipped of one it only counts.
+	WorkOfListed  = 512
+	WorkOfSkipped = 8
+)
 
 // Page is one page of locks.
 type Page struct {
 	Locks []LockInfo
 	// Resume is set when the page ended because it had examined
-	// Query.Budget names before it found Count locks, and more names
-	// remain: every name up to Resume has been examined, and a query
+	// Query.Budget names or done Query.Work before it found Count locks,
+	// and more names may remain: every name up to Resume has been examined, and a query
 	// alike but with After = Resume goes on where this one stopped. It is
 	// "" when the page is complete: Count locks, or no more to find.
 	Resume string
 }
 
 // Locks returns the locks selected by q, sorted by name: LocksPage
-// without a budget.
+// without a budget of names or work.
 func (t *Table) Locks(q Query, now int64) []LockInfo {
-	q.Budget = 0
+	q.Budget, q.Work = 0, 0
 	return t.LocksPage(q, now).Locks
 }
 
 // LocksPage returns the locks selected by q, sorted by name, examining at
-// most q.Budget names (see Page.Resume). Each lock is read consistently;
-// the page is not a snapshot across shards.
+// most q.Budget names and doing about q.Work (see Page.Resume). Each lock
+// is read consistently; the page is not a snapshot across shards.
 //
 // It merges the shards' name orders: it seeks every shard once (O(shards ×
 // log locks), one shard mutex at a time), then reads the names in order,
 // each costing O(log locks + log shards), and only the names past After
 // with the Prefix: a page costs nothing for the locks before or after it.
 // Without a Prefix, a Match that takes few names makes a page read many;
-// Budget bounds that.
+// Budget and Work bound that. Work counts a name's bytes and its Match
+// (q.MatchCost per byte) and the holds and waiters of the locks found, so
+// a call's cost is bounded by q.Work plus one name's and one lock's (at
+// most q.List holds and waiters described, the others only counted).
 func (t *Table) LocksPage(q Query, now int64) Page {
 	var page Page
 	var next nameCursors
@@ -97,20 +130,32 @@ func (t *Table) LocksPage(q Query, now int64) Page {
 		sh.mu.Unlock()
 	}
 	var last string // the last name examined
+	work := 0
 	for examined := 0; len(next) > 0; examined++ {
 		if q.Count > 0 && len(page.Locks) == q.Count {
 			break
 		}
-		if q.Budget > 0 && examined == q.Budget {
+		if examined > 0 && (q.Budget > 0 && examined >= q.Budget || q.Work > 0 && work >= q.Work) {
 			page.Resume = last
 			break
 		}
 		cur := next.pop()
 		last = cur.name
+		work += WorkOfName + len(cur.name)
 		sh := cur.sh
 		sh.mu.Lock()
-		if lid := sh.find(cur.name, hashName(cur.name)); lid != 0 && (q.Match == nil || q.Match(cur.name)) {
-			page.Locks = append(page.Locks, sh.info(t, lid, cur.name, now))
+		if lid := sh.find(cur.name, hashName(cur.name)); lid != 0 {
+			matched := true
+			if q.Match != nil {
+				work += len(cur.name) * max(q.MatchCost, 0)
+				matched = q.Match(cur.name)
+			}
+			if matched {
+				li := sh.infoList(t, lid, cur.name, now, q.List)
+				listed := len(li.Holds) + len(li.Waiters)
+				work += WorkOfListed*listed + WorkOfSkipped*(li.MoreHolds+li.MoreWaiters+li.Delayed)
+				page.Locks = append(page.Locks, li)
+			}
 		}
 		if name, ok := sh.nextName(q.Prefix, cur.name); ok {
 			next.push(nameCursor{sh, name})
@@ -196,12 +241,26 @@ func (t *Table) Lock(name string, now int64) (LockInfo, bool) {
 
 // info describes lock lid, named name. Caller holds sh.mu.
 func (sh *shard) info(t *Table, lid uint32, name string, now int64) LockInfo {
+	return sh.infoList(t, lid, name, now, 0)
+}
+
+// infoList is info listing at most list holds and list waiters (≤ 0:
+// all), counting the others. Caller holds sh.mu.
+func (sh *shard) infoList(t *Table, lid uint32, name string, now int64, list int) LockInfo {
 	l := sh.lock(lid)
-	li := LockInfo{Name: name, Size: l.size, Holds: make([]HoldInfo, 0, l.nholds)}
+	n := int(l.nholds)
+	if list > 0 {
+		n = min(n, list)
+	}
+	li := LockInfo{Name: name, Size: l.size, Holds: make([]HoldInfo, 0, n)}
 	for id := l.first; id != 0; id = sh.hold(id).next {
 		h := sh.hold(id)
 		if h.is(delayed) {
 			li.Delayed++
+			continue
+		}
+		if list > 0 && len(li.Holds) == list {
+			li.MoreHolds++
 			continue
 		}
 		hi := HoldInfo{
@@ -219,6 +278,10 @@ func (sh *shard) info(t *Table, lid uint32, name string, now int64) LockInfo {
 	}
 	if q := sh.queues[lid]; q != nil {
 		for w := q.head; w != nil; w = w.next {
+			if list > 0 && len(li.Waiters) == list {
+				li.MoreWaiters++
+				continue
+			}
 			wi := WaiterInfo{
 				SessionID: int64(w.session.ID), Owner: w.req.Owner, Waited: now - w.enqueued,
 				Shared: w.req.Shared, Upgrade: w.upgrade != 0,

@@ -134,3 +134,76 @@ func names(ls []LockInfo) []string {
 	}
 	return out
 }
+
+// Work bounds what one call does however long the names and costly the
+// Match: with a MatchCost, a call over long names examines few of them,
+// at least one, and going on from Resume finds what one unbounded call
+// finds.
+func TestLocksPage_WorkStopsAndResumes(t *testing.T) {
+	f := newFixture(t, Config{Shards: 8})
+	s := f.session()
+	long := strings.Repeat("a", 1000)
+	holdMany(t, f.tb, s, long, 40, f.now)
+	nines := func(name string) bool { return strings.HasSuffix(name, "9") }
+	want := names(f.tb.Locks(Query{Match: nines}, f.now))
+	wantEqual(t, "unbounded page size", len(want), 4)
+
+	// Each name costs WorkOfName + 1000·(1 + 500): a budget of 3 names'
+	// work stops a call after 3 names (it checks before each name).
+	per := WorkOfName + len(long) + 1 + (len(long)+1)*500
+	var got []string
+	calls := 0
+	for q := (Query{Match: nines, MatchCost: 500, Work: 3 * per}); ; calls++ {
+		examined := 0
+		q.Match = func(name string) bool { examined++; return nines(name) }
+		page := f.tb.LocksPage(q, f.now)
+		if examined > 3 {
+			t.Fatalf("call %d examined %d names; want at most 3", calls, examined)
+		}
+		got = append(got, names(page.Locks)...)
+		if page.Resume == "" {
+			break
+		}
+		q.After = page.Resume
+	}
+	wantSlice(t, "names found over budgeted calls", got, want)
+	if calls < 13 {
+		t.Fatalf("took %d calls; want the work to have stopped each after 3 names", calls)
+	}
+	// A budget smaller than one name's work still examines one name.
+	page := f.tb.LocksPage(Query{Work: 1}, f.now)
+	wantEqual(t, "one name under a tiny budget", len(page.Locks), 1)
+	if page.Resume != page.Locks[0].Name {
+		t.Fatalf("Resume %q; want the one name examined, %q", page.Resume, page.Locks[0].Name)
+	}
+}
+
+// List bounds the holds and waiters described per lock; the others are
+// counted, and they count as work.
+func TestLocksPage_ListBoundsHoldsAndWaiters(t *testing.T) {
+	f := newFixture(t, Config{Shards: 4})
+	for range 10 {
+		if _, out, err := f.acquire(f.session(), Request{Name: "sem", Size: 10}, false); err != nil || out != Granted {
+			t.Fatalf("Acquire = %v, %v", out, err)
+		}
+	}
+	for range 5 {
+		if _, out, err := f.acquire(f.session(), Request{Name: "sem", Size: 10}, true); err != nil || out != Queued {
+			t.Fatalf("Acquire(wait) = %v, %v", out, err)
+		}
+	}
+	page := f.tb.LocksPage(Query{List: 3}, f.now)
+	wantEqual(t, "locks", len(page.Locks), 1)
+	l := page.Locks[0]
+	wantEqual(t, "holds listed", len(l.Holds), 3)
+	wantEqual(t, "holds left out", l.MoreHolds, 7)
+	wantEqual(t, "waiters listed", len(l.Waiters), 3)
+	wantEqual(t, "waiters left out", l.MoreWaiters, 2)
+	all := f.tb.Locks(Query{}, f.now)[0]
+	wantEqual(t, "holds without List", len(all.Holds), 10)
+	wantEqual(t, "waiters without List", len(all.Waiters), 5)
+	wantEqual(t, "none left out without List", all.MoreHolds+all.MoreWaiters, 0)
+	for i := range l.Holds {
+		wantEqual(t, "hold listed in grant order", l.Holds[i].Fence, all.Holds[i].Fence)
+	}
+}
