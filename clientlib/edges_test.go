@@ -3,7 +3,10 @@ package clientlib_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -301,5 +304,52 @@ func TestLock_ConcurrentOwnerLocksBothLearnOfARelease(t *testing.T) {
 	case <-l1.Lost():
 	case <-time.After(3 * time.Second):
 		t.Fatalf("the hold was FORCEUNLOCKed, yet the Lock that still holds it (no TTL) is not reported lost within 3 s")
+	}
+}
+
+// Locks pages through everything when a page is cut short by the
+// server's 1 MiB reply bound (fewer locks than Count with more to come):
+// paging on with After until an empty page lists every lock once.
+func TestLocks_PagesOnPastAPageCutByTheReplyBound(t *testing.T) {
+	s := startServer(t, commands.Config{})
+	c := newClient(t, s)
+	ctx := testCtx(t, 30*time.Second)
+	const n = 1500
+	long := strings.Repeat("n", 1000) // ~1 KB records: 1000 of them pass 1 MiB
+	var names []string
+	for i := range n {
+		name := fmt.Sprintf("page:%04d:%s", i, long)
+		if _, err := c.Redis().Do(ctx, "LOCK", name, "TTL", 60000, "DETACH").Result(); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, name)
+	}
+	var got []string
+	short := false
+	after := ""
+	for pages := 0; ; pages++ {
+		if pages > 100 {
+			t.Fatal("more than 100 pages")
+		}
+		page, err := c.Locks(ctx, clientlib.LocksQuery{Match: "page:*", Count: 1000, After: after})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		if len(page) < 1000 && len(got)+len(page) < n {
+			short = true
+		}
+		for _, li := range page {
+			got = append(got, li.Name)
+		}
+		after = page[len(page)-1].Name
+	}
+	if !short {
+		t.Error("no page was cut short by the reply bound: the test does not test it")
+	}
+	if !slices.Equal(got, names) {
+		t.Fatalf("paged %d names; want the %d locks, each once, in order", len(got), len(names))
 	}
 }

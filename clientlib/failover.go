@@ -134,25 +134,17 @@ func (h *hold) boundTo(lc *lockConn, id int64, timeout time.Duration) error {
 	if err != nil {
 		return serverError("LOCKS", h.name, err)
 	}
-	list, _ := res.([]any)
-	for _, v := range list {
-		li, err := parseLockInfo(v)
-		if err != nil {
-			return fmt.Errorf("LOCKS: %w", err)
-		}
-		if li.Name != h.name {
-			continue
-		}
-		for _, hi := range li.Holders {
-			if _, fence := h.keyFence(); hi.Fence == fence {
-				if hi.ClientID != id {
-					return errNotAttached
-				}
-				return nil
-			}
-		}
+	_, fence := h.keyFence()
+	hi, err := holderOf(res, h.name, fence)
+	switch {
+	case err != nil:
+		return err // errNotAttached: a record too long to list it
+	case hi == nil:
+		return ErrNotHeld
+	case hi.ClientID != id:
+		return errNotAttached
 	}
-	return ErrNotHeld
+	return nil
 }
 
 // lostErr returns the *LostError once the hold is lost, else nil.

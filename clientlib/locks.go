@@ -16,6 +16,10 @@ type LockInfo struct {
 	Delayed int
 	Holders []HolderInfo // in grant order
 	Waiters []WaiterInfo // in queue order
+	// MoreHolders and MoreWaiters count the holders and waiters not
+	// listed: a lock whose record would pass the server's 1 MiB reply
+	// bound lists those that fit, holders first (0: all are listed).
+	MoreHolders, MoreWaiters int
 }
 
 // HolderInfo is one hold of a lock.
@@ -64,8 +68,10 @@ type LocksQuery struct {
 	After string
 }
 
-// Locks returns one page of locks, sorted by name. A page shorter than the
-// Count asked for is the last one.
+// Locks returns one page of locks, sorted by name. A page may hold fewer
+// than Count locks with more to come (the server ends a page before 1 MiB
+// of reply): page on with After set to the last name until a page is
+// empty.
 func (c *Client) Locks(ctx context.Context, q LocksQuery) ([]LockInfo, error) {
 	args := []any{"LOCKS"}
 	if q.Match != "" {
@@ -158,7 +164,8 @@ func parseLockInfo(v any) (LockInfo, error) {
 	if err != nil {
 		return LockInfo{}, err
 	}
-	li := LockInfo{Name: str(m["name"]), Size: int(num(m["size"])), Delayed: int(num(m["delayed"]))}
+	li := LockInfo{Name: str(m["name"]), Size: int(num(m["size"])), Delayed: int(num(m["delayed"])),
+		MoreHolders: int(num(m["more-holders"])), MoreWaiters: int(num(m["more-waiters"]))}
 	hs, _ := m["holders"].([]any)
 	for _, hv := range hs {
 		hm, err := fields(hv)

@@ -226,7 +226,9 @@ func (c *Client) settle(ctx context.Context, lc *lockConn, name, key string) err
 }
 
 // holderOf finds, in a LOCKS reply, the holder of name with fence (nil if
-// there is none).
+// there is none). errNotAttached when the lock's record lists only some of
+// its holders (over the server's reply bound) and not that one: whether it
+// is there cannot be told.
 func holderOf(v any, name string, fence uint64) (*HolderInfo, error) {
 	list, _ := v.([]any)
 	for _, e := range list {
@@ -241,6 +243,9 @@ func holderOf(v any, name string, fence uint64) (*HolderInfo, error) {
 			if li.Holders[i].Fence == fence {
 				return &li.Holders[i], nil
 			}
+		}
+		if li.MoreHolders > 0 {
+			return nil, errNotAttached
 		}
 	}
 	return nil, nil

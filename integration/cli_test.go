@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -349,5 +350,36 @@ func TestCLI_RunLockDelay(t *testing.T) {
 	_, stderr, code = relockCLI(t, nil, "server", "--listen", "127.0.0.1:0", "--lock-delay", "61s")
 	if code != 1 || !strings.Contains(stderr, "--lock-delay must be between 0 and 60s") {
 		t.Errorf("relock server --lock-delay 61s: exit %d, stderr %q; want 1", code, stderr)
+	}
+}
+
+// relock locks lists every lock when the server cuts a page short at its
+// 1 MiB reply bound (1,500 locks of ~1 KB names: the first page of 1,000
+// passes it): it pages on until an empty page.
+func TestCLI_LocksPagesOnPastAShortPage(t *testing.T) {
+	srv := startServer(t)
+	c := srv.client(t)
+	ctx := ctxFor(t, 30*time.Second)
+	long := strings.Repeat("n", 1000)
+	const n = 1500
+	pipe := c.Pipeline()
+	for i := range n {
+		pipe.Do(ctx, "LOCK", fmt.Sprintf("short:%04d:%s", i, long), "TTL", 60000, "DETACH")
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := relockCLI(t, nil, "locks", "--addr", srv.Addr, "-o", "json", "short:*")
+	if code != 0 {
+		t.Fatalf("relock locks: exit %d, stderr %q", code, stderr)
+	}
+	var locks []struct {
+		Name string `json:"name"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &locks); err != nil {
+		t.Fatalf("relock locks -o json: %v", err)
+	}
+	if len(locks) != n {
+		t.Fatalf("relock locks listed %d locks; want %d", len(locks), n)
 	}
 }

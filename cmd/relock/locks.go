@@ -84,7 +84,7 @@ func (l *locksCmd) show(c *clientlib.Client, w io.Writer, compact bool) error {
 			return err
 		}
 		all = append(all, page...)
-		if len(page) < locksPage {
+		if len(page) == 0 { // a page can be short with more to come (1 MiB)
 			break
 		}
 		after = page[len(page)-1].Name
