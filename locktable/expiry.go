@@ -1,6 +1,10 @@
 package locktable
 
-import "sync"
+import (
+	"math"
+	"slices"
+	"sync"
+)
 
 // heapEntry is a hold in its shard's deadline heap. The deadline lives
 // here rather than in the hold so that holds without one do not pay for it.
@@ -92,6 +96,9 @@ func (sh *shard) setDeadline(id uint32, d int64) {
 			sh.heapUp(i)
 		}
 	}
+	if l := sh.lock(h.lock); d < l.dueBound() {
+		l.setDueBound(d)
+	}
 	// A new earliest hold must not be later than the shard's place in the
 	// schedule. Deadlines mostly grow with time, so this is rare.
 	if h.heapPos == 1 {
@@ -125,24 +132,100 @@ func (sh *shard) clearDeadline(id uint32) {
 // first, so a hold past its deadline is never seen as held, whether or not
 // the caller's expiry timer has fired yet. It touches only that lock, so
 // results never depend on which names share a shard. Caller holds sh.mu.
+//
+// It costs O(1) while now is before the lock's dueBound, and otherwise
+// O(min(the lock's records, the shard's due holds)) (dueHolds), after
+// which the bound is past now again: never O(records) per operation on a
+// lock with many holds.
 func (sh *shard) expireLock(t *Table, ev *Events, lid uint32, name string, now int64) uint32 {
-	for lid != 0 {
-		var due uint32
-		for id := sh.lock(lid).first; id != 0; id = sh.hold(id).next {
-			if d := sh.deadline(id); d != 0 && d <= now && (due == 0 || earlier(sh, id, sh, due)) {
-				due = id
-			}
+	if lid == 0 || now < sh.lock(lid).dueBound() {
+		return lid
+	}
+	// A release ends no other record of the lock and gives none a deadline
+	// at or before now (a TTL or a lock-delay is positive; an upgrade of a
+	// due hold is lost, not granted), so the order found holds throughout.
+	for _, id := range sh.dueHolds(lid, now) {
+		if d := sh.deadline(id); sh.hold(id).lock != lid || d == 0 || d > now {
+			continue // defensive: see above
 		}
-		if due == 0 {
-			return lid
-		}
-		sh.release(t, ev, due, name, ReasonExpired, now)
+		sh.release(t, ev, id, name, ReasonExpired, now)
 		// Releases create no locks, so a freed record is this one dropped.
 		if sh.lock(lid).size == 0 {
 			return 0
 		}
 	}
-	return 0
+	return lid
+}
+
+// smallLock is the number of records up to which dueHolds scans a lock's
+// list rather than walking the shard's deadline heap.
+const smallLock = 8
+
+// dueHolds returns the holds and slots of lock lid due at now, earliest
+// (deadline, fence) first, and raises the lock's dueBound to a bound of
+// the deadlines of its other records: the earliest of them if it scanned
+// the lock's list, the shard's earliest deadline after now if it walked
+// the heap. It walks the part of the shard's deadline heap that is due
+// (the timer expires it, so it is small) unless that part is larger than
+// the lock's list. Caller holds sh.mu.
+func (sh *shard) dueHolds(lid uint32, now int64) []uint32 {
+	l := sh.lock(lid)
+	var due []uint32
+	next := int64(math.MaxInt64)
+	budget := int(l.nholds)
+	small := uint32(smallLock)
+	if sh.cfg.smallLock != 0 {
+		small = sh.cfg.smallLock
+	}
+	if l.nholds <= small || !sh.dueInHeap(0, lid, now, &budget, &due, &next) {
+		due, next = due[:0], math.MaxInt64
+		for id := l.first; id != 0; id = sh.hold(id).next {
+			switch d := sh.deadline(id); {
+			case d == 0:
+			case d <= now:
+				due = append(due, id)
+			case d < next:
+				next = d
+			}
+		}
+	}
+	l.setDueBound(next)
+	if len(due) > 1 {
+		slices.SortFunc(due, func(a, b uint32) int {
+			switch {
+			case a == b:
+				return 0
+			case earlier(sh, a, sh, b):
+				return -1
+			}
+			return 1
+		})
+	}
+	return due
+}
+
+// dueInHeap appends to due the holds of lock lid that are due at now in
+// the subtree of the deadline heap at position i, and lowers next to the
+// earliest deadline after now in it. It visits at most *budget entries,
+// counting them off, and reports false if that was not enough.
+func (sh *shard) dueInHeap(i, lid uint32, now int64, budget *int, due *[]uint32, next *int64) bool {
+	if i >= sh.expiry.n {
+		return true
+	}
+	if *budget == 0 {
+		return false
+	}
+	*budget--
+	e := sh.expiry.at(i)
+	if e.deadline > now {
+		// So is every deadline below it.
+		*next = min(*next, e.deadline)
+		return true
+	}
+	if sh.hold(e.hold).lock == lid {
+		*due = append(*due, e.hold)
+	}
+	return sh.dueInHeap(2*i+1, lid, now, budget, due, next) && sh.dueInHeap(2*i+2, lid, now, budget, due, next)
 }
 
 // Expire releases every hold whose deadline is at or before now and

@@ -13,7 +13,11 @@ import (
 //
 //   - a lock in the index has holds or waiters, is found by its name, hashes
 //     to its shard, and lists as many holds and slots as its count says; the
-//     index counts its locks; every lock
+//     index counts its locks; its list's prev links mirror its next links,
+//     the first record's prev naming the last; its dueBound is at most the
+//     deadline of each of its records; its records are indexed by fence
+//     (shard.fences) exactly when it has at least bigLock of them, or
+//     had and still has bigLock/2; every lock
 //     record not in the index is free, and so is every hold record no lock
 //     lists, and the free lists hold exactly those;
 //   - every hold points back at its lock, has count ≥ 1, and its
@@ -120,8 +124,16 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 			}
 			n, slots, sharedRecs := 0, 0, 0
 			var prevFence uint64
+			var prevID uint32
 			for id := l.first; id != 0; id = sh.hold(id).next {
 				n++
+				if p := sh.hold(id).prev; id != l.first && p != prevID {
+					fail("lock %q: hold record %d's prev is %d, the record before it %d", name, id, p, prevID)
+				}
+				if d := sh.deadline(id); d != 0 && d < l.dueBound() {
+					fail("lock %q: hold record %d's deadline %d is below the lock's due bound %d", name, id, d, l.dueBound())
+				}
+				prevID = id
 				if n > int(l.nholds)+1 {
 					fail("lock %q: hold list longer than its count %d (cycle?)", name, l.nholds)
 					break
@@ -240,6 +252,21 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 			if n != int(l.nholds) {
 				fail("lock %q: %d holds and slots in lock-delay, count says %d", name, n, l.nholds)
 			}
+			if l.first != 0 && sh.hold(l.first).prev != prevID {
+				fail("lock %q: its first record's prev is %d, its last record %d", name, sh.hold(l.first).prev, prevID)
+			}
+			if m := sh.fences[lid]; m != nil {
+				if n < int(sh.bigLock()/2) || len(m) != n {
+					fail("lock %q: %d records, %d indexed by fence (index kept from %d records down to %d)", name, n, len(m), sh.bigLock(), sh.bigLock()/2)
+				}
+				for id := l.first; id != 0 && len(m) == n; id = sh.hold(id).next {
+					if m[sh.hold(id).key.Fence] != id {
+						fail("lock %q: fence %d indexed as record %d, is record %d", name, sh.hold(id).key.Fence, m[sh.hold(id).key.Fence], id)
+					}
+				}
+			} else if n >= int(sh.bigLock()) {
+				fail("lock %q: %d records not indexed by fence", name, n)
+			}
 			// A listing reads the holds' sessions: only once they are sound.
 			if len(errs) == 0 {
 				if li := sh.info(tb, lid, name, 0); len(li.Holds) != n-slots || li.Delayed != slots {
@@ -356,6 +383,11 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 		for lid := range sh.queues {
 			if !liveLocks[lid] {
 				fail("shard %d: queue kept for lock record %d, not a lock", i, lid)
+			}
+		}
+		for lid := range sh.fences {
+			if !liveLocks[lid] {
+				fail("shard %d: fence index kept for lock record %d, not a lock", i, lid)
 			}
 		}
 		checkFree(fail, fmt.Sprintf("shard %d locks", i), &sh.locks, liveLocks, func(l *lockRec) bool { return l.size != 0 })

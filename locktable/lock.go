@@ -18,7 +18,21 @@ type lockRec struct {
 	// nholds counts the records in the lock's list: its holds and its
 	// slots in lock-delay, which take capacity alike.
 	nholds uint32
+	// due is a lower bound of the deadlines of the lock's holds and slots
+	// (dueBound), so that expireLock costs nothing while none of them can
+	// be due. It is two words rather than an int64 so that the record is
+	// 28 bytes, not 32.
+	due [2]uint32
 }
+
+// dueBound returns a lower bound of the deadlines of the lock's holds and
+// slots in lock-delay (math.MaxInt64: none has one). setDeadline lowers it
+// when a deadline is set below it; only expireLock raises it, to a bound it
+// has made sure of. A zeroed record's 0 bounds every deadline (all are
+// positive).
+func (l *lockRec) dueBound() int64 { return int64(uint64(l.due[1])<<32 | uint64(l.due[0])) }
+
+func (l *lockRec) setDueBound(d int64) { l.due[0], l.due[1] = uint32(d), uint32(uint64(d)>>32) }
 
 // Request is one acquisition request (LOCK or TRYLOCK).
 type Request struct {
@@ -84,6 +98,7 @@ func (sh *shard) newLock(name string, h uint64, size uint32) uint32 {
 	l := sh.lock(id)
 	l.size = size
 	l.nameLen = uint32(len(name))
+	l.setDueBound(math.MaxInt64)
 	if len(name) > maxArenaName || !sh.names.fits(len(name)) {
 		sh.longNames[id] = name
 	} else {
@@ -296,24 +311,35 @@ func (sh *shard) delayOf(id uint32) int64 {
 
 // appendHold adds hold id, the newest, to lock lid's holds (or, marked
 // delayed, its slots in lock-delay, as Restore and LoadState bring them
-// back).
+// back), in O(1): the first hold's prev is the last.
 func (sh *shard) appendHold(lid, id uint32) {
 	l := sh.lock(lid)
+	h := sh.hold(id)
 	if l.first == 0 {
 		l.first = id
+		h.prev = id
 	} else {
-		last := l.first
-		for sh.hold(last).next != 0 {
-			last = sh.hold(last).next
-		}
+		first := sh.hold(l.first)
+		last := first.prev
 		sh.hold(last).next = id
+		h.prev = last
+		first.prev = id
 	}
 	l.nholds++
-	if sh.hold(id).is(delayed) {
+	if m := sh.fences[lid]; m != nil {
+		m[h.key.Fence] = id
+	} else if l.nholds >= sh.bigLock() {
+		m = make(map[uint64]uint32, l.nholds)
+		for r := l.first; r != 0; r = sh.hold(r).next {
+			m[sh.hold(r).key.Fence] = r
+		}
+		sh.fences[lid] = m
+	}
+	if h.is(delayed) {
 		sh.delayed++
 		return
 	}
-	if g := sh.hold(id).granted; sh.nholds == 0 {
+	if g := h.granted; sh.nholds == 0 {
 		sh.oldest, sh.oldestStale = g, false
 	} else if g < sh.oldest {
 		sh.oldest = g // a stale oldest stays stale: the rescan will see g
@@ -321,21 +347,47 @@ func (sh *shard) appendHold(lid, id uint32) {
 	sh.nholds++
 }
 
-// removeHold takes hold (or slot in lock-delay) id out of its lock's list.
+// bigLock is the number of records from which a lock's are indexed by
+// fence (shard.fences), until they are fewer than half as many again: a
+// Go map costs more memory than the list, but finding a hold by key in a
+// lock with thousands of shared holds must not walk them all.
+const bigLock = 32
+
+// bigLock returns the number of records from which a lock's are indexed
+// by fence: bigLock but in tests (Config.bigLock).
+func (sh *shard) bigLock() uint32 {
+	if b := sh.cfg.bigLock; b != 0 {
+		return b
+	}
+	return bigLock
+}
+
+// removeHold takes hold (or slot in lock-delay) id out of its lock's list,
+// in O(1).
 func (sh *shard) removeHold(id uint32) {
 	h := sh.hold(id)
 	l := sh.lock(h.lock)
 	if l.first == id {
 		l.first = h.next
-	} else {
-		prev := l.first
-		for sh.hold(prev).next != id {
-			prev = sh.hold(prev).next
+		if h.next != 0 {
+			sh.hold(h.next).prev = h.prev // the last
 		}
-		sh.hold(prev).next = h.next
+	} else {
+		sh.hold(h.prev).next = h.next
+		if h.next != 0 {
+			sh.hold(h.next).prev = h.prev
+		} else {
+			sh.hold(l.first).prev = h.prev // the new last
+		}
 	}
-	h.next = 0
+	h.next, h.prev = 0, 0
 	l.nholds--
+	if m := sh.fences[h.lock]; m != nil {
+		delete(m, h.key.Fence)
+		if l.nholds < sh.bigLock()/2 {
+			delete(sh.fences, h.lock)
+		}
+	}
 	if h.is(delayed) {
 		sh.delayed--
 		return
@@ -370,6 +422,14 @@ func (sh *shard) restartTTL(id uint32, ttl int64, now int64) {
 // Caller holds sh.mu and has run expireLock.
 func (sh *shard) findHold(lid uint32, k Key) uint32 {
 	if lid == 0 {
+		return 0
+	}
+	if m := sh.fences[lid]; m != nil {
+		if id := m[k.Fence]; id != 0 {
+			if h := sh.hold(id); h.key == k && !h.is(delayed) {
+				return id
+			}
+		}
 		return 0
 	}
 	for id := sh.lock(lid).first; id != 0; id = sh.hold(id).next {

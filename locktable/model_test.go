@@ -857,6 +857,9 @@ var modelConfigs = []Config{
 	{Shards: 1, MaxHoldsPerSession: 2, FenceStart: 1_000},
 	{Shards: 4, MaxWaiters: 1, MaxHoldsPerSession: 1},
 	{Shards: 2, bucketCap: 2},
+	// A lock with two records indexes them by fence, and one with two
+	// looks for its due holds in the deadline heap.
+	{Shards: 2, bigLock: 2, smallLock: 1},
 }
 
 // randomQuery returns a LOCKS query over the generator's names: any of

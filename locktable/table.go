@@ -31,6 +31,10 @@ type Config struct {
 
 	// bucketCap replaces maxBucketHolds (0: keep it), for tests.
 	bucketCap uint32
+	// bigLock and smallLock replace the constants of the same names (0:
+	// keep them), for tests: the model test takes the paths for locks
+	// with many holds with few.
+	bigLock, smallLock uint32
 }
 
 // A name's bucket is the low bucketBits bits of its hash. A shard is the
@@ -108,9 +112,12 @@ type shard struct {
 	queues map[uint32]*waitQueue
 	// longNames are names longer than maxArenaName, by lock id.
 	longNames map[uint32]string
-	nholds    int // live holds (a re-entered hold counts once)
-	delayed   int // slots in lock-delay
-	waiters   int
+	// fences index the records of locks with many (see bigLock), by lock
+	// id, then fence, so that finding a hold by key does not walk them.
+	fences  map[uint32]map[uint64]uint32
+	nholds  int // live holds (a re-entered hold counts once)
+	delayed int // slots in lock-delay
+	waiters int
 	// oldest is the earliest grant time of the shard's live holds, when
 	// nholds > 0 and !oldestStale. Keeping it costs a compare per grant
 	// and per release; releasing the oldest hold marks it stale, and
@@ -158,6 +165,7 @@ func New(cfg Config) *Table {
 		sh.delays = make(map[uint32]int64)
 		sh.queues = make(map[uint32]*waitQueue)
 		sh.longNames = make(map[uint32]string)
+		sh.fences = make(map[uint32]map[uint64]uint32)
 	}
 	// The shards' records live as long as the shards: every access to them
 	// goes through a *shard, which keeps the shards' array reachable.
