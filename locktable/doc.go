@@ -28,13 +28,13 @@
 // mutex at all (lock order: shard, then session), never the other way round.
 //
 // Memory: a held lock is a few pointer-free records — lock, hold, name in an
-// arena, index slot, name-order B-tree slot, deadline-heap entry, about 157
+// arena, index slot, name-order B-tree slot, deadline-heap entry, about 140
 // bytes — in chunks that on Linux come from mmap (all but a shard's first
 // few small ones), outside the Go heap, so the GC neither scans them nor
 // lets its pacing double them in RSS. Records refer to each other by uint32
 // ids; what only some locks need (owners, lock-delays, waiters, names
-// over 256 bytes, a fence index for locks with many holds) lives in Go
-// maps by id. Freed records, names and index space are reused, not
+// over 256 bytes, the index of a lock with many holds) lives in Go maps
+// by id. Freed records, names and index space are reused, not
 // returned to the system (but for the index, which shrinks).
 //
 // Cost: no operation's cost grows with the number of shards or of
@@ -43,9 +43,11 @@
 // listings seek in per-shard name orders (btree.go) merged by name. A
 // listing page pays one seek per shard, and nothing else per shard. Nor
 // does acquiring, releasing, renewing or lazily expiring a hold cost more
-// with the number of holds of its lock (shared, or of a semaphore): the
-// hold list is doubly linked, holds are found by fence in big locks, and
-// expireLock keeps a bound of the lock's deadlines. What still walks a
+// with the number of holds of its lock (shared, or of a semaphore): a
+// lock of 32 records or more (bigLock) keeps, in a Go map beside its
+// record, its records by fence, their back links and last, and a bound
+// of their deadlines for expireLock; a smaller one walks its few records,
+// so that the common lock, with one hold, pays nothing. What still walks a
 // lock's holds: listing it, FORCEUNLOCK, a request with an owner (looking
 // for its hold to re-enter) and the deadlock check of a request that
 // would wait.

@@ -96,8 +96,8 @@ func (sh *shard) setDeadline(id uint32, d int64) {
 			sh.heapUp(i)
 		}
 	}
-	if l := sh.lock(h.lock); d < l.dueBound() {
-		l.setDueBound(d)
+	if b := sh.big[h.lock]; b != nil && d < b.due {
+		b.due = d
 	}
 	// A new earliest hold must not be later than the shard's place in the
 	// schedule. Deadlines mostly grow with time, so this is rare.
@@ -133,18 +133,23 @@ func (sh *shard) clearDeadline(id uint32) {
 // the caller's expiry timer has fired yet. It touches only that lock, so
 // results never depend on which names share a shard. Caller holds sh.mu.
 //
-// It costs O(1) while now is before the lock's dueBound, and otherwise
-// O(min(the lock's records, the shard's due holds)) (dueHolds), after
-// which the bound is past now again: never O(records) per operation on a
-// lock with many holds.
+// On a lock with fewer than bigLock records it scans them. On a big lock
+// it costs O(1) while now is before the lock's bound of its deadlines
+// (bigIndex.due), and otherwise O(min(the lock's records, the shard's due
+// holds)) (dueHolds), after which the bound is past now again: never
+// O(records) per operation on a lock with many holds.
 func (sh *shard) expireLock(t *Table, ev *Events, lid uint32, name string, now int64) uint32 {
-	if lid == 0 || now < sh.lock(lid).dueBound() {
+	if lid == 0 {
+		return 0
+	}
+	b := sh.big[lid]
+	if b != nil && now < b.due {
 		return lid
 	}
 	// A release ends no other record of the lock and gives none a deadline
 	// at or before now (a TTL or a lock-delay is positive; an upgrade of a
 	// due hold is lost, not granted), so the order found holds throughout.
-	for _, id := range sh.dueHolds(lid, now) {
+	for _, id := range sh.dueHolds(lid, b, now) {
 		if d := sh.deadline(id); sh.hold(id).lock != lid || d == 0 || d > now {
 			continue // defensive: see above
 		}
@@ -157,27 +162,20 @@ func (sh *shard) expireLock(t *Table, ev *Events, lid uint32, name string, now i
 	return lid
 }
 
-// smallLock is the number of records up to which dueHolds scans a lock's
-// list rather than walking the shard's deadline heap.
-const smallLock = 8
-
 // dueHolds returns the holds and slots of lock lid due at now, earliest
-// (deadline, fence) first, and raises the lock's dueBound to a bound of
-// the deadlines of its other records: the earliest of them if it scanned
-// the lock's list, the shard's earliest deadline after now if it walked
-// the heap. It walks the part of the shard's deadline heap that is due
-// (the timer expires it, so it is small) unless that part is larger than
-// the lock's list. Caller holds sh.mu.
-func (sh *shard) dueHolds(lid uint32, now int64) []uint32 {
+// (deadline, fence) first. On a lock that is not big (b nil) it scans the
+// lock's list. On a big one it walks the part of the shard's deadline
+// heap that is due (the timer expires it, so it is small), unless that
+// part is larger than the lock's list, which it scans then; and it raises
+// b.due to a bound of the deadlines of the lock's other records: the
+// earliest of them if it scanned the list, the shard's earliest deadline
+// after now if it walked the heap. Caller holds sh.mu.
+func (sh *shard) dueHolds(lid uint32, b *bigIndex, now int64) []uint32 {
 	l := sh.lock(lid)
 	var due []uint32
 	next := int64(math.MaxInt64)
 	budget := int(l.nholds)
-	small := uint32(smallLock)
-	if sh.cfg.smallLock != 0 {
-		small = sh.cfg.smallLock
-	}
-	if l.nholds <= small || !sh.dueInHeap(0, lid, now, &budget, &due, &next) {
+	if b == nil || !sh.dueInHeap(0, lid, now, &budget, &due, &next) {
 		due, next = due[:0], math.MaxInt64
 		for id := l.first; id != 0; id = sh.hold(id).next {
 			switch d := sh.deadline(id); {
@@ -189,7 +187,9 @@ func (sh *shard) dueHolds(lid uint32, now int64) []uint32 {
 			}
 		}
 	}
-	l.setDueBound(next)
+	if b != nil {
+		b.due = next
+	}
 	if len(due) > 1 {
 		slices.SortFunc(due, func(a, b uint32) int {
 			switch {

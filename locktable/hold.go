@@ -9,10 +9,11 @@ type hid uint32
 // its shard's off-heap store (see records). Its fields are guarded by the
 // shard's mutex, except sprev/snext. A record is free when lock is 0.
 type holdRec struct {
-	// 72 bytes: with its lock's record (28), name (the length rounded up
+	// 64 bytes: with its lock's record (20), name (the length rounded up
 	// to 8), index slot (4 at 1/2 to 3/4 load), name-order slot (4 in a
-	// B-tree leaf about 2/3 full) and heap entry (16), about 155 bytes per
-	// held lock, none of it on the Go heap.
+	// B-tree leaf about 2/3 full) and heap entry (16), about 140 bytes per
+	// held lock, none of it on the Go heap. A lock with many holds keeps
+	// their back links in shard.big rather than here (see bigLock).
 	key     Key
 	granted int64 // time of grant
 	ttl     int64 // TTL duration in ns; 0: none
@@ -22,10 +23,6 @@ type holdRec struct {
 	heapPos uint32
 	lock    uint32 // its lock's record; 0: this record is free
 	next    uint32 // the lock's next hold in grant order; 0: last
-	// prev is the lock's previous hold in grant order, and the first
-	// hold's is the last, so that appending and removing cost O(1)
-	// however many holds the lock has (lockRec has no tail).
-	prev uint32
 	// session is the slot (Table.sessions) of the session the hold is
 	// bound to; 0: detached or orphaned.
 	session uint32

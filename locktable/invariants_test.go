@@ -13,11 +13,11 @@ import (
 //
 //   - a lock in the index has holds or waiters, is found by its name, hashes
 //     to its shard, and lists as many holds and slots as its count says; the
-//     index counts its locks; its list's prev links mirror its next links,
-//     the first record's prev naming the last; its dueBound is at most the
-//     deadline of each of its records; its records are indexed by fence
-//     (shard.fences) exactly when it has at least bigLock of them, or
-//     had and still has bigLock/2; every lock
+//     index counts its locks; it is big (has a bigIndex in shard.big)
+//     when it has at least bigLock records, and only while it has at
+//     least bigLock/2, and then its index names exactly its records by
+//     fence and each but the first's predecessor, its last record, and a
+//     bound at most the deadline of each record; every lock
 //     record not in the index is free, and so is every hold record no lock
 //     lists, and the free lists hold exactly those;
 //   - every hold points back at its lock, has count ≥ 1, and its
@@ -125,13 +125,11 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 			n, slots, sharedRecs := 0, 0, 0
 			var prevFence uint64
 			var prevID uint32
+			big := sh.big[lid]
 			for id := l.first; id != 0; id = sh.hold(id).next {
 				n++
-				if p := sh.hold(id).prev; id != l.first && p != prevID {
-					fail("lock %q: hold record %d's prev is %d, the record before it %d", name, id, p, prevID)
-				}
-				if d := sh.deadline(id); d != 0 && d < l.dueBound() {
-					fail("lock %q: hold record %d's deadline %d is below the lock's due bound %d", name, id, d, l.dueBound())
+				if big != nil {
+					checkBigRecord(fail, sh, big, name, id, prevID)
 				}
 				prevID = id
 				if n > int(l.nholds)+1 {
@@ -252,20 +250,15 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 			if n != int(l.nholds) {
 				fail("lock %q: %d holds and slots in lock-delay, count says %d", name, n, l.nholds)
 			}
-			if l.first != 0 && sh.hold(l.first).prev != prevID {
-				fail("lock %q: its first record's prev is %d, its last record %d", name, sh.hold(l.first).prev, prevID)
-			}
-			if m := sh.fences[lid]; m != nil {
-				if n < int(sh.bigLock()/2) || len(m) != n {
-					fail("lock %q: %d records, %d indexed by fence (index kept from %d records down to %d)", name, n, len(m), sh.bigLock(), sh.bigLock()/2)
-				}
-				for id := l.first; id != 0 && len(m) == n; id = sh.hold(id).next {
-					if m[sh.hold(id).key.Fence] != id {
-						fail("lock %q: fence %d indexed as record %d, is record %d", name, sh.hold(id).key.Fence, m[sh.hold(id).key.Fence], id)
-					}
-				}
-			} else if n >= int(sh.bigLock()) {
-				fail("lock %q: %d records not indexed by fence", name, n)
+			switch {
+			case big == nil && n >= int(sh.bigLock()):
+				fail("lock %q: %d records but not big (from %d)", name, n, sh.bigLock())
+			case big == nil:
+			case n < int(sh.bigLock()/2):
+				fail("lock %q: big with %d records (kept down to %d)", name, n, sh.bigLock()/2)
+			case len(big.fences) != n || len(big.prev) != max(n-1, 0) || big.last != prevID:
+				fail("lock %q: %d records, last %d; its index has %d fences, %d back links, last %d",
+					name, n, prevID, len(big.fences), len(big.prev), big.last)
 			}
 			// A listing reads the holds' sessions: only once they are sound.
 			if len(errs) == 0 {
@@ -385,9 +378,9 @@ func invariantErrors(tb *Table, sessions ...*Session) []error {
 				fail("shard %d: queue kept for lock record %d, not a lock", i, lid)
 			}
 		}
-		for lid := range sh.fences {
+		for lid := range sh.big {
 			if !liveLocks[lid] {
-				fail("shard %d: fence index kept for lock record %d, not a lock", i, lid)
+				fail("shard %d: big-lock index kept for lock record %d, not a lock", i, lid)
 			}
 		}
 		checkFree(fail, fmt.Sprintf("shard %d locks", i), &sh.locks, liveLocks, func(l *lockRec) bool { return l.size != 0 })
@@ -561,6 +554,25 @@ func checkSchedule(fail func(string, ...any), i int, tb *Table, sh *shard) {
 	}
 	if top, ok := sh.earliest(); ok && (sh.dueAt == 0 || top.less(sh.due)) {
 		fail("shard %d: earliest hold %+v, scheduled at %+v (in schedule: %v)", i, top, sh.due, sh.dueAt != 0)
+	}
+}
+
+// checkBigRecord checks what the bigIndex b of big lock name says of its
+// record id, which follows record prev in the lock's list (0: id is the
+// first): its fence names it, its back link names prev, and b's bound of
+// deadlines is not above its deadline.
+func checkBigRecord(fail func(string, ...any), sh *shard, b *bigIndex, name string, id, prev uint32) {
+	h := sh.hold(id)
+	if got := b.fences[h.key.Fence]; got != id {
+		fail("lock %q: fence %d indexed as record %d, is record %d", name, h.key.Fence, got, id)
+	}
+	if got, ok := b.prev[id]; prev == 0 && ok {
+		fail("lock %q: first record %d has a back link to %d", name, id, got)
+	} else if prev != 0 && got != prev {
+		fail("lock %q: record %d's back link is %d, the record before it %d", name, id, got, prev)
+	}
+	if d := sh.deadline(id); d != 0 && d < b.due {
+		fail("lock %q: record %d's deadline %d is below the lock's bound %d", name, id, d, b.due)
 	}
 }
 

@@ -18,21 +18,9 @@ type lockRec struct {
 	// nholds counts the records in the lock's list: its holds and its
 	// slots in lock-delay, which take capacity alike.
 	nholds uint32
-	// due is a lower bound of the deadlines of the lock's holds and slots
-	// (dueBound), so that expireLock costs nothing while none of them can
-	// be due. It is two words rather than an int64 so that the record is
-	// 28 bytes, not 32.
-	due [2]uint32
+	// A lock with many records has more in shard.big (see bigLock): 20
+	// bytes are what every lock pays.
 }
-
-// dueBound returns a lower bound of the deadlines of the lock's holds and
-// slots in lock-delay (math.MaxInt64: none has one). setDeadline lowers it
-// when a deadline is set below it; only expireLock raises it, to a bound it
-// has made sure of. A zeroed record's 0 bounds every deadline (all are
-// positive).
-func (l *lockRec) dueBound() int64 { return int64(uint64(l.due[1])<<32 | uint64(l.due[0])) }
-
-func (l *lockRec) setDueBound(d int64) { l.due[0], l.due[1] = uint32(d), uint32(uint64(d)>>32) }
 
 // Request is one acquisition request (LOCK or TRYLOCK).
 type Request struct {
@@ -98,7 +86,6 @@ func (sh *shard) newLock(name string, h uint64, size uint32) uint32 {
 	l := sh.lock(id)
 	l.size = size
 	l.nameLen = uint32(len(name))
-	l.setDueBound(math.MaxInt64)
 	if len(name) > maxArenaName || !sh.names.fits(len(name)) {
 		sh.longNames[id] = name
 	} else {
@@ -311,29 +298,36 @@ func (sh *shard) delayOf(id uint32) int64 {
 
 // appendHold adds hold id, the newest, to lock lid's holds (or, marked
 // delayed, its slots in lock-delay, as Restore and LoadState bring them
-// back), in O(1): the first hold's prev is the last.
+// back): in O(1) on a big lock (its bigIndex knows the last record), in
+// O(records) < bigLock on another.
 func (sh *shard) appendHold(lid, id uint32) {
 	l := sh.lock(lid)
 	h := sh.hold(id)
-	if l.first == 0 {
+	b := sh.big[lid]
+	if b != nil {
+		if b.last == 0 {
+			l.first = id
+		} else {
+			sh.hold(b.last).next = id
+			b.prev[id] = b.last
+		}
+		b.last = id
+		b.fences[h.key.Fence] = id
+		if d := sh.deadline(id); d != 0 {
+			b.due = min(b.due, d)
+		}
+	} else if l.first == 0 {
 		l.first = id
-		h.prev = id
 	} else {
-		first := sh.hold(l.first)
-		last := first.prev
+		last := l.first
+		for sh.hold(last).next != 0 {
+			last = sh.hold(last).next
+		}
 		sh.hold(last).next = id
-		h.prev = last
-		first.prev = id
 	}
 	l.nholds++
-	if m := sh.fences[lid]; m != nil {
-		m[h.key.Fence] = id
-	} else if l.nholds >= sh.bigLock() {
-		m = make(map[uint64]uint32, l.nholds)
-		for r := l.first; r != 0; r = sh.hold(r).next {
-			m[sh.hold(r).key.Fence] = r
-		}
-		sh.fences[lid] = m
+	if b == nil && l.nholds >= sh.bigLock() {
+		sh.indexLock(lid)
 	}
 	if h.is(delayed) {
 		sh.delayed++
@@ -347,14 +341,15 @@ func (sh *shard) appendHold(lid, id uint32) {
 	sh.nholds++
 }
 
-// bigLock is the number of records from which a lock's are indexed by
-// fence (shard.fences), until they are fewer than half as many again: a
-// Go map costs more memory than the list, but finding a hold by key in a
-// lock with thousands of shared holds must not walk them all.
+// bigLock is the number of records from which a lock is big: it keeps a
+// bigIndex (shard.big) until it has fewer than half as many again. Maps
+// cost more memory than the records, but acquiring, releasing, renewing
+// or expiring one of thousands of shared holds must not walk them all;
+// below bigLock, walking the list is cheaper than keeping an index.
 const bigLock = 32
 
-// bigLock returns the number of records from which a lock's are indexed
-// by fence: bigLock but in tests (Config.bigLock).
+// bigLock returns the number of records from which a lock is big: bigLock
+// but in tests (Config.bigLock).
 func (sh *shard) bigLock() uint32 {
 	if b := sh.cfg.bigLock; b != 0 {
 		return b
@@ -362,31 +357,85 @@ func (sh *shard) bigLock() uint32 {
 	return bigLock
 }
 
-// removeHold takes hold (or slot in lock-delay) id out of its lock's list,
-// in O(1).
-func (sh *shard) removeHold(id uint32) {
-	h := sh.hold(id)
-	l := sh.lock(h.lock)
-	if l.first == id {
-		l.first = h.next
-		if h.next != 0 {
-			sh.hold(h.next).prev = h.prev // the last
+// bigIndex is what a big lock (see bigLock) keeps beside its record, so
+// that no operation on one of its records walks the others: the links and
+// the bound that every lock would otherwise pay for in its records (the
+// common lock has one hold).
+type bigIndex struct {
+	// fences are the lock's records by fence (findHold).
+	fences map[uint64]uint32
+	// prev is the record before each of the lock's records but the first,
+	// by id (removeHold).
+	prev map[uint32]uint32
+	last uint32 // the lock's last record (appendHold)
+	// due is a lower bound of the deadlines of the lock's records
+	// (math.MaxInt64: none has one), so that expireLock costs nothing
+	// while none of them can be due. setDeadline and appendHold lower it;
+	// only dueHolds raises it, to a bound it has made sure of.
+	due int64
+}
+
+// indexLock makes lock lid, which has just reached bigLock records, big:
+// it builds its bigIndex in one walk of its list, which the records
+// appended since it last was (at least bigLock/2 of them) pay for.
+func (sh *shard) indexLock(lid uint32) {
+	l := sh.lock(lid)
+	b := &bigIndex{
+		fences: make(map[uint64]uint32, l.nholds),
+		prev:   make(map[uint32]uint32, l.nholds),
+		due:    math.MaxInt64,
+	}
+	for id := l.first; id != 0; id = sh.hold(id).next {
+		h := sh.hold(id)
+		b.fences[h.key.Fence] = id
+		if id != l.first {
+			b.prev[id] = b.last
 		}
-	} else {
-		sh.hold(h.prev).next = h.next
-		if h.next != 0 {
-			sh.hold(h.next).prev = h.prev
-		} else {
-			sh.hold(l.first).prev = h.prev // the new last
+		b.last = id
+		if d := sh.deadline(id); d != 0 {
+			b.due = min(b.due, d)
 		}
 	}
-	h.next, h.prev = 0, 0
-	l.nholds--
-	if m := sh.fences[h.lock]; m != nil {
-		delete(m, h.key.Fence)
-		if l.nholds < sh.bigLock()/2 {
-			delete(sh.fences, h.lock)
+	sh.big[lid] = b
+}
+
+// removeHold takes hold (or slot in lock-delay) id out of its lock's list:
+// in O(1) on a big lock, in O(records) < bigLock on another.
+func (sh *shard) removeHold(id uint32) {
+	h := sh.hold(id)
+	lid := h.lock
+	l := sh.lock(lid)
+	b := sh.big[lid]
+	if b != nil {
+		p := b.prev[id] // 0: id is the first
+		delete(b.prev, id)
+		if p == 0 {
+			l.first = h.next
+		} else {
+			sh.hold(p).next = h.next
 		}
+		switch {
+		case h.next == 0:
+			b.last = p
+		case p == 0:
+			delete(b.prev, h.next) // the new first
+		default:
+			b.prev[h.next] = p
+		}
+		delete(b.fences, h.key.Fence)
+	} else if l.first == id {
+		l.first = h.next
+	} else {
+		p := l.first
+		for sh.hold(p).next != id {
+			p = sh.hold(p).next
+		}
+		sh.hold(p).next = h.next
+	}
+	h.next = 0
+	l.nholds--
+	if b != nil && l.nholds < sh.bigLock()/2 {
+		delete(sh.big, lid)
 	}
 	if h.is(delayed) {
 		sh.delayed--
@@ -424,8 +473,8 @@ func (sh *shard) findHold(lid uint32, k Key) uint32 {
 	if lid == 0 {
 		return 0
 	}
-	if m := sh.fences[lid]; m != nil {
-		if id := m[k.Fence]; id != 0 {
+	if b := sh.big[lid]; b != nil {
+		if id := b.fences[k.Fence]; id != 0 {
 			if h := sh.hold(id); h.key == k && !h.is(delayed) {
 				return id
 			}

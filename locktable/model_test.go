@@ -857,9 +857,12 @@ var modelConfigs = []Config{
 	{Shards: 1, MaxHoldsPerSession: 2, FenceStart: 1_000},
 	{Shards: 4, MaxWaiters: 1, MaxHoldsPerSession: 1},
 	{Shards: 2, bucketCap: 2},
-	// A lock with two records indexes them by fence, and one with two
-	// looks for its due holds in the deadline heap.
-	{Shards: 2, bigLock: 2, smallLock: 1},
+	// Big locks (shard.big) with the model's few records: from two records
+	// until none is left (due holds found in the deadline heap); and from
+	// four down to two, so that locks often become big and small again
+	// (the other configs' locks are all small).
+	{Shards: 2, bigLock: 2},
+	{Shards: 1, bigLock: 4},
 }
 
 // randomQuery returns a LOCKS query over the generator's names: any of

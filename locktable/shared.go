@@ -107,9 +107,9 @@ func (sh *shard) upgradeHold(t *Table, id uint32, name string, rnd uint64) Key {
 	old := h.key.Fence
 	sh.journalDelete(name, old)
 	h.key = Key{Fence: t.nextFence(), Rand: rnd}
-	if m := sh.fences[h.lock]; m != nil {
-		delete(m, old)
-		m[h.key.Fence] = id
+	if b := sh.big[h.lock]; b != nil {
+		delete(b.fences, old)
+		b.fences[h.key.Fence] = id
 	}
 	h.set(shared, false)
 	if h.heapPos != 0 {

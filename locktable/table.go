@@ -31,10 +31,10 @@ type Config struct {
 
 	// bucketCap replaces maxBucketHolds (0: keep it), for tests.
 	bucketCap uint32
-	// bigLock and smallLock replace the constants of the same names (0:
-	// keep them), for tests: the model test takes the paths for locks
-	// with many holds with few.
-	bigLock, smallLock uint32
+	// bigLock replaces the constant of the same name (0: keep it), for
+	// tests: the model test takes the paths of locks with many records
+	// with few.
+	bigLock uint32
 }
 
 // A name's bucket is the low bucketBits bits of its hash. A shard is the
@@ -112,9 +112,9 @@ type shard struct {
 	queues map[uint32]*waitQueue
 	// longNames are names longer than maxArenaName, by lock id.
 	longNames map[uint32]string
-	// fences index the records of locks with many (see bigLock), by lock
-	// id, then fence, so that finding a hold by key does not walk them.
-	fences  map[uint32]map[uint64]uint32
+	// big are the indexes of locks with many records (see bigLock), by
+	// lock id.
+	big     map[uint32]*bigIndex
 	nholds  int // live holds (a re-entered hold counts once)
 	delayed int // slots in lock-delay
 	waiters int
@@ -165,7 +165,7 @@ func New(cfg Config) *Table {
 		sh.delays = make(map[uint32]int64)
 		sh.queues = make(map[uint32]*waitQueue)
 		sh.longNames = make(map[uint32]string)
-		sh.fences = make(map[uint32]map[uint64]uint32)
+		sh.big = make(map[uint32]*bigIndex)
 	}
 	// The shards' records live as long as the shards: every access to them
 	// goes through a *shard, which keeps the shards' array reachable.
