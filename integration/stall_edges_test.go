@@ -14,7 +14,6 @@ import (
 // test runs one bounded attack while stallProbe PINGs; each failed before
 // its fix, with PINGs of 0.3–7 s.
 
-
 // pipeline sends reqs on c at once and reads as many replies (60 s).
 func pipeline(t *testing.T, c *rawConn, reqs ...[]byte) []string {
 	t.Helper()
