@@ -173,6 +173,9 @@ stall_scenario() {
 	start_relock --requirepass benchpass
 	stall "stall: pre-auth unread replies" --mode stall-unread --password benchpass -c 150
 	stop_relock
+	start_relock
+	stall "stall: costly requests" --mode stall-costly -P 4
+	stop_relock
 	go run ./bench/report -stall -in "$STALL_OUT" -md bench/results-stall.md -json bench/results-stall.json
 	echo "bench: wrote bench/results-stall.md and bench/results-stall.json" >&2
 }

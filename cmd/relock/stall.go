@@ -321,6 +321,8 @@ func (r *benchRun) stall(pid int, admin *redis.Client) ([]benchResult, error) {
 		return r.stallAuth()
 	case "stall-preauth", "stall-unread":
 		return r.stallPreauth(pid)
+	case "stall-costly":
+		return r.stallCostly()
 	}
 	return nil, fmt.Errorf("unknown mode %q", c.Mode)
 }
@@ -727,4 +729,119 @@ func countOpen(conns []net.Conn) int {
 		}
 	}
 	return open
+}
+
+// stallCostly: requests whose cost is not their count, one kind per phase
+// on the same server (found by a review; each stalled a PING by 0.3–7 s
+// before relock bounded it): 1024 costly pattern subscriptions while
+// another connection churns a lock of a 1 KB name; costly LOCKS MATCH
+// globs over 4096 locks of 1 KB names; shared LOCK+UNLOCK pairs on a lock
+// with 20,000 shared holds; the largest LOCKS pages (COUNT 100000) over
+// 100,000 locks.
+func (r *benchRun) stallCostly() ([]benchResult, error) {
+	c := r.cmd
+	ctx0, cancel0 := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel0()
+	idle := r.stallPhase("idle", func(ctx context.Context) benchResult {
+		<-ctx.Done()
+		return benchResult{Attack: "no attack", AttackResult: "-"}
+	})
+	// Costly patterns: "*" + k a's + "b" + k against a name of 1024 a's.
+	sub := c.newClient()
+	defer sub.Close()
+	ps := sub.Subscribe(ctx0)
+	defer ps.Close()
+	for k := 1; k <= 1024; k += 64 {
+		var chans []string
+		for j := k; j < k+64; j++ {
+			chans = append(chans, "__lock__:*"+strings.Repeat("a", j%1000)+"b"+strconv.Itoa(j))
+		}
+		if err := ps.PSubscribe(ctx0, chans...); err != nil {
+			return nil, err
+		}
+	}
+	churn := c.newClient()
+	defer churn.Close()
+	name := strings.Repeat("a", 1024)
+	patterns := r.stallPhase("1024 costly patterns", func(ctx context.Context) benchResult {
+		var n int64
+		for i := 0; i < maxBenchIterations && ctx.Err() == nil; i++ {
+			key, err := churn.Do(ctx, "LOCK", name).Text()
+			if err != nil {
+				break
+			}
+			churn.Do(context.Background(), "UNLOCK", name, key)
+			n++
+		}
+		return benchResult{Ops: n, Attack: "1 connection subscribed to 1024 patterns `__lock__:*a…ab<k>` (k a's, k ≤ 1000); 1 connection locking and unlocking a 1024-byte name of a's",
+			AttackResult: fmt.Sprintf("%d LOCK+UNLOCK cycles", n)}
+	})
+	ps.Close()
+	// Costly MATCH globs over locks with 1 KB names.
+	long, _, err := r.takeLocks(4096, 1, func(i int) string { return fmt.Sprintf("%s%05d", strings.Repeat("a", 1000), i) },
+		func(int) []any { return []any{"TTL", 3600000} })
+	if err != nil {
+		return nil, err
+	}
+	glob := "*" + strings.Repeat("a", 500) + "b"
+	pager := c.newClient()
+	defer pager.Close()
+	match := r.stallPhase("costly LOCKS MATCH", func(ctx context.Context) benchResult {
+		res := r.pages(ctx, pager, glob, func() string { return "" })
+		res.Attack = fmt.Sprintf("4096 locks of 1005-byte names; 1 connection pipelining %d `LOCKS MATCH *a{500}b COUNT 10`", c.Pipeline)
+		return res
+	})
+	closeAll(long)
+	// A lock with many shared holds.
+	holds, _, err := r.takeLocks(20000, 1, func(int) string { return "bench:stall:big" },
+		func(int) []any { return []any{"SHARED", "DETACH", "TTL", 3600000} })
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(holds)
+	sharer := c.newClient()
+	defer sharer.Close()
+	shared := r.stallPhase("shared holds of one lock", func(ctx context.Context) benchResult {
+		var n int64
+		for i := 0; i < maxBenchIterations && ctx.Err() == nil; i++ {
+			pipe := sharer.Pipeline()
+			cmds := make([]*redis.Cmd, 64)
+			for j := range cmds {
+				cmds[j] = pipe.Do(ctx, "LOCK", "bench:stall:big", "SHARED")
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				break
+			}
+			pipe = sharer.Pipeline()
+			for _, cmd := range cmds {
+				pipe.Do(context.Background(), "UNLOCK", "bench:stall:big", cmd.Val())
+			}
+			pipe.Exec(context.Background())
+			n += int64(len(cmds))
+		}
+		return benchResult{Ops: n, Attack: "a lock with 20000 shared holds; 1 connection pipelining 64 shared LOCKs of it, then their UNLOCKs",
+			AttackResult: fmt.Sprintf("%d LOCK+UNLOCK pairs", n)}
+	})
+	closeAll(holds)
+	// The largest pages.
+	many, _, err := r.takeLocks(100000, 4, stallLockName, func(int) []any { return []any{"TTL", 3600000} })
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(many)
+	rng := rand.New(rand.NewPCG(3, 4))
+	largest := r.stallPhase("largest LOCKS pages", func(ctx context.Context) benchResult {
+		var pages, bytes int64
+		for i := 0; i < maxBenchIterations && ctx.Err() == nil; i++ {
+			v, err := pager.Do(ctx, "LOCKS", "COUNT", 100000, "AFTER", stallLockName(rng.IntN(100000))).Slice()
+			if err != nil {
+				break
+			}
+			pages++
+			bytes += int64(len(v))
+		}
+		return benchResult{Ops: pages, Attack: "100000 locks held; 1 connection reading `LOCKS COUNT 100000 AFTER <random name>` pages (each at most 1 MiB)",
+			AttackResult: fmt.Sprintf("%d pages, %d locks listed", pages, bytes)}
+	})
+	return []benchResult{idle, patterns, match, shared, largest}, nil
 }
