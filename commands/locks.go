@@ -60,11 +60,13 @@ const (
 	// steps.
 	locksBudget = 4096
 	// locksWork bounds the work of one step (locktable.Query.Work, units
-	// of about a nanosecond): long names, a costly MATCH (a glob costs
+	// of a few nanoseconds; 1<<19 keeps a step near a millisecond: at
+	// 2<<20 a costly MATCH held the bystander's PING at p50 6 ms in make
+	// bench-stall): long names, a costly MATCH (a glob costs
 	// O(len(pattern)·len(name)) a name) or locks with many holders end a
 	// step before locksBudget names. A step examines at least one name,
 	// whose glob is no longer than max-name-len.
-	locksWork = 2 << 20
+	locksWork = 1 << 19
 	// locksReplyBytes bounds a LOCKS reply: a page ends before the lock
 	// whose record would take it past this (but has at least one lock),
 	// and one lock's record lists as many holders, then waiters, as fit
@@ -72,8 +74,10 @@ const (
 	// that does not read holds the server to its output bound
 	// (maxReplyBuf) plus one such reply.
 	locksReplyBytes = 1 << 20
-	// locksStepLocks bounds the locks one step describes and encodes.
-	locksStepLocks = 1024
+	// locksStepLocks bounds the locks one step describes and encodes
+	// (256: at 1024, pages of COUNT 100000 held the bystander's PING at
+	// p99 25 ms in make bench-stall; at 256, 7 ms).
+	locksStepLocks = 256
 	// locksList bounds the holds and waiters of one lock that a step
 	// describes: more could not fit in locksReplyBytes (a holder's record
 	// takes at least 178 bytes, a waiter's 150).
