@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"sync"
 	"time"
 
 	"github.com/relock/relock/locktable"
@@ -50,7 +51,8 @@ func (sess *session) cmdLocks(args [][]byte) *pendingWait {
 		sess.fail(srv.eng.moved())
 		return nil
 	}
-	return sess.locksPage(&locksReply{q: q, body: resp.Writer{Proto: sess.w.Proto}})
+	buf := locksBodies.Get().(*[]byte)
+	return sess.locksPage(&locksReply{q: q, body: resp.Writer{Proto: sess.w.Proto, B: (*buf)[:0]}, buf: buf})
 }
 
 const (
@@ -88,6 +90,7 @@ const (
 type locksReply struct {
 	q    locktable.Query
 	body resp.Writer // the records so far
+	buf  *[]byte     // body's buffer, back to locksBodies when written
 	n    int         // how many
 	// scratch: one record's holders and waiters
 	holders, waiters resp.Writer
@@ -130,8 +133,17 @@ func (sess *session) locksPage(r *locksReply) *pendingWait {
 	// may reveal before writing it (owner.commit).
 	sess.w.Array(r.n)
 	sess.w.B = append(sess.w.B, r.body.B...)
+	if *r.buf = r.body.B[:0]; cap(*r.buf) <= 2*locksReplyBytes {
+		locksBodies.Put(r.buf)
+	}
 	return nil
 }
+
+// locksBodies keeps the buffers of LOCKS pages being gathered: a page of
+// up to 1 MiB grown anew each time made the largest pages a stream of
+// garbage, and the collector's pauses the bystander's delays in make
+// bench-stall.
+var locksBodies = sync.Pool{New: func() any { return new([]byte) }}
 
 // locksRecordRoom is what a lock record takes besides its name and its
 // holders' and waiters' records, at most (field names, headers, numbers),
