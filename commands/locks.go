@@ -153,6 +153,21 @@ var locksBodies = sync.Pool{New: func() any { return new([]byte) }}
 // and room for the reply's array header.
 const locksRecordRoom = 256
 
+// fitRecords writes the records of items into w, in order, while w stays
+// within room bytes; it returns how many it wrote and how many it left
+// out.
+func fitRecords[T any](w *resp.Writer, items []T, room int, write func(*resp.Writer, *T)) (written, left int) {
+	for i := range items {
+		mark := len(w.B)
+		write(w, &items[i])
+		if len(w.B) > room {
+			w.B = w.B[:mark]
+			return i, len(items) - i
+		}
+	}
+	return len(items), 0
+}
+
 // appendLock adds l's record to r, or reports false if it would take
 // the reply past locksReplyBytes and r has a record already.
 func (sess *session) appendLock(r *locksReply, l *locktable.LockInfo) bool {
@@ -161,29 +176,11 @@ func (sess *session) appendLock(r *locksReply, l *locktable.LockInfo) bool {
 	hs.Reset()
 	ws.Reset()
 	hs.Proto, ws.Proto = r.body.Proto, r.body.Proto
-	listed, moreHolds := 0, l.MoreHolds
-	for i := range l.Holds {
-		mark := len(hs.B)
-		sess.writeHolder(r, hs, &l.Holds[i])
-		if len(hs.B) > room {
-			hs.B = hs.B[:mark]
-			moreHolds += len(l.Holds) - i
-			break
-		}
-		listed++
-	}
+	listed, left := fitRecords(hs, l.Holds, room, func(w *resp.Writer, h *locktable.HoldInfo) { sess.writeHolder(r, w, h) })
+	moreHolds := l.MoreHolds + left
 	room -= len(hs.B)
-	waiting, moreWaiters := 0, l.MoreWaiters
-	for i := range l.Waiters {
-		mark := len(ws.B)
-		sess.writeWaiter(r, ws, &l.Waiters[i])
-		if len(ws.B) > room {
-			ws.B = ws.B[:mark]
-			moreWaiters += len(l.Waiters) - i
-			break
-		}
-		waiting++
-	}
+	waiting, left := fitRecords(ws, l.Waiters, room, func(w *resp.Writer, wi *locktable.WaiterInfo) { sess.writeWaiter(r, w, wi) })
+	moreWaiters := l.MoreWaiters + left
 
 	w := &r.body
 	mark := len(w.B)
