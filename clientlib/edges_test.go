@@ -308,14 +308,14 @@ func TestLock_ConcurrentOwnerLocksBothLearnOfARelease(t *testing.T) {
 }
 
 // Locks pages through everything when a page is cut short by the
-// server's 256 KiB reply bound (fewer locks than Count with more to come):
+// server's 1 MiB reply bound (fewer locks than Count with more to come):
 // paging on with After until an empty page lists every lock once.
 func TestLocks_PagesOnPastAPageCutByTheReplyBound(t *testing.T) {
 	s := startServer(t, commands.Config{})
 	c := newClient(t, s)
 	ctx := testCtx(t, 30*time.Second)
 	const n = 1500
-	long := strings.Repeat("n", 1000) // ~1 KB records: 1000 of them pass 256 KiB
+	long := strings.Repeat("n", 1000) // ~1 KB records: 1000 of them pass 1 MiB
 	var names []string
 	for i := range n {
 		name := fmt.Sprintf("page:%04d:%s", i, long)

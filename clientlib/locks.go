@@ -17,7 +17,7 @@ type LockInfo struct {
 	Holders []HolderInfo // in grant order
 	Waiters []WaiterInfo // in queue order
 	// MoreHolders and MoreWaiters count the holders and waiters not
-	// listed: a lock whose record would pass the server's 256 KiB reply
+	// listed: a lock whose record would pass the server's 1 MiB reply
 	// bound lists those that fit, holders first (0: all are listed).
 	MoreHolders, MoreWaiters int
 }
@@ -69,7 +69,7 @@ type LocksQuery struct {
 }
 
 // Locks returns one page of locks, sorted by name. A page may hold fewer
-// than Count locks with more to come (the server ends a page before 256 KiB
+// than Count locks with more to come (the server ends a page before 1 MiB
 // of reply): page on with After set to the last name until a page is
 // empty.
 func (c *Client) Locks(ctx context.Context, q LocksQuery) ([]LockInfo, error) {

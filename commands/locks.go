@@ -74,11 +74,8 @@ const (
 	// and one lock's record lists as many holders, then waiters, as fit
 	// in it, counting the others (more-holders, more-waiters). A client
 	// that does not read holds the server to its output bound
-	// (maxReplyBuf) plus one such reply. 256 KiB: with 1 MiB pages of
-	// COUNT 100000 held the bystander's PING at p99 12.1–12.5 ms in
-	// stall-costly, with 256 KiB at 5.3–9.3 ms (3 pairs, same locks
-	// listed).
-	locksReplyBytes = 256 << 10
+	// (maxReplyBuf) plus one such reply.
+	locksReplyBytes = 1 << 20
 	// locksStepLocks bounds the locks one step describes and encodes
 	// (256: at 1024, pages of COUNT 100000 held the bystander's PING at
 	// p99 25 ms in make bench-stall; at 256, 7 ms).
@@ -143,7 +140,7 @@ func (sess *session) locksPage(r *locksReply) *pendingWait {
 }
 
 // locksBodies keeps the buffers of LOCKS pages being gathered: a page of
-// up to locksReplyBytes grown anew each time made the largest pages a stream of
+// up to 1 MiB grown anew each time made the largest pages a stream of
 // garbage, and the collector's pauses the bystander's delays in make
 // bench-stall.
 var locksBodies = sync.Pool{New: func() any { return new([]byte) }}

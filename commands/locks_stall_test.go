@@ -104,7 +104,7 @@ func TestLocks_PageStopsAtTheByteBound(t *testing.T) {
 // cut has neither field.
 func TestLocks_ManyHoldersRecordIsBounded(t *testing.T) {
 	srv, addr := tcpServerOn(t, Config{})
-	const holds = 7000 // at least 178 bytes each: more than the reply bound
+	const holds = 7000 // at least 178 bytes each: more than 1 MiB
 	holder := srv.table.NewSession(1<<40, nil)
 	var ev locktable.Events
 	for i := range holds {

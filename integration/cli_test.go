@@ -354,7 +354,7 @@ func TestCLI_RunLockDelay(t *testing.T) {
 }
 
 // relock locks lists every lock when the server cuts a page short at its
-// 256 KiB reply bound (1,500 locks of ~1 KB names: the first page of 1,000
+// 1 MiB reply bound (1,500 locks of ~1 KB names: the first page of 1,000
 // passes it): it pages on until an empty page.
 func TestCLI_LocksPagesOnPastAShortPage(t *testing.T) {
 	srv := startServer(t)

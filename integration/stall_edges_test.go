@@ -99,7 +99,7 @@ func TestStall_LOCKSMatchStepIsBoundedByWork(t *testing.T) {
 // steps but written in one go, and held whole in the connection's output:
 // a bystander's PING waited up to 0.7 s while two connections read such
 // pages over 200k locks, and 20 connections that sent one and never read
-// grew the server from ~50 MB to ~990 MB. A reply is now at most 256 KiB.
+// grew the server from ~50 MB to ~990 MB. A reply is now at most 1 MiB.
 func TestStall_LargestLOCKSPageIsBoundedAndPagedOn(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, "--event-loops", "1")
@@ -109,7 +109,7 @@ func TestStall_LargestLOCKSPageIsBoundedAndPagedOn(t *testing.T) {
 	worst := stallProbe(t, srv, "", stop)
 	c := dialRaw(t, srv)
 	for range 2 {
-		// A page is at most 256 KiB: page on with AFTER until an empty one.
+		// A page is at most 1 MiB: page on with AFTER until an empty one.
 		listed, after := 0, ""
 		for pages := 0; ; pages++ {
 			if pages > 1000 {
@@ -120,8 +120,8 @@ func TestStall_LargestLOCKSPageIsBoundedAndPagedOn(t *testing.T) {
 				args = append(args, "AFTER", after)
 			}
 			got := pipeline(t, c, encodeCommand(args...))[0]
-			if len(got) > 256<<10+1024 {
-				t.Fatalf("a LOCKS reply of %d bytes, over the 256 KiB bound", len(got))
+			if len(got) > 1<<20+1024 {
+				t.Fatalf("a LOCKS reply of %d bytes, over the 1 MiB bound", len(got))
 			}
 			var k int
 			if _, err := fmt.Sscanf(got, "*%d\r\n", &k); err != nil {
