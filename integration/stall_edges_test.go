@@ -51,25 +51,19 @@ func TestStall_PatternsAreNotMatchedInsideEveryChange(t *testing.T) {
 		reqs = append(reqs, encodeCommand("PSUBSCRIBE", "__lock__:*"+strings.Repeat("a", k%1000)+"b"+strconv.Itoa(k)))
 	}
 	pipeline(t, sub, reqs...)
-	stop := make(chan struct{})
-	worst := stallProbe(t, srv, "", stop)
-	c := dialRaw(t, srv)
-	name := strings.Repeat("a", 1024)
-	for range 2 {
-		key := pipeline(t, c, encodeCommand("LOCK", name))[0]
-		if !keyRE.MatchString(key) {
-			t.Fatalf("LOCK = %q", key)
+	withoutStall(t, srv, func() {
+		c := dialRaw(t, srv)
+		name := strings.Repeat("a", 1024)
+		for range 2 {
+			key := pipeline(t, c, encodeCommand("LOCK", name))[0]
+			if !keyRE.MatchString(key) {
+				t.Fatalf("LOCK = %q", key)
+			}
+			if got := pipeline(t, c, encodeCommand("UNLOCK", name, strings.TrimSuffix(key[strings.Index(key, "\n")+1:], "\r\n")))[0]; got != ":1\r\n" {
+				t.Fatalf("UNLOCK = %q", got)
+			}
 		}
-		if got := pipeline(t, c, encodeCommand("UNLOCK", name, strings.TrimSuffix(key[strings.Index(key, "\n")+1:], "\r\n")))[0]; got != ":1\r\n" {
-			t.Fatalf("UNLOCK = %q", got)
-		}
-	}
-	close(stop)
-	w := worst()
-	t.Logf("worst bystander PING: %v", w)
-	if w > stallBound {
-		t.Errorf("while one LOCK notified 1024 patterns, another client's PING took %v (want < %v)", w, stallBound)
-	}
+	}, "while one LOCK notified 1024 patterns")
 }
 
 // A LOCKS step examines locksBudget (4096) names, however long the names
@@ -80,19 +74,13 @@ func TestStall_LOCKSMatchStepIsBoundedByWork(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, "--event-loops", "1")
 	fill(t, srv, strings.Repeat("a", 1000), 4096, 600_000)
-	stop := make(chan struct{})
-	worst := stallProbe(t, srv, "", stop)
-	c := dialRaw(t, srv)
-	got := pipeline(t, c, encodeCommand("LOCKS", "MATCH", "*"+strings.Repeat("a", 500)+"b", "COUNT", "10"))
-	if got[0] != "*0\r\n" {
-		t.Fatalf("LOCKS = %.40q, want no locks", got[0])
-	}
-	close(stop)
-	w := worst()
-	t.Logf("worst bystander PING: %v", w)
-	if w > stallBound {
-		t.Errorf("while one LOCKS MATCH step ran over 4096 long names, another client's PING took %v (want < %v)", w, stallBound)
-	}
+	withoutStall(t, srv, func() {
+		c := dialRaw(t, srv)
+		got := pipeline(t, c, encodeCommand("LOCKS", "MATCH", "*"+strings.Repeat("a", 500)+"b", "COUNT", "10"))
+		if got[0] != "*0\r\n" {
+			t.Fatalf("LOCKS = %.40q, want no locks", got[0])
+		}
+	}, "while one LOCKS MATCH step ran over 4096 long names")
 }
 
 // A LOCKS page of COUNT 100000 (the largest allowed) was gathered in
@@ -105,44 +93,38 @@ func TestStall_LargestLOCKSPageIsBoundedAndPagedOn(t *testing.T) {
 	srv := startServer(t, "--event-loops", "1")
 	const n = 100_000
 	fill(t, srv, "p:", n, 600_000)
-	stop := make(chan struct{})
-	worst := stallProbe(t, srv, "", stop)
-	c := dialRaw(t, srv)
-	for range 2 {
-		// A page is at most 1 MiB: page on with AFTER until an empty one.
-		listed, after := 0, ""
-		for pages := 0; ; pages++ {
-			if pages > 1000 {
-				t.Fatal("more than 1000 pages")
+	withoutStall(t, srv, func() {
+		c := dialRaw(t, srv)
+		for range 2 {
+			// A page is at most 1 MiB: page on with AFTER until an empty one.
+			listed, after := 0, ""
+			for pages := 0; ; pages++ {
+				if pages > 1000 {
+					t.Fatal("more than 1000 pages")
+				}
+				args := []string{"LOCKS", "COUNT", "100000"}
+				if after != "" {
+					args = append(args, "AFTER", after)
+				}
+				got := pipeline(t, c, encodeCommand(args...))[0]
+				if len(got) > 1<<20+1024 {
+					t.Fatalf("a LOCKS reply of %d bytes, over the 1 MiB bound", len(got))
+				}
+				var k int
+				if _, err := fmt.Sscanf(got, "*%d\r\n", &k); err != nil {
+					t.Fatalf("LOCKS = %.40q", got)
+				}
+				if k == 0 {
+					break
+				}
+				listed += k
+				after = lastLockName(t, got)
 			}
-			args := []string{"LOCKS", "COUNT", "100000"}
-			if after != "" {
-				args = append(args, "AFTER", after)
+			if listed != n {
+				t.Fatalf("paged %d locks; want %d", listed, n)
 			}
-			got := pipeline(t, c, encodeCommand(args...))[0]
-			if len(got) > 1<<20+1024 {
-				t.Fatalf("a LOCKS reply of %d bytes, over the 1 MiB bound", len(got))
-			}
-			var k int
-			if _, err := fmt.Sscanf(got, "*%d\r\n", &k); err != nil {
-				t.Fatalf("LOCKS = %.40q", got)
-			}
-			if k == 0 {
-				break
-			}
-			listed += k
-			after = lastLockName(t, got)
 		}
-		if listed != n {
-			t.Fatalf("paged %d locks; want %d", listed, n)
-		}
-	}
-	close(stop)
-	w := worst()
-	t.Logf("worst bystander PING: %v", w)
-	if w > stallBound {
-		t.Errorf("while a LOCKS page of 100000 locks was written, another client's PING took %v (want < %v)", w, stallBound)
-	}
+	}, "while a LOCKS page of 100000 locks was written")
 }
 
 // A lock's holds are a singly linked list that every acquisition walks
@@ -170,22 +152,16 @@ func TestStall_ManyHoldsOfOneLockDoNotCostEveryAcquisition(t *testing.T) {
 		}
 		pipeline(t, c, reqs...)
 	}
-	stop := make(chan struct{})
-	worst := stallProbe(t, srv, "", stop)
-	var reqs [][]byte
-	for range 1024 {
-		reqs = append(reqs, shared)
-	}
-	got := pipeline(t, c, reqs...)
-	if !keyRE.MatchString(got[len(got)-1]) {
-		t.Fatalf("LOCK SHARED = %q", got[len(got)-1])
-	}
-	close(stop)
-	w := worst()
-	t.Logf("worst bystander PING: %v", w)
-	if w > stallBound {
-		t.Errorf("while 1024 shared LOCKs of a lock with %d holds ran, another client's PING took %v (want < %v)", n, w, stallBound)
-	}
+	withoutStall(t, srv, func() {
+		var reqs [][]byte
+		for range 1024 {
+			reqs = append(reqs, shared)
+		}
+		got := pipeline(t, c, reqs...)
+		if !keyRE.MatchString(got[len(got)-1]) {
+			t.Fatalf("LOCK SHARED = %q", got[len(got)-1])
+		}
+	}, fmt.Sprintf("while 1024 shared LOCKs of a lock with %d holds ran", n))
 }
 
 // lastLockName is the greatest lock name ("p:…", as fill names them) in a
@@ -202,4 +178,19 @@ func lastLockName(t *testing.T, reply string) string {
 		t.Fatalf("no lock name in %.80q", reply)
 	}
 	return last
+}
+
+// withoutStall runs attack while stallProbe PINGs srv, and fails the test
+// if a PING took over stallBound; while names the attack for the message.
+func withoutStall(t *testing.T, srv *server, attack func(), while string) {
+	t.Helper()
+	stop := make(chan struct{})
+	worst := stallProbe(t, srv, "", stop)
+	attack()
+	close(stop)
+	w := worst()
+	t.Logf("worst bystander PING: %v", w)
+	if w > stallBound {
+		t.Errorf("%s, another client's PING took %v (want < %v)", while, w, stallBound)
+	}
 }
