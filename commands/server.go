@@ -737,18 +737,13 @@ func (s *Server) deliverGrants(gs []locktable.Grant) {
 			s.expiry.schedule(g.Deadline)
 		}
 		sess := s.sessionOf(g.Session)
-		if sess == nil {
-			// In a cluster, grants come back only to the leader that
-			// proposed them, whose sessions are all its own: this one's
-			// connection is gone (its close is being retried), and a
-			// grant never outlives it.
-			if s.eng.blocking() {
-				s.releaseUndelivered(g, s.commitQuietly)
-			}
-			continue
-		}
-		if sess.c == nil {
-			s.releaseUndelivered(g, s.commitQuietly) // no connection (tests)
+		if sess == nil || sess.c == nil {
+			// No connection to give it to: in a cluster, grants come
+			// back only to the leader that proposed them, whose sessions
+			// are all its own, so this one's connection is gone (its
+			// close is being retried); in tests, a session without one.
+			// A grant never outlives its connection.
+			s.releaseUndelivered(g, s.commitQuietly)
 			continue
 		}
 		sess.c.grant(g)
